@@ -1,0 +1,168 @@
+//! Error types shared by the library. `main` maps them to exit codes:
+//! 0 success, 1 a stage failed, 2 a user error (bad file, bad flag, bad parameter, ...).
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// A position in a user's file (1-based line and column).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file.display(), self.line, self.column)
+    }
+}
+
+/// An error the user caused and can fix: it names where (file, line, column) and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserError {
+    pub message: String,
+    pub location: Option<Location>,
+    /// The offending source line, shown under the message with a caret.
+    pub snippet: Option<String>,
+    pub help: Option<String>,
+}
+
+impl UserError {
+    pub fn new(message: impl Into<String>) -> Self {
+        UserError {
+            message: message.into(),
+            location: None,
+            snippet: None,
+            help: None,
+        }
+    }
+
+    pub fn at(mut self, location: Option<Location>) -> Self {
+        if let Some(loc) = &location {
+            self.snippet = std::fs::read_to_string(&loc.file)
+                .ok()
+                .and_then(|text| text.lines().nth(loc.line.saturating_sub(1)).map(str::to_string));
+        }
+        self.location = location;
+        self
+    }
+
+    pub fn with_source_line(mut self, source: &str) -> Self {
+        if let Some(loc) = &self.location {
+            self.snippet = source
+                .lines()
+                .nth(loc.line.saturating_sub(1))
+                .map(str::to_string);
+        }
+        self
+    }
+
+    pub fn help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+}
+
+impl fmt::Display for UserError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.location {
+            Some(loc) => write!(f, "{loc}: {}", self.message)?,
+            None => write!(f, "{}", self.message)?,
+        }
+        if let (Some(loc), Some(line)) = (&self.location, &self.snippet) {
+            let width = loc.line.to_string().len();
+            write!(f, "\n {:width$} |\n {} | {}\n {:width$} | {}^", "", loc.line, line, "", " ".repeat(loc.column.saturating_sub(1)))?;
+        }
+        if let Some(help) = &self.help {
+            write!(f, "\n  help: {help}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for UserError {}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    User(#[from] UserError),
+    /// One or more stages failed; the summary has been printed already.
+    #[error("{failed} stage(s) failed")]
+    StagesFailed { failed: usize, user_caused: bool },
+    #[error("interrupted")]
+    Interrupted,
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn io(context: impl fmt::Display, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.to_string(),
+            source,
+        }
+    }
+
+    pub fn io_path(what: &str, path: &Path, source: std::io::Error) -> Self {
+        Error::io(format!("{what} {}", path.display()), source)
+    }
+
+    /// The process exit code this error maps to.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::User(_) => 2,
+            Error::StagesFailed { user_caused, .. } => {
+                if *user_caused {
+                    2
+                } else {
+                    1
+                }
+            }
+            Error::Interrupted => 130,
+            Error::Io { .. } | Error::Internal(_) => 1,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Suggests the closest of `candidates` to `word`, for "did you mean" hints.
+pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|c| (strsim::jaro_winkler(word, c), c))
+        .filter(|(score, _)| *score > 0.75)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggests_close_names_only() {
+        assert_eq!(did_you_mean("inptus", ["inputs", "params", "kind"]), Some("inputs"));
+        assert_eq!(did_you_mean("zzz", ["inputs", "params"]), None);
+    }
+
+    #[test]
+    fn renders_location_snippet_and_help() {
+        let err = UserError {
+            message: "unknown key `parms`".into(),
+            location: Some(Location { file: "p.yaml".into(), line: 3, column: 5 }),
+            snippet: Some("    parms: {}".into()),
+            help: Some("did you mean `params`?".into()),
+        };
+        let text = err.to_string();
+        assert!(text.starts_with("p.yaml:3:5: unknown key `parms`"), "{text}");
+        assert!(text.contains("3 |     parms: {}"), "{text}");
+        assert!(text.contains("help: did you mean `params`?"), "{text}");
+    }
+}

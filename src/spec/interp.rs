@@ -1,0 +1,151 @@
+//! `${name}` interpolation of pipeline parameters and matrix values into stage fields.
+//!
+//! A string that is exactly `${x}` takes the value of `x` with its type (a list stays a
+//! list, a number a number); inside a longer string the value is formatted as text.
+//! `${matrix.x}` and `${params.x}` name one scope explicitly; a bare `${x}` looks in the
+//! stage's matrix first, then in the pipeline parameters. `$${` writes a literal `${`.
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+pub struct Scope<'a> {
+    pub params: &'a BTreeMap<String, Value>,
+    pub matrix: &'a BTreeMap<String, Value>,
+}
+
+/// An interpolation failure: the variable and a suggestion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterpError {
+    pub message: String,
+    pub help: Option<String>,
+}
+
+impl Scope<'_> {
+    fn get(&self, name: &str) -> Result<&Value, InterpError> {
+        let (scope, var) = match name.split_once('.') {
+            Some(("matrix", v)) => (Some("matrix"), v),
+            Some(("params", v)) => (Some("params"), v),
+            _ => (None, name),
+        };
+        let found = match scope {
+            Some("matrix") => self.matrix.get(var),
+            Some(_) => self.params.get(var),
+            None => self.matrix.get(var).or_else(|| self.params.get(var)),
+        };
+        found.ok_or_else(|| {
+            let candidates = self.matrix.keys().chain(self.params.keys()).map(String::as_str);
+            let help = match crate::error::did_you_mean(var, candidates) {
+                Some(s) => format!("did you mean `${{{s}}}`?"),
+                None => {
+                    let mut known: Vec<&str> = self.params.keys().map(String::as_str).collect();
+                    known.extend(self.matrix.keys().map(String::as_str));
+                    if known.is_empty() {
+                        "declare it under `params:` at the top of the pipeline".to_string()
+                    } else {
+                        format!("known names: {}", known.join(", "))
+                    }
+                }
+            };
+            InterpError { message: format!("unknown variable `${{{name}}}`"), help: Some(help) }
+        })
+    }
+
+    /// Interpolates every string inside `value`.
+    pub fn apply(&self, value: &Value) -> Result<Value, (String, InterpError)> {
+        self.apply_at(value, String::new())
+    }
+
+    fn apply_at(&self, value: &Value, path: String) -> Result<Value, (String, InterpError)> {
+        Ok(match value {
+            Value::String(s) => self.string(s).map_err(|e| (path, e))?,
+            Value::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| self.apply_at(v, format!("{path}[{i}]")))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Value::Object(map) => Value::Object(
+                map.iter()
+                    .map(|(k, v)| {
+                        let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                        Ok((k.clone(), self.apply_at(v, p)?))
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+            other => other.clone(),
+        })
+    }
+
+    /// Interpolates one string.
+    pub fn string(&self, s: &str) -> Result<Value, InterpError> {
+        if let Some(name) = s.strip_prefix("${").and_then(|r| r.strip_suffix('}')) {
+            if !name.contains(['$', '{', '}']) {
+                return Ok(self.get(name.trim())?.clone());
+            }
+        }
+        let mut out = String::new();
+        let mut rest = s;
+        while let Some(i) = rest.find('$') {
+            out.push_str(&rest[..i]);
+            let tail = &rest[i..];
+            if let Some(t) = tail.strip_prefix("$${") {
+                out.push_str("${");
+                rest = t;
+            } else if let Some(t) = tail.strip_prefix("${") {
+                let end = t.find('}').ok_or_else(|| InterpError {
+                    message: format!("unclosed `${{` in `{s}`"),
+                    help: Some("write `${name}`, or `$${` for a literal `${`".into()),
+                })?;
+                out.push_str(&display(self.get(t[..end].trim())?));
+                rest = &t[end + 1..];
+            } else {
+                out.push('$');
+                rest = &tail[1..];
+            }
+        }
+        out.push_str(rest);
+        Ok(Value::String(out))
+    }
+}
+
+/// How a value reads inside a string and in instance names (`0.4`, `regsl`, `[1,2]`).
+pub fn display(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "null".into(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn scope_with(params: Value, matrix: Value) -> (BTreeMap<String, Value>, BTreeMap<String, Value>) {
+        let p = params.as_object().unwrap().clone().into_iter().collect();
+        let m = matrix.as_object().unwrap().clone().into_iter().collect();
+        (p, m)
+    }
+
+    #[test]
+    fn whole_string_keeps_type_and_partial_formats() {
+        let (p, m) = scope_with(json!({"rates": [0.2, 0.4], "lr": 0.0001}), json!({"rate": 0.4}));
+        let s = Scope { params: &p, matrix: &m };
+        assert_eq!(s.string("${rates}").unwrap(), json!([0.2, 0.4]));
+        assert_eq!(s.string("${rate}").unwrap(), json!(0.4));
+        assert_eq!(s.string("run-${rate}-${params.lr}").unwrap(), json!("run-0.4-0.0001"));
+        assert_eq!(s.string("cost $5 and $${x}").unwrap(), json!("cost $5 and ${x}"));
+    }
+
+    #[test]
+    fn unknown_names_suggest_close_ones() {
+        let (p, m) = scope_with(json!({"noise_rates": [0.2]}), json!({}));
+        let s = Scope { params: &p, matrix: &m };
+        let e = s.string("${noise_rate}").unwrap_err();
+        assert_eq!(e.help.as_deref(), Some("did you mean `${noise_rates}`?"));
+        let (path, _) = s.apply(&json!({"a": {"b": ["${nope}"]}})).unwrap_err();
+        assert_eq!(path, "a.b[0]");
+    }
+}

@@ -1,0 +1,120 @@
+use super::*;
+use serde_json::json;
+
+fn parse_text(text: &str) -> Result<Pipeline, UserError> {
+    parse(Path::new("p.yaml"), text, &[], Path::new("."))
+}
+
+const SWEEP: &str = r#"
+name: t
+params:
+  rates: [0.2, 0.4]
+  seed: 7
+stages:
+  cmd:
+    kind: command
+    params: {argv: [echo, hi]}
+  noisy:
+    kind: command
+    matrix: {rate: "${rates}"}
+    inputs: {data: cmd}
+    params: {argv: [echo, "${rate}", "${seed}"]}
+  one:
+    kind: command
+    inputs: {x: "noisy[rate=0.4]"}
+    params: {argv: [true]}
+  all:
+    kind: command
+    inputs: {xs: noisy}
+    params: {argv: [true]}
+"#;
+
+#[test]
+fn matrix_expands_with_readable_names_and_slices() {
+    let p = parse_text(SWEEP).unwrap();
+    let names: Vec<&str> = p.instances.iter().map(|i| i.name.as_str()).collect();
+    assert!(names.contains(&"noisy[rate=0.2]") && names.contains(&"noisy[rate=0.4]"), "{names:?}");
+    let one = p.instances.iter().find(|i| i.name == "one").unwrap();
+    assert_eq!(p.instances[one.inputs["x"][0]].name, "noisy[rate=0.4]");
+    let all = p.instances.iter().find(|i| i.name == "all").unwrap();
+    assert_eq!(all.inputs["xs"].len(), 2);
+    let n = p.instances.iter().find(|i| i.name == "noisy[rate=0.2]").unwrap();
+    assert_eq!(n.params, json!({"argv": ["echo", 0.2, 7]}));
+    // Topological order: every input precedes its consumer.
+    for inst in &p.instances {
+        for ups in inst.inputs.values() {
+            assert!(ups.iter().all(|&u| u < inst.id));
+        }
+    }
+}
+
+#[test]
+fn overrides_replace_params_and_are_type_checked() {
+    let p = parse(Path::new("p.yaml"), SWEEP, &[parse_override("rates=[0.4, 0.6]").unwrap()], Path::new(".")).unwrap();
+    assert!(p.instances.iter().any(|i| i.name == "noisy[rate=0.6]"));
+    let e = parse(Path::new("p.yaml"), SWEEP, &[parse_override("rate=[0.6]").unwrap()], Path::new(".")).unwrap_err();
+    assert_eq!(e.help.as_deref(), Some("did you mean `rates`?"));
+    let e = parse(Path::new("p.yaml"), SWEEP, &[parse_override("seed=abc").unwrap()], Path::new(".")).unwrap_err();
+    assert!(e.message.contains("is a number"), "{}", e.message);
+}
+
+fn err_of(text: &str) -> UserError {
+    parse_text(text).unwrap_err()
+}
+
+#[test]
+fn unknown_stage_key_has_position_and_suggestion() {
+    let e = err_of("name: t\nstages:\n  a:\n    kind: command\n    parms: {}\n");
+    let loc = e.location.clone().unwrap();
+    assert_eq!((loc.line, loc.column), (5, 5), "{e}");
+    assert_eq!(e.help.as_deref(), Some("did you mean `params`?"));
+}
+
+#[test]
+fn missing_stage_reference_is_located() {
+    let e = err_of("name: t\nstages:\n  a:\n    kind: command\n    params: {argv: [true]}\n  b:\n    kind: command\n    inputs: {x: aa}\n    params: {argv: [true]}\n");
+    assert!(e.message.contains("does not exist"), "{e}");
+    assert_eq!(e.location.unwrap().line, 8);
+    assert_eq!(e.help.as_deref(), Some("did you mean `a`?"));
+}
+
+#[test]
+fn cycles_print_their_path() {
+    let e = err_of("name: t\nstages:\n  a:\n    kind: command\n    inputs: {x: b}\n    params: {argv: [true]}\n  b:\n    kind: command\n    inputs: {x: a}\n    params: {argv: [true]}\n");
+    assert!(e.message.contains("cycle: a -> b -> a"), "{e}");
+    assert_eq!(e.location.unwrap().line, 5);
+    let e = err_of("name: t\nstages:\n  a:\n    kind: command\n    inputs: {x: a}\n    params: {argv: [true]}\n");
+    assert!(e.message.contains("cycle: a -> a"), "{e}");
+}
+
+#[test]
+fn duplicate_stage_names_and_wrong_types() {
+    let e = err_of("name: t\nstages:\n  a:\n    kind: command\n  a:\n    kind: command\n");
+    assert!(e.message.contains("duplicate key `a`"), "{e}");
+    assert_eq!(e.location.unwrap().line, 5);
+    let e = err_of("name: t\nstages:\n  a:\n    kind: command\n    threads: lots\n    params: {argv: [true]}\n");
+    assert!(e.message.contains("threads"), "{e}");
+    assert_eq!(e.location.unwrap().line, 5);
+    let e = err_of("name: t\nstages:\n  a:\n    kind: comand\n");
+    assert_eq!(e.help.as_deref(), Some("did you mean `command`?"));
+}
+
+#[test]
+fn unknown_variables_and_bad_slices() {
+    let e = err_of("name: t\nparams: {rates: [1]}\nstages:\n  a:\n    kind: command\n    params: {argv: [\"${rate}\"]}\n");
+    assert_eq!(e.help.as_deref(), Some("did you mean `${rates}`?"));
+    assert_eq!(e.location.unwrap().line, 6);
+    let e = err_of(&SWEEP.replace("noisy[rate=0.4]", "noisy[rat=0.4]"));
+    assert!(e.message.contains("no matrix axis `rat`"), "{e}");
+    let e = err_of(&SWEEP.replace("noisy[rate=0.4]", "noisy[rate=0.9]"));
+    assert!(e.message.contains("selects no instance"), "{e}");
+}
+
+#[test]
+fn yaml_key_order_and_comments_do_not_change_instances() {
+    let a = parse_text(SWEEP).unwrap();
+    let b = parse_text(&SWEEP.replace("    params: {argv: [echo, \"${rate}\", \"${seed}\"]}\n", "    # a comment\n    params: {argv: [echo, \"${rate}\", \"${seed}\"]}\n")).unwrap();
+    let pa: Vec<_> = a.instances.iter().map(|i| (i.name.clone(), i.params.clone())).collect();
+    let pb: Vec<_> = b.instances.iter().map(|i| (i.name.clone(), i.params.clone())).collect();
+    assert_eq!(pa, pb);
+}

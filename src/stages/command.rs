@@ -1,0 +1,139 @@
+//! The `command` stage kind: a user program as a stage.
+//!
+//! ```yaml
+//! kind: command
+//! inputs: {data: split}
+//! params:
+//!   argv: [python3, "${project}/scripts/prep.py", "${rate}"]   # or: shell: "sort $RST_IN_DATA/x > $RST_OUT/y"
+//!   env: {MODE: fast}
+//!   deps: [scripts/prep.py]      # local files whose content goes into the cache key
+//! ```
+//! The program runs in an empty temporary working directory with:
+//! `RST_OUT` (write the artifact here), `RST_WORK` (the working dir), `RST_PROJECT`,
+//! `RST_THREADS`, and per input `RST_IN_<NAME>` (paths joined with `:`),
+//! `RST_IN_<NAME>_COUNT`, `RST_IN_<NAME>_<i>`, plus `RST_INPUTS` (JSON with instance names,
+//! digests and paths). Its stdout and stderr go to the stage log.
+use std::collections::BTreeMap;
+use std::process::Stdio;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{parse_params, InputDecl, ParamError, StageCtx, StageError, StageKind};
+
+pub struct Command;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    #[serde(default)]
+    argv: Option<Vec<Value>>,
+    #[serde(default)]
+    shell: Option<String>,
+    #[serde(default)]
+    env: BTreeMap<String, Value>,
+    #[serde(default)]
+    deps: Vec<String>,
+}
+
+fn scalar_text(v: &Value, what: &str) -> Result<String, ParamError> {
+    match v {
+        Value::String(s) => Ok(s.clone()),
+        Value::Number(_) | Value::Bool(_) => Ok(v.to_string()),
+        _ => Err(ParamError::new(what, "must be a string, number or boolean")),
+    }
+}
+
+impl Params {
+    fn parse(params: &Value) -> Result<Params, ParamError> {
+        let p: Params = parse_params(params)?;
+        match (&p.argv, &p.shell) {
+            (Some(_), Some(_)) => return Err(ParamError::new("shell", "give either `argv` or `shell`, not both")),
+            (None, None) => return Err(ParamError::new("", "a command stage needs `argv: [program, args...]` or `shell: \"...\"`")),
+            (Some(a), None) if a.is_empty() => return Err(ParamError::new("argv", "`argv` is empty").help("e.g. argv: [python3, script.py]")),
+            _ => {}
+        }
+        for (i, a) in p.argv.iter().flatten().enumerate() {
+            scalar_text(a, &format!("argv[{i}]"))?;
+        }
+        for (k, v) in &p.env {
+            scalar_text(v, &format!("env.{k}"))?;
+            if k.starts_with("RST_") {
+                return Err(ParamError::new(format!("env.{k}"), "names starting with RST_ are set by rst"));
+            }
+        }
+        Ok(p)
+    }
+}
+
+const NO_DECLS: &[InputDecl] = &[];
+
+impl StageKind for Command {
+    fn name(&self) -> &'static str {
+        "command"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn check(&self, params: &Value) -> Result<(), ParamError> {
+        Params::parse(params).map(|_| ())
+    }
+    fn inputs(&self) -> Option<&'static [InputDecl]> {
+        let _ = NO_DECLS;
+        None
+    }
+    fn local_deps(&self, params: &Value) -> Vec<String> {
+        Params::parse(params).map(|p| p.deps).unwrap_or_default()
+    }
+    fn run(&self, ctx: &StageCtx<'_>) -> Result<(), StageError> {
+        let p = Params::parse(ctx.params).map_err(|e| StageError::user(format!("params {}: {}", e.path, e.message)))?;
+        let mut cmd = if let Some(shell) = &p.shell {
+            let mut c = std::process::Command::new("sh");
+            c.arg("-c").arg(shell);
+            c
+        } else {
+            let argv: Vec<String> = p.argv.iter().flatten().map(|a| scalar_text(a, "argv").unwrap_or_default()).collect();
+            let mut c = std::process::Command::new(&argv[0]);
+            c.args(&argv[1..]);
+            c
+        };
+        cmd.current_dir(ctx.work)
+            .env("RST_OUT", ctx.out)
+            .env("RST_WORK", ctx.work)
+            .env("RST_PROJECT", ctx.project_dir)
+            .env("RST_THREADS", ctx.threads.to_string())
+            .env("OMP_NUM_THREADS", ctx.threads.to_string())
+            .env("RST_INPUTS", serde_json::to_string(ctx.inputs).unwrap_or_default())
+            .stdin(Stdio::null())
+            // stdout is rst's progress channel: send the program's stdout to the log.
+            .stdout(Stdio::from(std::io::stderr().as_fd().try_clone_to_owned().map_err(|e| StageError::io("stderr", e))?))
+            .stderr(Stdio::inherit());
+        for (name, arts) in ctx.inputs {
+            let var = format!("RST_IN_{}", name.to_uppercase().replace('-', "_"));
+            let paths: Vec<String> = arts.iter().map(|a| a.path.display().to_string()).collect();
+            cmd.env(&var, paths.join(":"));
+            cmd.env(format!("{var}_COUNT"), paths.len().to_string());
+            for (i, path) in paths.iter().enumerate() {
+                cmd.env(format!("{var}_{i}"), path);
+            }
+        }
+        for (k, v) in &p.env {
+            cmd.env(k, scalar_text(v, k).unwrap_or_default());
+        }
+        let what = p.shell.clone().unwrap_or_else(|| p.argv.iter().flatten().map(|a| scalar_text(a, "").unwrap_or_default()).collect::<Vec<_>>().join(" "));
+        let status = cmd.status().map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => StageError::user(format!("command not found: {what}")),
+            _ => StageError::io(format!("cannot start `{what}`"), e),
+        })?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(StageError::internal(match status.code() {
+                Some(code) => format!("`{what}` exited with status {code}"),
+                None => format!("`{what}` was killed by a signal"),
+            }))
+        }
+    }
+}
+
+use std::os::fd::AsFd;

@@ -1,0 +1,239 @@
+//! Stage kinds. Each kind declares its parameter type (checked before anything runs), the
+//! inputs it accepts, a VERSION folded into every cache key (bump it when the kind's
+//! output for the same inputs changes), and `run`, which writes the artifact into `ctx.out`.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+pub mod command;
+pub mod download;
+pub mod noise;
+pub mod pending;
+pub mod split;
+
+/// One upstream artifact handed to a stage.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct InputArtifact {
+    /// The upstream stage instance, e.g. `noisy[rate=0.4]`.
+    pub instance: String,
+    /// Its artifact digest (blake3 over sorted (path, content)).
+    pub digest: String,
+    /// Where the artifact directory is (read-only).
+    pub path: PathBuf,
+}
+
+/// Inputs by the name the pipeline gave them (`inputs: {data: split}`), each a list: one
+/// element for a plain reference, all matching instances for a matrix stage.
+pub type Inputs = BTreeMap<String, Vec<InputArtifact>>;
+
+/// Progress a running stage reports to the live view.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Progress {
+    pub pos: u64,
+    pub len: u64,
+    pub message: String,
+}
+
+/// What a stage gets to run.
+pub struct StageCtx<'a> {
+    /// The stage instance name, e.g. `noisy[rate=0.4]`.
+    pub instance: &'a str,
+    /// Parameters after interpolation, as JSON.
+    pub params: &'a Value,
+    pub inputs: &'a Inputs,
+    /// Empty directory the artifact is written into. Everything in it is the artifact.
+    pub out: &'a Path,
+    /// Scratch directory (not part of the artifact), removed afterwards.
+    pub work: &'a Path,
+    /// Persistent directory inside the cache for partial downloads (resume across runs).
+    pub downloads: &'a Path,
+    /// Relative paths in params (local files) are resolved against this directory.
+    pub project_dir: &'a Path,
+    /// Threads this stage may use (as declared in the pipeline).
+    pub threads: usize,
+    /// Resolves an artifact digest to its directory in the cache (for dataset views).
+    pub resolve: &'a (dyn Fn(&str) -> Option<PathBuf> + Sync),
+    /// Reports progress (rate-limited by the caller).
+    pub progress: &'a (dyn Fn(Progress) + Sync),
+}
+
+impl StageCtx<'_> {
+    /// Resolves a path given in params: absolute as is, relative against the project dir.
+    pub fn local_path(&self, p: &str) -> PathBuf {
+        let path = Path::new(p);
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.project_dir.join(path)
+        }
+    }
+
+    /// Writes a line to the stage's log.
+    pub fn log(&self, line: &str) {
+        eprintln!("{line}");
+    }
+
+    /// The single input named `name` (validation guarantees presence and count for kinds
+    /// that declare it as `One`).
+    pub fn one_input(&self, name: &str) -> Result<&InputArtifact, StageError> {
+        match self.inputs.get(name).map(Vec::as_slice) {
+            Some([one]) => Ok(one),
+            Some(many) => Err(StageError::user(format!("input `{name}` must be exactly one artifact, got {}", many.len()))),
+            None => Err(StageError::user(format!("missing input `{name}`"))),
+        }
+    }
+
+    /// Opens the single dataset input `name`.
+    pub fn dataset_input(&self, name: &str) -> Result<crate::data::dataset::Dataset, StageError> {
+        let input = self.one_input(name)?;
+        crate::data::dataset::Dataset::open(&input.path, &input.digest)
+            .map_err(|e| StageError::user(format!("input `{name}` ({}) is not a dataset: {e}", input.instance)))
+    }
+}
+
+/// A stage's failure. `user` errors (missing file, wrong checksum, bad data) make `rst run`
+/// exit 2; others exit 1.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+#[error("{message}")]
+pub struct StageError {
+    pub user: bool,
+    pub message: String,
+}
+
+impl StageError {
+    pub fn user(message: impl Into<String>) -> Self {
+        StageError { user: true, message: message.into() }
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        StageError { user: false, message: message.into() }
+    }
+
+    pub fn io(what: impl std::fmt::Display, e: std::io::Error) -> Self {
+        StageError::internal(format!("{what}: {e}"))
+    }
+}
+
+/// A parameter error found before anything runs: `path` is the key path inside `params`
+/// (`sources[0].sha256`), empty for the params object itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParamError {
+    pub path: String,
+    pub message: String,
+    pub help: Option<String>,
+}
+
+impl ParamError {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ParamError { path: path.into(), message: message.into(), help: None }
+    }
+
+    pub fn help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+}
+
+/// Deserialises `params` into the kind's type, reporting the failing key path, and a
+/// "did you mean" hint for unknown keys.
+pub fn parse_params<T: DeserializeOwned>(params: &Value) -> Result<T, ParamError> {
+    serde_path_to_error::deserialize(params).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        let message = e.inner().to_string();
+        let help = unknown_field_hint(&message);
+        ParamError { path, message, help }
+    })
+}
+
+/// Turns serde's "unknown field `x`, expected one of `a`, `b`" into a suggestion.
+pub fn unknown_field_hint(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (field, rest) = rest.split_once('`')?;
+    let expected: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
+    match crate::error::did_you_mean(field, expected.iter().copied()) {
+        Some(s) => Some(format!("did you mean `{s}`?")),
+        None if !expected.is_empty() => Some(format!("valid keys: {}", expected.join(", "))),
+        None => None,
+    }
+}
+
+/// How many artifacts an input name takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arity {
+    One,
+    Many,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct InputDecl {
+    pub name: &'static str,
+    pub arity: Arity,
+    pub required: bool,
+}
+
+/// What the planner needs to know about a kind, and how to run it.
+pub trait StageKind: Sync {
+    fn name(&self) -> &'static str;
+    /// Folded into the cache key: bump it when the same inputs would give other output.
+    fn version(&self) -> u32;
+    /// Checks the parameters before anything runs.
+    fn check(&self, params: &Value) -> Result<(), ParamError>;
+    /// The inputs this kind accepts; None: any names (the `command` kind).
+    fn inputs(&self) -> Option<&'static [InputDecl]>;
+    /// Local files (relative to the project dir) whose *content* goes into the cache key,
+    /// e.g. an unpinned local download source or a `command` stage's declared `deps`.
+    fn local_deps(&self, _params: &Value) -> Vec<String> {
+        Vec::new()
+    }
+    /// Whether results depend on the libtorch version and device (train, evaluate).
+    fn uses_torch(&self) -> bool {
+        false
+    }
+    fn run(&self, ctx: &StageCtx<'_>) -> Result<(), StageError>;
+}
+
+/// All stage kinds, by name.
+pub fn registry() -> &'static [&'static dyn StageKind] {
+    static KINDS: [&dyn StageKind; 7] = [
+        &download::Download,
+        &split::Split,
+        &noise::Noise,
+        &command::Command,
+        &pending::TRAIN,
+        &pending::EVALUATE,
+        &pending::AGGREGATE,
+    ];
+    &KINDS
+}
+
+pub fn lookup(name: &str) -> Option<&'static dyn StageKind> {
+    registry().iter().copied().find(|k| k.name() == name)
+}
+
+pub fn kind_names() -> Vec<&'static str> {
+    registry().iter().map(|k| k.name()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct P {
+        rate: f64,
+        seed: u64,
+    }
+
+    #[test]
+    fn param_errors_carry_path_and_hint() {
+        let err = parse_params::<P>(&serde_json::json!({"rate": 0.1, "sed": 1})).unwrap_err();
+        assert_eq!(err.help.as_deref(), Some("did you mean `seed`?"));
+        let err = parse_params::<P>(&serde_json::json!({"rate": "x", "seed": 1})).unwrap_err();
+        assert_eq!(err.path, "rate");
+    }
+}
