@@ -1,6 +1,10 @@
 //! The pipeline DAG (petgraph): topological order, cycle paths, DOT and Mermaid export.
 use petgraph::algo::{tarjan_scc, toposort};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
 use petgraph::graph::{DiGraph, NodeIndex};
+use petgraph::Direction;
 
 use crate::spec::{Instance, Pipeline, StageDef};
 
@@ -29,13 +33,32 @@ pub fn topo_order(stages: &[StageDef], instances: &[Instance]) -> Result<Vec<usi
     for inst in instances {
         for ups in inst.inputs.values() {
             for &u in ups {
-                g.add_edge(inodes[u], inodes[inst.id], ());
+                g.update_edge(inodes[u], inodes[inst.id], ());
             }
         }
     }
-    // Stable order: petgraph's toposort is deterministic for a given insertion order.
-    let order = toposort(&g, None).map_err(|_| Vec::new())?;
-    Ok(order.into_iter().map(|n| g[n]).collect())
+    // Kahn's algorithm, always taking the ready instance that comes first in the file:
+    // a stable, readable order (stages as written, matrix instances in expansion order).
+    let mut indegree: Vec<usize> = inodes
+        .iter()
+        .map(|&n| g.neighbors_directed(n, Direction::Incoming).count())
+        .collect();
+    let mut ready: BinaryHeap<Reverse<usize>> = (0..instances.len())
+        .filter(|&i| indegree[i] == 0)
+        .map(Reverse)
+        .collect();
+    let mut order = Vec::with_capacity(instances.len());
+    while let Some(Reverse(i)) = ready.pop() {
+        order.push(i);
+        for next in g.neighbors_directed(inodes[i], Direction::Outgoing) {
+            let j = g[next];
+            indegree[j] -= 1;
+            if indegree[j] == 0 {
+                ready.push(Reverse(j));
+            }
+        }
+    }
+    Ok(order)
 }
 
 /// A cycle through stage nodes, as stage indices in dependency direction.
@@ -50,7 +73,11 @@ fn find_cycle(g: &DiGraph<usize, ()>) -> Vec<usize> {
         let mut path = vec![start];
         let mut cur = start;
         loop {
-            let next = g.neighbors(cur).filter(|n| scc.contains(n)).min_by_key(|n| g[*n]).unwrap();
+            let next = g
+                .neighbors(cur)
+                .filter(|n| scc.contains(n))
+                .min_by_key(|n| g[*n])
+                .unwrap();
             if let Some(pos) = path.iter().position(|&p| p == next) {
                 path.drain(..pos);
                 break;
@@ -61,7 +88,12 @@ fn find_cycle(g: &DiGraph<usize, ()>) -> Vec<usize> {
         // Edges point producer -> consumer; report consumer -> producer ("a needs b").
         let mut stages: Vec<usize> = path.iter().map(|n| g[*n]).collect();
         stages.reverse();
-        let first = stages.iter().enumerate().min_by_key(|(_, s)| **s).map(|(i, _)| i).unwrap_or(0);
+        let first = stages
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, s)| **s)
+            .map(|(i, _)| i)
+            .unwrap_or(0);
         stages.rotate_left(first);
         return stages;
     }
@@ -74,18 +106,32 @@ fn dot_escape(s: &str) -> String {
 
 /// Graphviz DOT of the instance graph, clustered by stage.
 pub fn to_dot(p: &Pipeline) -> String {
-    let mut out = format!("digraph \"{}\" {{\n  rankdir=LR;\n  node [shape=box, style=rounded];\n", dot_escape(&p.name));
+    let mut out = format!(
+        "digraph \"{}\" {{\n  rankdir=LR;\n  node [shape=box, style=rounded];\n",
+        dot_escape(&p.name)
+    );
     for (si, s) in p.stages.iter().enumerate() {
-        out.push_str(&format!("  subgraph \"cluster_{si}\" {{\n    label=\"{} ({})\";\n", dot_escape(&s.name), s.kind.name()));
+        out.push_str(&format!(
+            "  subgraph \"cluster_{si}\" {{\n    label=\"{} ({})\";\n",
+            dot_escape(&s.name),
+            s.kind.name()
+        ));
         for &i in &s.instances {
-            out.push_str(&format!("    n{i} [label=\"{}\"];\n", dot_escape(&p.instances[i].name)));
+            out.push_str(&format!(
+                "    n{i} [label=\"{}\"];\n",
+                dot_escape(&p.instances[i].name)
+            ));
         }
         out.push_str("  }\n");
     }
     for inst in &p.instances {
         for (name, ups) in &inst.inputs {
             for u in ups {
-                out.push_str(&format!("  n{u} -> n{} [label=\"{}\"];\n", inst.id, dot_escape(name)));
+                out.push_str(&format!(
+                    "  n{u} -> n{} [label=\"{}\"];\n",
+                    inst.id,
+                    dot_escape(name)
+                ));
             }
         }
     }

@@ -48,9 +48,22 @@ impl Params {
     fn parse(params: &Value) -> Result<Params, ParamError> {
         let p: Params = parse_params(params)?;
         match (&p.argv, &p.shell) {
-            (Some(_), Some(_)) => return Err(ParamError::new("shell", "give either `argv` or `shell`, not both")),
-            (None, None) => return Err(ParamError::new("", "a command stage needs `argv: [program, args...]` or `shell: \"...\"`")),
-            (Some(a), None) if a.is_empty() => return Err(ParamError::new("argv", "`argv` is empty").help("e.g. argv: [python3, script.py]")),
+            (Some(_), Some(_)) => {
+                return Err(ParamError::new(
+                    "shell",
+                    "give either `argv` or `shell`, not both",
+                ))
+            }
+            (None, None) => {
+                return Err(ParamError::new(
+                    "",
+                    "a command stage needs `argv: [program, args...]` or `shell: \"...\"`",
+                ))
+            }
+            (Some(a), None) if a.is_empty() => {
+                return Err(ParamError::new("argv", "`argv` is empty")
+                    .help("e.g. argv: [python3, script.py]"))
+            }
             _ => {}
         }
         for (i, a) in p.argv.iter().flatten().enumerate() {
@@ -59,7 +72,10 @@ impl Params {
         for (k, v) in &p.env {
             scalar_text(v, &format!("env.{k}"))?;
             if k.starts_with("RST_") {
-                return Err(ParamError::new(format!("env.{k}"), "names starting with RST_ are set by rst"));
+                return Err(ParamError::new(
+                    format!("env.{k}"),
+                    "names starting with RST_ are set by rst",
+                ));
             }
         }
         Ok(p)
@@ -86,13 +102,19 @@ impl StageKind for Command {
         Params::parse(params).map(|p| p.deps).unwrap_or_default()
     }
     fn run(&self, ctx: &StageCtx<'_>) -> Result<(), StageError> {
-        let p = Params::parse(ctx.params).map_err(|e| StageError::user(format!("params {}: {}", e.path, e.message)))?;
+        let p = Params::parse(ctx.params)
+            .map_err(|e| StageError::user(format!("params {}: {}", e.path, e.message)))?;
         let mut cmd = if let Some(shell) = &p.shell {
             let mut c = std::process::Command::new("sh");
             c.arg("-c").arg(shell);
             c
         } else {
-            let argv: Vec<String> = p.argv.iter().flatten().map(|a| scalar_text(a, "argv").unwrap_or_default()).collect();
+            let argv: Vec<String> = p
+                .argv
+                .iter()
+                .flatten()
+                .map(|a| scalar_text(a, "argv").unwrap_or_default())
+                .collect();
             let mut c = std::process::Command::new(&argv[0]);
             c.args(&argv[1..]);
             c
@@ -103,10 +125,18 @@ impl StageKind for Command {
             .env("RST_PROJECT", ctx.project_dir)
             .env("RST_THREADS", ctx.threads.to_string())
             .env("OMP_NUM_THREADS", ctx.threads.to_string())
-            .env("RST_INPUTS", serde_json::to_string(ctx.inputs).unwrap_or_default())
+            .env(
+                "RST_INPUTS",
+                serde_json::to_string(ctx.inputs).unwrap_or_default(),
+            )
             .stdin(Stdio::null())
             // stdout is rst's progress channel: send the program's stdout to the log.
-            .stdout(Stdio::from(std::io::stderr().as_fd().try_clone_to_owned().map_err(|e| StageError::io("stderr", e))?))
+            .stdout(Stdio::from(
+                std::io::stderr()
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .map_err(|e| StageError::io("stderr", e))?,
+            ))
             .stderr(Stdio::inherit());
         for (name, arts) in ctx.inputs {
             let var = format!("RST_IN_{}", name.to_uppercase().replace('-', "_"));
@@ -120,13 +150,27 @@ impl StageKind for Command {
         for (k, v) in &p.env {
             cmd.env(k, scalar_text(v, k).unwrap_or_default());
         }
-        let what = p.shell.clone().unwrap_or_else(|| p.argv.iter().flatten().map(|a| scalar_text(a, "").unwrap_or_default()).collect::<Vec<_>>().join(" "));
+        let what = p.shell.clone().unwrap_or_else(|| {
+            p.argv
+                .iter()
+                .flatten()
+                .map(|a| scalar_text(a, "").unwrap_or_default())
+                .collect::<Vec<_>>()
+                .join(" ")
+        });
         let status = cmd.status().map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => StageError::user(format!("command not found: {what}")),
             _ => StageError::io(format!("cannot start `{what}`"), e),
         })?;
         if status.success() {
-            Ok(())
+            let wrote = std::fs::read_dir(ctx.out)
+                .map(|mut d| d.next().is_some())
+                .unwrap_or(false);
+            if wrote {
+                Ok(())
+            } else {
+                Err(StageError::user(format!("`{what}` succeeded but wrote nothing to $RST_OUT; a stage's output is what it writes there")))
+            }
         } else {
             Err(StageError::internal(match status.code() {
                 Some(code) => format!("`{what}` exited with status {code}"),

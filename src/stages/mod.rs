@@ -80,7 +80,10 @@ impl StageCtx<'_> {
     pub fn one_input(&self, name: &str) -> Result<&InputArtifact, StageError> {
         match self.inputs.get(name).map(Vec::as_slice) {
             Some([one]) => Ok(one),
-            Some(many) => Err(StageError::user(format!("input `{name}` must be exactly one artifact, got {}", many.len()))),
+            Some(many) => Err(StageError::user(format!(
+                "input `{name}` must be exactly one artifact, got {}",
+                many.len()
+            ))),
             None => Err(StageError::user(format!("missing input `{name}`"))),
         }
     }
@@ -88,8 +91,12 @@ impl StageCtx<'_> {
     /// Opens the single dataset input `name`.
     pub fn dataset_input(&self, name: &str) -> Result<crate::data::dataset::Dataset, StageError> {
         let input = self.one_input(name)?;
-        crate::data::dataset::Dataset::open(&input.path, &input.digest)
-            .map_err(|e| StageError::user(format!("input `{name}` ({}) is not a dataset: {e}", input.instance)))
+        crate::data::dataset::Dataset::open(&input.path, &input.digest).map_err(|e| {
+            StageError::user(format!(
+                "input `{name}` ({}) is not a dataset: {e}",
+                input.instance
+            ))
+        })
     }
 }
 
@@ -104,11 +111,17 @@ pub struct StageError {
 
 impl StageError {
     pub fn user(message: impl Into<String>) -> Self {
-        StageError { user: true, message: message.into() }
+        StageError {
+            user: true,
+            message: message.into(),
+        }
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
-        StageError { user: false, message: message.into() }
+        StageError {
+            user: false,
+            message: message.into(),
+        }
     }
 
     pub fn io(what: impl std::fmt::Display, e: std::io::Error) -> Self {
@@ -127,7 +140,11 @@ pub struct ParamError {
 
 impl ParamError {
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        ParamError { path: path.into(), message: message.into(), help: None }
+        ParamError {
+            path: path.into(),
+            message: message.into(),
+            help: None,
+        }
     }
 
     pub fn help(mut self, help: impl Into<String>) -> Self {
@@ -144,7 +161,11 @@ pub fn parse_params<T: DeserializeOwned>(params: &Value) -> Result<T, ParamError
         let path = if path == "." { String::new() } else { path };
         let message = e.inner().to_string();
         let help = unknown_field_hint(&message);
-        ParamError { path, message, help }
+        ParamError {
+            path,
+            message,
+            help,
+        }
     })
 }
 

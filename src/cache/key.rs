@@ -1,0 +1,273 @@
+//! What goes into a stage's cache key.
+//!
+//! Key = blake3 over the canonical JSON of a [`KeyRecord`]'s hashed part: `CACHE_VERSION`,
+//! the stage kind and its version, the canonicalised params, the digests of the inputs
+//! (not their names: renaming an upstream stage keeps the cache), the digests of declared
+//! local files, and an allow-list of environment facts that change results (libtorch
+//! version, device, threads for torch stages). Nothing else: no absolute paths of the
+//! project, no timestamps, no host names, so a moved or shared cache stays valid.
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Change this whenever what goes into a key, or how it is encoded, changes: every
+/// existing cache entry then misses, which is the point.
+pub const CACHE_VERSION: u32 = 1;
+
+/// One input artifact as recorded beside the key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputRecord {
+    pub instance: String,
+    pub digest: String,
+}
+
+/// Everything a key was computed from, stored in each cache entry so `rst status` can say
+/// what changed, and for provenance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    pub cache_version: u32,
+    pub kind: String,
+    pub kind_version: u32,
+    /// Canonical form (object keys sorted; serde_json without preserve_order sorts).
+    pub params: Value,
+    pub inputs: BTreeMap<String, Vec<InputRecord>>,
+    /// Local file path (as written in params) → content digest.
+    pub local_deps: BTreeMap<String, String>,
+    pub env: BTreeMap<String, String>,
+}
+
+#[derive(Serialize)]
+struct Hashed<'a> {
+    cache_version: u32,
+    kind: &'a str,
+    kind_version: u32,
+    params: &'a Value,
+    inputs: BTreeMap<&'a str, Vec<&'a str>>,
+    local_deps: &'a BTreeMap<String, String>,
+    env: &'a BTreeMap<String, String>,
+}
+
+/// Recursively rebuilds a JSON value so that objects are sorted (they already are without
+/// serde_json's preserve_order feature; this makes the invariant independent of features).
+pub fn canonical(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => {
+            let sorted: BTreeMap<&String, Value> =
+                m.iter().map(|(k, v)| (k, canonical(v))).collect();
+            Value::Object(sorted.into_iter().map(|(k, v)| (k.clone(), v)).collect())
+        }
+        Value::Array(a) => Value::Array(a.iter().map(canonical).collect()),
+        other => other.clone(),
+    }
+}
+
+impl KeyRecord {
+    /// The cache key (64 hex chars).
+    pub fn key(&self) -> String {
+        let params = canonical(&self.params);
+        let hashed = Hashed {
+            cache_version: self.cache_version,
+            kind: &self.kind,
+            kind_version: self.kind_version,
+            params: &params,
+            inputs: self
+                .inputs
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.iter().map(|r| r.digest.as_str()).collect()))
+                .collect(),
+            local_deps: &self.local_deps,
+            env: &self.env,
+        };
+        let bytes = serde_json::to_vec(&hashed).expect("key record serialises");
+        let mut h = blake3::Hasher::new();
+        h.update(b"rst-stage-key\0");
+        h.update(&bytes);
+        h.finalize().to_hex().to_string()
+    }
+
+    /// Human-readable reasons why `self` (now) differs from `old` (the last cached run).
+    pub fn diff(&self, old: &KeyRecord) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.cache_version != old.cache_version {
+            out.push(format!(
+                "rst cache version {} -> {}",
+                old.cache_version, self.cache_version
+            ));
+        }
+        if self.kind != old.kind || self.kind_version != old.kind_version {
+            out.push(format!(
+                "stage kind {} v{} -> {} v{}",
+                old.kind, old.kind_version, self.kind, self.kind_version
+            ));
+        }
+        let mut a = BTreeMap::new();
+        flatten("", &canonical(&old.params), &mut a);
+        let mut b = BTreeMap::new();
+        flatten("", &canonical(&self.params), &mut b);
+        for (k, v) in &b {
+            match a.get(k) {
+                None => out.push(format!("param {k} added ({v})")),
+                Some(o) if o != v => out.push(format!("param {k}: {o} -> {v}")),
+                _ => {}
+            }
+        }
+        for k in a.keys().filter(|k| !b.contains_key(*k)) {
+            out.push(format!("param {k} removed"));
+        }
+        for (name, now) in &self.inputs {
+            match old.inputs.get(name) {
+                None => out.push(format!("input {name} added")),
+                Some(before) if before.len() != now.len() => out.push(format!(
+                    "input {name}: {} -> {} artifacts",
+                    before.len(),
+                    now.len()
+                )),
+                Some(before) => {
+                    for (n, o) in now.iter().zip(before) {
+                        if n.digest != o.digest {
+                            out.push(format!("input {name} ({}) changed", n.instance));
+                        }
+                    }
+                }
+            }
+        }
+        for name in old.inputs.keys().filter(|k| !self.inputs.contains_key(*k)) {
+            out.push(format!("input {name} removed"));
+        }
+        for (path, d) in &self.local_deps {
+            if old.local_deps.get(path) != Some(d) {
+                out.push(format!("file {path} changed"));
+            }
+        }
+        for (k, v) in &self.env {
+            if old.env.get(k) != Some(v) {
+                out.push(format!(
+                    "environment {k}: {} -> {v}",
+                    old.env.get(k).map(String::as_str).unwrap_or("unset")
+                ));
+            }
+        }
+        out
+    }
+}
+
+fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, String>) {
+    match v {
+        Value::Object(m) if !m.is_empty() => {
+            for (k, v) in m {
+                flatten(
+                    &if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    },
+                    v,
+                    out,
+                );
+            }
+        }
+        other => {
+            out.insert(prefix.to_string(), other.to_string());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn base() -> KeyRecord {
+        let mut inputs = BTreeMap::new();
+        inputs.insert(
+            "data".to_string(),
+            vec![InputRecord {
+                instance: "split".into(),
+                digest: "d1".into(),
+            }],
+        );
+        let mut env = BTreeMap::new();
+        env.insert("libtorch".to_string(), "2.13.0".to_string());
+        let mut local = BTreeMap::new();
+        local.insert("scripts/a.py".to_string(), "f1".to_string());
+        KeyRecord {
+            cache_version: CACHE_VERSION,
+            kind: "noise".into(),
+            kind_version: 1,
+            params: json!({"rate": 0.4, "seed": 1}),
+            inputs,
+            local_deps: local,
+            env,
+        }
+    }
+
+    #[test]
+    fn every_key_input_changes_the_key() {
+        let k = base().key();
+        let mut r = base();
+        r.cache_version += 1;
+        assert_ne!(r.key(), k, "cache version");
+        let mut r = base();
+        r.kind = "split".into();
+        assert_ne!(r.key(), k, "kind");
+        let mut r = base();
+        r.kind_version = 2;
+        assert_ne!(r.key(), k, "kind version");
+        let mut r = base();
+        r.params = json!({"rate": 0.2, "seed": 1});
+        assert_ne!(r.key(), k, "params");
+        let mut r = base();
+        r.inputs.get_mut("data").unwrap()[0].digest = "d2".into();
+        assert_ne!(r.key(), k, "input digest");
+        let mut r = base();
+        let v = r.inputs.remove("data").unwrap();
+        r.inputs.insert("other".into(), v);
+        assert_ne!(r.key(), k, "input name");
+        let mut r = base();
+        r.local_deps.insert("scripts/a.py".into(), "f2".into());
+        assert_ne!(r.key(), k, "local file content");
+        let mut r = base();
+        r.env.insert("libtorch".into(), "2.14.0".into());
+        assert_ne!(r.key(), k, "env fact");
+        let mut r = base();
+        r.env.insert("device".into(), "cuda".into());
+        assert_ne!(r.key(), k, "device");
+    }
+
+    #[test]
+    fn invariances() {
+        let k = base().key();
+        // Upstream instance names are provenance, not content.
+        let mut r = base();
+        r.inputs.get_mut("data").unwrap()[0].instance = "renamed".into();
+        assert_eq!(r.key(), k);
+        // Param key order does not matter.
+        let mut r = base();
+        r.params = serde_json::from_str(r#"{"seed": 1, "rate": 0.4}"#).unwrap();
+        assert_eq!(r.key(), k);
+        // 1e-1 and 0.1 are the same number.
+        let mut a = base();
+        a.params = serde_json::from_str(r#"{"rate": 1e-1}"#).unwrap();
+        let mut b = base();
+        b.params = serde_json::from_str(r#"{"rate": 0.1}"#).unwrap();
+        assert_eq!(a.key(), b.key());
+    }
+
+    #[test]
+    fn diff_names_what_changed() {
+        let old = base();
+        let mut now = base();
+        now.params = json!({"rate": 0.2, "seed": 1});
+        now.inputs.get_mut("data").unwrap()[0].digest = "d9".into();
+        let reasons = now.diff(&old);
+        assert!(
+            reasons.contains(&"param rate: 0.4 -> 0.2".to_string()),
+            "{reasons:?}"
+        );
+        assert!(
+            reasons.contains(&"input data (split) changed".to_string()),
+            "{reasons:?}"
+        );
+    }
+}

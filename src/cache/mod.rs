@@ -1,0 +1,4 @@
+//! The content-addressed cache: stage keys, artifact digests, the on-disk store.
+pub mod digest;
+pub mod key;
+pub mod store;

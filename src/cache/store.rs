@@ -1,0 +1,490 @@
+//! The on-disk cache.
+//!
+//! ```text
+//! cache/
+//!   CACHEDIR.TAG
+//!   objects/ab/<digest>/      artifact directories, content-addressed, files read-only
+//!   entries/ab/<key>.json     stage key -> artifact digest + what went into the key
+//!   refs/<id>.json            (pipeline, instance) -> last key, for `rst status` reasons
+//!   locks/<key>.lock          OS file locks (flock): released by the kernel when a holder dies
+//!   tmp/<key>.<pid>.<n>/      a stage being computed: out/ (the artifact) and work/
+//!   logs/<key>.log            the last log of each computed stage
+//!   downloads/                partial downloads, resumed across runs
+//!   quarantine/               corrupted objects found by `rst verify`
+//! ```
+//! Publishing: the artifact is written into tmp/, every file and directory fsynced, then
+//! moved into objects/ by one rename, then the entry is written (temp file, fsync, rename).
+//! An entry is trusted only if its object exists, so `kill -9` at any moment leaves either
+//! a complete entry or nothing a later run uses.
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+use super::digest::{self, DigestError};
+use super::key::KeyRecord;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cache {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Digest(#[from] DigestError),
+    #[error("cache entry {path} is corrupt: {message}")]
+    Corrupt { path: PathBuf, message: String },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A cache entry: stage key -> artifact, with the record of what went into the key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Entry {
+    pub key: String,
+    pub artifact: String,
+    pub pipeline: String,
+    pub instance: String,
+    pub record: KeyRecord,
+    pub created_unix: f64,
+    pub duration_s: f64,
+    pub size_bytes: u64,
+    pub files: usize,
+    pub rst_version: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Ref {
+    pipeline: String,
+    instance: String,
+    key: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+/// An exclusive per-key lock, held while a stage is computed; released on drop or when
+/// the process dies.
+pub struct KeyLock {
+    _file: File,
+}
+
+/// A private staging area for one computation.
+pub struct Staging {
+    pub dir: PathBuf,
+    pub out: PathBuf,
+    pub work: PathBuf,
+}
+
+static STAGING_SEQ: AtomicU64 = AtomicU64::new(0);
+
+fn fsync_dir(path: &Path) -> Result<(), StoreError> {
+    File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(io(path))
+}
+
+/// Writes `bytes` to `path` atomically (temp file in the same dir, fsync, rename, fsync dir).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let dir = path.parent().expect("path has a parent");
+    let tmp = dir.join(format!(
+        ".{}.{}.{}.tmp",
+        path.file_name().unwrap().to_string_lossy(),
+        std::process::id(),
+        STAGING_SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    {
+        let mut f = File::create(&tmp).map_err(io(&tmp))?;
+        f.write_all(bytes).map_err(io(&tmp))?;
+        f.sync_all().map_err(io(&tmp))?;
+    }
+    fs::rename(&tmp, path).map_err(io(path))?;
+    fsync_dir(dir)
+}
+
+/// Sum of file sizes and count under `dir`.
+pub fn dir_size(dir: &Path) -> (u64, usize) {
+    match digest::list_files(dir) {
+        Ok(files) => (
+            files
+                .iter()
+                .map(|(_, p)| fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+                .sum(),
+            files.len(),
+        ),
+        Err(_) => (0, 0),
+    }
+}
+
+fn make_writable(dir: &Path) {
+    if let Ok(files) = digest::list_files(dir) {
+        for (_, p) in files {
+            if let Ok(meta) = fs::metadata(&p) {
+                let mut perm = meta.permissions();
+                #[allow(clippy::permissions_set_readonly_false)]
+                perm.set_readonly(false);
+                let _ = fs::set_permissions(&p, perm);
+            }
+        }
+    }
+}
+
+/// Removes a directory tree that may hold read-only files.
+pub fn remove_tree(dir: &Path) -> std::io::Result<()> {
+    make_writable(dir);
+    match fs::remove_dir_all(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the cache at `root`.
+    pub fn open(root: &Path) -> Result<Store, StoreError> {
+        // Absolute, so workers running in other directories see the same cache.
+        let root = &std::path::absolute(root).map_err(io(root))?;
+        for sub in [
+            "objects",
+            "entries",
+            "refs",
+            "locks",
+            "tmp",
+            "logs",
+            "downloads",
+            "quarantine",
+        ] {
+            let p = root.join(sub);
+            fs::create_dir_all(&p).map_err(io(&p))?;
+        }
+        let tag = root.join("CACHEDIR.TAG");
+        if !tag.exists() {
+            let _ = fs::write(&tag, "Signature: 8a477f597d28d172789f06886806bc55\n# This is the cache of rst (content-addressed stage outputs).\n");
+        }
+        Ok(Store {
+            root: root.to_path_buf(),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn downloads_dir(&self) -> PathBuf {
+        self.root.join("downloads")
+    }
+
+    pub fn object_path(&self, digest: &str) -> PathBuf {
+        self.root
+            .join("objects")
+            .join(&digest[..2.min(digest.len())])
+            .join(digest)
+    }
+
+    fn entry_path(&self, key: &str) -> PathBuf {
+        self.root
+            .join("entries")
+            .join(&key[..2])
+            .join(format!("{key}.json"))
+    }
+
+    pub fn log_path(&self, key: &str) -> PathBuf {
+        self.root.join("logs").join(format!("{key}.log"))
+    }
+
+    /// The entry for `key`, if present and its object exists. A corrupt entry file counts
+    /// as absent (it is rewritten by the next computation).
+    pub fn entry(&self, key: &str) -> Option<Entry> {
+        let text = fs::read(self.entry_path(key)).ok()?;
+        let entry: Entry = serde_json::from_slice(&text).ok()?;
+        (entry.key == key && self.object_path(&entry.artifact).is_dir()).then_some(entry)
+    }
+
+    /// Takes the exclusive lock for `key`, blocking. `on_wait` is called once if another
+    /// process holds it.
+    pub fn lock(&self, key: &str, on_wait: impl FnOnce()) -> Result<KeyLock, StoreError> {
+        let path = self.root.join("locks").join(format!("{key}.lock"));
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                on_wait();
+                file.lock().map_err(io(&path))?;
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(io(&path)(e)),
+        }
+        Ok(KeyLock { _file: file })
+    }
+
+    /// A fresh staging area for `key`. Call with the key's lock held: it first removes
+    /// staging dirs of earlier, killed computations of the same key.
+    pub fn staging(&self, key: &str) -> Result<Staging, StoreError> {
+        let tmp = self.root.join("tmp");
+        if let Ok(rd) = fs::read_dir(&tmp) {
+            for e in rd.flatten() {
+                if e.file_name()
+                    .to_string_lossy()
+                    .starts_with(&format!("{key}."))
+                {
+                    let _ = remove_tree(&e.path());
+                }
+            }
+        }
+        let dir = tmp.join(format!(
+            "{key}.{}.{}",
+            std::process::id(),
+            STAGING_SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let out = dir.join("out");
+        let work = dir.join("work");
+        fs::create_dir_all(&out).map_err(io(&out))?;
+        fs::create_dir_all(&work).map_err(io(&work))?;
+        Ok(Staging { dir, out, work })
+    }
+
+    /// Hashes and publishes a finished staging area; returns the entry.
+    pub fn publish(
+        &self,
+        staging: Staging,
+        key: &str,
+        pipeline: &str,
+        instance: &str,
+        record: KeyRecord,
+        duration_s: f64,
+    ) -> Result<Entry, StoreError> {
+        let artifact = digest::digest_path(&staging.out)?;
+        let (size_bytes, files) = dir_size(&staging.out);
+        let object = self.object_path(&artifact);
+        if object.is_dir() {
+            // Same content already stored (another stage or an earlier key).
+        } else {
+            // Make files read-only and durable, then move the directory in with one rename.
+            for (_, p) in digest::list_files(&staging.out)? {
+                let f = File::open(&p).map_err(io(&p))?;
+                f.sync_all().map_err(io(&p))?;
+                let mut perm = f.metadata().map_err(io(&p))?.permissions();
+                perm.set_readonly(true);
+                fs::set_permissions(&p, perm).map_err(io(&p))?;
+            }
+            sync_dirs(&staging.out)?;
+            let parent = object.parent().unwrap();
+            fs::create_dir_all(parent).map_err(io(parent))?;
+            match fs::rename(&staging.out, &object) {
+                Ok(()) => fsync_dir(parent)?,
+                Err(_) if object.is_dir() => {} // a concurrent publisher of the same content won
+                Err(e) => return Err(io(&object)(e)),
+            }
+        }
+        let entry = Entry {
+            key: key.to_string(),
+            artifact,
+            pipeline: pipeline.to_string(),
+            instance: instance.to_string(),
+            record,
+            created_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0),
+            duration_s,
+            size_bytes,
+            files,
+            rst_version: env!("CARGO_PKG_VERSION").to_string(),
+        };
+        let path = self.entry_path(key);
+        fs::create_dir_all(path.parent().unwrap()).map_err(io(&path))?;
+        write_atomic(
+            &path,
+            &serde_json::to_vec_pretty(&entry).expect("entry serialises"),
+        )?;
+        let _ = remove_tree(&staging.dir);
+        Ok(entry)
+    }
+
+    /// Discards a staging area (failed computation).
+    pub fn discard(&self, staging: Staging) {
+        let _ = remove_tree(&staging.dir);
+    }
+
+    fn ref_path(&self, pipeline: &str, instance: &str) -> PathBuf {
+        let id = blake3::hash(format!("{pipeline}\0{instance}").as_bytes()).to_hex();
+        self.root.join("refs").join(format!("{}.json", &id[..32]))
+    }
+
+    /// Remembers that `instance` of `pipeline` last used `key`.
+    pub fn set_ref(&self, pipeline: &str, instance: &str, key: &str) -> Result<(), StoreError> {
+        let path = self.ref_path(pipeline, instance);
+        let r = Ref {
+            pipeline: pipeline.into(),
+            instance: instance.into(),
+            key: key.into(),
+        };
+        if fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Ref>(&b).ok())
+            .is_some_and(|old| old.key == key)
+        {
+            return Ok(());
+        }
+        write_atomic(&path, &serde_json::to_vec(&r).expect("ref serialises"))
+    }
+
+    /// The entry `instance` of `pipeline` last used (for "why does it rerun").
+    pub fn last_entry(&self, pipeline: &str, instance: &str) -> Option<Entry> {
+        let r: Ref =
+            serde_json::from_slice(&fs::read(self.ref_path(pipeline, instance)).ok()?).ok()?;
+        let text = fs::read(self.entry_path(&r.key)).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    /// All entries (for gc and verify); unreadable entry files are returned as paths.
+    pub fn all_entries(&self) -> (Vec<(PathBuf, Entry)>, Vec<PathBuf>) {
+        let mut good = Vec::new();
+        let mut bad = Vec::new();
+        for shard in read_dirs(&self.root.join("entries")) {
+            for p in read_dirs(&shard) {
+                if p.extension().and_then(|e| e.to_str()) != Some("json") {
+                    continue;
+                }
+                match fs::read(&p)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<Entry>(&b).ok())
+                {
+                    Some(e) => good.push((p, e)),
+                    None => bad.push(p),
+                }
+            }
+        }
+        (good, bad)
+    }
+
+    /// All object digests with their paths.
+    pub fn all_objects(&self) -> Vec<(String, PathBuf)> {
+        let mut out = Vec::new();
+        for shard in read_dirs(&self.root.join("objects")) {
+            for p in read_dirs(&shard) {
+                if let Some(name) = p.file_name().and_then(|n| n.to_str()) {
+                    out.push((name.to_string(), p.clone()));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Moves a corrupted object out of the way; entries that point at it then miss.
+    pub fn quarantine(&self, digest: &str) -> Result<PathBuf, StoreError> {
+        let from = self.object_path(digest);
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let to = self
+            .root
+            .join("quarantine")
+            .join(format!("{digest}.{stamp}"));
+        fs::rename(&from, &to).map_err(io(&from))?;
+        Ok(to)
+    }
+
+    pub fn tmp_dirs(&self) -> Vec<PathBuf> {
+        read_dirs(&self.root.join("tmp"))
+    }
+}
+
+fn read_dirs(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = fs::read_dir(dir)
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn sync_dirs(root: &Path) -> Result<(), StoreError> {
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).map_err(io(&d))?.flatten() {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                stack.push(e.path());
+            }
+        }
+        fsync_dir(&d)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::key::CACHE_VERSION;
+
+    fn record() -> KeyRecord {
+        KeyRecord {
+            cache_version: CACHE_VERSION,
+            kind: "command".into(),
+            kind_version: 1,
+            params: serde_json::json!({}),
+            inputs: Default::default(),
+            local_deps: Default::default(),
+            env: Default::default(),
+        }
+    }
+
+    #[test]
+    fn publish_then_lookup_and_dedupe() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(d.path()).unwrap();
+        let key = record().key();
+        assert!(store.entry(&key).is_none());
+        let _lock = store.lock(&key, || {}).unwrap();
+        let st = store.staging(&key).unwrap();
+        fs::write(st.out.join("a.txt"), "hello").unwrap();
+        let e = store.publish(st, &key, "p", "s", record(), 0.1).unwrap();
+        assert_eq!(store.entry(&key).unwrap().artifact, e.artifact);
+        assert_eq!(
+            fs::read_to_string(store.object_path(&e.artifact).join("a.txt")).unwrap(),
+            "hello"
+        );
+        assert!(store.tmp_dirs().is_empty(), "staging removed");
+        // An entry whose object vanished is a miss.
+        remove_tree(&store.object_path(&e.artifact)).unwrap();
+        assert!(store.entry(&key).is_none());
+    }
+
+    #[test]
+    fn stale_staging_of_a_killed_run_is_removed_under_the_lock() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(d.path()).unwrap();
+        let key = record().key();
+        let leftover = d.path().join("tmp").join(format!("{key}.99999.0"));
+        fs::create_dir_all(leftover.join("out")).unwrap();
+        let _st = store.staging(&key).unwrap();
+        assert!(!leftover.exists());
+    }
+
+    #[test]
+    fn refs_point_to_the_last_entry() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(d.path()).unwrap();
+        let key = record().key();
+        let st = store.staging(&key).unwrap();
+        let e = store.publish(st, &key, "p", "s", record(), 0.0).unwrap();
+        store.set_ref("p", "s", &key).unwrap();
+        assert_eq!(store.last_entry("p", "s").unwrap().artifact, e.artifact);
+        assert!(store.last_entry("p", "other").is_none());
+    }
+}

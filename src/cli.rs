@@ -1,0 +1,88 @@
+//! Subcommands and flags.
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(name = "rst", version, about = "Declarative, content-cached experiment pipelines", long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PipelineArgs {
+    /// The pipeline file (YAML).
+    pub file: PathBuf,
+    /// Override a pipeline parameter: --set key=value (value is YAML: 0.1, [1,2], text). Repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Cache directory [default: ./cache]
+    #[arg(long, env = "RST_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Run a pipeline: stages in dependency order, independent ones in parallel, cached ones skipped.
+    Run {
+        #[command(flatten)]
+        p: PipelineArgs,
+        /// Thread budget for concurrent stages [default: number of cores]
+        #[arg(long, short = 'j')]
+        jobs: Option<usize>,
+        /// Recompute this stage (or instance) even if cached. Repeatable.
+        #[arg(long, value_name = "STAGE")]
+        force: Vec<String>,
+        /// Keep running independent branches after a stage fails.
+        #[arg(long)]
+        keep_going: bool,
+    },
+    /// Show every stage instance: cached, or stale and why.
+    Status {
+        #[command(flatten)]
+        p: PipelineArgs,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the pipeline's DAG.
+    Graph {
+        #[command(flatten)]
+        p: PipelineArgs,
+        #[arg(long, value_enum, default_value = "dot")]
+        format: GraphFormat,
+    },
+    /// Check a pipeline file without running anything.
+    Check {
+        #[command(flatten)]
+        p: PipelineArgs,
+    },
+    /// Re-hash every cached artifact; quarantine corrupted ones (they are recomputed next run).
+    Verify {
+        #[arg(long, env = "RST_CACHE_DIR", value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
+    },
+    /// Remove cache entries and artifacts that none of the listed pipelines references.
+    Gc {
+        /// Pipeline files whose current stages are kept.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        #[arg(long, env = "RST_CACHE_DIR", value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
+        /// Only report what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Internal: compute one stage (what `run` starts per stage, and what a cluster job runs).
+    #[command(hide = true)]
+    Worker { job: PathBuf },
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy)]
+pub enum GraphFormat {
+    Dot,
+    Mermaid,
+}

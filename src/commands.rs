@@ -1,0 +1,493 @@
+//! What each subcommand does (main.rs only parses and maps errors to exit codes).
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::cache::digest::digest_path;
+use crate::cache::store::{self, remove_tree, Store};
+use crate::cli::{GraphFormat, PipelineArgs};
+use crate::error::{Error, Result, UserError};
+use crate::exec::local::LocalExecutor;
+use crate::exec::plan::Planner;
+use crate::exec::progress;
+use crate::exec::scheduler::{self, Outcome, RunOptions};
+use crate::exec::Cancel;
+use crate::spec::{self, Pipeline};
+
+pub fn cache_dir(explicit: &Option<PathBuf>) -> PathBuf {
+    explicit.clone().unwrap_or_else(|| PathBuf::from("cache"))
+}
+
+fn open_store(dir: &Path) -> Result<Store> {
+    Store::open(dir).map_err(|e| {
+        Error::User(
+            UserError::new(format!(
+                "cannot use the cache directory {}: {e}",
+                dir.display()
+            ))
+            .help("pass a writable directory with --cache-dir or RST_CACHE_DIR"),
+        )
+    })
+}
+
+pub fn load(args: &PipelineArgs) -> Result<Pipeline> {
+    load_file(&args.file, &args.set)
+}
+
+fn load_file(file: &Path, set: &[String]) -> Result<Pipeline> {
+    let overrides = set
+        .iter()
+        .map(|s| spec::parse_override(s))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let project = std::env::current_dir().map_err(|e| Error::io("current directory", e))?;
+    Ok(spec::load(file, &overrides, &project)?)
+}
+
+pub fn check(args: &PipelineArgs) -> Result<()> {
+    let p = load(args)?;
+    println!(
+        "{}: ok ({} stages, {} instances)",
+        args.file.display(),
+        p.stages.len(),
+        p.instances.len()
+    );
+    Ok(())
+}
+
+pub fn graph(args: &PipelineArgs, format: GraphFormat) -> Result<()> {
+    let p = load(args)?;
+    print!(
+        "{}",
+        match format {
+            GraphFormat::Dot => crate::graph::to_dot(&p),
+            GraphFormat::Mermaid => crate::graph::to_mermaid(&p),
+        }
+    );
+    Ok(())
+}
+
+pub fn run(
+    args: &PipelineArgs,
+    jobs: Option<usize>,
+    force: Vec<String>,
+    keep_going: bool,
+) -> Result<()> {
+    let p = load(args)?;
+    if jobs == Some(0) {
+        return Err(UserError::new("--jobs must be at least 1").into());
+    }
+    let store = open_store(&cache_dir(&args.cache_dir))?;
+    let executor =
+        LocalExecutor::new().map_err(|e| Error::io("cannot find the rst executable", e))?;
+    let cancel = Cancel::default();
+    {
+        let cancel = cancel.clone();
+        let kill = executor.killer();
+        let _ = ctrlc::set_handler(move || {
+            if !cancel.is_cancelled() {
+                eprintln!("\ninterrupted: stopping running stages (the cache stays consistent)");
+            }
+            cancel.cancel();
+            kill();
+        });
+    }
+    let opts = RunOptions {
+        jobs: jobs.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        }),
+        force,
+        keep_going,
+    };
+    let reporter = progress::reporter(p.instances.len());
+    let result = scheduler::run(&p, &store, &executor, &opts, reporter.as_ref(), &cancel);
+    reporter.finish();
+    let result = result?;
+    print_summary(&p, &result);
+    let failed: Vec<&Outcome> = result
+        .outcomes
+        .iter()
+        .filter(|o| matches!(o, Outcome::Failed { .. }))
+        .collect();
+    if result.interrupted {
+        return Err(Error::Interrupted);
+    }
+    if !failed.is_empty() {
+        let user_caused = failed
+            .iter()
+            .all(|o| matches!(o, Outcome::Failed { error, .. } if error.user));
+        return Err(Error::StagesFailed {
+            failed: failed.len(),
+            user_caused,
+        });
+    }
+    publish(&p, &store, &result)?;
+    Ok(())
+}
+
+fn print_summary(p: &Pipeline, r: &scheduler::RunResult) {
+    let count = |f: fn(&Outcome) -> bool| r.outcomes.iter().filter(|o| f(o)).count();
+    let ran = count(|o| matches!(o, Outcome::Ran { .. }));
+    let cached = count(|o| matches!(o, Outcome::Cached { .. } | Outcome::Reused { .. }));
+    let failed = count(|o| matches!(o, Outcome::Failed { .. }));
+    let skipped = count(|o| matches!(o, Outcome::Skipped { .. } | Outcome::NotRun));
+    let mut ran_list: Vec<(f64, &str)> = r
+        .outcomes
+        .iter()
+        .zip(&p.instances)
+        .filter_map(|(o, i)| match o {
+            Outcome::Ran { secs, .. } => Some((*secs, i.name.as_str())),
+            _ => None,
+        })
+        .collect();
+    ran_list.sort_by(|a, b| b.0.total_cmp(&a.0));
+    for (secs, name) in ran_list.iter().take(10) {
+        eprintln!("  ran {name} in {secs:.2}s");
+    }
+    if ran_list.len() > 10 {
+        eprintln!("  ... and {} more", ran_list.len() - 10);
+    }
+    for (o, i) in r.outcomes.iter().zip(&p.instances) {
+        if let Outcome::Failed { error, log } = o {
+            eprintln!("  FAILED {}: {}", i.name, error.message);
+            if let Some(log) = log {
+                eprintln!("         log: {log}");
+            }
+        }
+    }
+    eprintln!(
+        "{}: {} stages: {ran} ran, {cached} cached, {failed} failed, {skipped} not run ({:.2}s)",
+        p.name,
+        p.instances.len(),
+        r.wall_s
+    );
+}
+
+/// Copies the artifacts of published stages to `results/<stem>/`.
+fn publish(p: &Pipeline, store: &Store, r: &scheduler::RunResult) -> Result<()> {
+    let root = p.project_dir.join("results").join(p.stem());
+    let mut manifest = BTreeMap::new();
+    let mut any = false;
+    for stage in &p.stages {
+        let Some(dest) = &stage.publish else { continue };
+        any = true;
+        let target = root.join(dest);
+        let tmp = root.join(format!(".{}.tmp", dest.replace('/', "_")));
+        let _ = remove_tree(&tmp);
+        std::fs::create_dir_all(&tmp).map_err(|e| Error::io_path("cannot create", &tmp, e))?;
+        for &i in &stage.instances {
+            let inst = &p.instances[i];
+            let Some(artifact) = r.outcomes[i].artifact() else {
+                continue;
+            };
+            let sub = if stage.axes.is_empty() {
+                tmp.clone()
+            } else {
+                tmp.join(
+                    inst.matrix
+                        .iter()
+                        .map(|(k, v)| format!("{k}={}", spec::interp::display(v)))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                        .replace('/', "_"),
+                )
+            };
+            copy_tree(&store.object_path(artifact), &sub)?;
+            manifest.insert(inst.name.clone(), serde_json::json!({"artifact": artifact, "key": r.keys[i], "published": sub.strip_prefix(&tmp).map(|s| target.join(s)).unwrap_or_default()}));
+        }
+        let _ = remove_tree(&target);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| Error::io_path("cannot create", parent, e))?;
+        }
+        std::fs::rename(&tmp, &target)
+            .map_err(|e| Error::io_path("cannot publish to", &target, e))?;
+    }
+    if any {
+        let m = serde_json::json!({"pipeline": p.name, "file": p.file, "stages": manifest});
+        store::write_atomic(
+            &root.join("manifest.json"),
+            serde_json::to_string_pretty(&m).unwrap().as_bytes(),
+        )
+        .map_err(|e| Error::Internal(e.to_string()))?;
+        println!(
+            "results: {}",
+            root.strip_prefix(&p.project_dir).unwrap_or(&root).display()
+        );
+    }
+    Ok(())
+}
+
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    let files =
+        crate::cache::digest::list_files(from).map_err(|e| Error::Internal(e.to_string()))?;
+    std::fs::create_dir_all(to).map_err(|e| Error::io_path("cannot create", to, e))?;
+    for (rel, abs) in files {
+        let dest = to.join(&rel);
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| Error::io_path("cannot create", parent, e))?;
+        }
+        std::fs::copy(&abs, &dest).map_err(|e| Error::io_path("cannot copy to", &dest, e))?;
+        let mut perm = std::fs::metadata(&dest)
+            .map_err(|e| Error::io_path("stat", &dest, e))?
+            .permissions();
+        #[allow(clippy::permissions_set_readonly_false)]
+        perm.set_readonly(false);
+        let _ = std::fs::set_permissions(&dest, perm);
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+pub struct StatusLine {
+    pub instance: String,
+    pub stage: String,
+    pub kind: String,
+    /// cached | stale | blocked
+    pub state: String,
+    pub reasons: Vec<String>,
+    pub key: Option<String>,
+    pub artifact: Option<String>,
+}
+
+/// The state of every instance: cached, stale (with reasons) or blocked on a stale input.
+pub fn status_lines(p: &Pipeline, store: &Store) -> Result<Vec<StatusLine>> {
+    let planner = Planner::new(p);
+    let mut digests: Vec<Option<String>> = vec![None; p.instances.len()];
+    let mut lines = Vec::new();
+    for inst in &p.instances {
+        let stage = &p.stages[inst.stage];
+        let mut line = StatusLine {
+            instance: inst.name.clone(),
+            stage: stage.name.clone(),
+            kind: stage.kind.name().into(),
+            state: String::new(),
+            reasons: Vec::new(),
+            key: None,
+            artifact: None,
+        };
+        let unknown: Vec<&str> = inst
+            .inputs
+            .values()
+            .flatten()
+            .filter(|&&u| digests[u].is_none())
+            .map(|&u| p.instances[u].name.as_str())
+            .collect();
+        if !unknown.is_empty() {
+            let mut u = unknown.clone();
+            u.dedup();
+            line.state = "stale".into();
+            line.reasons.push(format!(
+                "runs after its stale input{} {}",
+                if u.len() > 1 { "s" } else { "" },
+                u.join(", ")
+            ));
+            lines.push(line);
+            continue;
+        }
+        let record = planner.record(inst, &|u| digests[u].clone().unwrap_or_default())?;
+        let key = record.key();
+        if let Some(entry) = store.entry(&key) {
+            line.state = "cached".into();
+            line.artifact = Some(entry.artifact.clone());
+            digests[inst.id] = Some(entry.artifact);
+        } else {
+            line.state = "stale".into();
+            line.reasons = match store.last_entry(&p.name, &inst.name) {
+                None => vec!["never run".to_string()],
+                Some(old) if old.key == key => {
+                    vec!["its cached artifact is missing (removed or quarantined)".to_string()]
+                }
+                Some(old) => {
+                    let d = record.diff(&old.record);
+                    if d.is_empty() {
+                        vec!["cache entry missing".to_string()]
+                    } else {
+                        d
+                    }
+                }
+            };
+        }
+        line.key = Some(key);
+        lines.push(line);
+    }
+    Ok(lines)
+}
+
+pub fn status(args: &PipelineArgs, json: bool) -> Result<()> {
+    let p = load(args)?;
+    let store = open_store(&cache_dir(&args.cache_dir))?;
+    let lines = status_lines(&p, &store)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&lines).unwrap());
+        return Ok(());
+    }
+    let width = lines.iter().map(|l| l.instance.len()).max().unwrap_or(0);
+    for l in &lines {
+        if l.reasons.is_empty() {
+            println!("{:<6}  {:<width$}", l.state, l.instance);
+        } else {
+            println!(
+                "{:<6}  {:<width$}  {}",
+                l.state,
+                l.instance,
+                l.reasons.join("; ")
+            );
+        }
+    }
+    let stale = lines.iter().filter(|l| l.state != "cached").count();
+    println!(
+        "{} of {} stage instances cached, {stale} to run",
+        lines.len() - stale,
+        lines.len()
+    );
+    Ok(())
+}
+
+pub fn verify(cache: &Option<PathBuf>) -> Result<bool> {
+    let dir = cache_dir(cache);
+    if !dir.is_dir() {
+        return Err(UserError::new(format!("no cache at {}", dir.display()))
+            .help("pass --cache-dir or set RST_CACHE_DIR")
+            .into());
+    }
+    let store = open_store(&dir)?;
+    let objects = store.all_objects();
+    let mut bad = 0;
+    for (digest, path) in &objects {
+        let ok = digest_path(path).map(|d| &d == digest).unwrap_or(false);
+        if !ok {
+            bad += 1;
+            let to = store
+                .quarantine(digest)
+                .map_err(|e| Error::Internal(e.to_string()))?;
+            println!(
+                "corrupt  {digest}: content does not match its digest; moved to {}",
+                to.display()
+            );
+        }
+    }
+    let (_, bad_entries) = store.all_entries();
+    for path in &bad_entries {
+        bad += 1;
+        let to = store
+            .root()
+            .join("quarantine")
+            .join(path.file_name().unwrap());
+        let _ = std::fs::rename(path, &to);
+        println!(
+            "corrupt  entry {}: unreadable; moved to {}",
+            path.display(),
+            to.display()
+        );
+    }
+    println!(
+        "verified {} artifacts: {} corrupt{}",
+        objects.len(),
+        bad,
+        if bad > 0 {
+            " (their stages are recomputed on the next run)"
+        } else {
+            ""
+        }
+    );
+    Ok(bad == 0)
+}
+
+pub fn gc(files: &[PathBuf], set: &[String], cache: &Option<PathBuf>, dry_run: bool) -> Result<()> {
+    let store = open_store(&cache_dir(cache))?;
+    let mut keep_keys = HashSet::new();
+    for f in files {
+        let p = load_file(f, set)?;
+        for l in status_lines(&p, &store)? {
+            if l.state == "cached" {
+                keep_keys.extend(l.key);
+            }
+        }
+    }
+    let (entries, bad) = store.all_entries();
+    let mut keep_objects = HashSet::new();
+    let mut freed = 0u64;
+    let mut removed_entries = 0;
+    for (path, e) in &entries {
+        if keep_keys.contains(&e.key) {
+            keep_objects.insert(e.artifact.clone());
+            // Dataset views name their base artifact: keep it too.
+            if let Ok(meta) = std::fs::read(
+                store
+                    .object_path(&e.artifact)
+                    .join(crate::data::dataset::META_FILE),
+            ) {
+                if let Some(base) = serde_json::from_slice::<serde_json::Value>(&meta)
+                    .ok()
+                    .and_then(|m| m.get("base").and_then(|b| b.as_str()).map(str::to_string))
+                {
+                    keep_objects.insert(base);
+                }
+            }
+        } else {
+            removed_entries += 1;
+            if !dry_run {
+                let _ = std::fs::remove_file(path);
+                let _ = std::fs::remove_file(store.log_path(&e.key));
+            }
+        }
+    }
+    for path in bad {
+        if !dry_run {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    let mut removed_objects = 0;
+    for (digest, path) in store.all_objects() {
+        if !keep_objects.contains(&digest) {
+            freed += store::dir_size(&path).0;
+            removed_objects += 1;
+            if !dry_run {
+                let _ = remove_tree(&path);
+            }
+        }
+    }
+    // Staging dirs of killed runs whose key is not being computed right now.
+    for dir in store.tmp_dirs() {
+        let name = dir.file_name().unwrap().to_string_lossy().to_string();
+        let Some(key) = name.split('.').next().filter(|k| k.len() == 64) else {
+            continue;
+        };
+        if let Ok(lock) =
+            std::fs::File::open(store.root().join("locks").join(format!("{key}.lock")))
+        {
+            if lock.try_lock().is_err() {
+                continue;
+            }
+        }
+        freed += store::dir_size(&dir).0;
+        if !dry_run {
+            let _ = remove_tree(&dir);
+        }
+    }
+    println!(
+        "{}removed {removed_entries} entries and {removed_objects} artifacts, {} freed",
+        if dry_run { "would have " } else { "" },
+        human_bytes(freed)
+    );
+    Ok(())
+}
+
+pub fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}

@@ -1,0 +1,78 @@
+//! Execution: planning (keys, cache hits, reasons), the scheduler, executors and the
+//! worker entry point (the `rst` binary re-invoked on one stage).
+pub mod local;
+pub mod plan;
+pub mod progress;
+pub mod scheduler;
+pub mod worker;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::cache::key::{InputRecord, KeyRecord};
+use crate::stages::{Progress, StageError};
+
+/// Everything a worker needs to compute one stage instance (written as JSON; the same
+/// file a cluster executor ships to a compute node).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Job {
+    pub cache_dir: PathBuf,
+    pub project_dir: PathBuf,
+    pub pipeline: String,
+    pub instance: String,
+    pub key: String,
+    pub kind: String,
+    pub params: Value,
+    pub inputs: BTreeMap<String, Vec<InputRecord>>,
+    pub record: KeyRecord,
+    pub threads: usize,
+}
+
+/// What a worker reports, one JSON object per line on its stdout.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum WorkerEvent {
+    /// Another process holds this stage's lock (it is computing the same key).
+    LockWait,
+    Started,
+    Progress(Progress),
+    Done {
+        artifact: String,
+        reused: bool,
+        duration_s: f64,
+    },
+    Failed(StageError),
+}
+
+/// Cancellation shared by the scheduler, the executors and the Ctrl-C handler.
+#[derive(Clone, Default)]
+pub struct Cancel {
+    flag: Arc<AtomicBool>,
+}
+
+impl Cancel {
+    pub fn cancel(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+    }
+    pub fn is_cancelled(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+}
+
+/// Runs stage jobs somewhere: in a local worker process, or (later) as a cluster job.
+pub trait Executor: Sync {
+    /// Runs the job described by `job_file` to completion, forwarding worker events.
+    /// Returns Err only when the job could not be run or its result not read.
+    fn run_job(
+        &self,
+        job_file: &Path,
+        job: &Job,
+        cancel: &Cancel,
+        on_event: &mut dyn FnMut(WorkerEvent),
+    ) -> Result<(), String>;
+}

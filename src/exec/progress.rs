@@ -1,0 +1,155 @@
+//! Progress output: a live multi-line view on a terminal (indicatif), plain log lines
+//! otherwise (CI logs, pipes).
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::stages::Progress;
+
+pub enum Report<'a> {
+    Cached(&'a str),
+    LockWait(&'a str),
+    Started(&'a str),
+    Progress(&'a str, &'a Progress),
+    Done {
+        name: &'a str,
+        secs: f64,
+        reused: bool,
+    },
+    Failed {
+        name: &'a str,
+        message: &'a str,
+    },
+    Skipped {
+        name: &'a str,
+        cause: &'a str,
+    },
+}
+
+pub trait Reporter: Sync {
+    fn report(&self, r: Report<'_>);
+    fn finish(&self) {}
+}
+
+/// One line per event, for logs.
+pub struct Plain;
+
+impl Reporter for Plain {
+    fn report(&self, r: Report<'_>) {
+        match r {
+            Report::Cached(n) => eprintln!("cached   {n}"),
+            Report::LockWait(n) => eprintln!("waiting  {n} (another rst process is computing it)"),
+            Report::Started(n) => eprintln!("running  {n}"),
+            Report::Progress(..) => {}
+            Report::Done {
+                name,
+                secs,
+                reused: false,
+            } => eprintln!("done     {name} ({secs:.2}s)"),
+            Report::Done {
+                name, reused: true, ..
+            } => eprintln!("reused   {name} (computed by another rst process)"),
+            Report::Failed { name, message } => eprintln!("FAILED   {name}: {message}"),
+            Report::Skipped { name, cause } => eprintln!("skipped  {name} (input {cause} failed)"),
+        }
+    }
+}
+
+/// The live view: a header bar counting finished stages and one line per running stage.
+pub struct Live {
+    multi: MultiProgress,
+    total: ProgressBar,
+    bars: Mutex<HashMap<String, ProgressBar>>,
+}
+
+impl Live {
+    pub fn new(total: usize) -> Live {
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10));
+        let bar = multi.add(ProgressBar::new(total as u64));
+        bar.set_style(
+            ProgressStyle::with_template("{prefix:.bold} [{bar:30}] {pos}/{len} stages {elapsed}")
+                .unwrap()
+                .progress_chars("=> "),
+        );
+        bar.set_prefix("rst");
+        Live {
+            multi,
+            total: bar,
+            bars: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn line(&self, name: &str, f: impl FnOnce(&ProgressBar)) {
+        let mut bars = self.bars.lock().unwrap();
+        let bar = bars.entry(name.to_string()).or_insert_with(|| {
+            let b = self.multi.add(ProgressBar::new(0));
+            b.set_style(
+                ProgressStyle::with_template(
+                    "  {spinner} {prefix} {wide_msg} {pos}/{len} {elapsed}",
+                )
+                .unwrap(),
+            );
+            b.set_prefix(name.to_string());
+            b.enable_steady_tick(Duration::from_millis(200));
+            b
+        });
+        f(bar);
+    }
+
+    fn close(&self, name: &str, text: String) {
+        if let Some(b) = self.bars.lock().unwrap().remove(name) {
+            b.finish_and_clear();
+            self.multi.remove(&b);
+        }
+        let _ = self.multi.println(text);
+        self.total.inc(1);
+    }
+}
+
+impl Reporter for Live {
+    fn report(&self, r: Report<'_>) {
+        match r {
+            Report::Cached(n) => self.close(n, format!("  cached   {n}")),
+            Report::LockWait(n) => {
+                self.line(n, |b| b.set_message("waiting for another rst process"))
+            }
+            Report::Started(n) => self.line(n, |b| b.set_message("running")),
+            Report::Progress(n, p) => self.line(n, |b| {
+                b.set_length(p.len);
+                b.set_position(p.pos);
+                b.set_message(p.message.clone());
+            }),
+            Report::Done { name, secs, reused } => self.close(
+                name,
+                if reused {
+                    format!("  reused   {name}")
+                } else {
+                    format!("  done     {name} ({secs:.2}s)")
+                },
+            ),
+            Report::Failed { name, message } => {
+                self.close(name, format!("  FAILED   {name}: {message}"))
+            }
+            Report::Skipped { name, cause } => {
+                self.close(name, format!("  skipped  {name} (input {cause} failed)"))
+            }
+        }
+    }
+
+    fn finish(&self) {
+        self.total.finish_and_clear();
+        let _ = self.multi.clear();
+    }
+}
+
+/// The live view on a terminal, plain lines elsewhere.
+pub fn reporter(total: usize) -> Box<dyn Reporter> {
+    if std::io::stderr().is_terminal() && std::env::var_os("RST_PLAIN").is_none() {
+        Box::new(Live::new(total))
+    } else {
+        Box::new(Plain)
+    }
+}

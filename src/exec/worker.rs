@@ -1,0 +1,161 @@
+//! The worker entry point: `rst worker JOB.json` computes one stage instance into the
+//! cache (lock, reuse if another process finished it, run, publish) and reports events as
+//! JSON lines on stdout. The stage's log goes to stderr.
+use std::io::Write;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::{Job, WorkerEvent};
+use crate::cache::store::Store;
+use crate::stages::{self, InputArtifact, Inputs, Progress, StageCtx, StageError};
+
+fn emit(ev: &WorkerEvent) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "{}",
+        serde_json::to_string(ev).expect("event serialises")
+    );
+    let _ = out.flush();
+}
+
+/// Runs the job; returns the process exit code (0 done, 1 failed).
+pub fn run(job_file: &Path) -> i32 {
+    let job: Job = match std::fs::read(job_file)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+    {
+        Ok(j) => j,
+        Err(e) => {
+            emit(&WorkerEvent::Failed(StageError::internal(format!(
+                "cannot read job {}: {e}",
+                job_file.display()
+            ))));
+            return 1;
+        }
+    };
+    match compute(&job) {
+        Ok(ev) => {
+            emit(&ev);
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            emit(&WorkerEvent::Failed(e));
+            1
+        }
+    }
+}
+
+fn compute(job: &Job) -> Result<WorkerEvent, StageError> {
+    let kind = stages::lookup(&job.kind)
+        .ok_or_else(|| StageError::internal(format!("unknown stage kind {}", job.kind)))?;
+    let store = Store::open(&job.cache_dir).map_err(|e| StageError::internal(e.to_string()))?;
+    let _lock = store
+        .lock(&job.key, || emit(&WorkerEvent::LockWait))
+        .map_err(|e| StageError::internal(e.to_string()))?;
+    if let Some(entry) = store.entry(&job.key) {
+        return Ok(WorkerEvent::Done {
+            artifact: entry.artifact,
+            reused: true,
+            duration_s: 0.0,
+        });
+    }
+    let mut inputs = Inputs::new();
+    for (name, recs) in &job.inputs {
+        let mut arts = Vec::new();
+        for r in recs {
+            let path = store.object_path(&r.digest);
+            if !path.is_dir() {
+                return Err(StageError::internal(format!(
+                    "input {name} ({}) is missing from the cache (artifact {})",
+                    r.instance, r.digest
+                )));
+            }
+            arts.push(InputArtifact {
+                instance: r.instance.clone(),
+                digest: r.digest.clone(),
+                path,
+            });
+        }
+        inputs.insert(name.clone(), arts);
+    }
+    let staging = store
+        .staging(&job.key)
+        .map_err(|e| StageError::internal(e.to_string()))?;
+    emit(&WorkerEvent::Started);
+    eprintln!(
+        "rst worker: {} ({} v{}), key {}",
+        job.instance,
+        job.kind,
+        kind.version(),
+        job.key
+    );
+    // This process runs one stage: size the global thread pool to what it declared.
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(job.threads.max(1))
+        .build_global();
+    let last = Mutex::new(Instant::now() - Duration::from_secs(1));
+    let progress = |p: Progress| {
+        let mut l = last.lock().unwrap();
+        if l.elapsed() >= Duration::from_millis(100) || p.pos == p.len {
+            *l = Instant::now();
+            emit(&WorkerEvent::Progress(p));
+        }
+    };
+    let store_for_resolve = store.clone();
+    let resolve = move |digest: &str| {
+        let p = store_for_resolve.object_path(digest);
+        p.is_dir().then_some(p)
+    };
+    let downloads = store.downloads_dir();
+    let ctx = StageCtx {
+        instance: &job.instance,
+        params: &job.params,
+        inputs: &inputs,
+        out: &staging.out,
+        work: &staging.work,
+        downloads: &downloads,
+        project_dir: &job.project_dir,
+        threads: job.threads.max(1),
+        resolve: &resolve,
+        progress: &progress,
+    };
+    let t0 = Instant::now();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| kind.run(&ctx)))
+        .unwrap_or_else(|panic| {
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            Err(StageError::internal(format!(
+                "stage crashed (a bug in rst, please report it): {msg}"
+            )))
+        });
+    let duration_s = t0.elapsed().as_secs_f64();
+    match result {
+        Ok(()) => {
+            let entry = store
+                .publish(
+                    staging,
+                    &job.key,
+                    &job.pipeline,
+                    &job.instance,
+                    job.record.clone(),
+                    duration_s,
+                )
+                .map_err(|e| StageError::internal(format!("cannot publish the artifact: {e}")))?;
+            Ok(WorkerEvent::Done {
+                artifact: entry.artifact,
+                reused: false,
+                duration_s,
+            })
+        }
+        Err(e) => {
+            store.discard(staging);
+            Err(e)
+        }
+    }
+}
