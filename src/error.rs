@@ -39,9 +39,11 @@ impl UserError {
 
     pub fn at(mut self, location: Option<Location>) -> Self {
         if let Some(loc) = &location {
-            self.snippet = std::fs::read_to_string(&loc.file)
-                .ok()
-                .and_then(|text| text.lines().nth(loc.line.saturating_sub(1)).map(str::to_string));
+            self.snippet = std::fs::read_to_string(&loc.file).ok().and_then(|text| {
+                text.lines()
+                    .nth(loc.line.saturating_sub(1))
+                    .map(str::to_string)
+            });
         }
         self.location = location;
         self
@@ -71,7 +73,15 @@ impl fmt::Display for UserError {
         }
         if let (Some(loc), Some(line)) = (&self.location, &self.snippet) {
             let width = loc.line.to_string().len();
-            write!(f, "\n {:width$} |\n {} | {}\n {:width$} | {}^", "", loc.line, line, "", " ".repeat(loc.column.saturating_sub(1)))?;
+            write!(
+                f,
+                "\n {:width$} |\n {} | {}\n {:width$} | {}^",
+                "",
+                loc.line,
+                line,
+                "",
+                " ".repeat(loc.column.saturating_sub(1))
+            )?;
         }
         if let Some(help) = &self.help {
             write!(f, "\n  help: {help}")?;
@@ -133,7 +143,10 @@ impl Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Suggests the closest of `candidates` to `word`, for "did you mean" hints.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     candidates
         .into_iter()
         .map(|c| (strsim::jaro_winkler(word, c), c))
@@ -148,7 +161,10 @@ mod tests {
 
     #[test]
     fn suggests_close_names_only() {
-        assert_eq!(did_you_mean("inptus", ["inputs", "params", "kind"]), Some("inputs"));
+        assert_eq!(
+            did_you_mean("inptus", ["inputs", "params", "kind"]),
+            Some("inputs")
+        );
         assert_eq!(did_you_mean("zzz", ["inputs", "params"]), None);
     }
 
@@ -156,12 +172,19 @@ mod tests {
     fn renders_location_snippet_and_help() {
         let err = UserError {
             message: "unknown key `parms`".into(),
-            location: Some(Location { file: "p.yaml".into(), line: 3, column: 5 }),
+            location: Some(Location {
+                file: "p.yaml".into(),
+                line: 3,
+                column: 5,
+            }),
             snippet: Some("    parms: {}".into()),
             help: Some("did you mean `params`?".into()),
         };
         let text = err.to_string();
-        assert!(text.starts_with("p.yaml:3:5: unknown key `parms`"), "{text}");
+        assert!(
+            text.starts_with("p.yaml:3:5: unknown key `parms`"),
+            "{text}"
+        );
         assert!(text.contains("3 |     parms: {}"), "{text}");
         assert!(text.contains("help: did you mean `params`?"), "{text}");
     }

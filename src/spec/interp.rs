@@ -33,7 +33,11 @@ impl Scope<'_> {
             None => self.matrix.get(var).or_else(|| self.params.get(var)),
         };
         found.ok_or_else(|| {
-            let candidates = self.matrix.keys().chain(self.params.keys()).map(String::as_str);
+            let candidates = self
+                .matrix
+                .keys()
+                .chain(self.params.keys())
+                .map(String::as_str);
             let help = match crate::error::did_you_mean(var, candidates) {
                 Some(s) => format!("did you mean `${{{s}}}`?"),
                 None => {
@@ -46,7 +50,10 @@ impl Scope<'_> {
                     }
                 }
             };
-            InterpError { message: format!("unknown variable `${{{name}}}`"), help: Some(help) }
+            InterpError {
+                message: format!("unknown variable `${{{name}}}`"),
+                help: Some(help),
+            }
         })
     }
 
@@ -68,7 +75,11 @@ impl Scope<'_> {
             Value::Object(map) => Value::Object(
                 map.iter()
                     .map(|(k, v)| {
-                        let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                        let p = if path.is_empty() {
+                            k.clone()
+                        } else {
+                            format!("{path}.{k}")
+                        };
                         Ok((k.clone(), self.apply_at(v, p)?))
                     })
                     .collect::<Result<_, _>>()?,
@@ -123,7 +134,10 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn scope_with(params: Value, matrix: Value) -> (BTreeMap<String, Value>, BTreeMap<String, Value>) {
+    fn scope_with(
+        params: Value,
+        matrix: Value,
+    ) -> (BTreeMap<String, Value>, BTreeMap<String, Value>) {
         let p = params.as_object().unwrap().clone().into_iter().collect();
         let m = matrix.as_object().unwrap().clone().into_iter().collect();
         (p, m)
@@ -131,18 +145,33 @@ mod tests {
 
     #[test]
     fn whole_string_keeps_type_and_partial_formats() {
-        let (p, m) = scope_with(json!({"rates": [0.2, 0.4], "lr": 0.0001}), json!({"rate": 0.4}));
-        let s = Scope { params: &p, matrix: &m };
+        let (p, m) = scope_with(
+            json!({"rates": [0.2, 0.4], "lr": 0.0001}),
+            json!({"rate": 0.4}),
+        );
+        let s = Scope {
+            params: &p,
+            matrix: &m,
+        };
         assert_eq!(s.string("${rates}").unwrap(), json!([0.2, 0.4]));
         assert_eq!(s.string("${rate}").unwrap(), json!(0.4));
-        assert_eq!(s.string("run-${rate}-${params.lr}").unwrap(), json!("run-0.4-0.0001"));
-        assert_eq!(s.string("cost $5 and $${x}").unwrap(), json!("cost $5 and ${x}"));
+        assert_eq!(
+            s.string("run-${rate}-${params.lr}").unwrap(),
+            json!("run-0.4-0.0001")
+        );
+        assert_eq!(
+            s.string("cost $5 and $${x}").unwrap(),
+            json!("cost $5 and ${x}")
+        );
     }
 
     #[test]
     fn unknown_names_suggest_close_ones() {
         let (p, m) = scope_with(json!({"noise_rates": [0.2]}), json!({}));
-        let s = Scope { params: &p, matrix: &m };
+        let s = Scope {
+            params: &p,
+            matrix: &m,
+        };
         let e = s.string("${noise_rate}").unwrap_err();
         assert_eq!(e.help.as_deref(), Some("did you mean `${noise_rates}`?"));
         let (path, _) = s.apply(&json!({"a": {"b": ["${nope}"]}})).unwrap_err();

@@ -90,7 +90,10 @@ pub struct StageDef {
 
 impl std::fmt::Debug for StageDef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StageDef").field("name", &self.name).field("kind", &self.kind.name()).finish()
+        f.debug_struct("StageDef")
+            .field("name", &self.name)
+            .field("kind", &self.kind.name())
+            .finish()
     }
 }
 
@@ -109,7 +112,10 @@ pub struct Pipeline {
 impl Pipeline {
     /// The `results/<stem>` directory name for this pipeline file.
     pub fn stem(&self) -> String {
-        self.file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| self.name.clone())
+        self.file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| self.name.clone())
     }
 
     pub fn find_stage(&self, name: &str) -> Option<usize> {
@@ -126,7 +132,11 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn loc(&self, pos: Option<Pos>) -> Option<Location> {
-        pos.map(|p| Location { file: self.file.to_path_buf(), line: p.line, column: p.column })
+        pos.map(|p| Location {
+            file: self.file.to_path_buf(),
+            line: p.line,
+            column: p.column,
+        })
     }
 
     fn at_key(&self, path: &str, message: impl Into<String>) -> UserError {
@@ -156,9 +166,11 @@ fn yaml_to_json(v: &serde_yaml::Value) -> Result<Value, String> {
 /// Parses a `--set key=value` override; the value is YAML (`0.1`, `[1, 2]`, `text`).
 pub fn parse_override(s: &str) -> Result<(String, Value), UserError> {
     let (k, v) = s.split_once('=').ok_or_else(|| {
-        UserError::new(format!("--set `{s}` is not of the form key=value")).help("e.g. --set lr=0.001 or --set seeds=[1,2,3]")
+        UserError::new(format!("--set `{s}` is not of the form key=value"))
+            .help("e.g. --set lr=0.001 or --set seeds=[1,2,3]")
     })?;
-    let parsed: serde_yaml::Value = serde_yaml::from_str(v).unwrap_or_else(|_| serde_yaml::Value::String(v.to_string()));
+    let parsed: serde_yaml::Value =
+        serde_yaml::from_str(v).unwrap_or_else(|_| serde_yaml::Value::String(v.to_string()));
     let value = yaml_to_json(&parsed).map_err(|e| UserError::new(format!("--set {k}: {e}")))?;
     Ok((k.trim().to_string(), value))
 }
@@ -175,7 +187,10 @@ fn type_name(v: &Value) -> &'static str {
 }
 
 fn valid_name(name: &str) -> bool {
-    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 /// A reference to another stage's output: `stage` or `stage[key=value, ...]`.
@@ -190,59 +205,107 @@ pub fn parse_input_ref(s: &str) -> Result<InputRef, String> {
     let (stage, slice) = match s.split_once('[') {
         None => (s, Vec::new()),
         Some((stage, rest)) => {
-            let body = rest.strip_suffix(']').ok_or_else(|| format!("`{s}`: missing closing `]`"))?;
+            let body = rest
+                .strip_suffix(']')
+                .ok_or_else(|| format!("`{s}`: missing closing `]`"))?;
             let mut slice = Vec::new();
             for part in body.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-                let (k, v) = part.split_once('=').ok_or_else(|| format!("`{s}`: slice entry `{part}` is not key=value"))?;
+                let (k, v) = part
+                    .split_once('=')
+                    .ok_or_else(|| format!("`{s}`: slice entry `{part}` is not key=value"))?;
                 slice.push((k.trim().to_string(), v.trim().to_string()));
             }
             (stage.trim(), slice)
         }
     };
     if !valid_name(stage) {
-        return Err(format!("`{s}` is not a stage reference (expected `stage` or `stage[key=value]`)"));
+        return Err(format!(
+            "`{s}` is not a stage reference (expected `stage` or `stage[key=value]`)"
+        ));
     }
-    Ok(InputRef { stage: stage.to_string(), slice })
+    Ok(InputRef {
+        stage: stage.to_string(),
+        slice,
+    })
 }
 
 /// Loads, validates and expands a pipeline file. `overrides` are `--set` pairs.
-pub fn load(file: &Path, overrides: &[(String, Value)], project_dir: &Path) -> Result<Pipeline, UserError> {
+pub fn load(
+    file: &Path,
+    overrides: &[(String, Value)],
+    project_dir: &Path,
+) -> Result<Pipeline, UserError> {
     let text = std::fs::read_to_string(file).map_err(|e| {
-        UserError::new(format!("cannot read pipeline file {}: {e}", file.display())).help("check the path; pipeline files usually live in pipelines/")
+        UserError::new(format!("cannot read pipeline file {}: {e}", file.display()))
+            .help("check the path; pipeline files usually live in pipelines/")
     })?;
     parse(file, &text, overrides, project_dir)
 }
 
 /// Like [`load`] on text already read.
-pub fn parse(file: &Path, text: &str, overrides: &[(String, Value)], project_dir: &Path) -> Result<Pipeline, UserError> {
+pub fn parse(
+    file: &Path,
+    text: &str,
+    overrides: &[(String, Value)],
+    project_dir: &Path,
+) -> Result<Pipeline, UserError> {
     let map = SourceMap::build(text).map_err(|e| {
-        let mut u = UserError::new(e.message).located(Some(Location { file: file.to_path_buf(), line: e.pos.line, column: e.pos.column }), text);
+        let mut u = UserError::new(e.message).located(
+            Some(Location {
+                file: file.to_path_buf(),
+                line: e.pos.line,
+                column: e.pos.column,
+            }),
+            text,
+        );
         u.help = e.help;
         u
     })?;
-    let cx = Ctx { file, text, map: &map };
+    let cx = Ctx {
+        file,
+        text,
+        map: &map,
+    };
     let raw: RawPipeline = serde_yaml::from_str(text).map_err(|e| serde_error(&cx, e))?;
     build(&cx, raw, overrides, project_dir)
 }
 
 fn serde_error(cx: &Ctx<'_>, e: serde_yaml::Error) -> UserError {
-    let loc = e.location().map(|l| Location { file: cx.file.to_path_buf(), line: l.line(), column: l.column() });
+    let loc = e.location().map(|l| Location {
+        file: cx.file.to_path_buf(),
+        line: l.line(),
+        column: l.column(),
+    });
     let mut msg = e.to_string();
     // yaml_serde appends " at line L column C"; the location is shown in front already.
     if let Some(i) = msg.find(" at line ") {
         msg.truncate(i);
     }
-    let hint = msg.find("unknown field `").and_then(|i| stages::unknown_field_hint(&msg[i..]));
+    let hint = msg
+        .find("unknown field `")
+        .and_then(|i| stages::unknown_field_hint(&msg[i..]));
     let mut u = UserError::new(msg.clone()).located(loc, cx.text);
     u.help = hint.or_else(|| {
-        msg.contains("missing field").then(|| "see pipelines/demo.yaml for a complete example".to_string())
+        msg.contains("missing field")
+            .then(|| "see pipelines/demo.yaml for a complete example".to_string())
     });
     u
 }
 
-fn build(cx: &Ctx<'_>, raw: RawPipeline, overrides: &[(String, Value)], project_dir: &Path) -> Result<Pipeline, UserError> {
+fn build(
+    cx: &Ctx<'_>,
+    raw: RawPipeline,
+    overrides: &[(String, Value)],
+    project_dir: &Path,
+) -> Result<Pipeline, UserError> {
     if !valid_name(&raw.name) {
-        return Err(cx.at_value("name", format!("pipeline name `{}` may only use letters, digits, `_` and `-`", raw.name)));
+        return Err(cx.at_value(
+            "name",
+            format!(
+                "pipeline name `{}` may only use letters, digits, `_` and `-`",
+                raw.name
+            ),
+        ));
     }
     // Pipeline parameters, then --set overrides (type-checked against the defaults).
     let mut params = BTreeMap::new();
@@ -253,15 +316,26 @@ fn build(cx: &Ctx<'_>, raw: RawPipeline, overrides: &[(String, Value)], project_
     for (k, v) in overrides {
         let Some(old) = params.get(k) else {
             let mut u = UserError::new(format!("--set {k}: the pipeline has no parameter `{k}`"));
-            u.help = Some(match did_you_mean(k, raw.params.keys().map(String::as_str)) {
-                Some(s) => format!("did you mean `{s}`?"),
-                None => format!("parameters of {}: {}", cx.file.display(), raw.params.keys().cloned().collect::<Vec<_>>().join(", ")),
-            });
+            u.help = Some(
+                match did_you_mean(k, raw.params.keys().map(String::as_str)) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None => format!(
+                        "parameters of {}: {}",
+                        cx.file.display(),
+                        raw.params.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                },
+            );
             return Err(u);
         };
         if std::mem::discriminant(old) != std::mem::discriminant(v) && !old.is_null() {
-            return Err(UserError::new(format!("--set {k}={}: `{k}` is {} in the pipeline, got {}", interp::display(v), type_name(old), type_name(v)))
-                .help(format!("the default is {old}")));
+            return Err(UserError::new(format!(
+                "--set {k}={}: `{k}` is {} in the pipeline, got {}",
+                interp::display(v),
+                type_name(old),
+                type_name(v)
+            ))
+            .help(format!("the default is {old}")));
         }
         params.insert(k.clone(), v.clone());
     }
@@ -275,10 +349,16 @@ fn build(cx: &Ctx<'_>, raw: RawPipeline, overrides: &[(String, Value)], project_
     for (sname, rs) in &raw.stages {
         let sp = format!("stages.{sname}");
         if !valid_name(sname) {
-            return Err(cx.at_key(&sp, format!("stage name `{sname}` may only use letters, digits, `_` and `-`")));
+            return Err(cx.at_key(
+                &sp,
+                format!("stage name `{sname}` may only use letters, digits, `_` and `-`"),
+            ));
         }
         let kind = stages::lookup(&rs.kind).ok_or_else(|| {
-            let mut u = cx.at_value(&format!("{sp}.kind"), format!("unknown stage kind `{}`", rs.kind));
+            let mut u = cx.at_value(
+                &format!("{sp}.kind"),
+                format!("unknown stage kind `{}`", rs.kind),
+            );
             u.help = Some(match did_you_mean(&rs.kind, stages::kind_names()) {
                 Some(s) => format!("did you mean `{s}`?"),
                 None => format!("kinds: {}", stages::kind_names().join(", ")),
@@ -286,24 +366,38 @@ fn build(cx: &Ctx<'_>, raw: RawPipeline, overrides: &[(String, Value)], project_
             u
         })?;
         let empty = BTreeMap::new();
-        let top = Scope { params: &params, matrix: &empty };
+        let top = Scope {
+            params: &params,
+            matrix: &empty,
+        };
         // Matrix axes: each a list (or `${param}` naming one) of scalars.
         let mut axes: Vec<(String, Vec<Value>)> = Vec::new();
         for (axis, v) in &rs.matrix {
             let ap = format!("{sp}.matrix.{axis}");
             if !valid_name(axis) {
-                return Err(cx.at_key(&ap, format!("matrix axis `{axis}` may only use letters, digits, `_` and `-`")));
+                return Err(cx.at_key(
+                    &ap,
+                    format!("matrix axis `{axis}` may only use letters, digits, `_` and `-`"),
+                ));
             }
             let v = yaml_to_json(v).map_err(|e| cx.at_value(&ap, e))?;
             let v = top.apply(&v).map_err(|(_, e)| interp_error(cx, &ap, e))?;
             let Value::Array(values) = v else {
-                return Err(cx.at_value(&ap, format!("matrix axis `{axis}` must be a list, got {}", type_name(&v))).help("e.g. `rate: [0.2, 0.4]` or `rate: ${noise_rates}`"));
+                return Err(cx
+                    .at_value(
+                        &ap,
+                        format!("matrix axis `{axis}` must be a list, got {}", type_name(&v)),
+                    )
+                    .help("e.g. `rate: [0.2, 0.4]` or `rate: ${noise_rates}`"));
             };
             if values.is_empty() {
                 return Err(cx.at_value(&ap, format!("matrix axis `{axis}` is empty")));
             }
             if let Some(bad) = values.iter().find(|x| x.is_array() || x.is_object()) {
-                return Err(cx.at_value(&ap, format!("matrix values must be scalars, got {}", type_name(bad))));
+                return Err(cx.at_value(
+                    &ap,
+                    format!("matrix values must be scalars, got {}", type_name(bad)),
+                ));
             }
             axes.push((axis.clone(), values));
         }
@@ -318,23 +412,48 @@ fn build(cx: &Ctx<'_>, raw: RawPipeline, overrides: &[(String, Value)], project_
         let mut seen_names: BTreeMap<String, ()> = BTreeMap::new();
         for combo in combos {
             let mvals: BTreeMap<String, Value> = combo.iter().cloned().collect();
-            let scope = Scope { params: &params, matrix: &mvals };
+            let scope = Scope {
+                params: &params,
+                matrix: &mvals,
+            };
             let name = if combo.is_empty() {
                 sname.clone()
             } else {
-                let parts: Vec<String> = combo.iter().map(|(k, v)| format!("{k}={}", interp::display(v))).collect();
+                let parts: Vec<String> = combo
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", interp::display(v)))
+                    .collect();
                 format!("{sname}[{}]", parts.join(", "))
             };
             if seen_names.insert(name.clone(), ()).is_some() {
-                return Err(cx.at_key(&format!("{sp}.matrix"), format!("matrix gives the instance `{name}` twice")).help("remove the repeated value from the axis"));
+                return Err(cx
+                    .at_key(
+                        &format!("{sp}.matrix"),
+                        format!("matrix gives the instance `{name}` twice"),
+                    )
+                    .help("remove the repeated value from the axis"));
             }
-            let iparams = scope.apply(&params_json).map_err(|(p, e)| interp_error(cx, &join_path(&format!("{sp}.params"), &p), e))?;
+            let iparams = scope
+                .apply(&params_json)
+                .map_err(|(p, e)| interp_error(cx, &join_path(&format!("{sp}.params"), &p), e))?;
             if !iparams.is_object() {
                 return Err(cx.at_value(&format!("{sp}.params"), "params must be a mapping"));
             }
             kind.check(&iparams).map_err(|e| {
                 let path = join_path(&format!("{sp}.params"), &e.path);
-                let mut u = cx.at_value(&path, format!("stage `{name}` ({} params{}): {}", kind.name(), if e.path.is_empty() { String::new() } else { format!(" `{}`", e.path) }, e.message));
+                let mut u = cx.at_value(
+                    &path,
+                    format!(
+                        "stage `{name}` ({} params{}): {}",
+                        kind.name(),
+                        if e.path.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" `{}`", e.path)
+                        },
+                        e.message
+                    ),
+                );
                 if e.message.starts_with("unknown field") {
                     u = cx.at_key(&path, u.message.clone());
                 }
@@ -344,11 +463,19 @@ fn build(cx: &Ctx<'_>, raw: RawPipeline, overrides: &[(String, Value)], project_
             let threads = match &rs.threads {
                 None => 1,
                 Some(t) => {
-                    let tv = yaml_to_json(t).map_err(|e| cx.at_value(&format!("{sp}.threads"), e))?;
-                    let tv = scope.apply(&tv).map_err(|(_, e)| interp_error(cx, &format!("{sp}.threads"), e))?;
+                    let tv =
+                        yaml_to_json(t).map_err(|e| cx.at_value(&format!("{sp}.threads"), e))?;
+                    let tv = scope
+                        .apply(&tv)
+                        .map_err(|(_, e)| interp_error(cx, &format!("{sp}.threads"), e))?;
                     match tv.as_u64() {
                         Some(n) if n >= 1 => n as usize,
-                        _ => return Err(cx.at_value(&format!("{sp}.threads"), format!("threads must be a whole number >= 1, got {tv}"))),
+                        _ => {
+                            return Err(cx.at_value(
+                                &format!("{sp}.threads"),
+                                format!("threads must be a whole number >= 1, got {tv}"),
+                            ))
+                        }
                     }
                 }
             };
@@ -362,8 +489,15 @@ fn build(cx: &Ctx<'_>, raw: RawPipeline, overrides: &[(String, Value)], project_
                 };
                 let mut parsed = Vec::new();
                 for (j, s) in list.iter().enumerate() {
-                    let item_path = if matches!(rin, RawInput::Many(_)) { format!("{ip}[{j}]") } else { ip.clone() };
-                    let s = match scope.string(s).map_err(|e| interp_error(cx, &item_path, e))? {
+                    let item_path = if matches!(rin, RawInput::Many(_)) {
+                        format!("{ip}[{j}]")
+                    } else {
+                        ip.clone()
+                    };
+                    let s = match scope
+                        .string(s)
+                        .map_err(|e| interp_error(cx, &item_path, e))?
+                    {
                         Value::String(s) => s,
                         other => interp::display(&other),
                     };
@@ -390,18 +524,36 @@ fn build(cx: &Ctx<'_>, raw: RawPipeline, overrides: &[(String, Value)], project_
         if let Some(decls) = kind.inputs() {
             for iname in rs.inputs.keys() {
                 if !decls.iter().any(|d| d.name == iname) {
-                    let mut u = cx.at_key(&format!("{sp}.inputs.{iname}"), format!("stage kind `{}` has no input `{iname}`", kind.name()));
+                    let mut u = cx.at_key(
+                        &format!("{sp}.inputs.{iname}"),
+                        format!("stage kind `{}` has no input `{iname}`", kind.name()),
+                    );
                     u.help = Some(match did_you_mean(iname, decls.iter().map(|d| d.name)) {
                         Some(s) => format!("did you mean `{s}`?"),
-                        None if decls.is_empty() => format!("`{}` stages take no inputs", kind.name()),
-                        None => format!("inputs of `{}`: {}", kind.name(), decls.iter().map(|d| d.name).collect::<Vec<_>>().join(", ")),
+                        None if decls.is_empty() => {
+                            format!("`{}` stages take no inputs", kind.name())
+                        }
+                        None => format!(
+                            "inputs of `{}`: {}",
+                            kind.name(),
+                            decls.iter().map(|d| d.name).collect::<Vec<_>>().join(", ")
+                        ),
                     });
                     return Err(u);
                 }
             }
             for d in decls.iter().filter(|d| d.required) {
                 if !rs.inputs.contains_key(d.name) {
-                    return Err(cx.at_key(&sp, format!("stage `{sname}` ({}) needs the input `{}`", kind.name(), d.name)).help(format!("add `inputs: {{{}: <stage>}}`", d.name)));
+                    return Err(cx
+                        .at_key(
+                            &sp,
+                            format!(
+                                "stage `{sname}` ({}) needs the input `{}`",
+                                kind.name(),
+                                d.name
+                            ),
+                        )
+                        .help(format!("add `inputs: {{{}: <stage>}}`", d.name)));
                 }
             }
         }
@@ -410,14 +562,28 @@ fn build(cx: &Ctx<'_>, raw: RawPipeline, overrides: &[(String, Value)], project_
             Some(Publish::Flag(true)) => Some(sname.clone()),
             Some(Publish::Dir(d)) => {
                 let p = Path::new(d);
-                if p.is_absolute() || p.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
-                    return Err(cx.at_value(&format!("{sp}.publish"), format!("publish directory `{d}` must be relative and stay inside results/")));
+                if p.is_absolute()
+                    || p.components()
+                        .any(|c| matches!(c, std::path::Component::ParentDir))
+                {
+                    return Err(cx.at_value(
+                        &format!("{sp}.publish"),
+                        format!(
+                            "publish directory `{d}` must be relative and stay inside results/"
+                        ),
+                    ));
                 }
                 Some(d.clone())
             }
         };
         raw_inputs.push(stage_inputs);
-        stages_out.push(StageDef { name: sname.clone(), kind, axes: axes.iter().map(|(a, _)| a.clone()).collect(), instances: ids, publish });
+        stages_out.push(StageDef {
+            name: sname.clone(),
+            kind,
+            axes: axes.iter().map(|(a, _)| a.clone()).collect(),
+            instances: ids,
+            publish,
+        });
     }
 
     // Pass 2: resolve input references to instances.
@@ -440,8 +606,18 @@ fn build(cx: &Ctx<'_>, raw: RawPipeline, overrides: &[(String, Value)], project_
                     let target = &stages_out[ti];
                     for (key, _) in &r.slice {
                         if !target.axes.contains(key) {
-                            let mut u = cx.at_value(item_path, format!("`{}` has no matrix axis `{key}`", target.name));
-                            u.help = Some(if target.axes.is_empty() { format!("`{}` has no matrix; refer to it as `{}`", target.name, target.name) } else { format!("axes of `{}`: {}", target.name, target.axes.join(", ")) });
+                            let mut u = cx.at_value(
+                                item_path,
+                                format!("`{}` has no matrix axis `{key}`", target.name),
+                            );
+                            u.help = Some(if target.axes.is_empty() {
+                                format!(
+                                    "`{}` has no matrix; refer to it as `{}`",
+                                    target.name, target.name
+                                )
+                            } else {
+                                format!("axes of `{}`: {}", target.name, target.axes.join(", "))
+                            });
                             return Err(u);
                         }
                     }
@@ -451,17 +627,37 @@ fn build(cx: &Ctx<'_>, raw: RawPipeline, overrides: &[(String, Value)], project_
                         .copied()
                         .filter(|&t| {
                             r.slice.iter().all(|(key, want)| {
-                                instances[t].matrix.iter().any(|(a, v)| a == key && same_value(v, want))
+                                instances[t]
+                                    .matrix
+                                    .iter()
+                                    .any(|(a, v)| a == key && same_value(v, want))
                             })
                         })
                         .collect();
                     if chosen.is_empty() {
-                        let values: Vec<String> = target.instances.iter().map(|&t| instances[t].name.clone()).collect();
-                        return Err(cx.at_value(item_path, format!("`{}` selects no instance of `{}`", slice_text(r), target.name)).help(format!("instances: {}", values.join(", "))));
+                        let values: Vec<String> = target
+                            .instances
+                            .iter()
+                            .map(|&t| instances[t].name.clone())
+                            .collect();
+                        return Err(cx
+                            .at_value(
+                                item_path,
+                                format!(
+                                    "`{}` selects no instance of `{}`",
+                                    slice_text(r),
+                                    target.name
+                                ),
+                            )
+                            .help(format!("instances: {}", values.join(", "))));
                     }
                     ids.extend(chosen);
                 }
-                if let Some(decl) = stage.kind.inputs().and_then(|d| d.iter().find(|d| d.name == iname)) {
+                if let Some(decl) = stage
+                    .kind
+                    .inputs()
+                    .and_then(|d| d.iter().find(|d| d.name == iname))
+                {
                     if decl.arity == Arity::One && ids.len() != 1 {
                         let ip = format!("stages.{}.inputs.{iname}", stage.name);
                         return Err(cx.at_value(&ip, format!("input `{iname}` of `{}` takes one artifact, but the reference selects {}", instances[id].name, ids.len()))
@@ -515,7 +711,8 @@ fn refers_to(input: &RawInput, stage: &str) -> bool {
         RawInput::One(s) => vec![s],
         RawInput::Many(v) => v.iter().collect(),
     };
-    list.iter().any(|s| s.split('[').next().map(str::trim) == Some(stage))
+    list.iter()
+        .any(|s| s.split('[').next().map(str::trim) == Some(stage))
 }
 
 fn slice_text(r: &InputRef) -> String {

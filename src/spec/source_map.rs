@@ -29,8 +29,15 @@ pub struct MapError {
 }
 
 enum Frame {
-    Map { path: String, pending_key: Option<(String, Pos)>, seen: HashMap<String, Pos> },
-    Seq { path: String, next: usize },
+    Map {
+        path: String,
+        pending_key: Option<(String, Pos)>,
+        seen: HashMap<String, Pos>,
+    },
+    Seq {
+        path: String,
+        next: usize,
+    },
 }
 
 fn join(parent: &str, child: &str) -> String {
@@ -48,14 +55,24 @@ impl SourceMap {
         for item in Parser::new_from_str(text) {
             let (event, span) = item.map_err(|e| MapError {
                 message: format!("invalid YAML: {}", e.info()),
-                pos: Pos { line: e.marker().line(), column: e.marker().col() + 1 },
+                pos: Pos {
+                    line: e.marker().line(),
+                    column: e.marker().col() + 1,
+                },
                 help: None,
             })?;
-            let pos = Pos { line: span.start.line(), column: span.start.col() + 1 };
+            let pos = Pos {
+                line: span.start.line(),
+                column: span.start.col() + 1,
+            };
             // Where does this node sit? For a mapping expecting a key, a scalar is the key.
             let mut node_path: Option<String> = None;
             match stack.last_mut() {
-                Some(Frame::Map { path, pending_key, seen }) => match pending_key.take() {
+                Some(Frame::Map {
+                    path,
+                    pending_key,
+                    seen,
+                }) => match pending_key.take() {
                     None => {
                         if let Event::Scalar(key, ..) = &event {
                             let key = key.to_string();
@@ -74,7 +91,11 @@ impl SourceMap {
                         } else if matches!(event, Event::MappingEnd) {
                             // handled below
                         } else {
-                            return Err(MapError { message: "only plain keys are supported in rst files".into(), pos, help: None });
+                            return Err(MapError {
+                                message: "only plain keys are supported in rst files".into(),
+                                pos,
+                                help: None,
+                            });
                         }
                     }
                     Some((full, _)) => node_path = Some(full),
@@ -98,7 +119,10 @@ impl SourceMap {
                     pending_key: None,
                     seen: HashMap::new(),
                 }),
-                Event::SequenceStart(..) => stack.push(Frame::Seq { path: node_path.unwrap_or_default(), next: 0 }),
+                Event::SequenceStart(..) => stack.push(Frame::Seq {
+                    path: node_path.unwrap_or_default(),
+                    next: 0,
+                }),
                 Event::MappingEnd | Event::SequenceEnd => {
                     stack.pop();
                 }
@@ -143,11 +167,26 @@ mod tests {
     fn positions_of_keys_values_and_items() {
         let m = SourceMap::build(DOC).unwrap();
         assert_eq!(m.key("stages.a.kind"), Some(Pos { line: 4, column: 5 }));
-        assert_eq!(m.value("stages.a.kind"), Some(Pos { line: 4, column: 11 }));
-        assert_eq!(m.value("stages.a.params.rates[1]"), Some(Pos { line: 6, column: 20 }));
+        assert_eq!(
+            m.value("stages.a.kind"),
+            Some(Pos {
+                line: 4,
+                column: 11
+            })
+        );
+        assert_eq!(
+            m.value("stages.a.params.rates[1]"),
+            Some(Pos {
+                line: 6,
+                column: 20
+            })
+        );
         assert_eq!(m.key("stages.b"), Some(Pos { line: 7, column: 3 }));
         // Missing paths fall back to the nearest ancestor.
-        assert_eq!(m.key("stages.a.params.rates.x"), m.key("stages.a.params.rates"));
+        assert_eq!(
+            m.key("stages.a.params.rates.x"),
+            m.key("stages.a.params.rates")
+        );
     }
 
     #[test]

@@ -33,12 +33,19 @@ stages:
 fn matrix_expands_with_readable_names_and_slices() {
     let p = parse_text(SWEEP).unwrap();
     let names: Vec<&str> = p.instances.iter().map(|i| i.name.as_str()).collect();
-    assert!(names.contains(&"noisy[rate=0.2]") && names.contains(&"noisy[rate=0.4]"), "{names:?}");
+    assert!(
+        names.contains(&"noisy[rate=0.2]") && names.contains(&"noisy[rate=0.4]"),
+        "{names:?}"
+    );
     let one = p.instances.iter().find(|i| i.name == "one").unwrap();
     assert_eq!(p.instances[one.inputs["x"][0]].name, "noisy[rate=0.4]");
     let all = p.instances.iter().find(|i| i.name == "all").unwrap();
     assert_eq!(all.inputs["xs"].len(), 2);
-    let n = p.instances.iter().find(|i| i.name == "noisy[rate=0.2]").unwrap();
+    let n = p
+        .instances
+        .iter()
+        .find(|i| i.name == "noisy[rate=0.2]")
+        .unwrap();
     assert_eq!(n.params, json!({"argv": ["echo", 0.2, 7]}));
     // Topological order: every input precedes its consumer.
     for inst in &p.instances {
@@ -50,11 +57,29 @@ fn matrix_expands_with_readable_names_and_slices() {
 
 #[test]
 fn overrides_replace_params_and_are_type_checked() {
-    let p = parse(Path::new("p.yaml"), SWEEP, &[parse_override("rates=[0.4, 0.6]").unwrap()], Path::new(".")).unwrap();
+    let p = parse(
+        Path::new("p.yaml"),
+        SWEEP,
+        &[parse_override("rates=[0.4, 0.6]").unwrap()],
+        Path::new("."),
+    )
+    .unwrap();
     assert!(p.instances.iter().any(|i| i.name == "noisy[rate=0.6]"));
-    let e = parse(Path::new("p.yaml"), SWEEP, &[parse_override("rate=[0.6]").unwrap()], Path::new(".")).unwrap_err();
+    let e = parse(
+        Path::new("p.yaml"),
+        SWEEP,
+        &[parse_override("rate=[0.6]").unwrap()],
+        Path::new("."),
+    )
+    .unwrap_err();
     assert_eq!(e.help.as_deref(), Some("did you mean `rates`?"));
-    let e = parse(Path::new("p.yaml"), SWEEP, &[parse_override("seed=abc").unwrap()], Path::new(".")).unwrap_err();
+    let e = parse(
+        Path::new("p.yaml"),
+        SWEEP,
+        &[parse_override("seed=abc").unwrap()],
+        Path::new("."),
+    )
+    .unwrap_err();
     assert!(e.message.contains("is a number"), "{}", e.message);
 }
 
@@ -113,8 +138,20 @@ fn unknown_variables_and_bad_slices() {
 #[test]
 fn yaml_key_order_and_comments_do_not_change_instances() {
     let a = parse_text(SWEEP).unwrap();
-    let b = parse_text(&SWEEP.replace("    params: {argv: [echo, \"${rate}\", \"${seed}\"]}\n", "    # a comment\n    params: {argv: [echo, \"${rate}\", \"${seed}\"]}\n")).unwrap();
-    let pa: Vec<_> = a.instances.iter().map(|i| (i.name.clone(), i.params.clone())).collect();
-    let pb: Vec<_> = b.instances.iter().map(|i| (i.name.clone(), i.params.clone())).collect();
+    let b = parse_text(&SWEEP.replace(
+        "    params: {argv: [echo, \"${rate}\", \"${seed}\"]}\n",
+        "    # a comment\n    params: {argv: [echo, \"${rate}\", \"${seed}\"]}\n",
+    ))
+    .unwrap();
+    let pa: Vec<_> = a
+        .instances
+        .iter()
+        .map(|i| (i.name.clone(), i.params.clone()))
+        .collect();
+    let pb: Vec<_> = b
+        .instances
+        .iter()
+        .map(|i| (i.name.clone(), i.params.clone()))
+        .collect();
     assert_eq!(pa, pb);
 }

@@ -10,9 +10,18 @@ pub struct Pending {
     torch: bool,
 }
 
-pub const TRAIN: Pending = Pending { name: "train", torch: true };
-pub const EVALUATE: Pending = Pending { name: "evaluate", torch: true };
-pub const AGGREGATE: Pending = Pending { name: "aggregate", torch: false };
+pub const TRAIN: Pending = Pending {
+    name: "train",
+    torch: true,
+};
+pub const EVALUATE: Pending = Pending {
+    name: "evaluate",
+    torch: true,
+};
+pub const AGGREGATE: Pending = Pending {
+    name: "aggregate",
+    torch: false,
+};
 
 const ANY_INPUTS: &[InputDecl] = &[];
 
