@@ -10,6 +10,7 @@ pub mod data;
 pub mod error;
 pub mod exec;
 pub mod graph;
+pub mod ml;
 pub mod prng;
 pub mod spec;
 pub mod stages;
