@@ -76,8 +76,15 @@ pub struct DatasetMeta {
 /// Pixels of one split.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Images {
-    Fixed { shape: [usize; 3], data: Vec<u8> },
-    Variable { shapes: Vec<[usize; 3]>, offsets: Vec<usize>, data: Vec<u8> },
+    Fixed {
+        shape: [usize; 3],
+        data: Vec<u8>,
+    },
+    Variable {
+        shapes: Vec<[usize; 3]>,
+        offsets: Vec<usize>,
+        data: Vec<u8>,
+    },
 }
 
 impl Images {
@@ -99,7 +106,11 @@ impl Images {
                 let size = shape.iter().product::<usize>();
                 (*shape, &data[i * size..(i + 1) * size])
             }
-            Images::Variable { shapes, offsets, data } => {
+            Images::Variable {
+                shapes,
+                offsets,
+                data,
+            } => {
                 let size = shapes[i].iter().product::<usize>();
                 (shapes[i], &data[offsets[i]..offsets[i] + size])
             }
@@ -124,7 +135,11 @@ impl Images {
             shapes.push(shape);
             data.extend_from_slice(&bytes);
         }
-        Images::Variable { shapes, offsets, data }
+        Images::Variable {
+            shapes,
+            offsets,
+            data,
+        }
     }
 }
 
@@ -152,7 +167,10 @@ fn write_meta(out: &Path, meta: &DatasetMeta) -> Result<(), DatasetError> {
     std::fs::write(&path, text + "\n").map_err(io_err(&path))
 }
 
-fn write_tensors(path: &Path, tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)>) -> Result<(), DatasetError> {
+fn write_tensors(
+    path: &Path,
+    tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)>,
+) -> Result<(), DatasetError> {
     let views: Vec<(String, TensorView<'_>)> = tensors
         .iter()
         .map(|(name, dtype, shape, data)| {
@@ -164,15 +182,32 @@ fn write_tensors(path: &Path, tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)>
     safetensors::serialize_to_file(views, None, path).map_err(|e| invalid(path, e.to_string()))
 }
 
-fn label_tensors(splits: &BTreeMap<String, LabelSplit>) -> Vec<(String, Dtype, Vec<usize>, Vec<u8>)> {
+fn label_tensors(
+    splits: &BTreeMap<String, LabelSplit>,
+) -> Vec<(String, Dtype, Vec<usize>, Vec<u8>)> {
     let mut t = Vec::new();
     for (name, s) in splits {
-        t.push((format!("{name}.labels"), Dtype::I64, vec![s.labels.len()], i64_bytes(&s.labels)));
+        t.push((
+            format!("{name}.labels"),
+            Dtype::I64,
+            vec![s.labels.len()],
+            i64_bytes(&s.labels),
+        ));
         if let Some(index) = &s.index {
-            t.push((format!("{name}.index"), Dtype::I64, vec![index.len()], i64_bytes(index)));
+            t.push((
+                format!("{name}.index"),
+                Dtype::I64,
+                vec![index.len()],
+                i64_bytes(index),
+            ));
         }
         if let Some(clean) = &s.clean_labels {
-            t.push((format!("{name}.clean_labels"), Dtype::I64, vec![clean.len()], i64_bytes(clean)));
+            t.push((
+                format!("{name}.clean_labels"),
+                Dtype::I64,
+                vec![clean.len()],
+                i64_bytes(clean),
+            ));
         }
     }
     t
@@ -185,31 +220,76 @@ pub fn write_materialised(
     splits: BTreeMap<String, MaterialSplit>,
     info: serde_json::Map<String, serde_json::Value>,
 ) -> Result<(), DatasetError> {
-    let mut shapes = splits.values().filter_map(|s| match &s.images {
-        Images::Fixed { shape, .. } => Some(Some(*shape)),
-        Images::Variable { .. } => Some(None),
+    let mut shapes = splits.values().map(|s| match &s.images {
+        Images::Fixed { shape, .. } => Some(*shape),
+        Images::Variable { .. } => None,
     });
     let first = shapes.next().flatten();
-    let image_shape = if shapes.all(|s| s == first) { first } else { None };
+    let image_shape = if shapes.all(|s| s == first) {
+        first
+    } else {
+        None
+    };
     let mut image_tensors = Vec::new();
     let mut labels = BTreeMap::new();
     for (name, split) in &splits {
         if split.images.len() != split.labels.len() {
-            return Err(invalid(out, format!("split {name}: {} images but {} labels", split.images.len(), split.labels.len())));
+            return Err(invalid(
+                out,
+                format!(
+                    "split {name}: {} images but {} labels",
+                    split.images.len(),
+                    split.labels.len()
+                ),
+            ));
         }
         match &split.images {
             Images::Fixed { shape, data } => {
-                image_tensors.push((format!("{name}.images"), Dtype::U8, vec![split.labels.len(), shape[0], shape[1], shape[2]], data.clone()));
+                image_tensors.push((
+                    format!("{name}.images"),
+                    Dtype::U8,
+                    vec![split.labels.len(), shape[0], shape[1], shape[2]],
+                    data.clone(),
+                ));
             }
-            Images::Variable { shapes, offsets, data } => {
-                let flat: Vec<i64> = shapes.iter().flat_map(|s| s.iter().map(|&d| d as i64)).collect();
+            Images::Variable {
+                shapes,
+                offsets,
+                data,
+            } => {
+                let flat: Vec<i64> = shapes
+                    .iter()
+                    .flat_map(|s| s.iter().map(|&d| d as i64))
+                    .collect();
                 let offs: Vec<i64> = offsets.iter().map(|&o| o as i64).collect();
-                image_tensors.push((format!("{name}.pixels"), Dtype::U8, vec![data.len()], data.clone()));
-                image_tensors.push((format!("{name}.shapes"), Dtype::I64, vec![shapes.len(), 3], i64_bytes(&flat)));
-                image_tensors.push((format!("{name}.offsets"), Dtype::I64, vec![offs.len()], i64_bytes(&offs)));
+                image_tensors.push((
+                    format!("{name}.pixels"),
+                    Dtype::U8,
+                    vec![data.len()],
+                    data.clone(),
+                ));
+                image_tensors.push((
+                    format!("{name}.shapes"),
+                    Dtype::I64,
+                    vec![shapes.len(), 3],
+                    i64_bytes(&flat),
+                ));
+                image_tensors.push((
+                    format!("{name}.offsets"),
+                    Dtype::I64,
+                    vec![offs.len()],
+                    i64_bytes(&offs),
+                ));
             }
         }
-        labels.insert(name.clone(), LabelSplit { index: None, labels: split.labels.clone(), clean_labels: None });
+        labels.insert(
+            name.clone(),
+            LabelSplit {
+                index: None,
+                labels: split.labels.clone(),
+                clean_labels: None,
+            },
+        );
     }
     write_tensors(&out.join(IMAGES_FILE), image_tensors)?;
     write_tensors(&out.join(LABELS_FILE), label_tensors(&labels))?;
@@ -219,7 +299,18 @@ pub fn write_materialised(
         classes,
         base: None,
         image_shape,
-        splits: splits.iter().map(|(k, s)| (k.clone(), SplitMeta { n: s.labels.len(), source: None })).collect(),
+        splits: splits
+            .iter()
+            .map(|(k, s)| {
+                (
+                    k.clone(),
+                    SplitMeta {
+                        n: s.labels.len(),
+                        source: None,
+                    },
+                )
+            })
+            .collect(),
         info,
     };
     write_meta(out, &meta)
@@ -238,11 +329,23 @@ pub fn write_view(
     let mut meta_splits = BTreeMap::new();
     let mut labels = BTreeMap::new();
     for (name, (source, split)) in splits {
-        let index = split.index.as_ref().ok_or_else(|| invalid(out, format!("view split {name} has no index")))?;
+        let index = split
+            .index
+            .as_ref()
+            .ok_or_else(|| invalid(out, format!("view split {name} has no index")))?;
         if index.len() != split.labels.len() {
-            return Err(invalid(out, format!("split {name}: index and labels differ in length")));
+            return Err(invalid(
+                out,
+                format!("split {name}: index and labels differ in length"),
+            ));
         }
-        meta_splits.insert(name.clone(), SplitMeta { n: split.labels.len(), source: Some(source) });
+        meta_splits.insert(
+            name.clone(),
+            SplitMeta {
+                n: split.labels.len(),
+                source: Some(source),
+            },
+        );
         labels.insert(name, split);
     }
     write_tensors(&out.join(LABELS_FILE), label_tensors(&labels))?;
@@ -268,13 +371,25 @@ pub struct Dataset {
     pub splits: BTreeMap<String, LabelSplit>,
 }
 
-fn read_i64(path: &Path, st: &safetensors::SafeTensors<'_>, name: &str) -> Result<Option<Vec<i64>>, DatasetError> {
+fn read_i64(
+    path: &Path,
+    st: &safetensors::SafeTensors<'_>,
+    name: &str,
+) -> Result<Option<Vec<i64>>, DatasetError> {
     match st.tensor(name) {
         Ok(t) => {
             if t.dtype() != Dtype::I64 {
-                return Err(invalid(path, format!("tensor {name} is {:?}, expected I64", t.dtype())));
+                return Err(invalid(
+                    path,
+                    format!("tensor {name} is {:?}, expected I64", t.dtype()),
+                ));
             }
-            Ok(Some(t.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect()))
+            Ok(Some(
+                t.data()
+                    .chunks_exact(8)
+                    .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+                    .collect(),
+            ))
         }
         Err(safetensors::SafeTensorError::TensorNotFound(_)) => Ok(None),
         Err(e) => Err(invalid(path, e.to_string())),
@@ -286,25 +401,52 @@ impl Dataset {
     pub fn open(dir: &Path, digest: &str) -> Result<Dataset, DatasetError> {
         let meta_path = dir.join(META_FILE);
         let text = std::fs::read_to_string(&meta_path).map_err(io_err(&meta_path))?;
-        let meta: DatasetMeta = serde_json::from_str(&text).map_err(|e| invalid(&meta_path, format!("not a dataset artifact: {e}")))?;
+        let meta: DatasetMeta = serde_json::from_str(&text)
+            .map_err(|e| invalid(&meta_path, format!("not a dataset artifact: {e}")))?;
         if meta.format != FORMAT || meta.version != FORMAT_VERSION {
-            return Err(invalid(&meta_path, format!("unsupported dataset format {} v{}", meta.format, meta.version)));
+            return Err(invalid(
+                &meta_path,
+                format!(
+                    "unsupported dataset format {} v{}",
+                    meta.format, meta.version
+                ),
+            ));
         }
         let labels_path = dir.join(LABELS_FILE);
         let bytes = std::fs::read(&labels_path).map_err(io_err(&labels_path))?;
-        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| invalid(&labels_path, e.to_string()))?;
+        let st = safetensors::SafeTensors::deserialize(&bytes)
+            .map_err(|e| invalid(&labels_path, e.to_string()))?;
         let mut splits = BTreeMap::new();
         for (name, sm) in &meta.splits {
             let labels = read_i64(&labels_path, &st, &format!("{name}.labels"))?
                 .ok_or_else(|| invalid(&labels_path, format!("missing {name}.labels")))?;
             if labels.len() != sm.n {
-                return Err(invalid(&labels_path, format!("{name}.labels has {} entries, dataset.json says {}", labels.len(), sm.n)));
+                return Err(invalid(
+                    &labels_path,
+                    format!(
+                        "{name}.labels has {} entries, dataset.json says {}",
+                        labels.len(),
+                        sm.n
+                    ),
+                ));
             }
             let index = read_i64(&labels_path, &st, &format!("{name}.index"))?;
             let clean_labels = read_i64(&labels_path, &st, &format!("{name}.clean_labels"))?;
-            splits.insert(name.clone(), LabelSplit { index, labels, clean_labels });
+            splits.insert(
+                name.clone(),
+                LabelSplit {
+                    index,
+                    labels,
+                    clean_labels,
+                },
+            );
         }
-        Ok(Dataset { dir: dir.to_path_buf(), digest: digest.to_string(), meta, splits })
+        Ok(Dataset {
+            dir: dir.to_path_buf(),
+            digest: digest.to_string(),
+            meta,
+            splits,
+        })
     }
 
     pub fn num_classes(&self) -> usize {
@@ -332,19 +474,33 @@ impl Dataset {
 pub fn load_images(dir: &Path, split: &str) -> Result<Images, DatasetError> {
     let path = dir.join(IMAGES_FILE);
     let bytes = std::fs::read(&path).map_err(io_err(&path))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| invalid(&path, e.to_string()))?;
+    let st =
+        safetensors::SafeTensors::deserialize(&bytes).map_err(|e| invalid(&path, e.to_string()))?;
     if let Ok(t) = st.tensor(&format!("{split}.images")) {
         let s = t.shape();
         if s.len() != 4 {
-            return Err(invalid(&path, format!("{split}.images has rank {}", s.len())));
+            return Err(invalid(
+                &path,
+                format!("{split}.images has rank {}", s.len()),
+            ));
         }
-        return Ok(Images::Fixed { shape: [s[1], s[2], s[3]], data: t.data().to_vec() });
+        return Ok(Images::Fixed {
+            shape: [s[1], s[2], s[3]],
+            data: t.data().to_vec(),
+        });
     }
-    let pixels = st.tensor(&format!("{split}.pixels")).map_err(|_| invalid(&path, format!("no images for split {split}")))?;
-    let shapes = read_i64(&path, &st, &format!("{split}.shapes"))?.ok_or_else(|| invalid(&path, format!("missing {split}.shapes")))?;
-    let offsets = read_i64(&path, &st, &format!("{split}.offsets"))?.ok_or_else(|| invalid(&path, format!("missing {split}.offsets")))?;
+    let pixels = st
+        .tensor(&format!("{split}.pixels"))
+        .map_err(|_| invalid(&path, format!("no images for split {split}")))?;
+    let shapes = read_i64(&path, &st, &format!("{split}.shapes"))?
+        .ok_or_else(|| invalid(&path, format!("missing {split}.shapes")))?;
+    let offsets = read_i64(&path, &st, &format!("{split}.offsets"))?
+        .ok_or_else(|| invalid(&path, format!("missing {split}.offsets")))?;
     Ok(Images::Variable {
-        shapes: shapes.chunks_exact(3).map(|c| [c[0] as usize, c[1] as usize, c[2] as usize]).collect(),
+        shapes: shapes
+            .chunks_exact(3)
+            .map(|c| [c[0] as usize, c[1] as usize, c[2] as usize])
+            .collect(),
         offsets: offsets.iter().map(|&o| o as usize).collect(),
         data: pixels.data().to_vec(),
     })
@@ -362,27 +518,66 @@ mod tests {
         let mut splits = BTreeMap::new();
         splits.insert(
             "train".to_string(),
-            MaterialSplit { images: Images::from_list(vec![([2, 2, 1], vec![1, 2, 3, 4]), ([2, 2, 1], vec![5, 6, 7, 8])]), labels: vec![0, 1] },
+            MaterialSplit {
+                images: Images::from_list(vec![
+                    ([2, 2, 1], vec![1, 2, 3, 4]),
+                    ([2, 2, 1], vec![5, 6, 7, 8]),
+                ]),
+                labels: vec![0, 1],
+            },
         );
         splits.insert(
             "test".to_string(),
-            MaterialSplit { images: Images::from_list(vec![([1, 2, 1], vec![9, 9]), ([2, 1, 1], vec![7, 7])]), labels: vec![1, 0] },
+            MaterialSplit {
+                images: Images::from_list(vec![([1, 2, 1], vec![9, 9]), ([2, 1, 1], vec![7, 7])]),
+                labels: vec![1, 0],
+            },
         );
-        write_materialised(&base, vec!["a".into(), "b".into()], splits, Default::default()).unwrap();
+        write_materialised(
+            &base,
+            vec!["a".into(), "b".into()],
+            splits,
+            Default::default(),
+        )
+        .unwrap();
         let ds = Dataset::open(&base, "d0").unwrap();
         assert_eq!(ds.meta.image_shape, None, "splits differ in shape");
         assert_eq!(ds.splits["train"].labels, vec![0, 1]);
         assert_eq!(load_images(&base, "train").unwrap().get(1).1, &[5, 6, 7, 8]);
-        assert_eq!(load_images(&base, "test").unwrap().get(1), ([2, 1, 1], &[7u8, 7][..]));
+        assert_eq!(
+            load_images(&base, "test").unwrap().get(1),
+            ([2, 1, 1], &[7u8, 7][..])
+        );
 
         let view_dir = dir.path().join("view");
         std::fs::create_dir(&view_dir).unwrap();
         let mut vs = BTreeMap::new();
-        vs.insert("train".to_string(), ("train".to_string(), LabelSplit { index: Some(vec![1]), labels: vec![0], clean_labels: Some(vec![1]) }));
-        write_view(&view_dir, "d0", None, vec!["a".into(), "b".into()], vs, Default::default()).unwrap();
+        vs.insert(
+            "train".to_string(),
+            (
+                "train".to_string(),
+                LabelSplit {
+                    index: Some(vec![1]),
+                    labels: vec![0],
+                    clean_labels: Some(vec![1]),
+                },
+            ),
+        );
+        write_view(
+            &view_dir,
+            "d0",
+            None,
+            vec!["a".into(), "b".into()],
+            vs,
+            Default::default(),
+        )
+        .unwrap();
         let view = Dataset::open(&view_dir, "d1").unwrap();
         assert_eq!(view.base_digest(), "d0");
-        assert_eq!(view.base_rows("train"), Some(("train".to_string(), vec![1])));
+        assert_eq!(
+            view.base_rows("train"),
+            Some(("train".to_string(), vec![1]))
+        );
         assert_eq!(view.splits["train"].clean_labels, Some(vec![1]));
     }
 }

@@ -7,9 +7,12 @@ use std::sync::{Arc, Mutex};
 
 use super::{Cancel, Executor, Job, WorkerEvent};
 
+/// Running worker processes by pid, shared with the Ctrl-C handler.
+type Children = Arc<Mutex<Vec<(u32, Arc<Mutex<Child>>)>>>;
+
 pub struct LocalExecutor {
     exe: PathBuf,
-    children: Arc<Mutex<Vec<(u32, Arc<Mutex<Child>>)>>>,
+    children: Children,
 }
 
 impl LocalExecutor {

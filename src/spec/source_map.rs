@@ -100,15 +100,13 @@ impl SourceMap {
                     }
                     Some((full, _)) => node_path = Some(full),
                 },
-                Some(Frame::Seq { path, next }) => {
-                    if !matches!(event, Event::SequenceEnd) {
-                        let full = format!("{path}[{next}]");
-                        *next += 1;
-                        map.keys.insert(full.clone(), pos);
-                        node_path = Some(full);
-                    }
+                Some(Frame::Seq { path, next }) if !matches!(event, Event::SequenceEnd) => {
+                    let full = format!("{path}[{next}]");
+                    *next += 1;
+                    map.keys.insert(full.clone(), pos);
+                    node_path = Some(full);
                 }
-                None => {}
+                Some(Frame::Seq { .. }) | None => {}
             }
             if let Some(p) = &node_path {
                 map.values.insert(p.clone(), pos);
