@@ -2,7 +2,8 @@
 //!
 //! YAML file → `spec` (parse, validate, expand matrices) → `graph` (petgraph DAG) →
 //! `cache` (blake3 keys, content-addressed artifacts) → `exec` (scheduler, worker
-//! processes) → results. Only `ml` and the train/evaluate stages touch tch.
+//! processes) → results. This library never links libtorch (loading it costs ~0.4 s per
+//! process start); `src/ml/` is compiled into the `rst-torch` binary, the worker for torch stages.
 pub mod cache;
 pub mod cli;
 pub mod commands;
@@ -10,7 +11,6 @@ pub mod data;
 pub mod error;
 pub mod exec;
 pub mod graph;
-pub mod ml;
 pub mod prng;
 pub mod spec;
 pub mod stages;

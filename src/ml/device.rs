@@ -4,12 +4,18 @@ use tch::Device;
 /// Parses a device spec; `auto` picks the first GPU when libtorch sees one.
 pub fn resolve(spec: &str) -> Result<Device, String> {
     match spec.trim() {
-        "auto" => Ok(if tch::Cuda::is_available() { Device::Cuda(0) } else { Device::Cpu }),
+        "auto" => Ok(if tch::Cuda::is_available() {
+            Device::Cuda(0)
+        } else {
+            Device::Cpu
+        }),
         "cpu" => Ok(Device::Cpu),
         "cuda" => cuda(0),
         other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
             Some(Ok(n)) => cuda(n),
-            _ => Err(format!("unknown device `{other}`: use auto, cpu, cuda or cuda:N")),
+            _ => Err(format!(
+                "unknown device `{other}`: use auto, cpu, cuda or cuda:N"
+            )),
         },
     }
 }
@@ -21,7 +27,9 @@ fn cuda(n: usize) -> Result<Device, String> {
     } else if count == 0 {
         Err(format!("device cuda:{n} asked for, but libtorch sees no GPU on this machine; use `device: auto` or `cpu`"))
     } else {
-        Err(format!("device cuda:{n} asked for, but this machine has {count} GPU(s)"))
+        Err(format!(
+            "device cuda:{n} asked for, but this machine has {count} GPU(s)"
+        ))
     }
 }
 

@@ -1,0 +1,29 @@
+//! `rst-torch`: the libtorch side of rst. `rst-torch probe` prints what libtorch sees on
+//! this machine (version, CUDA devices) as JSON; the training issue adds the worker for
+//! `train` and `evaluate` stages here.
+#[path = "../ml/mod.rs"]
+mod ml;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("probe") => {
+            let auto = ml::device::resolve("auto")
+                .map(ml::device::key_name)
+                .unwrap_or_else(|e| e);
+            println!(
+                "{}",
+                serde_json::json!({
+                    "libtorch": env!("RST_LIBTORCH_VERSION"),
+                    "cuda_available": tch::Cuda::is_available(),
+                    "cuda_devices": tch::Cuda::device_count(),
+                    "auto_device": auto,
+                })
+            );
+        }
+        _ => {
+            eprintln!("usage: rst-torch probe");
+            std::process::exit(2);
+        }
+    }
+}

@@ -1,0 +1,423 @@
+//! Unpacking `.tar`, `.tar.gz` / `.tgz` and `.zip` archives (detected by name) into a
+//! directory, safely: an entry whose path escapes the target (`..`, an absolute path), or a
+//! symbolic or hard link whose target escapes it, makes the whole unpack fail with a user
+//! error naming the entry. Symbolic links that stay inside are not created (skipped and
+//! reported), so the unpacked tree never contains links to follow.
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::path::{Component, Path, PathBuf};
+
+use flate2::bufread::MultiGzDecoder;
+
+use crate::stages::StageError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArchiveKind {
+    Tar,
+    TarGz,
+    Zip,
+}
+
+/// The archive kind a file name says, if any. A lone `.gz` is not an archive.
+pub fn archive_kind(name: &str) -> Option<ArchiveKind> {
+    let lower = name.to_ascii_lowercase();
+    if lower.ends_with(".tar.gz") || lower.ends_with(".tgz") {
+        Some(ArchiveKind::TarGz)
+    } else if lower.ends_with(".tar") {
+        Some(ArchiveKind::Tar)
+    } else if lower.ends_with(".zip") {
+        Some(ArchiveKind::Zip)
+    } else {
+        None
+    }
+}
+
+/// What an unpack did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Unpacked {
+    /// Files and directories written.
+    pub entries: usize,
+    /// Symbolic links (inside the tree) that were not created.
+    pub skipped_links: Vec<String>,
+    /// Entries of other kinds (devices, fifos) that were not created.
+    pub skipped_other: Vec<String>,
+}
+
+/// `path` as normal components only, or None when it has `..`, a root or a prefix.
+pub fn safe_relative(path: &Path) -> Option<PathBuf> {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::Normal(part) => out.push(part),
+            Component::CurDir => {}
+            Component::ParentDir | Component::RootDir | Component::Prefix(_) => return None,
+        }
+    }
+    Some(out)
+}
+
+/// Whether a symbolic link at `link` (relative to the tree) pointing at `target` stays inside.
+fn link_stays_inside(link: &Path, target: &Path) -> bool {
+    let mut depth: Vec<&std::ffi::OsStr> = Vec::new();
+    if let Some(parent) = link.parent() {
+        for c in parent.components() {
+            if let Component::Normal(p) = c {
+                depth.push(p);
+            }
+        }
+    }
+    for c in target.components() {
+        match c {
+            Component::Normal(p) => depth.push(p),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if depth.pop().is_none() {
+                    return false;
+                }
+            }
+            Component::RootDir | Component::Prefix(_) => return false,
+        }
+    }
+    true
+}
+
+fn escape_error(archive: &str, entry: &str, why: &str) -> StageError {
+    StageError::user(format!(
+        "archive {archive}: entry `{entry}` {why}; refusing to unpack it"
+    ))
+}
+
+/// Unpacks `archive` (shown to the user as `display`) into the existing directory `dest`.
+pub fn unpack(
+    archive: &Path,
+    display: &str,
+    kind: ArchiveKind,
+    dest: &Path,
+) -> Result<Unpacked, StageError> {
+    let file = File::open(archive)
+        .map_err(|e| StageError::user(format!("archive {display}: cannot open: {e}")))?;
+    match kind {
+        ArchiveKind::Tar => unpack_tar(BufReader::new(file), display, dest),
+        ArchiveKind::TarGz => unpack_tar(MultiGzDecoder::new(BufReader::new(file)), display, dest),
+        ArchiveKind::Zip => unpack_zip(file, display, dest),
+    }
+}
+
+fn unpack_tar(reader: impl Read, display: &str, dest: &Path) -> Result<Unpacked, StageError> {
+    let bad = |e: io::Error| {
+        StageError::user(format!(
+            "archive {display}: not a readable tar archive: {e}"
+        ))
+    };
+    let mut archive = tar::Archive::new(reader);
+    archive.set_preserve_permissions(false);
+    archive.set_unpack_xattrs(false);
+    archive.set_overwrite(true);
+    let mut done = Unpacked::default();
+    for entry in archive.entries().map_err(bad)? {
+        let mut entry = entry.map_err(bad)?;
+        let kind = entry.header().entry_type();
+        if kind.is_pax_global_extensions()
+            || kind.is_pax_local_extensions()
+            || kind.is_gnu_longname()
+            || kind.is_gnu_longlink()
+        {
+            continue; // metadata for the archive or the next entry, not a file
+        }
+        let path = entry.path().map_err(bad)?.into_owned();
+        let shown = path.display().to_string();
+        let Some(rel) = safe_relative(&path) else {
+            return Err(escape_error(
+                display,
+                &shown,
+                "escapes the target directory",
+            ));
+        };
+        if kind.is_symlink() || kind.is_hard_link() {
+            let target = entry
+                .link_name()
+                .map_err(bad)?
+                .map(|t| t.into_owned())
+                .unwrap_or_default();
+            let inside = if kind.is_symlink() {
+                link_stays_inside(&rel, &target)
+            } else {
+                safe_relative(&target).is_some_and(|t| t.components().next().is_some())
+            };
+            if !inside {
+                let what = if kind.is_symlink() {
+                    "is a symbolic link"
+                } else {
+                    "is a hard link"
+                };
+                return Err(escape_error(
+                    display,
+                    &shown,
+                    &format!(
+                        "{what} to `{}`, outside the target directory",
+                        target.display()
+                    ),
+                ));
+            }
+            if kind.is_symlink() {
+                done.skipped_links.push(shown);
+                continue;
+            }
+        }
+        if rel.as_os_str().is_empty() {
+            continue;
+        }
+        let writable = kind.is_file()
+            || kind.is_dir()
+            || kind.is_hard_link()
+            || kind == tar::EntryType::GNUSparse
+            || kind == tar::EntryType::Continuous;
+        if !writable {
+            done.skipped_other.push(shown);
+            continue;
+        }
+        match entry.unpack_in(dest) {
+            Ok(true) => done.entries += 1,
+            Ok(false) => {
+                return Err(escape_error(
+                    display,
+                    &shown,
+                    "escapes the target directory",
+                ))
+            }
+            Err(e) => {
+                return Err(StageError::user(format!(
+                    "archive {display}: cannot unpack entry `{shown}`: {e}"
+                )))
+            }
+        }
+    }
+    Ok(done)
+}
+
+fn unpack_zip(file: File, display: &str, dest: &Path) -> Result<Unpacked, StageError> {
+    let bad = |e: zip::result::ZipError| {
+        StageError::user(format!(
+            "archive {display}: not a readable zip archive: {e}"
+        ))
+    };
+    let mut zip = zip::ZipArchive::new(BufReader::new(file)).map_err(bad)?;
+    let mut done = Unpacked::default();
+    for i in 0..zip.len() {
+        let mut entry = zip.by_index(i).map_err(bad)?;
+        let name = entry.name().to_string();
+        let rel = match safe_relative(Path::new(&name)) {
+            Some(rel) if entry.enclosed_name().is_some() => rel,
+            _ => return Err(escape_error(display, &name, "escapes the target directory")),
+        };
+        if entry.is_symlink() {
+            let mut target = String::new();
+            entry.read_to_string(&mut target).map_err(|e| {
+                StageError::user(format!("archive {display}: cannot read link `{name}`: {e}"))
+            })?;
+            if !link_stays_inside(&rel, Path::new(&target)) {
+                return Err(escape_error(
+                    display,
+                    &name,
+                    &format!("is a symbolic link to `{target}`, outside the target directory"),
+                ));
+            }
+            done.skipped_links.push(name);
+            continue;
+        }
+        if rel.as_os_str().is_empty() {
+            continue;
+        }
+        let out = dest.join(&rel);
+        let write_err = |e: io::Error| {
+            StageError::user(format!(
+                "archive {display}: cannot unpack entry `{name}`: {e}"
+            ))
+        };
+        if entry.is_dir() {
+            std::fs::create_dir_all(&out).map_err(write_err)?;
+        } else {
+            if let Some(parent) = out.parent() {
+                std::fs::create_dir_all(parent).map_err(write_err)?;
+            }
+            let mut f = File::create(&out).map_err(write_err)?;
+            io::copy(&mut entry, &mut f).map_err(write_err)?;
+        }
+        done.entries += 1;
+    }
+    Ok(done)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// A tar header for `path`, written byte-wise so `..` and absolute names get through.
+    fn raw_header(path: &str, kind: tar::EntryType, size: u64, link: Option<&str>) -> tar::Header {
+        let mut h = tar::Header::new_ustar();
+        h.as_old_mut().name[..path.len()].copy_from_slice(path.as_bytes());
+        if let Some(link) = link {
+            h.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
+        }
+        h.set_entry_type(kind);
+        h.set_size(size);
+        h.set_mode(0o644);
+        h.set_cksum();
+        h
+    }
+
+    /// A tar holding `files` (path, content) plus `extra` raw entries.
+    pub(crate) fn tar_bytes(
+        files: &[(&str, &[u8])],
+        links: &[(&str, tar::EntryType, &str)],
+    ) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, data) in files {
+            let h = raw_header(path, tar::EntryType::Regular, data.len() as u64, None);
+            b.append(&h, *data).unwrap();
+        }
+        for (path, kind, target) in links {
+            let h = raw_header(path, *kind, 0, Some(target));
+            b.append(&h, &[][..]).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    pub(crate) fn zip_bytes(files: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut w = zip::ZipWriter::new(io::Cursor::new(Vec::new()));
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        for (path, data) in files {
+            w.start_file(*path, opts).unwrap();
+            w.write_all(data).unwrap();
+        }
+        w.finish().unwrap().into_inner()
+    }
+
+    fn unpack_bytes(
+        bytes: &[u8],
+        kind: ArchiveKind,
+    ) -> (tempfile::TempDir, Result<Unpacked, StageError>) {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("a");
+        std::fs::write(&archive, bytes).unwrap();
+        let dest = dir.path().join("out");
+        std::fs::create_dir(&dest).unwrap();
+        let r = unpack(&archive, "a", kind, &dest);
+        (dir, r)
+    }
+
+    #[test]
+    fn kinds_by_name() {
+        assert_eq!(archive_kind("x.tar.gz"), Some(ArchiveKind::TarGz));
+        assert_eq!(archive_kind("x.TGZ"), Some(ArchiveKind::TarGz));
+        assert_eq!(archive_kind("x.tar"), Some(ArchiveKind::Tar));
+        assert_eq!(archive_kind("x.zip"), Some(ArchiveKind::Zip));
+        assert_eq!(archive_kind("train-images-idx3-ubyte.gz"), None);
+    }
+
+    #[test]
+    fn tar_gz_and_zip_unpack() {
+        let files: &[(&str, &[u8])] = &[("d/a.txt", b"alpha"), ("b.txt", b"beta")];
+        let tgz = crate::data::idx::tests::gzip(&tar_bytes(
+            files,
+            &[("d/link", tar::EntryType::Symlink, "a.txt")],
+        ));
+        for (bytes, kind) in [
+            (tgz, ArchiveKind::TarGz),
+            (zip_bytes(files), ArchiveKind::Zip),
+        ] {
+            let (dir, r) = unpack_bytes(&bytes, kind);
+            let r = r.unwrap();
+            assert_eq!(
+                std::fs::read(dir.path().join("out/d/a.txt")).unwrap(),
+                b"alpha"
+            );
+            assert_eq!(
+                std::fs::read(dir.path().join("out/b.txt")).unwrap(),
+                b"beta"
+            );
+            if kind == ArchiveKind::TarGz {
+                assert_eq!(r.skipped_links, vec!["d/link".to_string()]);
+                assert!(std::fs::symlink_metadata(dir.path().join("out/d/link")).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn escaping_entries_are_rejected() {
+        let cases: Vec<(Vec<u8>, ArchiveKind, &str)> = vec![
+            (
+                tar_bytes(&[("ok.txt", b"x"), ("../evil", b"x")], &[]),
+                ArchiveKind::Tar,
+                "../evil",
+            ),
+            (
+                tar_bytes(&[("/etc/evil", b"x")], &[]),
+                ArchiveKind::Tar,
+                "/etc/evil",
+            ),
+            (
+                tar_bytes(&[], &[("d/l", tar::EntryType::Symlink, "../../x")]),
+                ArchiveKind::Tar,
+                "d/l",
+            ),
+            (
+                tar_bytes(&[], &[("l", tar::EntryType::Symlink, "/etc/passwd")]),
+                ArchiveKind::Tar,
+                "l",
+            ),
+            (
+                tar_bytes(&[], &[("h", tar::EntryType::Link, "../x")]),
+                ArchiveKind::Tar,
+                "h",
+            ),
+            (zip_bytes(&[("../evil", b"x")]), ArchiveKind::Zip, "../evil"),
+        ];
+        for (bytes, kind, entry) in cases {
+            let (dir, r) = unpack_bytes(&bytes, kind);
+            let e = r.unwrap_err();
+            assert!(e.user, "{e}");
+            assert!(e.message.contains(&format!("`{entry}`")), "{e}");
+            assert!(!dir.path().join("evil").exists());
+        }
+    }
+
+    #[test]
+    fn pax_global_headers_are_not_files() {
+        let mut b = tar::Builder::new(Vec::new());
+        let record = b"17 comment=hello\n";
+        b.append(
+            &raw_header(
+                "pax_global_header",
+                tar::EntryType::XGlobalHeader,
+                record.len() as u64,
+                None,
+            ),
+            &record[..],
+        )
+        .unwrap();
+        b.append(
+            &raw_header("a.txt", tar::EntryType::Regular, 1, None),
+            &b"x"[..],
+        )
+        .unwrap();
+        let (dir, r) = unpack_bytes(&b.into_inner().unwrap(), ArchiveKind::Tar);
+        assert_eq!(
+            r.unwrap(),
+            Unpacked {
+                entries: 1,
+                ..Default::default()
+            }
+        );
+        assert!(!dir.path().join("out/pax_global_header").exists());
+    }
+
+    #[test]
+    fn links_inside_are_fine() {
+        assert!(link_stays_inside(Path::new("a/b/l"), Path::new("../c")));
+        assert!(!link_stays_inside(Path::new("a/l"), Path::new("../../c")));
+        assert!(!link_stays_inside(Path::new("l"), Path::new("/abs")));
+    }
+}
