@@ -451,6 +451,16 @@ pub fn gc(files: &[PathBuf], set: &[String], cache: &Option<PathBuf>, dry_run: b
             }
         }
     }
+    // Job files of killed runs (a running `rst run` keeps its own: its pid is alive).
+    if let Ok(rd) = std::fs::read_dir(store.root().join("tmp").join("jobs")) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            let pid = name.split('.').nth(1).and_then(|p| p.parse::<u32>().ok());
+            if pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) && !dry_run {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
     // Staging dirs of killed runs whose key is not being computed right now.
     for dir in store.tmp_dirs() {
         let name = dir.file_name().unwrap().to_string_lossy().to_string();

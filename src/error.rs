@@ -94,14 +94,14 @@ impl std::error::Error for UserError {}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{0}")]
+    #[error(transparent)]
     User(#[from] UserError),
     /// One or more stages failed; the summary has been printed already.
     #[error("{failed} stage(s) failed")]
     StagesFailed { failed: usize, user_caused: bool },
     #[error("interrupted")]
     Interrupted,
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         context: String,
         #[source]

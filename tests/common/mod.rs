@@ -1,0 +1,321 @@
+//! Test harness: a temporary project directory in which the real `rst` binary runs.
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// A temporary project directory; `rst` runs with it as the working directory, so the
+/// cache is `./cache` and results go to `./results`.
+pub struct TestDir {
+    dir: tempfile::TempDir,
+}
+
+/// What one `rst` invocation returned.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub args: Vec<String>,
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Default for TestDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TestDir {
+    pub fn new() -> TestDir {
+        TestDir {
+            dir: tempfile::Builder::new()
+                .prefix("rst-test-")
+                .tempdir()
+                .expect("create tempdir"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn join(&self, rel: &str) -> PathBuf {
+        self.path().join(rel)
+    }
+
+    /// Writes `contents` to `rel` (creating parent directories).
+    pub fn write(&self, rel: &str, contents: &str) -> &Self {
+        let p = self.join(rel);
+        if let Some(parent) = p.parent() {
+            fs::create_dir_all(parent).unwrap();
+        }
+        fs::write(&p, contents).unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
+        self
+    }
+
+    pub fn read(&self, rel: &str) -> String {
+        let p = self.join(rel);
+        fs::read_to_string(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
+    }
+
+    pub fn exists(&self, rel: &str) -> bool {
+        self.join(rel).exists()
+    }
+
+    /// The `rst` command, configured for this directory (not yet started).
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_rst"));
+        c.args(args)
+            .current_dir(self.path())
+            .env("RST_PLAIN", "1")
+            .env_remove("RST_CACHE_DIR")
+            .env_remove("RUST_LOG");
+        c
+    }
+
+    /// Runs `rst ARGS` to completion.
+    pub fn rst(&self, args: &[&str]) -> Output {
+        let out = self
+            .command(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run rst: {e}"));
+        Output {
+            args: args.iter().map(|s| s.to_string()).collect(),
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Runs `rst ARGS` and asserts it exits 0.
+    pub fn ok(&self, args: &[&str]) -> Output {
+        let o = self.rst(args);
+        o.assert_code(0);
+        o
+    }
+
+    /// Lines of `ran.log` (stages append their name to it), then empties it.
+    pub fn take_log(&self) -> Vec<String> {
+        let p = self.join("ran.log");
+        let text = fs::read_to_string(&p).unwrap_or_default();
+        let _ = fs::remove_file(&p);
+        text.lines().map(str::to_string).collect()
+    }
+
+    /// All cache entry files (`cache/entries/ab/<key>.json`).
+    pub fn entries(&self) -> Vec<PathBuf> {
+        shard_children(&self.join("cache/entries"))
+    }
+
+    /// All object directories (`cache/objects/ab/<digest>/`).
+    pub fn objects(&self) -> Vec<PathBuf> {
+        shard_children(&self.join("cache/objects"))
+    }
+
+    /// Parsed cache entries (JSON).
+    pub fn entry_values(&self) -> Vec<serde_json::Value> {
+        self.entries()
+            .iter()
+            .map(|p| serde_json::from_slice(&fs::read(p).unwrap()).unwrap())
+            .collect()
+    }
+
+    /// The cache entry of one instance (the latest, if there are several).
+    pub fn entry_of(&self, instance: &str) -> Option<serde_json::Value> {
+        self.entry_values()
+            .into_iter()
+            .filter(|e| e["instance"] == instance)
+            .max_by(|a, b| {
+                a["created_unix"]
+                    .as_f64()
+                    .unwrap_or(0.0)
+                    .total_cmp(&b["created_unix"].as_f64().unwrap_or(0.0))
+            })
+    }
+
+    /// The content of `file` in the artifact of `instance`.
+    pub fn artifact_file(&self, instance: &str, file: &str) -> String {
+        let e = self
+            .entry_of(instance)
+            .unwrap_or_else(|| panic!("no cache entry for {instance}"));
+        let digest = e["artifact"].as_str().unwrap();
+        let p = self
+            .join("cache/objects")
+            .join(&digest[..2])
+            .join(digest)
+            .join(file);
+        fs::read_to_string(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
+    }
+}
+
+/// `dir/*/*`, sorted.
+pub fn shard_children(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for shard in read_dir_sorted(dir) {
+        if shard.is_dir() {
+            out.extend(read_dir_sorted(&shard));
+        }
+    }
+    out.sort();
+    out
+}
+
+pub fn read_dir_sorted(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = fs::read_dir(dir)
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Copies a directory tree (regular files and directories), keeping permissions.
+pub fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap().flatten() {
+        let ft = entry.file_type().unwrap();
+        let dest = to.join(entry.file_name());
+        if ft.is_dir() {
+            copy_tree(&entry.path(), &dest);
+        } else if ft.is_file() {
+            fs::copy(entry.path(), &dest).unwrap();
+        }
+    }
+}
+
+/// Waits until `cond` holds, panicking with `what` after `timeout`.
+pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !cond() {
+        if t0.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The progress/summary counts `rst run` prints last: `NAME: N stages: X ran, Y cached,
+/// Z failed, W not run (..s)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    pub total: usize,
+    pub ran: usize,
+    pub cached: usize,
+    pub failed: usize,
+    pub not_run: usize,
+}
+
+impl Output {
+    fn context(&self) -> String {
+        format!(
+            "rst {}\n--- exit code: {}\n--- stdout:\n{}\n--- stderr:\n{}",
+            self.args.join(" "),
+            self.code,
+            self.stdout,
+            self.stderr
+        )
+    }
+
+    pub fn assert_code(&self, code: i32) -> &Self {
+        assert_eq!(self.code, code, "unexpected exit code\n{}", self.context());
+        self.assert_no_panic()
+    }
+
+    pub fn assert_no_panic(&self) -> &Self {
+        assert!(
+            !self.stderr.contains("panicked") && !self.stdout.contains("panicked"),
+            "rst panicked\n{}",
+            self.context()
+        );
+        self
+    }
+
+    pub fn assert_stderr_contains(&self, needle: &str) -> &Self {
+        assert!(
+            self.stderr.contains(needle),
+            "stderr does not contain {needle:?}\n{}",
+            self.context()
+        );
+        self
+    }
+
+    pub fn assert_stdout_contains(&self, needle: &str) -> &Self {
+        assert!(
+            self.stdout.contains(needle),
+            "stdout does not contain {needle:?}\n{}",
+            self.context()
+        );
+        self
+    }
+
+    /// Instance names in stderr lines that start with `word` (`running`, `cached`, `done`,
+    /// `reused`, `FAILED`, `skipped`, `waiting`).
+    pub fn lines_with(&self, word: &str) -> BTreeSet<String> {
+        self.stderr
+            .lines()
+            .filter_map(|l| {
+                let rest = l.strip_prefix(word)?;
+                if !rest.starts_with(' ') {
+                    return None;
+                }
+                let rest = rest.trim_start();
+                // `done     a (0.31s)`, `FAILED   a: msg`, `skipped  c (input ...)`
+                let end = rest
+                    .find(" (")
+                    .or_else(|| {
+                        if word == "FAILED" {
+                            rest.find(": ")
+                        } else {
+                            None
+                        }
+                    })
+                    .unwrap_or(rest.len());
+                Some(rest[..end].trim_end_matches(':').to_string())
+            })
+            .collect()
+    }
+
+    pub fn started(&self) -> BTreeSet<String> {
+        self.lines_with("running")
+    }
+
+    pub fn cached(&self) -> BTreeSet<String> {
+        self.lines_with("cached")
+    }
+
+    pub fn summary(&self) -> Summary {
+        let line = self
+            .stderr
+            .lines()
+            .rev()
+            .find(|l| l.contains(" stages: ") && l.contains(" ran, "))
+            .unwrap_or_else(|| panic!("no summary line\n{}", self.context()));
+        // "<name>: N stages: X ran, Y cached, Z failed, W not run (S.SSs)"
+        let (head, tail) = line.split_once(" stages: ").unwrap();
+        let num = |s: Option<&str>| -> usize {
+            s.and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("bad summary line {line:?}"))
+        };
+        let total = num(head.rsplit(' ').next());
+        let counts: Vec<usize> = tail
+            .split(", ")
+            .take(4)
+            .map(|part| num(part.split(' ').next()))
+            .collect();
+        assert_eq!(counts.len(), 4, "bad summary line {line:?}");
+        Summary {
+            total,
+            ran: counts[0],
+            cached: counts[1],
+            failed: counts[2],
+            not_run: counts[3],
+        }
+    }
+}
+
+/// `["a", "b"]` → a sorted set of owned strings.
+pub fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
