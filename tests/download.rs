@@ -89,9 +89,9 @@ fn idx_split_noise_chain_is_deterministic_and_cached() {
     // 60 train / 20 test images of 2x2 pixels, labels cycling over 3 classes.
     let train_labels: Vec<u8> = (0..60).map(|i| (i % 3) as u8).collect();
     let test_labels: Vec<u8> = (0..20).map(|i| (i % 3) as u8).collect();
-    std::fs::write(t.join("tr-img"), idx(0x803, &[60, 2, 2], &vec![7u8; 240])).unwrap();
+    std::fs::write(t.join("tr-img"), idx(0x803, &[60, 2, 2], &[7u8; 240])).unwrap();
     std::fs::write(t.join("tr-lab"), idx(0x801, &[60], &train_labels)).unwrap();
-    std::fs::write(t.join("te-img"), idx(0x803, &[20, 2, 2], &vec![9u8; 80])).unwrap();
+    std::fs::write(t.join("te-img"), idx(0x803, &[20, 2, 2], &[9u8; 80])).unwrap();
     std::fs::write(t.join("te-lab"), idx(0x801, &[20], &test_labels)).unwrap();
     let yaml = r#"
 name: chain
