@@ -4,7 +4,7 @@
 pub mod interp;
 pub mod source_map;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
@@ -370,8 +370,10 @@ fn build(
             params: &params,
             matrix: &empty,
         };
-        // Matrix axes: each a list (or `${param}` naming one) of scalars.
-        let mut axes: Vec<(String, Vec<Value>)> = Vec::new();
+        // Matrix axes: each a list (or `${param}` naming one) of scalars, or of mappings
+        // that bind several variables together (a "zipped" axis: per-rate radii, say).
+        let mut axes: Vec<Vec<Vec<(String, Value)>>> = Vec::new();
+        let mut axis_names: Vec<String> = Vec::new();
         for (axis, v) in &rs.matrix {
             let ap = format!("{sp}.matrix.{axis}");
             if !valid_name(axis) {
@@ -393,13 +395,44 @@ fn build(
             if values.is_empty() {
                 return Err(cx.at_value(&ap, format!("matrix axis `{axis}` is empty")));
             }
-            if let Some(bad) = values.iter().find(|x| x.is_array() || x.is_object()) {
-                return Err(cx.at_value(
-                    &ap,
-                    format!("matrix values must be scalars, got {}", type_name(bad)),
-                ));
+            let mut bindings = Vec::new();
+            let mut names: Option<Vec<String>> = None;
+            for (j, x) in values.iter().enumerate() {
+                let b: Vec<(String, Value)> = match x {
+                    Value::Array(_) => {
+                        return Err(cx.at_value(
+                            &format!("{ap}[{j}]"),
+                            "matrix values must be scalars or mappings of scalars, got a list",
+                        ));
+                    }
+                    Value::Object(m) => {
+                        if let Some((k, _)) = m.iter().find(|(_, v)| v.is_array() || v.is_object())
+                        {
+                            return Err(cx.at_value(
+                                &format!("{ap}[{j}].{k}"),
+                                "values bound by a matrix mapping must be scalars",
+                            ));
+                        }
+                        let keys: Vec<String> = m.keys().cloned().collect();
+                        if let Some(first) = &names {
+                            if *first != keys {
+                                return Err(cx.at_value(&format!("{ap}[{j}]"), format!("every mapping of axis `{axis}` must bind the same names ({})", first.join(", "))));
+                            }
+                        }
+                        names = Some(keys);
+                        m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+                    }
+                    scalar => vec![(axis.clone(), scalar.clone())],
+                };
+                bindings.push(b);
             }
-            axes.push((axis.clone(), values));
+            for name in names.unwrap_or_else(|| vec![axis.clone()]) {
+                if axis_names.contains(&name) {
+                    return Err(cx.at_key(&ap, format!("matrix variable `{name}` is bound twice")));
+                }
+                axis_names.push(name);
+            }
+            axes.push(bindings);
         }
         let combos = cartesian(&axes);
         let stage_index = stages_out.len();
@@ -580,13 +613,14 @@ fn build(
         stages_out.push(StageDef {
             name: sname.clone(),
             kind,
-            axes: axes.iter().map(|(a, _)| a.clone()).collect(),
+            axes: axis_names,
             instances: ids,
             publish,
         });
     }
 
     // Pass 2: resolve input references to instances.
+    let mut slice_index: HashMap<usize, HashMap<(String, String), Vec<usize>>> = HashMap::new();
     for (si, stage_inputs) in raw_inputs.iter().enumerate() {
         let stage = &stages_out[si];
         for (k, refs) in stage_inputs.iter().enumerate() {
@@ -621,19 +655,27 @@ fn build(
                             return Err(u);
                         }
                     }
-                    let chosen: Vec<usize> = target
-                        .instances
-                        .iter()
-                        .copied()
-                        .filter(|&t| {
-                            r.slice.iter().all(|(key, want)| {
-                                instances[t]
-                                    .matrix
-                                    .iter()
-                                    .any(|(a, v)| a == key && same_value(v, want))
-                            })
-                        })
-                        .collect();
+                    // Instances matching every slice entry, via a per-stage index (a sweep of
+                    // n consumers over n producers stays linear, not quadratic).
+                    let index = slice_index.entry(ti).or_insert_with(|| {
+                        let mut m: HashMap<(String, String), Vec<usize>> = HashMap::new();
+                        for &t in &target.instances {
+                            for (a, v) in &instances[t].matrix {
+                                m.entry((a.clone(), canon_text(&interp::display(v))))
+                                    .or_default()
+                                    .push(t);
+                            }
+                        }
+                        m
+                    });
+                    let mut chosen: Vec<usize> = target.instances.clone();
+                    for (key, want) in &r.slice {
+                        let hits = index
+                            .get(&(key.clone(), canon_text(want)))
+                            .map(Vec::as_slice)
+                            .unwrap_or(&[]);
+                        chosen.retain(|t| hits.contains(t));
+                    }
                     if chosen.is_empty() {
                         let values: Vec<String> = target
                             .instances
@@ -720,14 +762,12 @@ fn slice_text(r: &InputRef) -> String {
     format!("{}[{}]", r.stage, parts.join(", "))
 }
 
-/// Whether a matrix value equals a slice value written as text (`0.4`, `regsl`).
-fn same_value(v: &Value, text: &str) -> bool {
-    if interp::display(v) == text {
-        return true;
-    }
-    match (v.as_f64(), text.parse::<f64>()) {
-        (Some(a), Ok(b)) => a == b,
-        _ => false,
+/// The form a matrix value and a slice value are compared in: numbers by value (`0.40`
+/// and `0.4` match), everything else as text.
+fn canon_text(text: &str) -> String {
+    match text.parse::<f64>() {
+        Ok(f) if f.is_finite() => format!("{f:?}"),
+        _ => text.to_string(),
     }
 }
 
@@ -747,16 +787,17 @@ fn interp_error(cx: &Ctx<'_>, path: &str, e: interp::InterpError) -> UserError {
     u
 }
 
-/// Cartesian product of the axes, first axis outermost, in declaration order.
-fn cartesian(axes: &[(String, Vec<Value>)]) -> Vec<Vec<(String, Value)>> {
+/// Cartesian product of the axes, first axis outermost, in declaration order; each axis
+/// entry contributes its bindings.
+fn cartesian(axes: &[Vec<Vec<(String, Value)>>]) -> Vec<Vec<(String, Value)>> {
     let mut out: Vec<Vec<(String, Value)>> = vec![Vec::new()];
-    for (axis, values) in axes {
+    for entries in axes {
         out = out
             .into_iter()
             .flat_map(|prefix| {
-                values.iter().map(move |v| {
+                entries.iter().map(move |b| {
                     let mut p = prefix.clone();
-                    p.push((axis.clone(), v.clone()));
+                    p.extend(b.iter().cloned());
                     p
                 })
             })

@@ -155,3 +155,40 @@ fn yaml_key_order_and_comments_do_not_change_instances() {
         .collect();
     assert_eq!(pa, pb);
 }
+
+#[test]
+fn mapping_axes_bind_several_variables_together() {
+    let text = r#"
+name: t
+params:
+  cfg:
+    - {rate: 0.2, d: 7.8}
+    - {rate: 0.4, d: 8.5}
+stages:
+  noisy:
+    kind: command
+    matrix: {rate: [0.2, 0.4]}
+    params: {argv: [echo, "${rate}"]}
+  fit:
+    kind: command
+    matrix: {c: "${cfg}", seed: [1, 2]}
+    inputs: {data: "noisy[rate=${rate}]"}
+    params: {argv: [echo, "${d}", "${seed}"]}
+"#;
+    let p = parse_text(text).unwrap();
+    let fit: Vec<&Instance> = p
+        .instances
+        .iter()
+        .filter(|i| p.stages[i.stage].name == "fit")
+        .collect();
+    assert_eq!(fit.len(), 4);
+    // The names a mapping binds appear in alphabetical order.
+    assert_eq!(fit[0].name, "fit[d=7.8, rate=0.2, seed=1]");
+    assert_eq!(fit[0].params, json!({"argv": ["echo", 7.8, 1]}));
+    assert_eq!(
+        p.instances[fit[3].inputs["data"][0]].name,
+        "noisy[rate=0.4]"
+    );
+    let e = err_of(&text.replace("{rate: 0.4, d: 8.5}", "{rate: 0.4, h: 8.5}"));
+    assert!(e.message.contains("must bind the same names"), "{e}");
+}

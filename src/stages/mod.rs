@@ -12,6 +12,7 @@ pub mod download;
 pub mod noise;
 pub mod pending;
 pub mod split;
+pub mod train;
 
 /// One upstream artifact handed to a stage.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -223,8 +224,8 @@ pub fn registry() -> &'static [&'static dyn StageKind] {
         &split::Split,
         &noise::Noise,
         &command::Command,
-        &pending::TRAIN,
-        &pending::EVALUATE,
+        &train::TRAIN,
+        &train::EVALUATE,
         &pending::AGGREGATE,
     ];
     &KINDS

@@ -1,0 +1,416 @@
+//! The `train` and `evaluate` stage kinds: their parameters, checked before anything runs.
+//! Their `run` lives in `src/ml/` and is compiled into the `rst-torch` worker binary (the
+//! engine never loads libtorch); the local executor starts `rst-torch worker` for them.
+//!
+//! ```yaml
+//! kind: train
+//! inputs: {data: "noisy[rate=${rate}]", init: pretrain}   # init: optional upstream train artifact
+//! params:
+//!   model: resnet-mini            # resnet-mini | resnet18 | resnet34 | resnet50 | resnet101
+//!   weights: null                 # or a local .safetensors file to start from (head dropped)
+//!   seed: 1
+//!   epochs: 30
+//!   batch_size: 32
+//!   optimizer: adam               # adam (amsgrad by default, as the paper) | sgd
+//!   lr: 0.0001
+//!   amsgrad: true
+//!   momentum: 0.9                 # sgd only
+//!   weight_decay: 0
+//!   lr_step: 10                   # StepLR step (epochs) and factor
+//!   lr_gamma: 0.1
+//!   early_stop: 10                # epochs without a better validation accuracy (>=) before stopping; null: never
+//!   reg: constraint               # none | constraint | penalty
+//!   norm: frob                    # frob | inf-op
+//!   reg_extractor: 7.8            # D
+//!   reg_predictor: 14.08          # H
+//!   scale_factor: 1.0             # gamma
+//!   self_label: {correct_epoch: 10, correct_thres: 0.9, reweight_epoch: 5, reweight_temp: 2.0}
+//!   augment: {crop_padding: 2, flip: true}   # small images; imagenet: {imagenet: true}
+//!   device: auto                  # auto | cpu | cuda | cuda:N
+//!   train_split: train
+//!   val_split: val
+//! ```
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{parse_params, Arity, InputDecl, ParamError, StageCtx, StageError, StageKind};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Model {
+    ResnetMini,
+    Resnet18,
+    Resnet34,
+    Resnet50,
+    Resnet101,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    #[default]
+    Adam,
+    Sgd,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reg {
+    #[default]
+    None,
+    Constraint,
+    Penalty,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Norm {
+    #[default]
+    Frob,
+    InfOp,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelfLabel {
+    /// First (1-based) epoch of label correction.
+    pub correct_epoch: usize,
+    /// Correct when the max softmax probability is strictly above this.
+    pub correct_thres: f64,
+    /// First (1-based) epoch of reweighting.
+    pub reweight_epoch: usize,
+    /// Initial temperature T0.
+    pub reweight_temp: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Augment {
+    /// Random crop back to the original size after zero-padding by this many pixels.
+    #[serde(default)]
+    pub crop_padding: usize,
+    #[serde(default)]
+    pub flip: bool,
+    /// ImageNet transforms (RandomResizedCrop 224 + flip; eval CenterCrop) — Indoor issue.
+    #[serde(default)]
+    pub imagenet: bool,
+}
+
+fn d_seed() -> u64 {
+    0
+}
+fn d_lr() -> f64 {
+    1e-4
+}
+fn d_true() -> bool {
+    true
+}
+fn d_momentum() -> f64 {
+    0.9
+}
+fn d_gamma() -> f64 {
+    0.1
+}
+fn d_scale() -> f64 {
+    1.0
+}
+fn d_device() -> String {
+    "auto".into()
+}
+fn d_train() -> String {
+    "train".into()
+}
+fn d_val() -> String {
+    "val".into()
+}
+fn d_early() -> Option<usize> {
+    Some(10)
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainParams {
+    pub model: Model,
+    #[serde(default)]
+    pub weights: Option<String>,
+    #[serde(default = "d_seed")]
+    pub seed: u64,
+    pub epochs: usize,
+    pub batch_size: usize,
+    #[serde(default)]
+    pub optimizer: OptimizerKind,
+    #[serde(default = "d_lr")]
+    pub lr: f64,
+    #[serde(default = "d_true")]
+    pub amsgrad: bool,
+    #[serde(default = "d_momentum")]
+    pub momentum: f64,
+    #[serde(default)]
+    pub weight_decay: f64,
+    #[serde(default)]
+    pub lr_step: Option<usize>,
+    #[serde(default = "d_gamma")]
+    pub lr_gamma: f64,
+    #[serde(default = "d_early")]
+    pub early_stop: Option<usize>,
+    #[serde(default)]
+    pub reg: Reg,
+    #[serde(default)]
+    pub norm: Norm,
+    #[serde(default)]
+    pub reg_extractor: f64,
+    #[serde(default)]
+    pub reg_predictor: f64,
+    #[serde(default = "d_scale")]
+    pub scale_factor: f64,
+    #[serde(default)]
+    pub self_label: Option<SelfLabel>,
+    #[serde(default)]
+    pub augment: Augment,
+    #[serde(default = "d_device")]
+    pub device: String,
+    #[serde(default = "d_train")]
+    pub train_split: String,
+    #[serde(default = "d_val")]
+    pub val_split: String,
+}
+
+fn positive(v: f64, path: &str) -> Result<(), ParamError> {
+    if v.is_finite() && v > 0.0 {
+        Ok(())
+    } else {
+        Err(ParamError::new(
+            path,
+            format!("must be a number > 0, got {v}"),
+        ))
+    }
+}
+
+pub fn check_device(d: &str) -> Result<(), ParamError> {
+    let ok = matches!(d, "auto" | "cpu" | "cuda")
+        || d.strip_prefix("cuda:")
+            .is_some_and(|n| n.parse::<usize>().is_ok());
+    if ok {
+        Ok(())
+    } else {
+        Err(ParamError::new("device", format!("unknown device `{d}`"))
+            .help("use auto, cpu, cuda or cuda:N"))
+    }
+}
+
+impl TrainParams {
+    pub fn parse(params: &Value) -> Result<TrainParams, ParamError> {
+        let p: TrainParams = parse_params(params)?;
+        if p.epochs == 0 {
+            return Err(ParamError::new("epochs", "must be at least 1"));
+        }
+        if p.batch_size == 0 {
+            return Err(ParamError::new("batch_size", "must be at least 1"));
+        }
+        positive(p.lr, "lr")?;
+        if !(p.weight_decay.is_finite() && p.weight_decay >= 0.0) {
+            return Err(ParamError::new("weight_decay", "must be >= 0"));
+        }
+        if p.lr_step == Some(0) {
+            return Err(ParamError::new(
+                "lr_step",
+                "must be at least 1 (or null for a constant rate)",
+            ));
+        }
+        if p.early_stop == Some(0) {
+            return Err(ParamError::new(
+                "early_stop",
+                "must be at least 1 (or null to never stop early)",
+            ));
+        }
+        if p.reg != Reg::None {
+            positive(p.reg_extractor, "reg_extractor").map_err(|e| {
+                e.help("the radius (constraint) or weight (penalty) D of layers 1-4")
+            })?;
+            positive(p.reg_predictor, "reg_predictor")
+                .map_err(|e| e.help("the radius (constraint) or weight (penalty) H of the head"))?;
+            positive(p.scale_factor, "scale_factor")?;
+        }
+        if let Some(s) = &p.self_label {
+            if s.correct_epoch == 0 {
+                return Err(ParamError::new(
+                    "self_label.correct_epoch",
+                    "epochs are numbered from 1",
+                ));
+            }
+            if s.reweight_epoch == 0 {
+                return Err(ParamError::new(
+                    "self_label.reweight_epoch",
+                    "epochs are numbered from 1",
+                ));
+            }
+            if !(s.correct_thres > 0.0 && s.correct_thres < 1.0) {
+                return Err(ParamError::new(
+                    "self_label.correct_thres",
+                    "must be between 0 and 1",
+                ));
+            }
+            positive(s.reweight_temp, "self_label.reweight_temp")?;
+        }
+        check_device(&p.device)?;
+        Ok(p)
+    }
+}
+
+fn d_split_test() -> String {
+    "test".into()
+}
+fn d_eval_batch() -> usize {
+    256
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WhichWeights {
+    #[default]
+    Best,
+    Final,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalParams {
+    #[serde(default = "d_split_test")]
+    pub split: String,
+    #[serde(default)]
+    pub weights: WhichWeights,
+    #[serde(default = "d_eval_batch")]
+    pub batch_size: usize,
+    #[serde(default = "d_device")]
+    pub device: String,
+}
+
+impl EvalParams {
+    pub fn parse(params: &Value) -> Result<EvalParams, ParamError> {
+        let p: EvalParams = parse_params(params)?;
+        if p.batch_size == 0 {
+            return Err(ParamError::new("batch_size", "must be at least 1"));
+        }
+        check_device(&p.device)?;
+        Ok(p)
+    }
+}
+
+const TRAIN_INPUTS: &[InputDecl] = &[
+    InputDecl {
+        name: "data",
+        arity: Arity::One,
+        required: true,
+    },
+    InputDecl {
+        name: "init",
+        arity: Arity::One,
+        required: false,
+    },
+];
+
+const EVAL_INPUTS: &[InputDecl] = &[
+    InputDecl {
+        name: "model",
+        arity: Arity::One,
+        required: true,
+    },
+    InputDecl {
+        name: "data",
+        arity: Arity::One,
+        required: true,
+    },
+];
+
+/// A torch stage kind as the engine sees it; `rst-torch` supplies the runner.
+pub struct TorchKind {
+    name: &'static str,
+    version: u32,
+}
+
+/// Bump when training gives other weights for the same inputs and params.
+pub const TRAIN: TorchKind = TorchKind {
+    name: "train",
+    version: 1,
+};
+/// Bump when evaluation output changes.
+pub const EVALUATE: TorchKind = TorchKind {
+    name: "evaluate",
+    version: 1,
+};
+
+impl StageKind for TorchKind {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn version(&self) -> u32 {
+        self.version
+    }
+    fn check(&self, params: &Value) -> Result<(), ParamError> {
+        match self.name {
+            "train" => TrainParams::parse(params).map(|_| ()),
+            _ => EvalParams::parse(params).map(|_| ()),
+        }
+    }
+    fn inputs(&self) -> Option<&'static [InputDecl]> {
+        Some(if self.name == "train" {
+            TRAIN_INPUTS
+        } else {
+            EVAL_INPUTS
+        })
+    }
+    fn local_deps(&self, params: &Value) -> Vec<String> {
+        match self.name {
+            "train" => TrainParams::parse(params)
+                .ok()
+                .and_then(|p| p.weights)
+                .into_iter()
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+    fn uses_torch(&self) -> bool {
+        true
+    }
+    fn run(&self, _ctx: &StageCtx<'_>) -> Result<(), StageError> {
+        Err(StageError::internal(format!(
+            "`{}` stages run in the rst-torch worker; this process cannot run them",
+            self.name
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn train_params_defaults_and_errors() {
+        let p = TrainParams::parse(&json!({"model": "resnet-mini", "epochs": 3, "batch_size": 32}))
+            .unwrap();
+        assert_eq!(p.optimizer, OptimizerKind::Adam);
+        assert!(p.amsgrad);
+        assert_eq!(p.early_stop, Some(10));
+        let e = TrainParams::parse(&json!({"model": "resnet19", "epochs": 3, "batch_size": 32}))
+            .unwrap_err();
+        assert_eq!(e.path, "model");
+        let e = TrainParams::parse(
+            &json!({"model": "resnet18", "epochs": 3, "batch_size": 32, "reg": "constraint"}),
+        )
+        .unwrap_err();
+        assert_eq!(e.path, "reg_extractor");
+        let e = TrainParams::parse(&json!({"model": "resnet18", "epochs": 3, "batch_size": 32, "self_label": {"correct_epoch": 0, "correct_thres": 0.9, "reweight_epoch": 5, "reweight_temp": 2.0}})).unwrap_err();
+        assert_eq!(e.path, "self_label.correct_epoch");
+        let e = TrainParams::parse(
+            &json!({"model": "resnet18", "epochs": 3, "batch_size": 32, "device": "gpu"}),
+        )
+        .unwrap_err();
+        assert_eq!(e.path, "device");
+        let e = TrainParams::parse(
+            &json!({"model": "resnet18", "epochs": 3, "batch_size": 32, "lr_stepp": 3}),
+        )
+        .unwrap_err();
+        assert_eq!(e.help.as_deref(), Some("did you mean `lr_step`?"));
+    }
+}
