@@ -5,7 +5,7 @@ use rst::commands;
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
-        Cmd::Worker { job } => std::process::exit(rst::exec::worker::run(&job)),
+        Cmd::Worker { job } => std::process::exit(rst::exec::worker::run(&job, &[])),
         Cmd::Run {
             p,
             jobs,

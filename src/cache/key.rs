@@ -2,7 +2,8 @@
 //!
 //! Key = blake3 over the canonical JSON of a [`KeyRecord`]'s hashed part: `CACHE_VERSION`,
 //! the stage kind and its version, the canonicalised params, the digests of the inputs
-//! (not their names: renaming an upstream stage keeps the cache), the digests of declared
+//! and their matrix values (not their names: renaming an upstream stage keeps the cache,
+//! while relabelling a sweep reruns what groups by it), the digests of declared
 //! local files, and an allow-list of environment facts that change results (libtorch
 //! version, device, threads for torch stages). Nothing else: no absolute paths of the
 //! project, no timestamps, no host names, so a moved or shared cache stays valid.
@@ -20,6 +21,9 @@ pub const CACHE_VERSION: u32 = 1;
 pub struct InputRecord {
     pub instance: String,
     pub digest: String,
+    /// The upstream instance's matrix values (what `aggregate` groups by).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub matrix: BTreeMap<String, Value>,
 }
 
 /// Everything a key was computed from, stored in each cache entry so `rst status` can say
@@ -43,7 +47,7 @@ struct Hashed<'a> {
     kind: &'a str,
     kind_version: u32,
     params: &'a Value,
-    inputs: BTreeMap<&'a str, Vec<&'a str>>,
+    inputs: BTreeMap<&'a str, Vec<(&'a str, &'a BTreeMap<String, Value>)>>,
     local_deps: &'a BTreeMap<String, String>,
     env: &'a BTreeMap<String, String>,
 }
@@ -74,7 +78,10 @@ impl KeyRecord {
             inputs: self
                 .inputs
                 .iter()
-                .map(|(k, v)| (k.as_str(), v.iter().map(|r| r.digest.as_str()).collect()))
+                .map(|(k, v)| {
+                    let arts = v.iter().map(|r| (r.digest.as_str(), &r.matrix)).collect();
+                    (k.as_str(), arts)
+                })
                 .collect(),
             local_deps: &self.local_deps,
             env: &self.env,
@@ -185,6 +192,7 @@ mod tests {
             vec![InputRecord {
                 instance: "split".into(),
                 digest: "d1".into(),
+                matrix: Default::default(),
             }],
         );
         let mut env = BTreeMap::new();
@@ -224,6 +232,9 @@ mod tests {
         let v = r.inputs.remove("data").unwrap();
         r.inputs.insert("other".into(), v);
         assert_ne!(r.key(), k, "input name");
+        let mut r = base();
+        r.inputs.get_mut("data").unwrap()[0].matrix.insert("rate".into(), json!(0.4));
+        assert_ne!(r.key(), k, "input matrix values");
         let mut r = base();
         r.local_deps.insert("scripts/a.py".into(), "f2".into());
         assert_ne!(r.key(), k, "local file content");

@@ -58,7 +58,13 @@ impl Executor for LocalExecutor {
                 .join(format!("{}.{}.log", job.key, std::process::id()));
         let log = std::fs::File::create(&log_tmp)
             .map_err(|e| format!("cannot create log {}: {e}", log_tmp.display()))?;
-        let mut child = Command::new(&self.exe)
+        // Torch stages run in `rst-torch` (the engine binary does not load libtorch).
+        let torch = crate::stages::lookup(&job.kind).is_some_and(|k| k.uses_torch());
+        let exe = if torch { crate::exec::plan::torch_exe() } else { self.exe.clone() };
+        if !exe.is_file() {
+            return Err(format!("{} not found: build it with `cargo build --release` (it is the worker for {} stages)", exe.display(), job.kind));
+        }
+        let mut child = Command::new(&exe)
             .arg("worker")
             .arg(job_file)
             .env("RAYON_NUM_THREADS", job.threads.to_string())
@@ -67,7 +73,7 @@ impl Executor for LocalExecutor {
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
             .spawn()
-            .map_err(|e| format!("cannot start worker {}: {e}", self.exe.display()))?;
+            .map_err(|e| format!("cannot start worker {}: {e}", exe.display()))?;
         let stdout = child.stdout.take().expect("piped");
         let pid = child.id();
         let child = Arc::new(Mutex::new(child));

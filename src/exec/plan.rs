@@ -26,6 +26,48 @@ pub fn torch_env(inst: &Instance) -> BTreeMap<String, String> {
     env
 }
 
+/// What libtorch sees on this machine, as `rst-torch probe` reports it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Probe {
+    pub libtorch: String,
+    pub cuda_available: bool,
+    pub cuda_devices: i64,
+    pub auto_device: String,
+}
+
+/// The sibling `rst-torch` binary (the worker for torch stages).
+pub fn torch_exe() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    exe.with_file_name("rst-torch")
+}
+
+/// Asks `rst-torch probe` once per process; the answer is kept in the temp dir per boot
+/// (GPUs do not come and go while a machine runs), so no-op runs do not load libtorch.
+pub fn probe() -> &'static Probe {
+    static PROBE: std::sync::OnceLock<Probe> = std::sync::OnceLock::new();
+    PROBE.get_or_init(|| {
+        let exe = torch_exe();
+        let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+        let stamp = std::fs::metadata(&exe).and_then(|m| m.modified()).ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_nanos()).unwrap_or(0);
+        let id = blake3::hash(format!("{}\0{}\0{stamp}", exe.display(), boot.trim()).as_bytes()).to_hex();
+        let cached = std::env::temp_dir().join(format!("rst-probe-{}.json", &id[..16]));
+        if let Some(p) = std::fs::read(&cached).ok().and_then(|b| serde_json::from_slice::<Probe>(&b).ok()) {
+            return p;
+        }
+        let fallback = Probe { libtorch: env!("RST_LIBTORCH_VERSION").into(), cuda_available: false, cuda_devices: 0, auto_device: "cpu".into() };
+        match std::process::Command::new(&exe).arg("probe").output() {
+            Ok(out) if out.status.success() => match serde_json::from_slice::<Probe>(&out.stdout) {
+                Ok(p) => {
+                    let _ = crate::cache::store::write_atomic(&cached, &out.stdout);
+                    p
+                }
+                Err(_) => fallback,
+            },
+            _ => fallback,
+        }
+    })
+}
+
 pub struct Planner<'a> {
     pub pipeline: &'a Pipeline,
     local: Mutex<HashMap<String, String>>,
@@ -76,6 +118,7 @@ impl<'a> Planner<'a> {
                         .map(|&u| InputRecord {
                             instance: self.pipeline.instances[u].name.clone(),
                             digest: digest_of(u),
+                            matrix: self.pipeline.instances[u].matrix.iter().cloned().collect(),
                         })
                         .collect(),
                 )

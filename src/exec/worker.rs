@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::{Job, WorkerEvent};
 use crate::cache::store::Store;
-use crate::stages::{self, InputArtifact, Inputs, Progress, StageCtx, StageError};
+use crate::stages::{self, InputArtifact, Inputs, Progress, StageCtx, StageError, StageKind};
 
 fn emit(ev: &WorkerEvent) {
     let mut out = std::io::stdout().lock();
@@ -20,8 +20,10 @@ fn emit(ev: &WorkerEvent) {
     let _ = out.flush();
 }
 
-/// Runs the job; returns the process exit code (0 done, 1 failed).
-pub fn run(job_file: &Path) -> i32 {
+/// Runs the job; returns the process exit code (0 done, 1 failed). `kinds` supplies the
+/// implementations this binary has beyond the engine's registry (`rst-torch` passes the
+/// train and evaluate kinds).
+pub fn run(job_file: &Path, kinds: &[&dyn StageKind]) -> i32 {
     let job: Job = match std::fs::read(job_file)
         .map_err(|e| e.to_string())
         .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
@@ -35,7 +37,7 @@ pub fn run(job_file: &Path) -> i32 {
             return 1;
         }
     };
-    match compute(&job) {
+    match compute(&job, kinds) {
         Ok(ev) => {
             emit(&ev);
             0
@@ -48,8 +50,12 @@ pub fn run(job_file: &Path) -> i32 {
     }
 }
 
-fn compute(job: &Job) -> Result<WorkerEvent, StageError> {
-    let kind = stages::lookup(&job.kind)
+fn compute(job: &Job, kinds: &[&dyn StageKind]) -> Result<WorkerEvent, StageError> {
+    let kind = kinds
+        .iter()
+        .copied()
+        .find(|k| k.name() == job.kind)
+        .or_else(|| stages::lookup(&job.kind))
         .ok_or_else(|| StageError::internal(format!("unknown stage kind {}", job.kind)))?;
     let store = Store::open(&job.cache_dir).map_err(|e| StageError::internal(e.to_string()))?;
     let _lock = store
@@ -77,6 +83,7 @@ fn compute(job: &Job) -> Result<WorkerEvent, StageError> {
                 instance: r.instance.clone(),
                 digest: r.digest.clone(),
                 path,
+                matrix: r.matrix.clone(),
             });
         }
         inputs.insert(name.clone(), arts);

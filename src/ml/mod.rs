@@ -1,3 +1,11 @@
 //! Everything that touches tch (libtorch). Compiled only into the `rst-torch` binary: the
 //! engine (`rst`) stays free of libtorch, which costs ~0.4 s to load per process start.
 pub mod device;
+pub mod regsl;
+
+use rst::stages::StageKind;
+
+/// The stage kinds this binary implements (they override the engine's placeholders).
+pub fn kinds() -> Vec<&'static dyn StageKind> {
+    Vec::new()
+}

@@ -23,6 +23,9 @@ pub struct InputArtifact {
     pub digest: String,
     /// Where the artifact directory is (read-only).
     pub path: PathBuf,
+    /// The upstream instance's matrix values, e.g. `{rate: 0.4, seed: 1}`.
+    #[serde(default)]
+    pub matrix: BTreeMap<String, Value>,
 }
 
 /// Inputs by the name the pipeline gave them (`inputs: {data: split}`), each a list: one

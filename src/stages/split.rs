@@ -644,6 +644,7 @@ pub(crate) mod tests {
                 instance: "up".into(),
                 digest: digest.into(),
                 path: input.to_path_buf(),
+                matrix: Default::default(),
             }],
         );
         let resolve = |_: &str| -> Option<PathBuf> { None };
