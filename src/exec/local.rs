@@ -1,6 +1,7 @@
 //! The local executor: each stage runs in a worker process (`rst worker JOB`), which
 //! isolates tch's process-global RNG and thread settings and contains crashes.
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -94,7 +95,7 @@ impl Executor for LocalExecutor {
         );
         if !finished {
             return Err(match status {
-                Ok(s) if cancel.is_cancelled() => format!("interrupted ({s})"),
+                Ok(s) if cancel.is_cancelled() || s.signal() == Some(2) => format!("interrupted ({s})"),
                 Ok(s) => format!(
                     "the worker process ended without a result ({s}); see {}",
                     job.cache_dir
