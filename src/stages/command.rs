@@ -10,8 +10,8 @@
 //! ```
 //! The program runs in an empty temporary working directory with:
 //! `RST_OUT` (write the artifact here), `RST_WORK` (the working dir), `RST_PROJECT`,
-//! `RST_THREADS`, and per input `RST_IN_<NAME>` (paths joined with `:`),
-//! `RST_IN_<NAME>_COUNT`, `RST_IN_<NAME>_<i>`, plus `RST_INPUTS` (JSON with instance names,
+//! `RST_THREADS`, and per input `RST_IN_<NAME>` (paths joined with `:`, unless over 64 KiB),
+//! `RST_IN_<NAME>_COUNT`, `RST_IN_<NAME>_<i>`, plus `RST_INPUTS` (the path of a JSON file with instance names,
 //! digests and paths). Its stdout and stderr go to the stage log.
 use std::collections::BTreeMap;
 use std::process::Stdio;
@@ -119,16 +119,18 @@ impl StageKind for Command {
             c.args(&argv[1..]);
             c
         };
+        // The inputs as JSON in a file: with hundreds of inputs it would exceed the
+        // kernel's 128 KiB limit for one environment string.
+        let inputs_file = ctx.work.join("rst-inputs.json");
+        std::fs::write(&inputs_file, serde_json::to_vec_pretty(ctx.inputs).unwrap_or_default())
+            .map_err(|e| StageError::io(inputs_file.display(), e))?;
         cmd.current_dir(ctx.work)
             .env("RST_OUT", ctx.out)
             .env("RST_WORK", ctx.work)
             .env("RST_PROJECT", ctx.project_dir)
             .env("RST_THREADS", ctx.threads.to_string())
             .env("OMP_NUM_THREADS", ctx.threads.to_string())
-            .env(
-                "RST_INPUTS",
-                serde_json::to_string(ctx.inputs).unwrap_or_default(),
-            )
+            .env("RST_INPUTS", &inputs_file)
             .stdin(Stdio::null())
             // stdout is rst's progress channel: send the program's stdout to the log.
             .stdout(Stdio::from(
@@ -141,7 +143,10 @@ impl StageKind for Command {
         for (name, arts) in ctx.inputs {
             let var = format!("RST_IN_{}", name.to_uppercase().replace('-', "_"));
             let paths: Vec<String> = arts.iter().map(|a| a.path.display().to_string()).collect();
-            cmd.env(&var, paths.join(":"));
+            let joined = paths.join(":");
+            if joined.len() < 64 * 1024 {
+                cmd.env(&var, joined);
+            }
             cmd.env(format!("{var}_COUNT"), paths.len().to_string());
             for (i, path) in paths.iter().enumerate() {
                 cmd.env(format!("{var}_{i}"), path);
