@@ -48,13 +48,27 @@ pub fn probe() -> &'static Probe {
     PROBE.get_or_init(|| {
         let exe = torch_exe();
         let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
-        let stamp = std::fs::metadata(&exe).and_then(|m| m.modified()).ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_nanos()).unwrap_or(0);
-        let id = blake3::hash(format!("{}\0{}\0{stamp}", exe.display(), boot.trim()).as_bytes()).to_hex();
+        let stamp = std::fs::metadata(&exe)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let id = blake3::hash(format!("{}\0{}\0{stamp}", exe.display(), boot.trim()).as_bytes())
+            .to_hex();
         let cached = std::env::temp_dir().join(format!("rst-probe-{}.json", &id[..16]));
-        if let Some(p) = std::fs::read(&cached).ok().and_then(|b| serde_json::from_slice::<Probe>(&b).ok()) {
+        if let Some(p) = std::fs::read(&cached)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Probe>(&b).ok())
+        {
             return p;
         }
-        let fallback = Probe { libtorch: env!("RST_LIBTORCH_VERSION").into(), cuda_available: false, cuda_devices: 0, auto_device: "cpu".into() };
+        let fallback = Probe {
+            libtorch: env!("RST_LIBTORCH_VERSION").into(),
+            cuda_available: false,
+            cuda_devices: 0,
+            auto_device: "cpu".into(),
+        };
         match std::process::Command::new(&exe).arg("probe").output() {
             Ok(out) if out.status.success() => match serde_json::from_slice::<Probe>(&out.stdout) {
                 Ok(p) => {
@@ -141,5 +155,37 @@ impl<'a> Planner<'a> {
                 BTreeMap::new()
             },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    const A: &str = "name: t\nparams: {lr: 0.001}\nstages:\n  s:\n    kind: command\n    params: {argv: [echo, \"${lr}\"], env: {A: 1, B: 2}}\n";
+    // Same pipeline: other key order, comments, flow vs block style, 1e-3 for 0.001.
+    const B: &str = "# a comment\nstages:\n  s:\n    params:\n      env: {B: 2, A: 1}  # reordered\n      argv: [echo, \"${lr}\"]\n    kind: command\nparams: {lr: 1e-3}\nname: t\n";
+
+    fn key_of(text: &str, file: &str, project: &str) -> String {
+        let p = crate::spec::parse(Path::new(file), text, &[], Path::new(project)).unwrap();
+        Planner::new(&p)
+            .record(&p.instances[0], &|_| String::new())
+            .unwrap()
+            .key()
+    }
+
+    #[test]
+    fn keys_ignore_key_order_comments_style_and_location() {
+        let a = key_of(A, "pipelines/a.yaml", "/home/x/project");
+        assert_eq!(a, key_of(B, "elsewhere/b.yaml", "/srv/moved"));
+        assert_ne!(
+            a,
+            key_of(
+                &A.replace("0.001", "0.002"),
+                "pipelines/a.yaml",
+                "/home/x/project"
+            )
+        );
     }
 }
