@@ -79,6 +79,9 @@ mod tests {
         // versions and CACHE_VERSION deliberately instead.
         let mut r = Prng::new(1024, "noise");
         let got: Vec<u64> = (0..3).map(|_| r.below(1000)).collect();
+        assert_eq!(got, [9, 365, 418]);
+        assert_eq!(r.below(1000), 160);
+        assert_eq!(r.permutation(6), [0, 5, 3, 4, 2, 1]);
         let mut again = Prng::new(1024, "noise");
         let same: Vec<u64> = (0..3).map(|_| again.below(1000)).collect();
         assert_eq!(got, same);
@@ -110,3 +113,4 @@ mod tests {
         assert_eq!(p, (0..50).collect::<Vec<_>>());
     }
 }
+
