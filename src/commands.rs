@@ -124,6 +124,13 @@ pub fn run(
         });
     }
     publish(&p, &store, &result)?;
+    // The tables aggregate stages rendered, as the last thing printed.
+    for (inst, outcome) in p.instances.iter().zip(&result.outcomes) {
+        let table = outcome.artifact().map(|a| store.object_path(a).join("table.md"));
+        if let Some(text) = table.and_then(|t| std::fs::read_to_string(t).ok()) {
+            println!("\n{}:\n\n{}", inst.name, text.trim_end());
+        }
+    }
     Ok(())
 }
 
