@@ -181,7 +181,7 @@ fn publish(p: &Pipeline, store: &Store, r: &scheduler::RunResult) -> Result<()> 
         let Some(dest) = &stage.publish else { continue };
         any = true;
         let target = root.join(dest);
-        let tmp = root.join(format!(".{}.tmp", dest.replace('/', "_")));
+        let tmp = root.join(format!(".{}.tmp", dest.replace(['/', '.'], "_")));
         let _ = remove_tree(&tmp);
         std::fs::create_dir_all(&tmp).map_err(|e| Error::io_path("cannot create", &tmp, e))?;
         for &i in &stage.instances {
@@ -204,13 +204,25 @@ fn publish(p: &Pipeline, store: &Store, r: &scheduler::RunResult) -> Result<()> 
             copy_tree(&store.object_path(artifact), &sub)?;
             manifest.insert(inst.name.clone(), serde_json::json!({"artifact": artifact, "key": r.keys[i], "published": sub.strip_prefix(&tmp).map(|s| target.join(s)).unwrap_or_default()}));
         }
-        let _ = remove_tree(&target);
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| Error::io_path("cannot create", parent, e))?;
+        if Path::new(dest).components().all(|c| matches!(c, std::path::Component::CurDir)) {
+            // `publish: "."`: the files go into results/<stem>/ itself, each replacing its
+            // namesake; what other stages published there stays.
+            for e in std::fs::read_dir(&tmp).map_err(|e| Error::io_path("cannot read", &tmp, e))?.flatten() {
+                let to = root.join(e.file_name());
+                let _ = remove_tree(&to);
+                let _ = std::fs::remove_file(&to);
+                std::fs::rename(e.path(), &to).map_err(|e| Error::io_path("cannot publish to", &to, e))?;
+            }
+            let _ = remove_tree(&tmp);
+        } else {
+            let _ = remove_tree(&target);
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| Error::io_path("cannot create", parent, e))?;
+            }
+            std::fs::rename(&tmp, &target)
+                .map_err(|e| Error::io_path("cannot publish to", &target, e))?;
         }
-        std::fs::rename(&tmp, &target)
-            .map_err(|e| Error::io_path("cannot publish to", &target, e))?;
     }
     if any {
         let m = serde_json::json!({"pipeline": p.name, "file": p.file, "stages": manifest});

@@ -12,5 +12,6 @@ pub mod error;
 pub mod exec;
 pub mod graph;
 pub mod prng;
+pub mod report;
 pub mod spec;
 pub mod stages;

@@ -680,3 +680,17 @@ stages:
     assert_eq!(dst.artifact_file("b", "y"), "payload\n");
     dst.ok(&["verify"]).assert_stdout_contains("0 corrupt");
 }
+
+#[test]
+fn publish_dot_puts_files_at_the_top_of_results_and_keeps_other_stages() {
+    let t = TestDir::new();
+    t.write(
+        "exp.yaml",
+        "name: exp\nstages:\n  a:\n    kind: command\n    publish: true\n    params: {shell: \"echo a > $RST_OUT/a.txt\"}\n  table:\n    kind: command\n    publish: \".\"\n    params: {shell: \"echo t > $RST_OUT/table.md\"}\n",
+    );
+    t.ok(&["run", "exp.yaml"]);
+    t.ok(&["run", "exp.yaml"]);
+    assert_eq!(t.read("results/exp/table.md"), "t\n");
+    assert_eq!(t.read("results/exp/a/a.txt"), "a\n");
+    assert!(t.exists("results/exp/manifest.json"));
+}

@@ -122,8 +122,11 @@ impl StageKind for Command {
         // The inputs as JSON in a file: with hundreds of inputs it would exceed the
         // kernel's 128 KiB limit for one environment string.
         let inputs_file = ctx.work.join("rst-inputs.json");
-        std::fs::write(&inputs_file, serde_json::to_vec_pretty(ctx.inputs).unwrap_or_default())
-            .map_err(|e| StageError::io(inputs_file.display(), e))?;
+        std::fs::write(
+            &inputs_file,
+            serde_json::to_vec_pretty(ctx.inputs).unwrap_or_default(),
+        )
+        .map_err(|e| StageError::io(inputs_file.display(), e))?;
         cmd.current_dir(ctx.work)
             .env("RST_OUT", ctx.out)
             .env("RST_WORK", ctx.work)

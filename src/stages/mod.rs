@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+pub mod aggregate;
 pub mod command;
 pub mod download;
 pub mod noise;
-pub mod pending;
 pub mod split;
 pub mod train;
 
@@ -229,7 +229,7 @@ pub fn registry() -> &'static [&'static dyn StageKind] {
         &command::Command,
         &train::TRAIN,
         &train::EVALUATE,
-        &pending::AGGREGATE,
+        &aggregate::Aggregate,
     ];
     &KINDS
 }

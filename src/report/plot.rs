@@ -1,0 +1,482 @@
+//! Figures as PNG and SVG with plotters: accuracy per column with ±std error bars (one
+//! line per table row), and validation accuracy per epoch (one line per training run,
+//! coloured by group).
+//!
+//! Text is laid out and rasterised with an embedded DejaVu Sans (`assets/fonts/`, its
+//! licence beside it) through plotters' `ab_glyph` backend, so no system font is needed
+//! and the output is the same on every machine. The PNG is encoded with the `image` crate
+//! (no timestamps or other metadata), the SVG is plotters' text output.
+use std::sync::Once;
+
+use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint};
+use plotters::coord::types::RangedCoordf64;
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::FontStyle;
+
+use super::Table;
+
+/// DejaVu Sans 2.37 (Bitstream Vera licence: `assets/fonts/DejaVuSans.LICENSE`).
+static FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
+
+/// The family every text in the figures uses.
+pub const FAMILY: &str = "sans-serif";
+
+pub const WIDTH: u32 = 800;
+pub const HEIGHT: u32 = 500;
+
+/// Registers the embedded font with plotters, once per process.
+pub fn register_font() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        for family in [FAMILY, "serif", "monospace"] {
+            for style in [FontStyle::Normal, FontStyle::Bold] {
+                if plotters::style::register_font(family, style, FONT).is_err() {
+                    panic!("the embedded font is not a valid TrueType font");
+                }
+            }
+        }
+    });
+}
+
+/// matplotlib's `tab10`: row `i` gets colour `i % 10`.
+const PALETTE: [RGBColor; 10] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+];
+
+pub fn color(i: usize) -> RGBColor {
+    PALETTE[i % PALETTE.len()]
+}
+
+/// A figure in both formats.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rendered {
+    pub png: Vec<u8>,
+    pub svg: String,
+}
+
+/// Something that draws itself on any plotters backend.
+pub trait Figure {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String>;
+}
+
+fn err<E: std::fmt::Display>(e: E) -> String {
+    e.to_string()
+}
+
+/// Draws `fig` into a PNG (RGB, WIDTH × HEIGHT) and an SVG.
+pub fn render(fig: &impl Figure) -> Result<Rendered, String> {
+    register_font();
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
+        fig.draw(&root)?;
+        root.present().map_err(err)?;
+    }
+    let mut pixels = vec![0u8; (WIDTH * HEIGHT * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut pixels, (WIDTH, HEIGHT)).into_drawing_area();
+        fig.draw(&root)?;
+        root.present().map_err(err)?;
+    }
+    let mut png = Vec::new();
+    {
+        use image::ImageEncoder;
+        image::codecs::png::PngEncoder::new(&mut png)
+            .write_image(&pixels, WIDTH, HEIGHT, image::ExtendedColorType::Rgb8)
+            .map_err(|e| format!("encoding the PNG: {e}"))?;
+    }
+    Ok(Rendered { png, svg })
+}
+
+/// One line with error bars: (x, mean, std) per point.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ErrorSeries {
+    pub label: String,
+    pub color: usize,
+    pub points: Vec<(f64, f64, f64)>,
+}
+
+/// The metric per column, one line per row, ±std error bars.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccuracyFigure {
+    pub title: Option<String>,
+    pub x_label: String,
+    pub y_label: String,
+    /// Tick positions and their labels (the column headers).
+    pub ticks: Vec<(f64, String)>,
+    pub series: Vec<ErrorSeries>,
+}
+
+impl AccuracyFigure {
+    /// Numeric columns sit at their value; otherwise columns are evenly spaced.
+    pub fn from_table(table: &Table, x_label: &str, y_label: &str) -> AccuracyFigure {
+        let numeric = table.columns.iter().all(|c| c.x().is_some());
+        let xs: Vec<f64> = table
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| if numeric { c.x().unwrap() } else { i as f64 })
+            .collect();
+        let ticks = xs
+            .iter()
+            .zip(&table.columns)
+            .map(|(&x, c)| (x, c.label.clone()))
+            .collect();
+        let series = table
+            .rows
+            .iter()
+            .enumerate()
+            .map(|(r, row)| ErrorSeries {
+                label: row.label.clone(),
+                color: r,
+                points: (0..table.columns.len())
+                    .filter_map(|c| table.stats(r, c).map(|s| (xs[c], s.mean, s.std)))
+                    .collect(),
+            })
+            .collect();
+        AccuracyFigure {
+            title: table.title.clone(),
+            x_label: x_label.into(),
+            y_label: y_label.into(),
+            ticks,
+            series,
+        }
+    }
+}
+
+/// An f64 axis with ticks exactly at the columns (plotters' `with_key_points` on an f64
+/// range leaves it without a label formatter).
+struct TickedAxis {
+    inner: RangedCoordf64,
+    ticks: Vec<f64>,
+}
+
+impl Ranged for TickedAxis {
+    type ValueType = f64;
+    type FormatOption = DefaultFormatting;
+
+    fn map(&self, value: &f64, limit: (i32, i32)) -> i32 {
+        self.inner.map(value, limit)
+    }
+
+    fn key_points<H: KeyPointHint>(&self, hint: H) -> Vec<f64> {
+        if hint.weight().allow_light_points() {
+            Vec::new()
+        } else {
+            self.ticks.clone()
+        }
+    }
+
+    fn range(&self) -> std::ops::Range<f64> {
+        self.inner.range()
+    }
+}
+
+/// A padded range around `lo..hi`.
+fn padded(lo: f64, hi: f64, min_pad: f64) -> (f64, f64) {
+    if !(lo.is_finite() && hi.is_finite()) || lo > hi {
+        return (0.0, 1.0);
+    }
+    let pad = ((hi - lo) * 0.08).max(min_pad);
+    (lo - pad, hi + pad)
+}
+
+/// A y range in percent around the values, within 0..100 where they are.
+fn percent_range(values: impl Iterator<Item = (f64, f64)>) -> (f64, f64) {
+    let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), (a, b)| {
+        (lo.min(a), hi.max(b))
+    });
+    if lo > hi {
+        return (0.0, 100.0);
+    }
+    let (y0, y1) = padded(lo, hi, 1.0);
+    (
+        if lo >= 0.0 { y0.max(0.0) } else { y0 },
+        if hi <= 100.0 { y1.min(100.0) } else { y1 },
+    )
+}
+
+impl Figure for AccuracyFigure {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String> {
+        root.fill(&WHITE).map_err(err)?;
+        let xs: Vec<f64> = self.ticks.iter().map(|t| t.0).collect();
+        let (x_lo, x_hi) = xs
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| {
+                (lo.min(x), hi.max(x))
+            });
+        let (x0, x1) = if x_lo > x_hi {
+            (0.0, 1.0)
+        } else if x_lo == x_hi {
+            let pad = (x_lo.abs() * 0.5).max(0.5);
+            (x_lo - pad, x_hi + pad)
+        } else {
+            let pad = (x_hi - x_lo) * 0.1;
+            (x_lo - pad, x_hi + pad)
+        };
+        let (y0, y1) = percent_range(
+            self.series
+                .iter()
+                .flat_map(|s| s.points.iter().map(|&(_, m, sd)| (m - sd, m + sd))),
+        );
+        let mut builder = ChartBuilder::on(root);
+        builder
+            .margin(16)
+            .x_label_area_size(48)
+            .y_label_area_size(64);
+        if let Some(t) = &self.title {
+            builder.caption(t, (FAMILY, 22));
+        }
+        let mut chart = builder
+            .build_cartesian_2d(
+                TickedAxis {
+                    inner: (x0..x1).into(),
+                    ticks: xs.clone(),
+                },
+                y0..y1,
+            )
+            .map_err(err)?;
+        let label_at = |x: &f64| {
+            self.ticks
+                .iter()
+                .find(|(t, _)| (t - x).abs() <= 1e-9 * t.abs().max(1.0))
+                .map(|(_, l)| l.clone())
+                .unwrap_or_else(|| super::format_number(*x))
+        };
+        chart
+            .configure_mesh()
+            .x_labels(xs.len().max(1))
+            .x_label_formatter(&label_at)
+            .x_desc(self.x_label.as_str())
+            .y_desc(self.y_label.as_str())
+            .label_style((FAMILY, 14))
+            .axis_desc_style((FAMILY, 16))
+            .y_label_formatter(&|y| super::format_number(*y))
+            .light_line_style(RGBColor(246, 246, 246))
+            .draw()
+            .map_err(err)?;
+        for s in &self.series {
+            let c = color(s.color);
+            chart
+                .draw_series(LineSeries::new(
+                    s.points.iter().map(|&(x, m, _)| (x, m)),
+                    c.stroke_width(2),
+                ))
+                .map_err(err)?
+                .label(s.label.as_str())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
+                });
+            chart
+                .draw_series(s.points.iter().map(|&(x, m, sd)| {
+                    ErrorBar::new_vertical(x, m - sd, m, m + sd, c.stroke_width(2), 12)
+                }))
+                .map_err(err)?;
+            chart
+                .draw_series(
+                    s.points
+                        .iter()
+                        .map(|&(x, m, _)| Circle::new((x, m), 4, c.filled())),
+                )
+                .map_err(err)?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(RGBColor(160, 160, 160))
+            .label_font((FAMILY, 14))
+            .draw()
+            .map_err(err)?;
+        Ok(())
+    }
+}
+
+/// One training run's curve: (epoch, value in percent).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Curve {
+    /// The run (its instance name).
+    pub name: String,
+    /// The legend entry it counts under.
+    pub group: String,
+    pub color: usize,
+    pub points: Vec<(f64, f64)>,
+}
+
+/// Validation accuracy per epoch, one line per run, one legend entry per group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CurvesFigure {
+    pub title: Option<String>,
+    pub x_label: String,
+    pub y_label: String,
+    pub curves: Vec<Curve>,
+}
+
+impl Figure for CurvesFigure {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String> {
+        root.fill(&WHITE).map_err(err)?;
+        let all = || self.curves.iter().flat_map(|c| c.points.iter().copied());
+        let (e_lo, e_hi) = all().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), (e, _)| {
+            (lo.min(e), hi.max(e))
+        });
+        let (x0, x1) = if e_lo > e_hi {
+            (0.0, 1.0)
+        } else if e_lo == e_hi {
+            (e_lo - 1.0, e_hi + 1.0)
+        } else {
+            (e_lo, e_hi)
+        };
+        let (y0, y1) = percent_range(all().map(|(_, v)| (v, v)));
+        let mut builder = ChartBuilder::on(root);
+        builder
+            .margin(16)
+            .x_label_area_size(48)
+            .y_label_area_size(64);
+        if let Some(t) = &self.title {
+            builder.caption(t, (FAMILY, 22));
+        }
+        let mut chart = builder.build_cartesian_2d(x0..x1, y0..y1).map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_label_formatter(&|x| super::format_number(*x))
+            .x_desc(self.x_label.as_str())
+            .y_desc(self.y_label.as_str())
+            .label_style((FAMILY, 14))
+            .axis_desc_style((FAMILY, 16))
+            .y_label_formatter(&|y| super::format_number(*y))
+            .light_line_style(RGBColor(246, 246, 246))
+            .draw()
+            .map_err(err)?;
+        let mut labelled: Vec<&str> = Vec::new();
+        for curve in &self.curves {
+            let c = color(curve.color);
+            let series = chart
+                .draw_series(LineSeries::new(
+                    curve.points.iter().copied(),
+                    c.mix(0.85).stroke_width(2),
+                ))
+                .map_err(err)?;
+            if !labelled.contains(&curve.group.as_str()) {
+                labelled.push(&curve.group);
+                series.label(curve.group.as_str()).legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
+                });
+            }
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(RGBColor(160, 160, 160))
+            .label_font((FAMILY, 14))
+            .draw()
+            .map_err(err)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Dark pixels: text, axes and lines were drawn.
+    pub(crate) fn dark_pixels(png: &[u8]) -> usize {
+        let img = image::load_from_memory(png).unwrap().to_rgb8();
+        assert_eq!(img.dimensions(), (WIDTH, HEIGHT));
+        img.pixels()
+            .filter(|p| p.0.iter().map(|&v| v as u32).sum::<u32>() < 200)
+            .count()
+    }
+
+    #[test]
+    fn accuracy_figure_renders_text_with_the_embedded_font() {
+        let table = crate::report::table::tests::two_by_two();
+        let fig = AccuracyFigure::from_table(&table, "Noise rate", "Top-1 accuracy (%)");
+        assert_eq!(fig.ticks[0], (0.2, "Noise = 20%".to_string()));
+        assert_eq!(
+            fig.series[1].points.len(),
+            1,
+            "the missing cell is left out"
+        );
+        let a = render(&fig).unwrap();
+        for text in [
+            "Noise = 20%",
+            "Noise rate",
+            "Top-1 accuracy (%)",
+            "Ours",
+            "Fine-tuning",
+        ] {
+            assert!(a.svg.contains(text), "{text} not in the SVG");
+        }
+        assert!(a.png.starts_with(b"\x89PNG"));
+        assert!(dark_pixels(&a.png) > 2000, "{}", dark_pixels(&a.png));
+        assert_eq!(render(&fig).unwrap(), a, "deterministic");
+    }
+
+    #[test]
+    fn text_changes_the_pixels() {
+        let table = crate::report::table::tests::two_by_two();
+        let a = render(&AccuracyFigure::from_table(&table, "x", "y")).unwrap();
+        let b = render(&AccuracyFigure::from_table(
+            &table,
+            "A much longer axis description",
+            "y",
+        ))
+        .unwrap();
+        assert!(dark_pixels(&b.png) > dark_pixels(&a.png) + 100);
+    }
+
+    #[test]
+    fn curves_figure() {
+        let curve = |name: &str, group: &str, color, shift: f64| Curve {
+            name: name.into(),
+            group: group.into(),
+            color,
+            points: (1..=10)
+                .map(|e| (e as f64, 40.0 + shift + 3.0 * e as f64))
+                .collect(),
+        };
+        let fig = CurvesFigure {
+            title: Some("Validation accuracy".into()),
+            x_label: "Epoch".into(),
+            y_label: "Validation accuracy (%)".into(),
+            curves: vec![
+                curve("ft_regsl[seed=1]", "Ours", 0, 5.0),
+                curve("ft_regsl[seed=2]", "Ours", 0, 4.0),
+                curve("ft_plain[seed=1]", "Fine-tuning", 1, 0.0),
+            ],
+        };
+        let r = render(&fig).unwrap();
+        assert!(r.svg.contains("Epoch") && r.svg.contains("Validation accuracy (%)"));
+        assert_eq!(
+            r.svg.matches(">\nOurs\n<").count(),
+            1,
+            "one legend entry per group"
+        );
+        assert!(dark_pixels(&r.png) > 1000);
+        // A single epoch and an empty figure still render.
+        let one = CurvesFigure {
+            curves: vec![Curve {
+                points: vec![(1.0, 50.0)],
+                ..fig.curves[0].clone()
+            }],
+            ..fig.clone()
+        };
+        render(&one).unwrap();
+        render(&CurvesFigure {
+            curves: vec![],
+            ..fig
+        })
+        .unwrap();
+    }
+}
