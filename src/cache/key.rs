@@ -233,7 +233,9 @@ mod tests {
         r.inputs.insert("other".into(), v);
         assert_ne!(r.key(), k, "input name");
         let mut r = base();
-        r.inputs.get_mut("data").unwrap()[0].matrix.insert("rate".into(), json!(0.4));
+        r.inputs.get_mut("data").unwrap()[0]
+            .matrix
+            .insert("rate".into(), json!(0.4));
         assert_ne!(r.key(), k, "input matrix values");
         let mut r = base();
         r.local_deps.insert("scripts/a.py".into(), "f2".into());

@@ -61,7 +61,11 @@ impl Executor for LocalExecutor {
             .map_err(|e| format!("cannot create log {}: {e}", log_tmp.display()))?;
         // Torch stages run in `rst-torch` (the engine binary does not load libtorch).
         let torch = crate::stages::lookup(&job.kind).is_some_and(|k| k.uses_torch());
-        let exe = if torch { crate::exec::plan::torch_exe() } else { self.exe.clone() };
+        let exe = if torch {
+            crate::exec::plan::torch_exe()
+        } else {
+            self.exe.clone()
+        };
         if !exe.is_file() {
             return Err(format!("{} not found: build it with `cargo build --release` (it is the worker for {} stages)", exe.display(), job.kind));
         }
@@ -95,7 +99,9 @@ impl Executor for LocalExecutor {
         );
         if !finished {
             return Err(match status {
-                Ok(s) if cancel.is_cancelled() || s.signal() == Some(2) => format!("interrupted ({s})"),
+                Ok(s) if cancel.is_cancelled() || s.signal() == Some(2) => {
+                    format!("interrupted ({s})")
+                }
                 Ok(s) => format!(
                     "the worker process ended without a result ({s}); see {}",
                     job.cache_dir

@@ -263,11 +263,12 @@ pub fn run(
                     used_threads -= p.instances[i].threads.min(jobs);
                     if let Err(message) = r {
                         if outcomes[i].is_none() {
-                            let error = if cancel.is_cancelled() || message.starts_with("interrupted") {
-                                StageError::internal("interrupted")
-                            } else {
-                                StageError::internal(message)
-                            };
+                            let error =
+                                if cancel.is_cancelled() || message.starts_with("interrupted") {
+                                    StageError::internal("interrupted")
+                                } else {
+                                    StageError::internal(message)
+                                };
                             reporter.report(Report::Failed {
                                 name: &p.instances[i].name,
                                 message: &error.message,
