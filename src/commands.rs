@@ -126,7 +126,9 @@ pub fn run(
     publish(&p, &store, &result)?;
     // The tables aggregate stages rendered, as the last thing printed.
     for (inst, outcome) in p.instances.iter().zip(&result.outcomes) {
-        let table = outcome.artifact().map(|a| store.object_path(a).join("table.md"));
+        let table = outcome
+            .artifact()
+            .map(|a| store.object_path(a).join("table.md"));
         if let Some(text) = table.and_then(|t| std::fs::read_to_string(t).ok()) {
             println!("\n{}:\n\n{}", inst.name, text.trim_end());
         }
@@ -204,14 +206,21 @@ fn publish(p: &Pipeline, store: &Store, r: &scheduler::RunResult) -> Result<()> 
             copy_tree(&store.object_path(artifact), &sub)?;
             manifest.insert(inst.name.clone(), serde_json::json!({"artifact": artifact, "key": r.keys[i], "published": sub.strip_prefix(&tmp).map(|s| target.join(s)).unwrap_or_default()}));
         }
-        if Path::new(dest).components().all(|c| matches!(c, std::path::Component::CurDir)) {
+        if Path::new(dest)
+            .components()
+            .all(|c| matches!(c, std::path::Component::CurDir))
+        {
             // `publish: "."`: the files go into results/<stem>/ itself, each replacing its
             // namesake; what other stages published there stays.
-            for e in std::fs::read_dir(&tmp).map_err(|e| Error::io_path("cannot read", &tmp, e))?.flatten() {
+            for e in std::fs::read_dir(&tmp)
+                .map_err(|e| Error::io_path("cannot read", &tmp, e))?
+                .flatten()
+            {
                 let to = root.join(e.file_name());
                 let _ = remove_tree(&to);
                 let _ = std::fs::remove_file(&to);
-                std::fs::rename(e.path(), &to).map_err(|e| Error::io_path("cannot publish to", &to, e))?;
+                std::fs::rename(e.path(), &to)
+                    .map_err(|e| Error::io_path("cannot publish to", &to, e))?;
             }
             let _ = remove_tree(&tmp);
         } else {

@@ -113,4 +113,3 @@ mod tests {
         assert_eq!(p, (0..50).collect::<Vec<_>>());
     }
 }
-

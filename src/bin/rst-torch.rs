@@ -23,7 +23,10 @@ fn main() {
         }
         Some("worker") if args.len() == 2 => {
             // The worker for torch stages (train, evaluate): same protocol as `rst worker`.
-            std::process::exit(rst::exec::worker::run(std::path::Path::new(&args[1]), &ml::kinds()));
+            std::process::exit(rst::exec::worker::run(
+                std::path::Path::new(&args[1]),
+                &ml::kinds(),
+            ));
         }
         _ => {
             eprintln!("usage: rst-torch probe | rst-torch worker JOB");

@@ -1,0 +1,934 @@
+//! The `train` stage: fine-tunes a ResNet on a dataset input's train split with model
+//! selection on the clean validation split (../shared/regsl-spec.md §1, §2, §4).
+//!
+//! Protocol, per run:
+//! 1. `tch::manual_seed(seed)`; `threads` intra-op threads; the device from `device`.
+//! 2. The model is built and initialised as torchvision does from `Prng(seed, "init")`
+//!    (not libtorch's generator: the same initial weights on every device), then loaded from
+//!    input `init` (an upstream train artifact's best weights) or param `weights` (a
+//!    safetensors file with torchvision names) without the head; the head is re-initialised
+//!    (PyTorch's Linear default) from `Prng(seed, "head")`; the regularizer snapshots the
+//!    result.
+//! 3. Every epoch e = 1, 2, ...: samples in the order `Prng(seed, "shuffle/<e>")`, batches
+//!    augmented from `Prng(seed, "augment/epoch/<e>")`; per batch (train mode) logits →
+//!    log-softmax; label correction (self_label, e ≥ correct_epoch) writes the corrected
+//!    labels back before the loss; the loss is the reweighted NLL (self_label,
+//!    e ≥ reweight_epoch) or the mean NLL, plus the penalty (`reg: penalty`); backward, step,
+//!    then the constraint projection (`reg: constraint`) after **every** step.
+//! 4. After the epoch: StepLR (`lr_step`), the temperature schedule, validation accuracy
+//!    (eval mode) on the clean validation labels, best tracking with `>=` (a tie goes to the
+//!    later epoch), early stopping as the authors' trainer does (see [`BestTracker`]).
+//!
+//! A NaN/inf loss stops the run with a user error; nothing is cached.
+//!
+//! The artifact (byte-identical for the same inputs, params, threads, device and libtorch):
+//! - `model.json` — [`ModelMeta`]: architecture, classes, image shape, normalisation
+//! - `best.safetensors`, `final.safetensors` — every variable (BN running stats included)
+//!   at the best-validation epoch and at the last epoch run
+//! - `history.json` — one [`EpochRow`] per epoch run (no timings: those go to the log)
+//! - `summary.json` — [`Summary`]
+//! - `labels.safetensors` — `labels`: the train split's label vector after the last epoch
+//!   (i64; the noisy labels with self-labeling's corrections)
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tch::nn::{self, OptimizerConfig};
+use tch::{Device, Kind, Tensor};
+
+use rst::prng::Prng;
+use rst::stages::train::{OptimizerKind, TrainParams, TRAIN};
+use rst::stages::{InputDecl, ParamError, Progress, StageCtx, StageError, StageKind};
+
+use super::data::{self, Normalisation, RawSplit};
+use super::{device, model, regsl};
+
+pub const MODEL_FILE: &str = "model.json";
+pub const BEST_FILE: &str = "best.safetensors";
+pub const FINAL_FILE: &str = "final.safetensors";
+pub const HISTORY_FILE: &str = "history.json";
+pub const SUMMARY_FILE: &str = "summary.json";
+pub const LABELS_FILE: &str = "labels.safetensors";
+
+pub const MODEL_FORMAT: &str = "rst-model";
+pub const MODEL_FORMAT_VERSION: u32 = 1;
+
+/// `model.json`: what it takes to rebuild and feed the model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelMeta {
+    pub format: String,
+    pub version: u32,
+    /// `resnet-mini`, `resnet18`, ...
+    pub model: String,
+    pub num_classes: usize,
+    pub in_channels: usize,
+    pub classes: Vec<String>,
+    /// `[H, W, C]` of the training images.
+    pub image_shape: [usize; 3],
+    /// Applied to pixels / 255 before the model.
+    pub normalisation: Normalisation,
+}
+
+impl ModelMeta {
+    /// Reads `model.json` of the train artifact at `dir` (input `what`).
+    pub fn read(dir: &Path, what: &str) -> Result<ModelMeta, StageError> {
+        let path = dir.join(MODEL_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|_| {
+            StageError::user(format!(
+                "{what} is not a train artifact (it has no {MODEL_FILE})"
+            ))
+        })?;
+        let meta: ModelMeta = serde_json::from_str(&text).map_err(|e| {
+            StageError::user(format!(
+                "{what}: {MODEL_FILE} is not a model description: {e}"
+            ))
+        })?;
+        if meta.format != MODEL_FORMAT || meta.version != MODEL_FORMAT_VERSION {
+            return Err(StageError::user(format!(
+                "{what}: unsupported model format {} v{}",
+                meta.format, meta.version
+            )));
+        }
+        Ok(meta)
+    }
+
+    pub fn architecture(&self, what: &str) -> Result<rst::stages::train::Model, StageError> {
+        model::parse_model_name(&self.model)
+            .ok_or_else(|| StageError::user(format!("{what}: unknown model `{}`", self.model)))
+    }
+}
+
+/// One row of `history.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRow {
+    pub epoch: usize,
+    /// Mean over the epoch's samples of the batch loss (the loss optimised: reweighted NLL
+    /// when reweighting, plus the penalty).
+    pub train_loss: f64,
+    /// Train-mode accuracy on the augmented batches against the labels in use (after this
+    /// batch's correction).
+    pub train_acc: f64,
+    /// The same predictions against the clean labels, when the dataset has them.
+    pub train_acc_clean: Option<f64>,
+    /// Eval-mode accuracy on the validation split's clean labels.
+    pub val_acc: f64,
+    /// The learning rate used in this epoch.
+    pub lr: f64,
+    /// The reweighting temperature in effect during this epoch (self_label only).
+    pub temperature: Option<f64>,
+    /// Labels changed by correction during this epoch.
+    pub labels_changed: i64,
+    /// Training labels equal to the clean labels after this epoch (when known).
+    pub correct_labels: Option<usize>,
+}
+
+/// `summary.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub best_epoch: usize,
+    pub best_val_acc: f64,
+    pub epochs_run: usize,
+    pub stopped_early: bool,
+}
+
+/// Best-epoch tracking and early stopping, as the authors' trainer (pytorch-template's
+/// `BaseTrainer.train`): an epoch improves when its validation accuracy is `>=` the best
+/// so far (a tie goes to the later epoch; the first epoch always improves); the counter
+/// of epochs without improvement resets on improvement, and training stops once it
+/// exceeds `patience` (`not_improved_count > early_stop`: with `early_stop: 10` the run
+/// ends at the 11th epoch in a row without improvement).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BestTracker {
+    /// (epoch, accuracy) of the best epoch so far.
+    pub best: Option<(usize, f64)>,
+    /// Epochs in a row without improvement.
+    pub not_improved: usize,
+}
+
+/// What [`BestTracker::update`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    pub improved: bool,
+    pub stop: bool,
+}
+
+impl BestTracker {
+    pub fn update(&mut self, epoch: usize, acc: f64, patience: Option<usize>) -> Decision {
+        let improved = self.best.is_none_or(|(_, b)| acc >= b);
+        if improved {
+            self.best = Some((epoch, acc));
+            self.not_improved = 0;
+        } else {
+            self.not_improved += 1;
+        }
+        Decision {
+            improved,
+            stop: patience.is_some_and(|p| self.not_improved > p),
+        }
+    }
+}
+
+/// Everything a training run needs, already loaded.
+pub struct TrainInputs {
+    pub params: TrainParams,
+    pub classes: Vec<String>,
+    pub train: RawSplit,
+    pub val: RawSplit,
+    pub normalisation: Normalisation,
+    /// Weights to start from (file, and how to name it in messages); the head is dropped.
+    pub init: Option<(PathBuf, String)>,
+}
+
+/// A finished run, not yet written.
+pub struct Trained {
+    pub meta: ModelMeta,
+    pub best: Vec<(String, Tensor)>,
+    pub last: Vec<(String, Tensor)>,
+    pub history: Vec<EpochRow>,
+    pub summary: Summary,
+    pub labels: Vec<i64>,
+}
+
+fn count_eq(a: &[i64], b: impl Iterator<Item = i64>) -> usize {
+    a.iter().zip(b).filter(|(x, y)| **x == *y).count()
+}
+
+fn to_vec_i64(t: &Tensor) -> Vec<i64> {
+    Vec::<i64>::try_from(t.to_device(Device::Cpu).to_kind(Kind::Int64).flatten(0, -1))
+        .expect("1-D i64 tensor")
+}
+
+/// Eval-mode predictions (argmax) of `net` on `x`, `batch` images at a time.
+pub fn predict(net: &model::ResNet, x: &Tensor, batch: usize) -> Vec<i64> {
+    let logits = logits(net, x, batch, &mut |_, _| {});
+    to_vec_i64(&logits.argmax(-1, false))
+}
+
+/// Eval-mode logits `[N, K]` (on the CPU) of `net` on `x`; `tick(done, total)` after each
+/// batch.
+pub fn logits(
+    net: &model::ResNet,
+    x: &Tensor,
+    batch: usize,
+    tick: &mut dyn FnMut(usize, usize),
+) -> Tensor {
+    let n = x.size()[0];
+    let batch = batch.max(1) as i64;
+    let total = (n + batch - 1) / batch;
+    tch::no_grad(|| {
+        let mut out = Vec::new();
+        let mut start = 0;
+        while start < n {
+            let len = batch.min(n - start);
+            out.push(
+                net.forward_t(&x.narrow(0, start, len), false)
+                    .to_device(Device::Cpu),
+            );
+            start += len;
+            tick(out.len(), total as usize);
+        }
+        if out.is_empty() {
+            Tensor::zeros([0, net.num_classes], (Kind::Float, Device::Cpu))
+        } else {
+            Tensor::cat(&out, 0)
+        }
+    })
+}
+
+const EVAL_BATCH: usize = 256;
+
+/// Runs training. `progress` gets (pos, len, message) over all batches of all epochs; `log`
+/// gets one line per epoch (with its duration).
+pub fn train(
+    inputs: TrainInputs,
+    dev: Device,
+    progress: &dyn Fn(Progress),
+    log: &dyn Fn(&str),
+) -> Result<Trained, StageError> {
+    let TrainInputs {
+        params: p,
+        classes,
+        train,
+        val,
+        normalisation,
+        init,
+    } = inputs;
+    if p.augment.imagenet {
+        return Err(StageError::user(
+            "augment.imagenet (RandomResizedCrop 224 + flip, eval Resize 256 + CenterCrop 224) \
+             is not implemented yet: the ImageNet transforms come with the Indoor issue",
+        ));
+    }
+    let n = train.len();
+    if n == 0 {
+        return Err(StageError::user(format!(
+            "split `{}` is empty",
+            p.train_split
+        )));
+    }
+    if val.is_empty() {
+        return Err(StageError::user(format!(
+            "split `{}` is empty: model selection needs validation samples",
+            p.val_split
+        )));
+    }
+    let num_classes = classes.len();
+    let [h, w, c] = train.shape;
+    if val.shape != train.shape {
+        return Err(StageError::user(format!(
+            "splits `{}` and `{}` have images of different shapes ({:?} and {:?})",
+            p.train_split, p.val_split, train.shape, val.shape
+        )));
+    }
+    if normalisation.mean.len() != c || normalisation.std.len() != c {
+        return Err(StageError::user(format!(
+            "the normalisation has {} channels but the images have {c}",
+            normalisation.mean.len()
+        )));
+    }
+
+    tch::manual_seed(p.seed as i64);
+    let vs = nn::VarStore::new(dev);
+    let mut net = model::build(&vs.root(), p.model, c as i64, num_classes as i64);
+    if init.is_none() {
+        // (With `init` every variable but the head is overwritten: no need to draw them.)
+        model::init_seeded(&vs, &mut Prng::new(p.seed, "init"));
+    }
+    if let Some((path, what)) = &init {
+        let l = model::load(&vs, path, false, what)?;
+        log(&format!(
+            "loaded {} tensors from {what} ({}), head dropped",
+            l.loaded,
+            path.display()
+        ));
+    }
+    net.reinit_head(&mut Prng::new(p.seed, "head"));
+    let reg = regsl::Regularizer::new(
+        &vs,
+        p.reg,
+        p.norm,
+        p.reg_extractor,
+        p.reg_predictor,
+        p.scale_factor,
+    );
+    let mut opt = match p.optimizer {
+        OptimizerKind::Adam => nn::Adam {
+            amsgrad: p.amsgrad,
+            wd: p.weight_decay,
+            ..Default::default()
+        }
+        .build(&vs, p.lr),
+        OptimizerKind::Sgd => nn::Sgd {
+            momentum: p.momentum,
+            wd: p.weight_decay,
+            ..Default::default()
+        }
+        .build(&vs, p.lr),
+    }
+    .map_err(|e| StageError::internal(format!("cannot build the optimizer: {e}")))?;
+
+    let x_train = data::to_tensor(&train, &normalisation, dev);
+    let x_val = data::to_tensor(&val, &normalisation, dev);
+    let augment = data::Augment::new(p.augment.crop_padding, p.augment.flip, &normalisation, dev);
+    let vars = model::named_variables(&vs);
+    let mut labels = train.labels.clone();
+    let clean = train.clean.clone();
+    let val_truth = val.truth().to_vec();
+    let self_label = p.self_label.clone();
+    let mut temp = self_label.as_ref().map(|s| s.reweight_temp);
+    let mut lr = p.lr;
+    let batches = n.div_ceil(p.batch_size);
+    let total = (p.epochs * batches) as u64;
+    let mut tracker = BestTracker::default();
+    let mut best: Option<Vec<(String, Tensor)>> = None;
+    let mut history = Vec::new();
+    let mut stopped_early = false;
+    let mut last_val = f64::NAN;
+
+    for epoch in 1..=p.epochs {
+        let t0 = Instant::now();
+        let order = data::epoch_order(p.seed, epoch, n);
+        let mut rng = data::augment_rng(p.seed, epoch);
+        let correct = self_label
+            .as_ref()
+            .filter(|s| epoch >= s.correct_epoch)
+            .map(|s| s.correct_thres);
+        let reweight = self_label
+            .as_ref()
+            .is_some_and(|s| epoch >= s.reweight_epoch);
+        let mut loss_sum = 0.0;
+        let mut hits = 0usize;
+        let mut hits_clean = 0usize;
+        let mut changed = 0i64;
+        for (bi, chunk) in order.chunks(p.batch_size).enumerate() {
+            let idx: Vec<i64> = chunk.iter().map(|&i| i as i64).collect();
+            let idx_t = Tensor::from_slice(&idx).to_device(dev);
+            let x = augment.apply(&x_train.index_select(0, &idx_t), &mut rng);
+            let mut y_vec: Vec<i64> = chunk.iter().map(|&i| labels[i]).collect();
+            let mut y = Tensor::from_slice(&y_vec).to_device(dev);
+            let out = net.forward_t(&x, true);
+            let log_probs = out.log_softmax(-1, Kind::Float);
+            if let Some(thres) = correct {
+                let (new_y, k) = regsl::correct_labels(&out, &y, thres);
+                changed += k;
+                y_vec = to_vec_i64(&new_y);
+                for (&i, &l) in chunk.iter().zip(&y_vec) {
+                    labels[i] = l;
+                }
+                y = new_y;
+            }
+            let base = if reweight {
+                regsl::reweighted_nll(&log_probs, &y, temp.expect("self_label"))
+            } else {
+                log_probs.nll_loss(&y)
+            };
+            let loss = match reg.penalty(&vs) {
+                Some(pen) => base + pen,
+                None => base,
+            };
+            let loss_value = loss.double_value(&[]);
+            if !loss_value.is_finite() {
+                let what = if loss_value.is_nan() {
+                    "NaN"
+                } else {
+                    "infinite"
+                };
+                return Err(StageError::user(format!(
+                    "training diverged: loss is {what} at epoch {epoch} batch {} (lr {lr:e}); \
+                     lower lr, check the input images, or use a smaller reg_predictor / \
+                     reg_extractor for `reg: penalty`",
+                    bi + 1
+                )));
+            }
+            opt.zero_grad();
+            loss.backward();
+            opt.step();
+            reg.project(&vs);
+
+            let pred = to_vec_i64(&out.detach().argmax(-1, false));
+            hits += count_eq(&pred, y_vec.iter().copied());
+            if let Some(clean) = &clean {
+                hits_clean += count_eq(&pred, chunk.iter().map(|&i| clean[i]));
+            }
+            loss_sum += loss_value * chunk.len() as f64;
+            let pos = ((epoch - 1) * batches + bi + 1) as u64;
+            progress(Progress {
+                pos,
+                len: total,
+                message: format!(
+                    "epoch {epoch}/{} loss {:.4}{}",
+                    p.epochs,
+                    loss_sum / ((bi * p.batch_size + chunk.len()) as f64),
+                    if last_val.is_nan() {
+                        String::new()
+                    } else {
+                        format!(" val {last_val:.4}")
+                    }
+                ),
+            });
+        }
+        let lr_used = lr;
+        if let Some(step) = p.lr_step {
+            if epoch % step == 0 {
+                lr *= p.lr_gamma;
+                opt.set_lr(lr);
+            }
+        }
+        let temp_used = temp;
+        if let (Some(s), Some(t)) = (&self_label, temp) {
+            temp = Some(regsl::temperature(
+                s.reweight_temp,
+                epoch,
+                s.reweight_epoch,
+                t,
+            ));
+        }
+        let val_pred = predict(&net, &x_val, EVAL_BATCH);
+        let val_acc = count_eq(&val_pred, val_truth.iter().copied()) as f64 / val.len() as f64;
+        last_val = val_acc;
+        let row = EpochRow {
+            epoch,
+            train_loss: loss_sum / n as f64,
+            train_acc: hits as f64 / n as f64,
+            train_acc_clean: clean.as_ref().map(|_| hits_clean as f64 / n as f64),
+            val_acc,
+            lr: lr_used,
+            temperature: temp_used,
+            labels_changed: changed,
+            correct_labels: clean.as_ref().map(|c| count_eq(&labels, c.iter().copied())),
+        };
+        let d = tracker.update(epoch, val_acc, p.early_stop);
+        if d.improved {
+            best = Some(model::snapshot(&vars));
+        }
+        log(&format!(
+            "epoch {epoch}/{}: train loss {:.4} acc {:.4}{} | val acc {:.4}{} | lr {:.3e}{}{} | {:.2}s",
+            p.epochs,
+            row.train_loss,
+            row.train_acc,
+            row.train_acc_clean
+                .map(|a| format!(" (clean {a:.4})"))
+                .unwrap_or_default(),
+            row.val_acc,
+            if d.improved { " (best)" } else { "" },
+            row.lr,
+            row.temperature
+                .map(|t| format!(" | T {t:.3}"))
+                .unwrap_or_default(),
+            if self_label.is_some() {
+                format!(
+                    " | labels changed {}{}",
+                    row.labels_changed,
+                    row.correct_labels
+                        .map(|c| format!(", correct {c}/{n}"))
+                        .unwrap_or_default()
+                )
+            } else {
+                String::new()
+            },
+            t0.elapsed().as_secs_f64()
+        ));
+        history.push(row);
+        if d.stop && epoch < p.epochs {
+            stopped_early = true;
+            log(&format!(
+                "early stop: validation accuracy did not improve for {} epochs",
+                tracker.not_improved
+            ));
+            break;
+        }
+    }
+    progress(Progress {
+        pos: total,
+        len: total,
+        message: format!("done: best val {:.4}", tracker.best.map_or(0.0, |b| b.1)),
+    });
+    let (best_epoch, best_val_acc) = tracker.best.expect("at least one epoch");
+    Ok(Trained {
+        meta: ModelMeta {
+            format: MODEL_FORMAT.into(),
+            version: MODEL_FORMAT_VERSION,
+            model: model::model_name(p.model).into(),
+            num_classes,
+            in_channels: c,
+            classes,
+            image_shape: [h, w, c],
+            normalisation,
+        },
+        best: best.expect("at least one epoch"),
+        last: model::snapshot(&vars),
+        summary: Summary {
+            best_epoch,
+            best_val_acc,
+            epochs_run: history.len(),
+            stopped_early,
+        },
+        history,
+        labels,
+    })
+}
+
+fn write_json(path: &Path, v: &impl Serialize) -> Result<(), StageError> {
+    let text = serde_json::to_string_pretty(v).expect("serialises") + "\n";
+    std::fs::write(path, text).map_err(|e| StageError::io(path.display(), e))
+}
+
+/// Writes the artifact files into `out`.
+pub fn write(out: &Path, t: &Trained) -> Result<(), StageError> {
+    write_json(&out.join(MODEL_FILE), &t.meta)?;
+    model::write_safetensors(&out.join(BEST_FILE), &t.best)?;
+    model::write_safetensors(&out.join(FINAL_FILE), &t.last)?;
+    write_json(&out.join(HISTORY_FILE), &t.history)?;
+    write_json(&out.join(SUMMARY_FILE), &t.summary)?;
+    model::write_safetensors(
+        &out.join(LABELS_FILE),
+        &[("labels".to_string(), Tensor::from_slice(&t.labels))],
+    )
+}
+
+pub(crate) fn param_error(e: ParamError) -> StageError {
+    let at = if e.path.is_empty() {
+        String::new()
+    } else {
+        format!(" at `{}`", e.path)
+    };
+    StageError::user(format!("invalid params{at}: {}", e.message))
+}
+
+/// Sets the libtorch thread count and resolves the device.
+pub fn setup(threads: usize, device_spec: &str) -> Result<Device, StageError> {
+    tch::set_num_threads(threads.max(1) as i32);
+    device::resolve(device_spec).map_err(StageError::user)
+}
+
+fn run(ctx: &StageCtx<'_>) -> Result<(), StageError> {
+    let p = TrainParams::parse(ctx.params).map_err(param_error)?;
+    let dev = setup(ctx.threads, &p.device)?;
+    let ds = ctx.dataset_input("data")?;
+    let base = data::base_dir(ctx, "data", &ds)?;
+    let train = data::load_split("data", &ds, &base, &p.train_split)?;
+    let val = data::load_split("data", &ds, &base, &p.val_split)?;
+    let channels = train.shape[2];
+
+    let init_input = match ctx.inputs.get("init") {
+        Some(v) if !v.is_empty() => Some(ctx.one_input("init")?),
+        _ => None,
+    };
+    let (init, normalisation) = match (init_input, &p.weights) {
+        (Some(_), Some(_)) => {
+            return Err(StageError::user(
+                "give either input `init` or param `weights`, not both",
+            ))
+        }
+        (Some(a), None) => {
+            let what = format!("input `init` ({})", a.instance);
+            let meta = ModelMeta::read(&a.path, &what)?;
+            let arch = meta.architecture(&what)?;
+            if arch != p.model {
+                return Err(StageError::user(format!(
+                    "{what} is a {} model but params.model is {}",
+                    meta.model,
+                    model::model_name(p.model)
+                )));
+            }
+            if meta.in_channels != channels {
+                return Err(StageError::user(format!(
+                    "{what} takes images with {} channels, input `data` has {channels}",
+                    meta.in_channels
+                )));
+            }
+            (Some((a.path.join(BEST_FILE), what)), meta.normalisation)
+        }
+        (None, Some(w)) => {
+            let path = ctx.local_path(w);
+            if !path.is_file() {
+                return Err(StageError::user(format!(
+                    "weights file {} does not exist",
+                    path.display()
+                )));
+            }
+            (
+                Some((path, format!("weights `{w}`"))),
+                data::compute_normalisation(&train),
+            )
+        }
+        (None, None) => (None, data::compute_normalisation(&train)),
+    };
+    ctx.log(&format!(
+        "train: {} on {} ({} train / {} val images {:?}, {} classes), device {}, {} threads",
+        model::model_name(p.model),
+        ctx.one_input("data")?.instance,
+        train.len(),
+        val.len(),
+        train.shape,
+        ds.num_classes(),
+        device::key_name(dev),
+        ctx.threads
+    ));
+    let inputs = TrainInputs {
+        params: p,
+        classes: ds.meta.classes.clone(),
+        train,
+        val,
+        normalisation,
+        init,
+    };
+    let trained = self::train(inputs, dev, ctx.progress, &|l| ctx.log(l))?;
+    write(ctx.out, &trained)
+}
+
+/// The `train` kind as `rst-torch` runs it; everything but `run` is the engine's.
+pub struct TrainStage;
+
+pub static TRAIN_STAGE: TrainStage = TrainStage;
+
+impl StageKind for TrainStage {
+    fn name(&self) -> &'static str {
+        TRAIN.name()
+    }
+    fn version(&self) -> u32 {
+        TRAIN.version()
+    }
+    fn check(&self, params: &Value) -> Result<(), ParamError> {
+        TRAIN.check(params)
+    }
+    fn inputs(&self) -> Option<&'static [InputDecl]> {
+        TRAIN.inputs()
+    }
+    fn local_deps(&self, params: &Value) -> Vec<String> {
+        TRAIN.local_deps(params)
+    }
+    fn uses_torch(&self) -> bool {
+        true
+    }
+    fn run(&self, ctx: &StageCtx<'_>) -> Result<(), StageError> {
+        run(ctx)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A learnable set of `n` grey `s`x`s` images of `k` classes: class c has a bright
+    /// horizontal band at rows [c·s/k, (c+1)·s/k), on noise.
+    pub fn synthetic(n: usize, k: usize, s: usize, seed: u64) -> RawSplit {
+        let mut rng = Prng::new(seed, "synthetic");
+        let mut pixels = Vec::with_capacity(n * s * s);
+        let mut labels = Vec::with_capacity(n);
+        for i in 0..n {
+            let c = i % k;
+            for r in 0..s {
+                for _ in 0..s {
+                    let band = r * k / s == c;
+                    let noise = rng.below(60) as u8;
+                    pixels.push(if band { 160 + noise } else { noise });
+                }
+            }
+            labels.push(c as i64);
+        }
+        RawSplit {
+            shape: [s, s, 1],
+            pixels,
+            labels,
+            clean: None,
+        }
+    }
+
+    pub fn params(extra: Value) -> TrainParams {
+        let mut v = json!({"model": "resnet-mini", "epochs": 4, "batch_size": 16, "lr": 0.01,
+                           "early_stop": null, "device": "cpu"});
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        TrainParams::parse(&v).unwrap()
+    }
+
+    pub fn inputs(p: TrainParams, train: RawSplit) -> TrainInputs {
+        let val = synthetic(30, 3, 8, 99);
+        TrainInputs {
+            params: p,
+            classes: vec!["a".into(), "b".into(), "c".into()],
+            normalisation: data::compute_normalisation(&train),
+            train,
+            val,
+            init: None,
+        }
+    }
+
+    fn run_quiet(i: TrainInputs) -> Result<Trained, StageError> {
+        tch::set_num_threads(1);
+        train(i, Device::Cpu, &|_| {}, &|_| {})
+    }
+
+    #[test]
+    fn early_stopping_rule() {
+        // Ties go to the later epoch; stop once more than `patience` epochs in a row fail.
+        let seq = [0.5, 0.6, 0.6, 0.55, 0.58, 0.59, 0.61, 0.4, 0.4, 0.4];
+        let mut t = BestTracker::default();
+        let mut stops = Vec::new();
+        for (i, &a) in seq.iter().enumerate() {
+            let d = t.update(i + 1, a, Some(2));
+            stops.push((d.improved, d.stop));
+        }
+        assert_eq!(
+            stops,
+            vec![
+                (true, false),  // 1: first epoch
+                (true, false),  // 2: 0.6
+                (true, false),  // 3: tie 0.6 -> later epoch
+                (false, false), // 4
+                (false, false), // 5
+                (false, true),  // 6: third epoch without improvement > 2
+                (true, false),  // (not reached in training)
+                (false, false),
+                (false, false),
+                (false, true),
+            ]
+        );
+        let mut t = BestTracker::default();
+        for (i, &a) in seq[..6].iter().enumerate() {
+            t.update(i + 1, a, Some(2));
+        }
+        assert_eq!(t.best, Some((3, 0.6)));
+        // No patience: never stops.
+        let mut t = BestTracker::default();
+        assert!(seq
+            .iter()
+            .enumerate()
+            .all(|(i, &a)| !t.update(i + 1, a, None).stop));
+        assert_eq!(t.best, Some((7, 0.61)));
+    }
+
+    #[test]
+    fn learns_a_synthetic_task() {
+        let p = params(json!({"epochs": 5, "augment": {"crop_padding": 1, "flip": false}}));
+        let t = run_quiet(inputs(p, synthetic(90, 3, 8, 1))).unwrap();
+        let first = &t.history[0];
+        assert_eq!(t.history.len(), 5);
+        assert!(
+            t.summary.best_val_acc >= 0.9,
+            "best val {} history {:?}",
+            t.summary.best_val_acc,
+            t.history
+        );
+        let last = t.history.last().unwrap();
+        assert!(last.train_acc > first.train_acc, "{:?}", t.history);
+        assert!(last.train_loss < first.train_loss, "{:?}", t.history);
+        assert_eq!(t.labels, synthetic(90, 3, 8, 1).labels, "no self-labeling");
+        assert_eq!(first.temperature, None);
+        assert_eq!(first.train_acc_clean, None);
+    }
+
+    fn artifact_bytes(t: &Trained) -> Vec<(String, Vec<u8>)> {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), t).unwrap();
+        let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    std::fs::read(e.path()).unwrap(),
+                )
+            })
+            .collect();
+        files.sort();
+        files
+    }
+
+    #[test]
+    fn same_seed_same_bytes() {
+        let p = params(
+            json!({"epochs": 2, "augment": {"crop_padding": 2, "flip": true}, "lr_step": 1}),
+        );
+        let a = artifact_bytes(&run_quiet(inputs(p.clone(), synthetic(48, 3, 8, 1))).unwrap());
+        let b = artifact_bytes(&run_quiet(inputs(p.clone(), synthetic(48, 3, 8, 1))).unwrap());
+        let names: Vec<&str> = a.iter().map(|f| f.0.as_str()).collect();
+        assert_eq!(
+            names,
+            vec![
+                BEST_FILE,
+                FINAL_FILE,
+                HISTORY_FILE,
+                LABELS_FILE,
+                MODEL_FILE,
+                SUMMARY_FILE
+            ]
+        );
+        assert!(a == b, "two runs differ");
+        let mut p2 = p;
+        p2.seed = 5;
+        let c = artifact_bytes(&run_quiet(inputs(p2, synthetic(48, 3, 8, 1))).unwrap());
+        assert!(a[0] != c[0], "another seed, other weights");
+        let history: Vec<EpochRow> = serde_json::from_slice(&a[2].1).unwrap();
+        assert_eq!(history[0].lr, 0.01);
+        assert_eq!(history[1].lr, 0.01 * 0.1, "StepLR after each epoch");
+    }
+
+    #[test]
+    fn nan_loss_is_a_user_error() {
+        let p = params(json!({"lr": 1e12, "epochs": 3}));
+        let e = run_quiet(inputs(p, synthetic(48, 3, 8, 1))).err().unwrap();
+        assert!(e.user);
+        assert!(
+            e.message.starts_with("training diverged: loss is"),
+            "{}",
+            e.message
+        );
+        // A poisoned input gives NaN at the very first batch.
+        let p = params(json!({}));
+        let mut i = inputs(p, synthetic(48, 3, 8, 1));
+        i.normalisation.std = vec![0.0];
+        let e = run_quiet(i).err().unwrap();
+        assert!(
+            e.message.contains("loss is NaN at epoch 1 batch 1")
+                || e.message.contains("loss is infinite at epoch 1 batch 1"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn self_labeling_corrects_noisy_labels() {
+        // 20 of 90 labels flipped at random; correction from epoch 2.
+        let mut tr = synthetic(90, 3, 8, 1);
+        let clean = tr.labels.clone();
+        let mut rng = Prng::new(1, "flip");
+        for i in rng.sample(90, 20) {
+            tr.labels[i] = (tr.labels[i] + 1 + rng.below(2) as i64) % 3;
+        }
+        tr.clean = Some(clean.clone());
+        let p = params(json!({"epochs": 6, "self_label":
+            {"correct_epoch": 3, "correct_thres": 0.6, "reweight_epoch": 2, "reweight_temp": 2.0}}));
+        let t = run_quiet(inputs(p, tr)).unwrap();
+        let h = &t.history;
+        assert_eq!(h[0].labels_changed, 0);
+        assert_eq!(h[1].labels_changed, 0);
+        assert_eq!(h[0].correct_labels, Some(70));
+        assert!(
+            h[2..].iter().map(|r| r.labels_changed).sum::<i64>() > 0,
+            "{h:?}"
+        );
+        let correct_now = count_eq(&t.labels, clean.iter().copied());
+        assert_eq!(h.last().unwrap().correct_labels, Some(correct_now));
+        assert!(correct_now > 70, "correction helped: {h:?}");
+        // Temperature: T0 through epoch reweight_epoch + 1, then the schedule.
+        assert_eq!(h[0].temperature, Some(2.0));
+        assert_eq!(h[2].temperature, Some(2.0));
+        // After epoch 3 (> reweight_epoch 2): T0·exp(−0.1·1), used in epoch 4.
+        assert_eq!(h[3].temperature, Some(2.0 * (-0.1f64).exp()));
+        assert!(h[0].train_acc_clean.is_some());
+    }
+
+    #[test]
+    fn constraint_keeps_the_head_in_its_ball() {
+        let p = params(
+            json!({"epochs": 2, "reg": "constraint", "reg_extractor": 0.5,
+                              "reg_predictor": 0.3}),
+        );
+        let t = run_quiet(inputs(p, synthetic(48, 3, 8, 1))).unwrap();
+        let head = &t.last.iter().find(|(n, _)| n == "head.weight").unwrap().1;
+        let norm = head.norm().double_value(&[]);
+        assert!(norm <= 0.3 + 1e-5, "{norm}");
+        // The penalty is part of the optimised (and reported) loss.
+        let plain = run_quiet(inputs(params(json!({"epochs": 1})), synthetic(48, 3, 8, 1)));
+        let pen = run_quiet(inputs(
+            params(json!({"epochs": 1, "reg": "penalty", "reg_extractor": 0.1,
+                          "reg_predictor": 10.0})),
+            synthetic(48, 3, 8, 1),
+        ));
+        let (plain, pen) = (plain.unwrap().history, pen.unwrap().history);
+        assert!(pen[0].train_loss > plain[0].train_loss, "{pen:?} {plain:?}");
+    }
+
+    #[test]
+    fn starts_from_weights_without_the_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = params(json!({"epochs": 1}));
+        let first = run_quiet(inputs(p.clone(), synthetic(48, 3, 8, 1))).unwrap();
+        write(dir.path(), &first).unwrap();
+        // A tiny lr barely moves the loaded body.
+        let p2 = params(json!({"epochs": 1, "lr": 1e-12, "seed": 9}));
+        let mut i = inputs(p2, synthetic(48, 3, 8, 1));
+        i.init = Some((dir.path().join(BEST_FILE), "input `init`".into()));
+        let second = run_quiet(i).unwrap();
+        let get = |t: &Trained, n: &str| {
+            t.best
+                .iter()
+                .find(|(k, _)| k == n)
+                .unwrap()
+                .1
+                .shallow_clone()
+        };
+        let a = get(&first, "layer2.0.conv1.weight");
+        let b = get(&second, "layer2.0.conv1.weight");
+        assert!(a.allclose(&b, 1e-6, 1e-6, false), "body loaded");
+        assert!(
+            !get(&first, "head.weight").allclose(&get(&second, "head.weight"), 1e-3, 1e-3, false),
+            "head re-initialised"
+        );
+    }
+}

@@ -1,0 +1,197 @@
+//! Training and evaluation through the binaries: `rst` plans and caches, `rst-torch` trains
+//! (resnet-mini on a generated IDX set of 8x8 images of 3 classes), deterministically.
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::TestDir;
+
+fn idx(magic: u32, dims: &[u32], data: &[u8]) -> Vec<u8> {
+    let mut v = magic.to_be_bytes().to_vec();
+    for d in dims {
+        v.extend_from_slice(&d.to_be_bytes());
+    }
+    v.extend_from_slice(data);
+    v
+}
+
+/// `n` 8x8 images, labels cycling over 3 classes: class c has a bright band over rows
+/// [3c, 3c+2), on a cheap pseudo-random texture.
+fn images(n: usize, salt: u32) -> (Vec<u8>, Vec<u8>) {
+    let mut pixels = Vec::with_capacity(n * 64);
+    let mut labels = Vec::with_capacity(n);
+    let mut state = 0x9e37_79b9u32 ^ salt;
+    for i in 0..n {
+        let c = i % 3;
+        for r in 0..8 {
+            for _ in 0..8 {
+                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                let noise = (state >> 26) as u8; // 0..63
+                let band = r / 3 == c;
+                pixels.push(if band { 170 + noise } else { noise });
+            }
+        }
+        labels.push(c as u8);
+    }
+    (pixels, labels)
+}
+
+const PIPELINE: &str = r#"
+name: tiny
+params: {lr: 0.01, rate: 0.2}
+stages:
+  data:
+    kind: download
+    params:
+      format: idx
+      files:
+        - {name: tr-img, mirrors: [tr-img]}
+        - {name: tr-lab, mirrors: [tr-lab]}
+        - {name: te-img, mirrors: [te-img]}
+        - {name: te-lab, mirrors: [te-lab]}
+      idx: {train_images: tr-img, train_labels: tr-lab, test_images: te-img, test_labels: te-lab,
+            classes: [top, middle, bottom]}
+  target:
+    kind: split
+    inputs: {data: data}
+    params:
+      classes: [0, 1, 2]
+      splits:
+        - {name: train, from: train, per_class: 15}
+        - {name: val, from: train, per_class: 5}
+        - {name: test, from: test}
+  noisy:
+    kind: noise
+    inputs: {data: target}
+    params: {rate: "${rate}", mode: uniform}
+  train:
+    kind: train
+    inputs: {data: noisy}
+    threads: 2
+    params:
+      model: resnet-mini
+      epochs: 3
+      batch_size: 16
+      lr: ${lr}
+      lr_step: 2
+      device: cpu
+      augment: {crop_padding: 1, flip: true}
+  evaluate:
+    kind: evaluate
+    inputs: {model: train, data: noisy}
+    publish: true
+    params: {split: test, device: cpu}
+  train_rsl:
+    kind: train
+    inputs: {data: noisy}
+    threads: 2
+    params:
+      model: resnet-mini
+      epochs: 3
+      batch_size: 16
+      lr: ${lr}
+      device: cpu
+      reg: constraint
+      reg_extractor: 2.0
+      reg_predictor: 3.0
+      self_label: {correct_epoch: 2, correct_thres: 0.9, reweight_epoch: 2, reweight_temp: 2.0}
+  evaluate_rsl:
+    kind: evaluate
+    inputs: {model: train_rsl, data: noisy}
+    params: {split: test, weights: final, device: cpu}
+"#;
+
+fn project() -> TestDir {
+    let t = TestDir::new();
+    let (tr, trl) = images(60, 1);
+    let (te, tel) = images(30, 2);
+    std::fs::write(t.join("tr-img"), idx(0x803, &[60, 8, 8], &tr)).unwrap();
+    std::fs::write(t.join("tr-lab"), idx(0x801, &[60], &trl)).unwrap();
+    std::fs::write(t.join("te-img"), idx(0x803, &[30, 8, 8], &te)).unwrap();
+    std::fs::write(t.join("te-lab"), idx(0x801, &[30], &tel)).unwrap();
+    t.write("p.yaml", PIPELINE);
+    t
+}
+
+/// instance → artifact digest, over all cache entries.
+fn digests(t: &TestDir) -> BTreeMap<String, String> {
+    t.entry_values()
+        .into_iter()
+        .map(|e| {
+            (
+                e["instance"].as_str().unwrap().to_string(),
+                e["artifact"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn train_evaluate_cached_deterministic_and_divergence_is_reported() {
+    let t = project();
+    let out = t.ok(&["run", "p.yaml"]);
+    assert_eq!(out.summary().ran, 7, "{}", out.stderr);
+
+    // The evaluation's metrics.
+    let m: serde_json::Value =
+        serde_json::from_str(&t.read("results/p/evaluate/metrics.json")).unwrap();
+    assert_eq!(m["split"], "test");
+    assert_eq!(m["n"], 30);
+    assert_eq!(m["weights"], "best");
+    assert_eq!(m["classes"], serde_json::json!(["top", "middle", "bottom"]));
+    for k in ["top1", "top3"] {
+        let v = m[k].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&v), "{k} = {v}");
+    }
+    assert_eq!(
+        m["top3"], 1.0,
+        "3 classes: the truth is always in the top 3"
+    );
+    let confusion: Vec<Vec<u64>> = serde_json::from_value(m["confusion"].clone()).unwrap();
+    assert_eq!(confusion.iter().flatten().sum::<u64>(), 30);
+
+    // The train artifact.
+    let summary: serde_json::Value =
+        serde_json::from_str(&t.artifact_file("train", "summary.json")).unwrap();
+    assert_eq!(summary["epochs_run"], 3);
+    let history: Vec<serde_json::Value> =
+        serde_json::from_str(&t.artifact_file("train", "history.json")).unwrap();
+    assert_eq!(history.len(), 3);
+    assert_eq!(history[2]["lr"], 0.01 * 0.1, "StepLR after epoch 2");
+    assert!(
+        history[0]["train_acc_clean"].is_number(),
+        "noise view has clean labels"
+    );
+    let model: serde_json::Value =
+        serde_json::from_str(&t.artifact_file("train", "model.json")).unwrap();
+    assert_eq!(model["model"], "resnet-mini");
+    assert_eq!(model["in_channels"], 1);
+    assert_eq!(model["image_shape"], serde_json::json!([8, 8, 1]));
+    let rsl: Vec<serde_json::Value> =
+        serde_json::from_str(&t.artifact_file("train_rsl", "history.json")).unwrap();
+    assert_eq!(rsl[0]["temperature"], 2.0);
+    let m: serde_json::Value =
+        serde_json::from_str(&t.artifact_file("evaluate_rsl", "metrics.json")).unwrap();
+    assert_eq!(m["weights"], "final");
+
+    // Everything cached the second time.
+    let out = t.ok(&["run", "p.yaml"]);
+    assert_eq!(out.summary().ran, 0, "{}", out.stderr);
+    assert_eq!(out.summary().cached, 7, "{}", out.stderr);
+
+    // Deterministic: without the cache, the same artifacts again.
+    let first = digests(&t);
+    assert_eq!(first.len(), 7);
+    std::fs::remove_dir_all(t.join("cache")).unwrap();
+    std::fs::remove_dir_all(t.join("results")).unwrap();
+    let out = t.ok(&["run", "p.yaml"]);
+    assert_eq!(out.summary().ran, 7, "{}", out.stderr);
+    assert_eq!(digests(&t), first);
+
+    // A learning rate that blows up: a user error naming the divergence; nothing cached.
+    let entries = t.entries();
+    let out = t.rst(&["run", "p.yaml", "--set", "lr=1e12"]);
+    out.assert_code(2)
+        .assert_stderr_contains("training diverged: loss is");
+    assert_eq!(t.entries(), entries, "a failed run caches nothing");
+}
