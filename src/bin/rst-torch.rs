@@ -28,8 +28,14 @@ fn main() {
                 &ml::kinds(),
             ));
         }
+        Some("bench-epoch") => {
+            if let Err(e) = ml::bench::bench_epoch(&args[1..]) {
+                eprintln!("error: {e}");
+                std::process::exit(2);
+            }
+        }
         _ => {
-            eprintln!("usage: rst-torch probe | rst-torch worker JOB");
+            eprintln!("usage: rst-torch probe | rst-torch worker JOB | rst-torch bench-epoch [--n N] [--batch B] [--epochs E] [--threads T]");
             std::process::exit(2);
         }
     }

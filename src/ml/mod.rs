@@ -1,5 +1,6 @@
 //! Everything that touches tch (libtorch). Compiled only into the `rst-torch` binary: the
 //! engine (`rst`) stays free of libtorch, which costs ~0.4 s to load per process start.
+pub mod bench;
 pub mod data;
 pub mod device;
 pub mod evaluate;
