@@ -41,13 +41,16 @@ pub struct KeyRecord {
     pub env: BTreeMap<String, String>,
 }
 
+type HashedInput<'a> = (&'a str, &'a BTreeMap<String, Value>);
+
 #[derive(Serialize)]
 struct Hashed<'a> {
     cache_version: u32,
     kind: &'a str,
     kind_version: u32,
     params: &'a Value,
-    inputs: BTreeMap<&'a str, Vec<(&'a str, &'a BTreeMap<String, Value>)>>,
+    /// Input name -> (digest, matrix values) of each artifact.
+    inputs: BTreeMap<&'a str, Vec<HashedInput<'a>>>,
     local_deps: &'a BTreeMap<String, String>,
     env: &'a BTreeMap<String, String>,
 }

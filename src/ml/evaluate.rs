@@ -78,7 +78,7 @@ pub fn score(
 }
 
 fn run(ctx: &StageCtx<'_>) -> Result<(), StageError> {
-    let p = EvalParams::parse(ctx.params).map_err(train::param_error)?;
+    let p = EvalParams::parse(ctx.params).map_err(StageError::from)?;
     let dev = train::setup(ctx.threads, &p.device)?;
     let model_input = ctx.one_input("model")?;
     let what = format!("input `model` ({})", model_input.instance);

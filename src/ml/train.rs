@@ -547,15 +547,6 @@ pub fn write(out: &Path, t: &Trained) -> Result<(), StageError> {
     )
 }
 
-pub(crate) fn param_error(e: ParamError) -> StageError {
-    let at = if e.path.is_empty() {
-        String::new()
-    } else {
-        format!(" at `{}`", e.path)
-    };
-    StageError::user(format!("invalid params{at}: {}", e.message))
-}
-
 /// Sets the libtorch thread count and resolves the device.
 pub fn setup(threads: usize, device_spec: &str) -> Result<Device, StageError> {
     tch::set_num_threads(threads.max(1) as i32);
@@ -563,7 +554,7 @@ pub fn setup(threads: usize, device_spec: &str) -> Result<Device, StageError> {
 }
 
 fn run(ctx: &StageCtx<'_>) -> Result<(), StageError> {
-    let p = TrainParams::parse(ctx.params).map_err(param_error)?;
+    let p = TrainParams::parse(ctx.params).map_err(StageError::from)?;
     let dev = setup(ctx.threads, &p.device)?;
     let ds = ctx.dataset_input("data")?;
     let base = data::base_dir(ctx, "data", &ds)?;

@@ -220,16 +220,6 @@ fn parse(params: &Value) -> Result<AggregateParams, ParamError> {
     Ok(p)
 }
 
-fn param_error(e: ParamError) -> StageError {
-    let at = if e.path.is_empty() {
-        "params".to_string()
-    } else {
-        format!("params.{}", e.path)
-    };
-    let help = e.help.map(|h| format!(" ({h})")).unwrap_or_default();
-    StageError::user(format!("{at}: {}{help}", e.message))
-}
-
 /// `eval_regsl[rate=0.4, seed=1]` → `eval_regsl`.
 fn stage_name(instance: &str) -> &str {
     instance.split('[').next().unwrap_or(instance).trim()
@@ -566,7 +556,7 @@ impl StageKind for Aggregate {
         Some(INPUTS)
     }
     fn run(&self, ctx: &StageCtx<'_>) -> Result<(), StageError> {
-        let p = parse(ctx.params).map_err(param_error)?;
+        let p = parse(ctx.params).map_err(StageError::from)?;
         let evals = ctx.inputs.get("evals").map(Vec::as_slice).unwrap_or(&[]);
         if evals.is_empty() {
             return Err(StageError::user(
@@ -740,7 +730,7 @@ mod tests {
             resolve: &resolve,
             progress: &progress,
         };
-        Aggregate.check(&params).map_err(param_error)?;
+        Aggregate.check(&params).map_err(StageError::from)?;
         Aggregate.run(&ctx)?;
         Ok(out)
     }

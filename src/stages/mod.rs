@@ -157,6 +157,20 @@ impl ParamError {
     }
 }
 
+/// A parameter error found while a stage runs (the planner checked them already, so this
+/// is rare: e.g. a job file edited by hand) is the user's to fix.
+impl From<ParamError> for StageError {
+    fn from(e: ParamError) -> StageError {
+        let at = if e.path.is_empty() {
+            "params".to_string()
+        } else {
+            format!("params.{}", e.path)
+        };
+        let help = e.help.map(|h| format!(" ({h})")).unwrap_or_default();
+        StageError::user(format!("{at}: {}{help}", e.message))
+    }
+}
+
 /// Deserialises `params` into the kind's type, reporting the failing key path, and a
 /// "did you mean" hint for unknown keys.
 pub fn parse_params<T: DeserializeOwned>(params: &Value) -> Result<T, ParamError> {

@@ -107,16 +107,6 @@ fn parse(params: &Value) -> Result<NoiseParams, ParamError> {
     Ok(p)
 }
 
-fn param_error(e: ParamError) -> StageError {
-    let at = if e.path.is_empty() {
-        "params".to_string()
-    } else {
-        format!("params.{}", e.path)
-    };
-    let help = e.help.map(|h| format!(" ({h})")).unwrap_or_default();
-    StageError::user(format!("{at}: {}{help}", e.message))
-}
-
 /// Python's `int(rate * n)` for 0 <= rate <= 1.
 fn noisy_count(rate: f64, n: usize) -> usize {
     ((rate * n as f64).floor() as usize).min(n)
@@ -136,7 +126,7 @@ impl StageKind for Noise {
         Some(INPUTS)
     }
     fn run(&self, ctx: &StageCtx<'_>) -> Result<(), StageError> {
-        let p = parse(ctx.params).map_err(param_error)?;
+        let p = parse(ctx.params).map_err(StageError::from)?;
         let input = ctx.dataset_input("data")?;
         let k = input.num_classes();
         let Some(target) = input.splits.get(&p.split) else {

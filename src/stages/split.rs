@@ -227,16 +227,6 @@ fn validate(p: &SplitParams) -> Result<(), ParamError> {
 
 /// Params are checked again at run time (a stage may be run directly); errors there are the
 /// user's.
-fn param_error(e: ParamError) -> StageError {
-    let at = if e.path.is_empty() {
-        "params".to_string()
-    } else {
-        format!("params.{}", e.path)
-    };
-    let help = e.help.map(|h| format!(" ({h})")).unwrap_or_default();
-    StageError::user(format!("{at}: {}{help}", e.message))
-}
-
 /// The samples of one source split, shuffled, and which of them rules took already.
 struct Pool {
     /// The base split the rows index.
@@ -325,8 +315,8 @@ impl StageKind for Split {
         Some(INPUTS)
     }
     fn run(&self, ctx: &StageCtx<'_>) -> Result<(), StageError> {
-        let p: SplitParams = parse_params(ctx.params).map_err(param_error)?;
-        validate(&p).map_err(param_error)?;
+        let p: SplitParams = parse_params(ctx.params).map_err(StageError::from)?;
+        validate(&p).map_err(StageError::from)?;
         let input = ctx.dataset_input("data")?;
         let k_in = input.num_classes();
 
@@ -661,7 +651,7 @@ pub(crate) mod tests {
             resolve: &resolve,
             progress: &progress,
         };
-        kind.check(&params).map_err(param_error)?;
+        kind.check(&params).map_err(StageError::from)?;
         kind.run(&ctx)?;
         let ds = Dataset::open(&out, &format!("{digest}+{}", kind.name())).unwrap();
         Ok((out, ds))
