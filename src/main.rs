@@ -3,6 +3,12 @@ use rst::cli::{Cli, Cmd};
 use rst::commands;
 
 fn main() {
+    // Die quietly on a closed pipe (`rst status x.yaml | head`), as command-line tools do,
+    // instead of panicking in println!.
+    // SAFETY: called first thing, before any thread exists; SIG_DFL is a valid handler.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Worker { job } => std::process::exit(rst::exec::worker::run(&job, &[])),

@@ -14,7 +14,8 @@ use serde_json::Value;
 
 /// Change this whenever what goes into a key, or how it is encoded, changes: every
 /// existing cache entry then misses, which is the point.
-pub const CACHE_VERSION: u32 = 1;
+/// v2: integral floats are canonicalised as integers (`2.0` and `2` give one key).
+pub const CACHE_VERSION: u32 = 2;
 
 /// One input artifact as recorded beside the key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,6 +66,11 @@ pub fn canonical(v: &Value) -> Value {
             Value::Object(sorted.into_iter().map(|(k, v)| (k.clone(), v)).collect())
         }
         Value::Array(a) => Value::Array(a.iter().map(canonical).collect()),
+        // `2.0` and `2` are the same number: write integral floats as integers.
+        Value::Number(n) if n.is_f64() => match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Value::from(f as i64),
+            _ => Value::Number(n.clone()),
+        },
         other => other.clone(),
     }
 }
@@ -262,6 +268,12 @@ mod tests {
         let mut r = base();
         r.params = serde_json::from_str(r#"{"seed": 1, "rate": 0.4}"#).unwrap();
         assert_eq!(r.key(), k);
+        // 2.0 and 2 are the same number.
+        let mut a = base();
+        a.params = json!({"d": 2.0});
+        let mut b = base();
+        b.params = json!({"d": 2});
+        assert_eq!(a.key(), b.key());
         // 1e-1 and 0.1 are the same number.
         let mut a = base();
         a.params = serde_json::from_str(r#"{"rate": 1e-1}"#).unwrap();
