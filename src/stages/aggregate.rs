@@ -635,7 +635,7 @@ impl StageKind for Aggregate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stages::{Inputs, Progress};
+    use crate::stages::Inputs;
     use std::path::PathBuf;
 
     /// An evaluate artifact in `dir` with this top-1 (and top-3 = top-1 + 0.1).
@@ -709,30 +709,12 @@ mod tests {
         trains: Vec<InputArtifact>,
         params: Value,
     ) -> Result<PathBuf, StageError> {
-        let out = tempfile::tempdir_in(dir).unwrap().keep();
-        let work = tempfile::tempdir_in(dir).unwrap();
         let mut inputs: Inputs = BTreeMap::new();
         inputs.insert("evals".into(), evals);
         if !trains.is_empty() {
             inputs.insert("trains".into(), trains);
         }
-        let resolve = |_: &str| -> Option<PathBuf> { None };
-        let progress = |_: Progress| {};
-        let ctx = StageCtx {
-            instance: "table",
-            params: &params,
-            inputs: &inputs,
-            out: &out,
-            work: work.path(),
-            downloads: work.path(),
-            project_dir: dir,
-            threads: 1,
-            resolve: &resolve,
-            progress: &progress,
-        };
-        Aggregate.check(&params).map_err(StageError::from)?;
-        Aggregate.run(&ctx)?;
-        Ok(out)
+        crate::stages::testing::run_kind(&Aggregate, &params, &inputs, dir, dir, 1)
     }
 
     fn read(dir: &Path, file: &str) -> String {

@@ -256,6 +256,42 @@ pub fn kind_names() -> Vec<&'static str> {
     registry().iter().map(|k| k.name()).collect()
 }
 
+/// Running a kind in unit tests the way the worker does (check, then run).
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    /// Checks `params`, then runs `kind` into a fresh directory under `dir` (with `dir`
+    /// as project dir and `downloads` for partial downloads); returns the artifact dir.
+    pub fn run_kind(
+        kind: &dyn StageKind,
+        params: &Value,
+        inputs: &Inputs,
+        dir: &Path,
+        downloads: &Path,
+        threads: usize,
+    ) -> Result<PathBuf, StageError> {
+        kind.check(params)?;
+        let out = tempfile::tempdir_in(dir).unwrap().keep();
+        let work = tempfile::tempdir_in(dir).unwrap();
+        let resolve = |_: &str| -> Option<PathBuf> { None };
+        let progress = |_: Progress| {};
+        let ctx = StageCtx {
+            instance: kind.name(),
+            params,
+            inputs,
+            out: &out,
+            work: work.path(),
+            downloads,
+            project_dir: dir,
+            threads,
+            resolve: &resolve,
+            progress: &progress,
+        };
+        kind.run(&ctx).map(|()| out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

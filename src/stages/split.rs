@@ -625,8 +625,6 @@ pub(crate) mod tests {
         digest: &str,
         params: Value,
     ) -> Result<(PathBuf, Dataset), StageError> {
-        let out = tempfile::tempdir_in(dir).unwrap().keep();
-        let work = tempfile::tempdir_in(dir).unwrap();
         let mut inputs: Inputs = BTreeMap::new();
         inputs.insert(
             "data".into(),
@@ -637,22 +635,7 @@ pub(crate) mod tests {
                 matrix: Default::default(),
             }],
         );
-        let resolve = |_: &str| -> Option<PathBuf> { None };
-        let progress = |_: Progress| {};
-        let ctx = StageCtx {
-            instance: "test",
-            params: &params,
-            inputs: &inputs,
-            out: &out,
-            work: work.path(),
-            downloads: work.path(),
-            project_dir: dir,
-            threads: 1,
-            resolve: &resolve,
-            progress: &progress,
-        };
-        kind.check(&params).map_err(StageError::from)?;
-        kind.run(&ctx)?;
+        let out = crate::stages::testing::run_kind(kind, &params, &inputs, dir, dir, 1)?;
         let ds = Dataset::open(&out, &format!("{digest}+{}", kind.name())).unwrap();
         Ok((out, ds))
     }
