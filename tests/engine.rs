@@ -694,3 +694,54 @@ fn publish_dot_puts_files_at_the_top_of_results_and_keeps_other_stages() {
     assert_eq!(t.read("results/exp/a/a.txt"), "a\n");
     assert!(t.exists("results/exp/manifest.json"));
 }
+
+/// Ctrl-C in a terminal sends SIGINT to the whole foreground process group: rst stops its
+/// workers, reports the run as interrupted (exit 130), caches nothing half-done, and keeps
+/// what had finished; the next run computes only the rest.
+#[test]
+fn ctrl_c_stops_workers_keeps_finished_stages_and_exits_130() {
+    let t = TestDir::new();
+    t.write(
+        "p.yaml",
+        r#"
+name: interrupt
+stages:
+  quick:
+    kind: command
+    params: {shell: 'echo quick >> $RST_PROJECT/ran.log; echo q > $RST_OUT/q'}
+  slow:
+    kind: command
+    inputs: {q: quick}
+    params: {shell: 'echo slow >> $RST_PROJECT/ran.log; touch $RST_PROJECT/marker; sleep 2; echo s > $RST_OUT/s'}
+"#,
+    );
+    let mut child = t
+        .command(&["run", "p.yaml"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let pgid = child.id();
+    common::wait_for("the slow stage to start", Duration::from_secs(30), || {
+        t.exists("marker")
+    });
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", "--", &format!("-{pgid}")])
+        .status()
+        .unwrap();
+    assert!(kill.success(), "kill failed");
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // `quick` finished before the interrupt and stays cached; `slow` left no entry.
+    assert!(t.entry_of("quick").is_some());
+    assert!(t.entry_of("slow").is_none());
+    let run = t.ok(&["run", "p.yaml"]);
+    assert_eq!(run.started(), set(&["slow"]));
+    assert_eq!(run.cached(), set(&["quick"]));
+    assert_eq!(t.artifact_file("slow", "s"), "s\n");
+}
