@@ -715,7 +715,7 @@ stages:
     params: {shell: 'echo slow >> $RST_PROJECT/ran.log; touch $RST_PROJECT/marker; sleep 2; echo s > $RST_OUT/s'}
 "#,
     );
-    let mut child = t
+    let child = t
         .command(&["run", "p.yaml"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
