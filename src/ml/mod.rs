@@ -5,6 +5,7 @@ pub mod data;
 pub mod device;
 pub mod evaluate;
 pub mod model;
+pub mod pth;
 pub mod regsl;
 pub mod train;
 
