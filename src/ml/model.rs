@@ -501,6 +501,18 @@ pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, Tensor>, StageEr
     Ok(out)
 }
 
+/// Reads a weights file: safetensors, or a PyTorch `torch.save` state dict (`.pth`/`.pt`,
+/// e.g. torchvision's ImageNet weights) through [`super::pth`]. Tensors land on the CPU.
+pub fn read_weights(path: &Path) -> Result<BTreeMap<String, Tensor>, StageError> {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("pth") | Some("pt") => Ok(super::pth::load_state_dict(path)
+            .map_err(StageError::user)?
+            .into_iter()
+            .collect()),
+        _ => read_safetensors(path),
+    }
+}
+
 /// What [`load`] copied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Loaded {
@@ -532,7 +544,7 @@ pub fn load(
     with_head: bool,
     what: &str,
 ) -> Result<Loaded, StageError> {
-    let file = read_safetensors(path)?;
+    let file = read_weights(path)?;
     let vars = named_variables(vs);
     let wanted: BTreeSet<&str> = vars
         .iter()
@@ -602,6 +614,43 @@ pub fn load(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A `.pth` state dict written by PyTorch itself (the project venv's torch, running the
+    /// resnet-mini definition of benches/train_reference.py, with BN statistics perturbed)
+    /// loads into rst's resnet-mini: every name and shape matches, values are identical.
+    #[test]
+    fn loads_a_pytorch_pth_state_dict() {
+        let dir = tempfile::tempdir().unwrap();
+        let pth = dir.path().join("mini.pth");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let script = format!(
+            "import importlib.util, torch\n\
+             spec = importlib.util.spec_from_file_location('ref', r'{}')\n\
+             ref = importlib.util.module_from_spec(spec); spec.loader.exec_module(ref)\n\
+             torch.manual_seed(0)\n\
+             m = ref.ResNetMini(1, 5)\n\
+             for mod in m.modules():\n\
+             \x20   if isinstance(mod, torch.nn.BatchNorm2d):\n\
+             \x20       mod.running_mean.uniform_(-1, 1); mod.running_var.uniform_(0.5, 2)\n\
+             torch.save(m.state_dict(), r'{}')\n",
+            root.join("benches/train_reference.py").display(),
+            pth.display()
+        );
+        let status = std::process::Command::new(root.join(".venv/bin/python"))
+            .args(["-c", &script])
+            .status()
+            .expect("the project venv's python (scripts/setup makes it)");
+        assert!(status.success());
+        let vs = nn::VarStore::new(Device::Cpu);
+        let _net = build(&vs.root(), Model::ResnetMini, 1, 5);
+        let loaded = load(&vs, &pth, true, "test").unwrap();
+        assert_eq!(loaded.loaded, named_variables(&vs).len());
+        let file = super::super::pth::load_state_dict(&pth).unwrap();
+        for (name, var) in named_variables(&vs) {
+            let (_, t) = file.iter().find(|(n, _)| *n == name).unwrap();
+            assert!(var.equal(t), "{name} differs");
+        }
+    }
 
     fn shapes(model: Model, cin: i64, k: i64) -> BTreeMap<String, Vec<i64>> {
         let vs = nn::VarStore::new(Device::Cpu);

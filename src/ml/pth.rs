@@ -22,7 +22,6 @@
 //! and keep their sizes, strides and storage offset.
 
 // Nothing in the binary calls the loader yet (a later issue wires it in).
-#![cfg_attr(not(test), allow(dead_code))]
 
 use std::collections::HashMap;
 use std::fs::File;

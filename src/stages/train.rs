@@ -7,7 +7,7 @@
 //! inputs: {data: "noisy[rate=${rate}]", init: pretrain}   # init: optional upstream train artifact
 //! params:
 //!   model: resnet-mini            # resnet-mini | resnet18 | resnet34 | resnet50 | resnet101
-//!   weights: null                 # or a local .safetensors file to start from (head dropped)
+//!   weights: null                 # or a local .safetensors / torch.save .pth file to start from (head dropped)
 //!   seed: 1
 //!   epochs: 30
 //!   batch_size: 32
