@@ -14,6 +14,7 @@
 //! `RST_IN_<NAME>_COUNT`, `RST_IN_<NAME>_<i>`, plus `RST_INPUTS` (the path of a JSON file with instance names,
 //! digests and paths). Its stdout and stderr go to the stage log.
 use std::collections::BTreeMap;
+use std::os::fd::AsFd;
 use std::process::Stdio;
 
 use serde::Deserialize;
@@ -82,8 +83,6 @@ impl Params {
     }
 }
 
-const NO_DECLS: &[InputDecl] = &[];
-
 impl StageKind for Command {
     fn name(&self) -> &'static str {
         "command"
@@ -95,7 +94,6 @@ impl StageKind for Command {
         Params::parse(params).map(|_| ())
     }
     fn inputs(&self) -> Option<&'static [InputDecl]> {
-        let _ = NO_DECLS;
         None
     }
     fn local_deps(&self, params: &Value) -> Vec<String> {
@@ -187,5 +185,3 @@ impl StageKind for Command {
         }
     }
 }
-
-use std::os::fd::AsFd;
