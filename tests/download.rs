@@ -5,7 +5,7 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 
-use common::TestDir;
+use common::{idx, TestDir};
 
 /// Serves `body` for any GET on 127.0.0.1; returns the base URL. Stops after `max` requests.
 fn serve(body: Vec<u8>, max: usize) -> String {
@@ -72,15 +72,6 @@ fn http_download_with_mirror_fallback_and_checksums() {
         .assert_no_panic()
         .assert_stderr_contains(&sha256_hex(&body));
     assert!(t2.entries().is_empty());
-}
-
-fn idx(magic: u32, dims: &[u32], data: &[u8]) -> Vec<u8> {
-    let mut v = magic.to_be_bytes().to_vec();
-    for d in dims {
-        v.extend_from_slice(&d.to_be_bytes());
-    }
-    v.extend_from_slice(data);
-    v
 }
 
 #[test]

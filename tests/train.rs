@@ -4,16 +4,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::TestDir;
-
-fn idx(magic: u32, dims: &[u32], data: &[u8]) -> Vec<u8> {
-    let mut v = magic.to_be_bytes().to_vec();
-    for d in dims {
-        v.extend_from_slice(&d.to_be_bytes());
-    }
-    v.extend_from_slice(data);
-    v
-}
+use common::{idx, TestDir};
 
 /// `n` 8x8 images, labels cycling over 3 classes: class c has a bright band over rows
 /// [3c, 3c+2), on a cheap pseudo-random texture.
