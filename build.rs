@@ -4,6 +4,18 @@
 use std::path::Path;
 
 fn main() {
+    // The commit rst is built from, for provenance (absent outside a git checkout).
+    println!("cargo:rerun-if-changed=.git/HEAD");
+    println!("cargo:rerun-if-changed=.git/refs/heads");
+    if let Ok(out) = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+    {
+        let commit = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if out.status.success() && !commit.is_empty() {
+            println!("cargo:rustc-env=RST_GIT_COMMIT={commit}");
+        }
+    }
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
         return;

@@ -745,3 +745,27 @@ stages:
     assert_eq!(run.cached(), set(&["quick"]));
     assert_eq!(t.artifact_file("slow", "s"), "s\n");
 }
+
+/// Each cache entry records how its artifact was computed (outside the key).
+#[test]
+fn entries_record_run_facts() {
+    let t = TestDir::new();
+    t.write(
+        "p.yaml",
+        "name: facts\nstages:\n  a:\n    kind: command\n    threads: 1\n    params: {shell: \"echo hi; echo x > $RST_OUT/x\"}\n",
+    );
+    t.ok(&["run", "p.yaml"]);
+    let e = t.entry_of("a").unwrap();
+    let run = &e["run"];
+    assert!(!run["host"].as_str().unwrap().is_empty(), "{e}");
+    assert_eq!(run["threads"], 1);
+    assert!(run["peak_rss_kib"].as_u64().unwrap() > 0, "{e}");
+    assert!(run["ended_unix"].as_f64().unwrap() >= run["started_unix"].as_f64().unwrap());
+    assert!(
+        run["libtorch"].as_str().unwrap().starts_with("2.13.0"),
+        "{e}"
+    );
+    // The log it names exists and holds the stage's output.
+    let log = t.read(&format!("cache/{}", run["log"].as_str().unwrap()));
+    assert!(log.contains("hi"), "{log}");
+}

@@ -60,6 +60,26 @@ pub struct Entry {
     pub size_bytes: u64,
     pub files: usize,
     pub rst_version: String,
+    #[serde(default)]
+    pub run: RunFacts,
+}
+
+/// How and where an artifact was computed (provenance; never part of the key).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunFacts {
+    pub host: String,
+    pub started_unix: f64,
+    pub ended_unix: f64,
+    pub duration_s: f64,
+    pub threads: usize,
+    /// Peak resident memory of the worker and the programs it ran, in KiB.
+    pub peak_rss_kib: u64,
+    pub rst_version: String,
+    /// The git commit rst was built from, when built from a checkout.
+    pub rst_git_commit: Option<String>,
+    pub libtorch: String,
+    /// The stage's log, relative to the cache root.
+    pub log: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -265,7 +285,7 @@ impl Store {
         pipeline: &str,
         instance: &str,
         record: KeyRecord,
-        duration_s: f64,
+        run: RunFacts,
     ) -> Result<Entry, StoreError> {
         let artifact = digest::digest_path(&staging.out)?;
         let (size_bytes, files) = dir_size(&staging.out);
@@ -300,10 +320,11 @@ impl Store {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs_f64())
                 .unwrap_or(0.0),
-            duration_s,
+            duration_s: run.duration_s,
             size_bytes,
             files,
             rst_version: env!("CARGO_PKG_VERSION").to_string(),
+            run,
         };
         let path = self.entry_path(key);
         fs::create_dir_all(path.parent().unwrap()).map_err(io(&path))?;
@@ -453,7 +474,9 @@ mod tests {
         let _lock = store.lock(&key, || {}).unwrap();
         let st = store.staging(&key).unwrap();
         fs::write(st.out.join("a.txt"), "hello").unwrap();
-        let e = store.publish(st, &key, "p", "s", record(), 0.1).unwrap();
+        let e = store
+            .publish(st, &key, "p", "s", record(), RunFacts::default())
+            .unwrap();
         assert_eq!(store.entry(&key).unwrap().artifact, e.artifact);
         assert_eq!(
             fs::read_to_string(store.object_path(&e.artifact).join("a.txt")).unwrap(),
@@ -482,7 +505,9 @@ mod tests {
         let store = Store::open(d.path()).unwrap();
         let key = record().key();
         let st = store.staging(&key).unwrap();
-        let e = store.publish(st, &key, "p", "s", record(), 0.0).unwrap();
+        let e = store
+            .publish(st, &key, "p", "s", record(), RunFacts::default())
+            .unwrap();
         store.set_ref("p", "s", &key).unwrap();
         assert_eq!(store.last_entry("p", "s").unwrap().artifact, e.artifact);
         assert!(store.last_entry("p", "other").is_none());

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::{Job, WorkerEvent};
-use crate::cache::store::Store;
+use crate::cache::store::{RunFacts, Store};
 use crate::stages::{self, InputArtifact, Inputs, Progress, StageCtx, StageError, StageKind};
 
 fn emit(ev: &WorkerEvent) {
@@ -18,6 +18,33 @@ fn emit(ev: &WorkerEvent) {
         serde_json::to_string(ev).expect("event serialises")
     );
     let _ = out.flush();
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Peak resident memory of this worker and of the programs it waited for (KiB).
+fn peak_rss_kib() -> u64 {
+    let max_rss = |who| {
+        // SAFETY: getrusage only writes into the zeroed struct we pass.
+        let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+        if unsafe { libc::getrusage(who, &mut u) } == 0 {
+            u.ru_maxrss.max(0) as u64
+        } else {
+            0
+        }
+    };
+    max_rss(libc::RUSAGE_SELF).max(max_rss(libc::RUSAGE_CHILDREN))
 }
 
 /// Runs the job; returns the process exit code (0 done, 1 failed). `kinds` supplies the
@@ -130,6 +157,7 @@ fn compute(job: &Job, kinds: &[&dyn StageKind]) -> Result<WorkerEvent, StageErro
         progress: &progress,
     };
     let t0 = Instant::now();
+    let started_unix = unix_now();
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| kind.run(&ctx)))
         .unwrap_or_else(|panic| {
             let msg = panic
@@ -151,7 +179,18 @@ fn compute(job: &Job, kinds: &[&dyn StageKind]) -> Result<WorkerEvent, StageErro
                     &job.pipeline,
                     &job.instance,
                     job.record.clone(),
-                    duration_s,
+                    RunFacts {
+                        host: host_name(),
+                        started_unix,
+                        ended_unix: unix_now(),
+                        duration_s,
+                        threads: job.threads.max(1),
+                        peak_rss_kib: peak_rss_kib(),
+                        rst_version: env!("CARGO_PKG_VERSION").to_string(),
+                        rst_git_commit: option_env!("RST_GIT_COMMIT").map(str::to_string),
+                        libtorch: env!("RST_LIBTORCH_VERSION").to_string(),
+                        log: format!("logs/{}.log", job.key),
+                    },
                 )
                 .map_err(|e| StageError::internal(format!("cannot publish the artifact: {e}")))?;
             Ok(WorkerEvent::Done {
