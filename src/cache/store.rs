@@ -230,6 +230,11 @@ impl Store {
         (entry.key == key && self.object_path(&entry.artifact).is_dir()).then_some(entry)
     }
 
+    /// Forgets the entry for `key` (`--force`); its artifact stays until `gc`.
+    pub fn remove_entry(&self, key: &str) {
+        let _ = fs::remove_file(self.entry_path(key));
+    }
+
     /// Takes the exclusive lock for `key`, blocking. `on_wait` is called once if another
     /// process holds it.
     pub fn lock(&self, key: &str, on_wait: impl FnOnce()) -> Result<KeyLock, StoreError> {

@@ -24,14 +24,8 @@ impl LocalExecutor {
         })
     }
 
-    /// Kills every running worker (Ctrl-C). Their staging dirs are cleaned by the next run.
-    pub fn kill_all(&self) {
-        for (_, child) in self.children.lock().unwrap().iter() {
-            let _ = child.lock().unwrap().kill();
-        }
-    }
-
-    /// A handle the Ctrl-C handler can use.
+    /// What the Ctrl-C handler calls: kills every running worker. Their staging dirs are
+    /// cleaned by the next run of the same key.
     pub fn killer(&self) -> impl Fn() + Send + 'static {
         let children = self.children.clone();
         move || {

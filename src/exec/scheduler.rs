@@ -201,7 +201,7 @@ pub fn run(
                     threads: inst.threads.min(jobs),
                 };
                 if forced[i] {
-                    remove_entry(store, &key);
+                    store.remove_entry(&key);
                 }
                 let job_file = jobs_dir.join(format!("{key}.{}.json", std::process::id()));
                 write_atomic(
@@ -332,13 +332,4 @@ fn release(
             frontier.push_back(c);
         }
     }
-}
-
-fn remove_entry(store: &Store, key: &str) {
-    let path = store
-        .root()
-        .join("entries")
-        .join(&key[..2])
-        .join(format!("{key}.json"));
-    let _ = std::fs::remove_file(path);
 }
