@@ -37,6 +37,9 @@ pub enum Cmd {
         /// Keep running independent branches after a stage fails.
         #[arg(long)]
         keep_going: bool,
+        /// Use files from the network that no sha256 pins (trust on first use; the log prints the digest to pin).
+        #[arg(long)]
+        accept_new_checksums: bool,
     },
     /// Show every stage instance: cached, or stale and why.
     Status {

@@ -17,7 +17,15 @@ fn main() {
             jobs,
             force,
             keep_going,
-        } => commands::run(&p, jobs, force, keep_going),
+            accept_new_checksums,
+        } => {
+            if accept_new_checksums {
+                // Read by `download` stages in the worker processes this run starts (set
+                // before any thread exists).
+                std::env::set_var(rst::stages::download::ACCEPT_NEW_CHECKSUMS_ENV, "1");
+            }
+            commands::run(&p, jobs, force, keep_going)
+        }
         Cmd::Status { p, json } => commands::status(&p, json),
         Cmd::Graph { p, format } => commands::graph(&p, format),
         Cmd::Check { p } => commands::check(&p),

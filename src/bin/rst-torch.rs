@@ -34,8 +34,14 @@ fn main() {
                 std::process::exit(2);
             }
         }
+        Some("bench-loader") => {
+            if let Err(e) = ml::bench::bench_loader(&args[1..]) {
+                eprintln!("error: {e}");
+                std::process::exit(2);
+            }
+        }
         _ => {
-            eprintln!("usage: rst-torch probe | rst-torch worker JOB | rst-torch bench-epoch [--n N] [--batch B] [--epochs E] [--threads T]");
+            eprintln!("usage: rst-torch probe | rst-torch worker JOB | rst-torch bench-epoch [--n N] [--batch B] [--epochs E] [--threads T] | rst-torch bench-loader [--n N] [--height H] [--width W] [--size S] [--batch B] [--threads T]");
             std::process::exit(2);
         }
     }

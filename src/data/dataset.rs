@@ -117,6 +117,57 @@ impl Images {
         }
     }
 
+    /// The images at `rows`, in that order (rows must be in range).
+    pub fn select(&self, rows: &[usize]) -> Images {
+        match self {
+            Images::Fixed { shape, data } => {
+                let size = shape.iter().product::<usize>();
+                let mut out = Vec::with_capacity(rows.len() * size);
+                for &r in rows {
+                    out.extend_from_slice(&data[r * size..(r + 1) * size]);
+                }
+                Images::Fixed {
+                    shape: *shape,
+                    data: out,
+                }
+            }
+            Images::Variable { .. } => Images::from_list(
+                rows.iter()
+                    .map(|&r| {
+                        let (s, b) = self.get(r);
+                        (s, b.to_vec())
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    /// The common shape `[H, W, C]`, when every image has it.
+    pub fn fixed_shape(&self) -> Option<[usize; 3]> {
+        match self {
+            Images::Fixed { shape, .. } => Some(*shape),
+            Images::Variable { shapes, .. } => {
+                let first = shapes.first()?;
+                shapes.iter().all(|s| s == first).then_some(*first)
+            }
+        }
+    }
+
+    /// Channels per pixel (the last axis; 0 for no images).
+    pub fn channels(&self) -> usize {
+        match self {
+            Images::Fixed { shape, .. } => shape[2],
+            Images::Variable { shapes, .. } => shapes.first().map_or(0, |s| s[2]),
+        }
+    }
+
+    /// All pixel bytes, image after image.
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Images::Fixed { data, .. } | Images::Variable { data, .. } => data,
+        }
+    }
+
     /// Builds the storage form from a list of decoded images (shape, bytes).
     pub fn from_list(images: Vec<([usize; 3], Vec<u8>)>) -> Images {
         let fixed = images.first().map(|f| f.0);

@@ -178,10 +178,12 @@ pub fn decode_rgb(path: &Path) -> Result<Decoded, String> {
     Ok(([h as usize, w as usize, 3], rgb.into_raw()))
 }
 
-/// Decodes `paths` on a pool of `threads` threads, in order; `done` is called after each.
+/// Decodes `paths` on a pool of `threads` threads, in order, each resized so its shorter
+/// side is `resize` when given; `done` is called after each.
 pub fn decode_all(
     paths: &[&Path],
     threads: usize,
+    resize: Option<usize>,
     done: &(dyn Fn() + Sync),
 ) -> Result<Vec<Result<Decoded, String>>, StageError> {
     let pool = rayon::ThreadPoolBuilder::new()
@@ -193,7 +195,13 @@ pub fn decode_all(
         paths
             .par_iter()
             .map(|p| {
-                let r = decode_rgb(p);
+                let r = decode_rgb(p).map(|([h, w, c], px)| match resize {
+                    Some(short) => {
+                        let (h, w, px) = crate::data::transform::resize_shorter(px, h, w, short);
+                        ([h, w, c], px)
+                    }
+                    None => ([h, w, c], px),
+                });
                 done();
                 r
             })

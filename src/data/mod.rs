@@ -4,3 +4,8 @@ pub mod dataset;
 pub mod fetch;
 pub mod idx;
 pub mod imagefolder;
+pub mod layouts;
+pub mod matfile;
+#[doc(hidden)]
+pub mod miniature;
+pub mod transform;

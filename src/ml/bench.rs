@@ -13,24 +13,29 @@ use rst::stages::train::TrainParams;
 fn random_split(n: usize, k: usize, size: usize, seed: u64) -> RawSplit {
     let mut rng = Prng::new(seed, "bench");
     RawSplit {
-        shape: [size, size, 1],
-        pixels: (0..n * size * size).map(|_| rng.below(256) as u8).collect(),
+        images: rst::data::dataset::Images::Fixed {
+            shape: [size, size, 1],
+            data: (0..n * size * size).map(|_| rng.below(256) as u8).collect(),
+        },
         labels: (0..n).map(|_| rng.below(k as u64) as i64).collect(),
         clean: None,
     }
 }
 
+/// The number after flag `name` in `args`, or `default`.
+fn arg(args: &[String], name: &str, default: usize) -> Result<usize, String> {
+    match args.iter().position(|a| a == name) {
+        Some(i) => args
+            .get(i + 1)
+            .and_then(|v| v.parse().ok())
+            .ok_or(format!("{name} needs a number")),
+        None => Ok(default),
+    }
+}
+
 /// Runs `epochs + 1` epochs (the first a warm-up) and prints the best epoch's images/s.
 pub fn bench_epoch(args: &[String]) -> Result<(), String> {
-    let get = |name: &str, default: usize| -> Result<usize, String> {
-        match args.iter().position(|a| a == name) {
-            Some(i) => args
-                .get(i + 1)
-                .and_then(|v| v.parse().ok())
-                .ok_or(format!("{name} needs a number")),
-            None => Ok(default),
-        }
-    };
+    let get = |name: &str, default: usize| arg(args, name, default);
     let (n, batch, epochs, threads) = (
         get("--n", 900)?,
         get("--batch", 32)?,
@@ -74,6 +79,33 @@ pub fn bench_epoch(args: &[String]) -> Result<(), String> {
     println!(
         "{}",
         json!({"images_per_s": n as f64 / best, "epoch_s": best, "epochs_timed": times.len() - 1, "threads": threads})
+    );
+    Ok(())
+}
+
+/// The ImageNet training loader alone (RandomResizedCrop + flip from decoded images to u8
+/// batches; no model): prints `{"images_per_s": ...}` for synthetic `height × width`
+/// images (default 256 × 341, a 4:3 photo after `download`'s resize to 256).
+pub fn bench_loader(args: &[String]) -> Result<(), String> {
+    let get = |name: &str, default: usize| arg(args, name, default);
+    let threads = get("--threads", 2)?;
+    let (n, h, w, size, batch) = (
+        get("--n", 1024)?,
+        get("--height", 256)?,
+        get("--width", 341)?,
+        get("--size", 224)?,
+        get("--batch", 32)?,
+    );
+    // The loader's producer thread uses the global pool, as in a worker (RAYON_NUM_THREADS).
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()
+        .map_err(|e| e.to_string())?;
+    let ips = super::imagenet::loader_images_per_s(n, h, w, size, batch, 3);
+    println!(
+        "{}",
+        json!({"images_per_s": ips, "n": n, "height": h, "width": w, "size": size,
+               "batch": batch, "threads": threads})
     );
     Ok(())
 }

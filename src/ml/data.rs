@@ -24,10 +24,8 @@ pub struct Normalisation {
 /// One split's raw pixels and labels.
 #[derive(Debug, Clone)]
 pub struct RawSplit {
-    /// `[H, W, C]`.
-    pub shape: [usize; 3],
-    /// `N·H·W·C` bytes, image after image, HWC order.
-    pub pixels: Vec<u8>,
+    /// The split's images (HWC u8), in the split's order.
+    pub images: Images,
     /// The labels as the dataset gives them (noisy for a noise view's train split).
     pub labels: Vec<i64>,
     /// The labels before noise, when the dataset records them.
@@ -77,35 +75,19 @@ pub fn load_split(
             ds.splits.keys().cloned().collect::<Vec<_>>().join(", ")
         ))
     })?;
-    let Some(shape) = ds.meta.image_shape else {
-        return Err(StageError::user(format!(
-            "input `{name}` has images of different sizes; training on them needs the ImageNet \
-             transforms (RandomResizedCrop 224 / Resize 256 + CenterCrop), which come with the \
-             Indoor issue"
-        )));
-    };
     let (source, rows) = ds.base_rows(split).expect("split exists");
     let images = dataset::load_images(base, &source)
         .map_err(|e| StageError::user(format!("input `{name}`: {e}")))?;
-    let Images::Fixed {
-        shape: img_shape,
-        data,
-    } = images
-    else {
-        return Err(StageError::user(format!(
-            "input `{name}`: split `{source}` has images of different sizes (ImageNet \
-             transforms come with the Indoor issue)"
-        )));
-    };
-    if img_shape != shape {
-        return Err(StageError::user(format!(
-            "input `{name}`: split `{source}` has images of shape {img_shape:?}, dataset.json \
-             says {shape:?}"
-        )));
+    if let (Some(shape), Some(found)) = (ds.meta.image_shape, images.fixed_shape()) {
+        if shape != found {
+            return Err(StageError::user(format!(
+                "input `{name}`: split `{source}` has images of shape {found:?}, dataset.json \
+                 says {shape:?}"
+            )));
+        }
     }
-    let size: usize = shape.iter().product();
-    let n_base = data.len() / size.max(1);
-    let mut pixels = Vec::with_capacity(rows.len() * size);
+    let n_base = images.len();
+    let mut picked = Vec::with_capacity(rows.len());
     for &r in &rows {
         let r = usize::try_from(r)
             .ok()
@@ -116,8 +98,13 @@ pub fn load_split(
                  {n_base} images"
                 ))
             })?;
-        pixels.extend_from_slice(&data[r * size..(r + 1) * size]);
+        picked.push(r);
     }
+    let images = if picked.len() == n_base && picked.iter().enumerate().all(|(i, &r)| i == r) {
+        images
+    } else {
+        images.select(&picked)
+    };
     let k = ds.num_classes() as i64;
     for l in labels
         .labels
@@ -131,8 +118,7 @@ pub fn load_split(
         }
     }
     Ok(RawSplit {
-        shape,
-        pixels,
+        images,
         labels: labels.labels.clone(),
         clean: labels.clean_labels.clone(),
     })
@@ -141,16 +127,17 @@ pub fn load_split(
 /// The population mean and std per channel of `raw`'s pixels / 255, from exact integer
 /// sums (independent of threads and order). A constant channel gets std 1.
 pub fn compute_normalisation(raw: &RawSplit) -> Normalisation {
-    let c = raw.shape[2];
+    let c = raw.images.channels();
     let mut sum = vec![0u128; c];
     let mut sumsq = vec![0u128; c];
-    for px in raw.pixels.chunks_exact(c) {
+    let pixels = raw.images.bytes();
+    for px in pixels.chunks_exact(c.max(1)) {
         for (ch, &v) in px.iter().enumerate() {
             sum[ch] += v as u128;
             sumsq[ch] += (v as u128) * (v as u128);
         }
     }
-    let count = (raw.pixels.len() / c.max(1)).max(1) as f64;
+    let count = (pixels.len() / c.max(1)).max(1) as f64;
     let mut mean = Vec::with_capacity(c);
     let mut std = Vec::with_capacity(c);
     for ch in 0..c {
@@ -170,11 +157,12 @@ fn channel_tensor(v: &[f64], device: Device) -> Tensor {
         .to_device(device)
 }
 
-/// `raw`'s images as a normalised float tensor `[N, C, H, W]` on `device`.
-pub fn to_tensor(raw: &RawSplit, norm: &Normalisation, device: Device) -> Tensor {
-    let [h, w, c] = raw.shape;
-    let n = raw.len() as i64;
-    let x = Tensor::from_data_size(&raw.pixels, &[n, h as i64, w as i64, c as i64], Kind::Uint8)
+/// Images of one size `[H, W, C]` (`pixels` holds N of them, HWC u8) as a normalised float
+/// tensor `[N, C, H, W]` on `device`.
+pub fn to_tensor(shape: [usize; 3], pixels: &[u8], norm: &Normalisation, device: Device) -> Tensor {
+    let [h, w, c] = shape;
+    let n = (pixels.len() / (h * w * c).max(1)) as i64;
+    let x = Tensor::from_data_size(pixels, &[n, h as i64, w as i64, c as i64], Kind::Uint8)
         .to_device(device)
         .permute([0, 3, 1, 2])
         .to_kind(Kind::Float)
@@ -182,6 +170,67 @@ pub fn to_tensor(raw: &RawSplit, norm: &Normalisation, device: Device) -> Tensor
     let mean = channel_tensor(&norm.mean, device);
     let std = channel_tensor(&norm.std, device);
     ((x - mean) / std).contiguous()
+}
+
+/// A split ready for eval-mode batches.
+pub enum EvalSet {
+    /// Normalised floats `[N, C, H, W]` on the device.
+    Float(Tensor),
+    /// u8 `[N, H, W, 3]` on the device, converted and normalised per batch.
+    Bytes {
+        x: Tensor,
+        norm: super::imagenet::DeviceNorm,
+    },
+}
+
+impl EvalSet {
+    /// The number of images.
+    pub fn count(&self) -> i64 {
+        match self {
+            EvalSet::Float(x) | EvalSet::Bytes { x, .. } => x.size()[0],
+        }
+    }
+
+    /// Images `start..start + len`, normalised, `[len, C, H, W]`.
+    pub fn batch(&self, start: i64, len: i64) -> Tensor {
+        match self {
+            EvalSet::Float(x) => x.narrow(0, start, len),
+            EvalSet::Bytes { x, norm } => norm.apply(&x.narrow(0, start, len)),
+        }
+    }
+}
+
+/// `raw`'s images for evaluation: with `imagenet = Some((resize, size))` through
+/// Resize + CenterCrop (any image sizes), else as they are (one size required).
+pub fn eval_set(
+    raw: &RawSplit,
+    norm: &Normalisation,
+    imagenet: Option<(usize, usize)>,
+    device: Device,
+) -> Result<EvalSet, StageError> {
+    match imagenet {
+        Some((resize, size)) => {
+            let bytes = super::imagenet::eval_bytes(&raw.images, resize, size);
+            Ok(EvalSet::Bytes {
+                x: super::imagenet::bytes_tensor(&bytes, size).to_device(device),
+                norm: super::imagenet::DeviceNorm::new(norm, device),
+            })
+        }
+        None => {
+            let shape = raw.images.fixed_shape().ok_or_else(|| {
+                StageError::user(
+                    "the images have different sizes: the model must be trained with \
+                     `augment: {imagenet: true}` to evaluate on them",
+                )
+            })?;
+            Ok(EvalSet::Float(to_tensor(
+                shape,
+                raw.images.bytes(),
+                norm,
+                device,
+            )))
+        }
+    }
 }
 
 /// Random crop after zero padding and horizontal flip, applied to a normalised batch.
@@ -276,8 +325,10 @@ mod tests {
     fn raw(shape: [usize; 3], pixels: Vec<u8>) -> RawSplit {
         let n = pixels.len() / shape.iter().product::<usize>();
         RawSplit {
-            shape,
-            pixels,
+            images: Images::Fixed {
+                shape,
+                data: pixels,
+            },
             labels: vec![0; n],
             clean: None,
         }
@@ -291,7 +342,7 @@ mod tests {
         assert_eq!(n.mean, vec![0.5, 0.2]);
         assert_eq!(n.std[0], 0.5);
         assert_eq!(n.std[1], 1.0, "constant channel");
-        let t = to_tensor(&r, &n, Device::Cpu);
+        let t = to_tensor([1, 2, 2], r.images.bytes(), &n, Device::Cpu);
         assert_eq!(t.size(), vec![2, 2, 1, 2]);
         let v: Vec<f32> = Vec::try_from(t.flatten(0, -1)).unwrap();
         // image 0: ch0 = [-1, 1], ch1 = [0, 0]; image 1 same.

@@ -5,12 +5,13 @@
 //! Artifact: `metrics.json` — [`Metrics`]: top-1 and top-3 accuracy (fractions in [0, 1]),
 //! per-class accuracy (null for a class without samples), the confusion matrix (rows: true
 //! class, columns: predicted), against the split's clean labels when the dataset records
-//! them (`labels: "clean"`), else its labels (`labels: "given"`).
+//! them (`labels: "clean"`), else its labels (`labels: "given"`). With `predictions: true`
+//! also `predictions.json` (the argmax class per image, for correlated noise).
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tch::nn;
 
-use rst::stages::train::{EvalParams, WhichWeights, EVALUATE};
+use rst::stages::train::{EvalParams, Predictions, WhichWeights, EVALUATE, PREDICTIONS_FILE};
 use rst::stages::{InputDecl, ParamError, Progress, StageCtx, StageError, StageKind};
 
 use super::train::{self, ModelMeta};
@@ -94,10 +95,12 @@ fn run(ctx: &StageCtx<'_>) -> Result<(), StageError> {
             ds.num_classes()
         )));
     }
-    if raw.shape[2] != meta.in_channels {
+    let imagenet = meta.transform.as_ref().map(|t| (t.resize, t.size));
+    if imagenet.is_none() && raw.images.channels() != meta.in_channels {
         return Err(StageError::user(format!(
             "{what} takes images with {} channels, input `data` has {}",
-            meta.in_channels, raw.shape[2]
+            meta.in_channels,
+            raw.images.channels()
         )));
     }
     let (file, weights) = match p.weights {
@@ -112,7 +115,7 @@ fn run(ctx: &StageCtx<'_>) -> Result<(), StageError> {
         meta.num_classes as i64,
     );
     model::load(&vs, &model_input.path.join(file), true, &what)?;
-    let x = data::to_tensor(&raw, &meta.normalisation, dev);
+    let x = data::eval_set(&raw, &meta.normalisation, imagenet, dev)?;
     let mut tick = |done: usize, total: usize| {
         (ctx.progress)(Progress {
             pos: done as u64,
@@ -150,6 +153,29 @@ fn run(ctx: &StageCtx<'_>) -> Result<(), StageError> {
         top3,
         raw.len()
     ));
+    if p.predictions {
+        let predicted = flat
+            .chunks_exact(k.max(1))
+            .map(|row| {
+                let mut best = 0;
+                for (j, v) in row.iter().enumerate() {
+                    if *v > row[best] {
+                        best = j;
+                    }
+                }
+                best as i64
+            })
+            .collect();
+        let preds = Predictions {
+            split: p.split.clone(),
+            weights: weights.into(),
+            num_classes: k,
+            predicted,
+        };
+        let path = ctx.out.join(PREDICTIONS_FILE);
+        let text = serde_json::to_string(&preds).expect("serialises") + "\n";
+        std::fs::write(&path, text).map_err(|e| StageError::io(path.display(), e))?;
+    }
     let path = ctx.out.join(METRICS_FILE);
     let text = serde_json::to_string_pretty(&metrics).expect("serialises") + "\n";
     std::fs::write(&path, text).map_err(|e| StageError::io(path.display(), e))

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod data;
 pub mod device;
 pub mod evaluate;
+pub mod imagenet;
 pub mod model;
 pub mod pth;
 pub mod regsl;

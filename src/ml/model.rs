@@ -504,12 +504,23 @@ pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, Tensor>, StageEr
 /// Reads a weights file: safetensors, or a PyTorch `torch.save` state dict (`.pth`/`.pt`,
 /// e.g. torchvision's ImageNet weights) through [`super::pth`]. Tensors land on the CPU.
 pub fn read_weights(path: &Path) -> Result<BTreeMap<String, Tensor>, StageError> {
-    match path.extension().and_then(|e| e.to_str()) {
-        Some("pth") | Some("pt") => Ok(super::pth::load_state_dict(path)
+    // By content, not by name: a `torch.save` file is a zip archive; anything else is read
+    // as safetensors (whose own checks name what is wrong).
+    let mut magic = [0u8; 4];
+    let is_zip = std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+        .is_ok()
+        && &magic == b"PK\x03\x04";
+    let legacy_name = matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("pth") | Some("pt")
+    );
+    match is_zip || legacy_name {
+        true => Ok(super::pth::load_state_dict(path)
             .map_err(StageError::user)?
             .into_iter()
             .collect()),
-        _ => read_safetensors(path),
+        false => read_safetensors(path),
     }
 }
 

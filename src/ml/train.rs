@@ -37,12 +37,16 @@ use serde_json::Value;
 use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
+use std::sync::Arc;
+
+use rst::data::dataset::Images;
+use rst::data::transform::RandomResizedCrop;
 use rst::prng::Prng;
 use rst::stages::train::{OptimizerKind, TrainParams, TRAIN};
 use rst::stages::{InputDecl, ParamError, Progress, StageCtx, StageError, StageKind};
 
 use super::data::{self, Normalisation, RawSplit};
-use super::{device, model, regsl};
+use super::{device, imagenet, model, regsl};
 
 pub const MODEL_FILE: &str = "model.json";
 pub const BEST_FILE: &str = "best.safetensors";
@@ -68,6 +72,90 @@ pub struct ModelMeta {
     pub image_shape: [usize; 3],
     /// Applied to pixels / 255 before the model.
     pub normalisation: Normalisation,
+    /// How evaluation turns an image of any size into `image_shape` (ImageNet runs);
+    /// absent: images are used as they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transform: Option<EvalTransform>,
+}
+
+/// The evaluation transform of an ImageNet-style model: Resize(`resize`) + CenterCrop(`size`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalTransform {
+    pub kind: String,
+    pub resize: usize,
+    pub size: usize,
+}
+
+/// Where training batches come from.
+enum TrainSource {
+    /// Fixed-size images as one normalised tensor on the device; pad-crop/flip on it.
+    Small { x: Tensor, augment: data::Augment },
+    /// Images of any size; RandomResizedCrop + flip per sample on CPU threads.
+    Imagenet {
+        images: Arc<Images>,
+        transform: RandomResizedCrop,
+        norm: imagenet::DeviceNorm,
+    },
+}
+
+/// The batches of one epoch, in order.
+enum Batches<'a> {
+    Small {
+        x: &'a Tensor,
+        augment: &'a data::Augment,
+        rng: Box<Prng>,
+    },
+    Imagenet {
+        loader: imagenet::EpochBatches,
+        norm: &'a imagenet::DeviceNorm,
+    },
+}
+
+impl TrainSource {
+    fn epoch(&self, order: &[usize], batch: usize, seed: u64, epoch: usize) -> Batches<'_> {
+        match self {
+            TrainSource::Small { x, augment } => Batches::Small {
+                x,
+                augment,
+                rng: Box::new(data::augment_rng(seed, epoch)),
+            },
+            TrainSource::Imagenet {
+                images,
+                transform,
+                norm,
+            } => Batches::Imagenet {
+                loader: imagenet::EpochBatches::start(
+                    images.clone(),
+                    order.to_vec(),
+                    batch,
+                    *transform,
+                    seed,
+                    epoch,
+                ),
+                norm,
+            },
+        }
+    }
+}
+
+impl Batches<'_> {
+    /// The input tensor of the next batch, whose samples are `chunk` (the next chunk of
+    /// the epoch's order).
+    fn next(&mut self, chunk: &[usize]) -> Tensor {
+        match self {
+            Batches::Small { x, augment, rng } => {
+                let idx: Vec<i64> = chunk.iter().map(|&i| i as i64).collect();
+                let idx_t = Tensor::from_slice(&idx).to_device(x.device());
+                augment.apply(&x.index_select(0, &idx_t), rng)
+            }
+            Batches::Imagenet { loader, norm } => {
+                let bytes = loader
+                    .next_batch()
+                    .expect("the loader yields one batch per chunk");
+                norm.apply(&bytes)
+            }
+        }
+    }
 }
 
 impl ModelMeta {
@@ -200,7 +288,7 @@ fn to_vec_i64(t: &Tensor) -> Vec<i64> {
 }
 
 /// Eval-mode predictions (argmax) of `net` on `x`, `batch` images at a time.
-pub fn predict(net: &model::ResNet, x: &Tensor, batch: usize) -> Vec<i64> {
+pub fn predict(net: &model::ResNet, x: &data::EvalSet, batch: usize) -> Vec<i64> {
     let logits = logits(net, x, batch, &mut |_, _| {});
     to_vec_i64(&logits.argmax(-1, false))
 }
@@ -209,11 +297,11 @@ pub fn predict(net: &model::ResNet, x: &Tensor, batch: usize) -> Vec<i64> {
 /// batch.
 pub fn logits(
     net: &model::ResNet,
-    x: &Tensor,
+    x: &data::EvalSet,
     batch: usize,
     tick: &mut dyn FnMut(usize, usize),
 ) -> Tensor {
-    let n = x.size()[0];
+    let n = x.count();
     let batch = batch.max(1) as i64;
     let total = (n + batch - 1) / batch;
     tch::no_grad(|| {
@@ -222,7 +310,7 @@ pub fn logits(
         while start < n {
             let len = batch.min(n - start);
             out.push(
-                net.forward_t(&x.narrow(0, start, len), false)
+                net.forward_t(&x.batch(start, len), false)
                     .to_device(Device::Cpu),
             );
             start += len;
@@ -254,12 +342,6 @@ pub fn train(
         normalisation,
         init,
     } = inputs;
-    if p.augment.imagenet {
-        return Err(StageError::user(
-            "augment.imagenet (RandomResizedCrop 224 + flip, eval Resize 256 + CenterCrop 224) \
-             is not implemented yet: the ImageNet transforms come with the Indoor issue",
-        ));
-    }
     let n = train.len();
     if n == 0 {
         return Err(StageError::user(format!(
@@ -274,13 +356,30 @@ pub fn train(
         )));
     }
     let num_classes = classes.len();
-    let [h, w, c] = train.shape;
-    if val.shape != train.shape {
-        return Err(StageError::user(format!(
-            "splits `{}` and `{}` have images of different shapes ({:?} and {:?})",
-            p.train_split, p.val_split, train.shape, val.shape
-        )));
-    }
+    let imagenet = p.augment.imagenet_settings();
+    let [h, w, c] = match imagenet {
+        Some(s) => [s.size, s.size, 3],
+        None => {
+            let fixed = |raw: &RawSplit, name: &str| {
+                raw.images.fixed_shape().ok_or_else(|| {
+                    StageError::user(format!(
+                        "split `{name}` has images of different sizes: use `augment: {{imagenet: \
+                         true}}` (RandomResizedCrop / CenterCrop to one size)"
+                    ))
+                })
+            };
+            let shape = fixed(&train, &p.train_split)?;
+            let val_shape = fixed(&val, &p.val_split)?;
+            if val_shape != shape {
+                return Err(StageError::user(format!(
+                    "splits `{}` and `{}` have images of different shapes ({shape:?} and \
+                     {val_shape:?})",
+                    p.train_split, p.val_split
+                )));
+            }
+            shape
+        }
+    };
     if normalisation.mean.len() != c || normalisation.std.len() != c {
         return Err(StageError::user(format!(
             "the normalisation has {} channels but the images have {c}",
@@ -328,9 +427,51 @@ pub fn train(
     }
     .map_err(|e| StageError::internal(format!("cannot build the optimizer: {e}")))?;
 
-    let x_train = data::to_tensor(&train, &normalisation, dev);
-    let x_val = data::to_tensor(&val, &normalisation, dev);
-    let augment = data::Augment::new(p.augment.crop_padding, p.augment.flip, &normalisation, dev);
+    let t_data = Instant::now();
+    let x_val = data::eval_set(
+        &val,
+        &normalisation,
+        imagenet.map(|s| (s.resize, s.size)),
+        dev,
+    )?;
+    let source = match imagenet {
+        Some(s) => TrainSource::Imagenet {
+            images: Arc::new(train.images),
+            transform: RandomResizedCrop {
+                size: s.size,
+                scale: s.scale,
+                ratio: s.ratio,
+                flip: s.flip,
+            },
+            norm: imagenet::DeviceNorm::new(&normalisation, dev),
+        },
+        None => TrainSource::Small {
+            x: data::to_tensor([h, w, c], train.images.bytes(), &normalisation, dev),
+            augment: data::Augment::new(
+                p.augment.crop_padding,
+                p.augment.flip,
+                &normalisation,
+                dev,
+            ),
+        },
+    };
+    log(&format!(
+        "data ready in {:.2}s ({})",
+        t_data.elapsed().as_secs_f64(),
+        match imagenet {
+            Some(s) => format!(
+                "ImageNet transforms: train RandomResizedCrop {} scale {:?} ratio {:?}{}, eval \
+                 Resize {} + CenterCrop {}",
+                s.size,
+                s.scale,
+                s.ratio,
+                if s.flip { " + flip" } else { "" },
+                s.resize,
+                s.size
+            ),
+            None => format!("{h}x{w}x{c} tensors on the device"),
+        }
+    ));
     let vars = model::named_variables(&vs);
     let mut labels = train.labels.clone();
     let clean = train.clean.clone();
@@ -349,7 +490,7 @@ pub fn train(
     for epoch in 1..=p.epochs {
         let t0 = Instant::now();
         let order = data::epoch_order(p.seed, epoch, n);
-        let mut rng = data::augment_rng(p.seed, epoch);
+        let mut inputs = source.epoch(&order, p.batch_size, p.seed, epoch);
         let correct = self_label
             .as_ref()
             .filter(|s| epoch >= s.correct_epoch)
@@ -362,9 +503,7 @@ pub fn train(
         let mut hits_clean = 0usize;
         let mut changed = 0i64;
         for (bi, chunk) in order.chunks(p.batch_size).enumerate() {
-            let idx: Vec<i64> = chunk.iter().map(|&i| i as i64).collect();
-            let idx_t = Tensor::from_slice(&idx).to_device(dev);
-            let x = augment.apply(&x_train.index_select(0, &idx_t), &mut rng);
+            let x = inputs.next(chunk);
             let mut y_vec: Vec<i64> = chunk.iter().map(|&i| labels[i]).collect();
             let mut y = Tensor::from_slice(&y_vec).to_device(dev);
             let out = net.forward_t(&x, true);
@@ -515,6 +654,11 @@ pub fn train(
             classes,
             image_shape: [h, w, c],
             normalisation,
+            transform: imagenet.map(|s| EvalTransform {
+                kind: "imagenet".into(),
+                resize: s.resize,
+                size: s.size,
+            }),
         },
         best: best.expect("at least one epoch"),
         last: model::snapshot(&vars),
@@ -560,19 +704,39 @@ fn run(ctx: &StageCtx<'_>) -> Result<(), StageError> {
     let base = data::base_dir(ctx, "data", &ds)?;
     let train = data::load_split("data", &ds, &base, &p.train_split)?;
     let val = data::load_split("data", &ds, &base, &p.val_split)?;
-    let channels = train.shape[2];
-
-    let init_input = match ctx.inputs.get("init") {
-        Some(v) if !v.is_empty() => Some(ctx.one_input("init")?),
-        _ => None,
-    };
-    let (init, normalisation) = match (init_input, &p.weights) {
-        (Some(_), Some(_)) => {
-            return Err(StageError::user(
-                "give either input `init` or param `weights`, not both",
-            ))
+    let imagenet = p.augment.imagenet_settings().is_some();
+    // ImageNet runs feed three channels (grey images are repeated).
+    let channels = if imagenet { 3 } else { train.images.channels() };
+    let own_normalisation = |train: &RawSplit| {
+        if imagenet {
+            super::imagenet::normalisation()
+        } else {
+            data::compute_normalisation(train)
         }
-        (Some(a), None) => {
+    };
+
+    let input = |name: &str| -> Result<Option<_>, StageError> {
+        match ctx.inputs.get(name) {
+            Some(v) if !v.is_empty() => Ok(Some(ctx.one_input(name)?)),
+            _ => Ok(None),
+        }
+    };
+    let init_input = input("init")?;
+    let weights_input = input("weights")?;
+    let given = [
+        init_input.is_some().then_some("input `init`"),
+        weights_input.is_some().then_some("input `weights`"),
+        p.weights.is_some().then_some("param `weights`"),
+    ];
+    let given: Vec<&str> = given.into_iter().flatten().collect();
+    if given.len() > 1 {
+        return Err(StageError::user(format!(
+            "give one starting point, not {}",
+            given.join(" and ")
+        )));
+    }
+    let (init, normalisation) = match (init_input, weights_input, &p.weights) {
+        (Some(a), _, _) => {
             let what = format!("input `init` ({})", a.instance);
             let meta = ModelMeta::read(&a.path, &what)?;
             let arch = meta.architecture(&what)?;
@@ -591,7 +755,16 @@ fn run(ctx: &StageCtx<'_>) -> Result<(), StageError> {
             }
             (Some((a.path.join(BEST_FILE), what)), meta.normalisation)
         }
-        (None, Some(w)) => {
+        (None, Some(a), _) => {
+            let what = format!("input `weights` ({})", a.instance);
+            let file = weights_file(&a.path, &what)?;
+            let shown = format!(
+                "{what}: {}",
+                file.file_name().unwrap_or_default().to_string_lossy()
+            );
+            (Some((file, shown)), own_normalisation(&train))
+        }
+        (None, None, Some(w)) => {
             let path = ctx.local_path(w);
             if !path.is_file() {
                 return Err(StageError::user(format!(
@@ -601,18 +774,21 @@ fn run(ctx: &StageCtx<'_>) -> Result<(), StageError> {
             }
             (
                 Some((path, format!("weights `{w}`"))),
-                data::compute_normalisation(&train),
+                own_normalisation(&train),
             )
         }
-        (None, None) => (None, data::compute_normalisation(&train)),
+        (None, None, None) => (None, own_normalisation(&train)),
     };
     ctx.log(&format!(
-        "train: {} on {} ({} train / {} val images {:?}, {} classes), device {}, {} threads",
+        "train: {} on {} ({} train / {} val images{}, {} classes), device {}, {} threads",
         model::model_name(p.model),
         ctx.one_input("data")?.instance,
         train.len(),
         val.len(),
-        train.shape,
+        match train.images.fixed_shape() {
+            Some(s) => format!(" {s:?}"),
+            None => " of various sizes".into(),
+        },
         ds.num_classes(),
         device::key_name(dev),
         ctx.threads
@@ -627,6 +803,42 @@ fn run(ctx: &StageCtx<'_>) -> Result<(), StageError> {
     };
     let trained = self::train(inputs, dev, ctx.progress, &|l| ctx.log(l))?;
     write(ctx.out, &trained)
+}
+
+/// The one weights file (`.pth` or `.safetensors`) in the artifact `dir` of input `what`.
+fn weights_file(dir: &Path, what: &str) -> Result<PathBuf, StageError> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let listing = std::fs::read_dir(&d).map_err(|e| StageError::io(d.display(), e))?;
+        for entry in listing {
+            let path = entry.map_err(|e| StageError::io(d.display(), e))?.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if matches!(
+                path.extension().and_then(|e| e.to_str()),
+                Some("pth" | "pt" | "safetensors")
+            ) {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    match found.len() {
+        1 => Ok(found.pop().expect("one")),
+        0 => Err(StageError::user(format!(
+            "{what} holds no .pth / .pt / .safetensors file"
+        ))),
+        _ => Err(StageError::user(format!(
+            "{what} holds {} weights files ({}); give the stage an artifact with exactly one",
+            found.len(),
+            found
+                .iter()
+                .map(|p| p.strip_prefix(dir).unwrap_or(p).display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
 }
 
 /// The `train` kind as `rst-torch` runs it; everything but `run` is the engine's.
@@ -681,8 +893,10 @@ pub(crate) mod tests {
             labels.push(c as i64);
         }
         RawSplit {
-            shape: [s, s, 1],
-            pixels,
+            images: rst::data::dataset::Images::Fixed {
+                shape: [s, s, 1],
+                data: pixels,
+            },
             labels,
             clean: None,
         }

@@ -36,6 +36,7 @@ use super::{parse_params, InputDecl, ParamError, Progress, StageCtx, StageError,
 use crate::data::archive::{self, archive_kind, safe_relative, Unpacked};
 use crate::data::dataset::{write_materialised, Images, MaterialSplit};
 use crate::data::fetch::{self, HttpDownload, Mirror, Throttle};
+use crate::data::layouts::{self, Layout};
 use crate::data::{idx, imagefolder};
 
 pub struct Download;
@@ -58,7 +59,57 @@ pub struct FileSpec {
     pub name: String,
     #[serde(default)]
     pub sha256: Option<String>,
+    /// torch.hub's convention: a source file named `<stem>-<hex>.<ext>` must have a sha256
+    /// starting with `<hex>` (checked per mirror, for names of that form).
+    #[serde(default)]
+    pub hash_in_name: bool,
     pub mirrors: Vec<String>,
+}
+
+/// The environment variable `rst run --accept-new-checksums` sets for its workers: an
+/// unpinned file from the network is used (trust on first use) instead of refused.
+pub const ACCEPT_NEW_CHECKSUMS_ENV: &str = "RST_ACCEPT_NEW_CHECKSUMS";
+
+fn accept_new_checksums() -> bool {
+    std::env::var_os(ACCEPT_NEW_CHECKSUMS_ENV).is_some_and(|v| v == "1")
+}
+
+/// The hex digits a file name carries in torch.hub's convention (`-<hex>.`, the first
+/// such group of the name's last path component), if any.
+pub fn name_hash(source: &str) -> Option<String> {
+    let base = source
+        .rsplit(['/', '\\'])
+        .next()
+        .unwrap_or(source)
+        .split(['?', '#'])
+        .next()
+        .unwrap_or("");
+    let bytes = base.as_bytes();
+    for (i, &b) in bytes.iter().enumerate() {
+        if b != b'-' {
+            continue;
+        }
+        let hex: String = base[i + 1..]
+            .chars()
+            .take_while(|c| matches!(c, '0'..='9' | 'a'..='f'))
+            .collect();
+        if !hex.is_empty() && base[i + 1 + hex.len()..].starts_with('.') {
+            return Some(hex);
+        }
+    }
+    None
+}
+
+/// With `hash_in_name`, checks `sha` against the hash in the source's name.
+fn check_name_hash(spec: &FileSpec, source: &str, sha: &str) -> Result<Option<String>, String> {
+    match name_hash(source).filter(|_| spec.hash_in_name) {
+        Some(h) if sha.starts_with(&h) => Ok(Some(h)),
+        Some(h) => Err(format!(
+            "its sha256 {sha} does not start with `{h}`, the hash in its file name (corrupt or \
+             substituted file)"
+        )),
+        None => Ok(None),
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -92,13 +143,26 @@ pub enum OnCorrupt {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ImageFolderSpec {
+    /// The folder of class folders, or with `layout` the dataset's root folder.
+    #[serde(default = "dot")]
     pub root: String,
+    /// An official dataset layout (its list and annotation files give splits and labels).
+    #[serde(default)]
+    pub layout: Option<Layout>,
     #[serde(default)]
     pub train_list: Option<String>,
     #[serde(default)]
     pub test_list: Option<String>,
     #[serde(default)]
     pub on_corrupt: OnCorrupt,
+    /// Resize every image so its shorter side has this many pixels (aspect kept), once,
+    /// at decoding (the ImageNet protocol's Resize(256)).
+    #[serde(default)]
+    pub resize: Option<usize>,
+}
+
+fn dot() -> String {
+    ".".into()
 }
 
 impl FileSpec {
@@ -256,6 +320,18 @@ pub fn validate(p: &Params) -> Result<(), ParamError> {
                     valid_relative(list)
                         .map_err(|m| ParamError::new(format!("image_folder.{key}"), m))?;
                 }
+            }
+            if spec.layout.is_some() && (spec.train_list.is_some() || spec.test_list.is_some()) {
+                return Err(ParamError::new(
+                    "image_folder.layout",
+                    "a layout reads its own list files: drop train_list / test_list",
+                ));
+            }
+            if spec.resize == Some(0) {
+                return Err(ParamError::new(
+                    "image_folder.resize",
+                    "must be at least 1 (or left out to keep the original sizes)",
+                ));
             }
             match (&spec.train_list, &spec.test_list) {
                 (Some(_), None) => {
@@ -571,6 +647,7 @@ impl Runner<'_, '_> {
                 return Err(Fail::Mirror(mismatch(expected, &actual)));
             }
         }
+        check_name_hash(spec, &path.to_string_lossy(), &actual).map_err(Fail::Mirror)?;
         Ok(Fetched {
             name: spec.name.clone(),
             path,
@@ -628,39 +705,67 @@ impl Runner<'_, '_> {
                     }
                     return Err(Fail::Mirror(mismatch(e, &got.sha256)));
                 }
-                Some(_) => {
-                    let dir = ctx.work.join("fetched");
-                    std::fs::create_dir_all(&dir).map_err(|e| {
-                        Fail::Fatal(internal_io(format!("cannot create {}", dir.display()))(e))
-                    })?;
-                    let dest = dir.join(&spec.name);
-                    fetch::move_file(&partial, &dest).map_err(|e| {
-                        Fail::Fatal(internal_io(format!(
-                            "cannot move {} to {}",
-                            partial.display(),
-                            dest.display()
-                        ))(e))
-                    })?;
-                    return Ok(Fetched {
-                        name: spec.name.clone(),
-                        path: dest,
-                        is_dir: false,
-                        owned: true,
-                        sha256: Some(got.sha256),
-                    });
-                }
+                Some(_) => return self.take_download(spec, &partial, got.sha256),
                 None => {
                     let sha = got.sha256;
+                    let vouched = match check_name_hash(spec, url, &sha) {
+                        Ok(v) => v,
+                        Err(why) => {
+                            let _ = std::fs::remove_file(&partial);
+                            return Err(Fail::Mirror(why));
+                        }
+                    };
+                    if let Some(h) = vouched {
+                        log(&format!(
+                            "sha256 {sha} starts with `{h}`, the hash in its file name \
+                             (torch.hub's check); pin it with  sha256: \"{sha}\""
+                        ));
+                        return self.take_download(spec, &partial, sha);
+                    }
+                    if accept_new_checksums() {
+                        log(&format!(
+                            "warning: accepted a file nothing pinned (--accept-new-checksums): \
+                             sha256 {sha}; pin it with  sha256: \"{sha}\"  in files[{i}]"
+                        ));
+                        return self.take_download(spec, &partial, sha);
+                    }
                     // Keep it under the name a pinned download uses, so pinning costs no refetch.
                     let _ = std::fs::rename(&partial, ctx.downloads.join(format!("{sha}.part")));
                     return Err(Fail::Fatal(StageError::user(format!(
-                        "{label}: downloaded {url} ({} bytes), but a file from the network is only used once pinned by its sha256.\n  its sha256 is {sha}\n  add  sha256: \"{sha}\"  to files[{i}] ({})  (the download is kept: the next run does not fetch it again)",
+                        "{label}: downloaded {url} ({} bytes), but a file from the network is only used once pinned by its sha256.\n  its sha256 is {sha}\n  add  sha256: \"{sha}\"  to files[{i}] ({})  (the download is kept: the next run does not fetch it again),\n  or run with --accept-new-checksums to trust it this once",
                         got.bytes, spec.name
                     ))));
                 }
             }
         }
         Err(Fail::Mirror("the download did not verify twice".into()))
+    }
+
+    /// Moves a verified download into the work area.
+    fn take_download(
+        &self,
+        spec: &FileSpec,
+        partial: &Path,
+        sha256: String,
+    ) -> Result<Fetched, Fail> {
+        let dir = self.ctx.work.join("fetched");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Fail::Fatal(internal_io(format!("cannot create {}", dir.display()))(e)))?;
+        let dest = dir.join(&spec.name);
+        fetch::move_file(partial, &dest).map_err(|e| {
+            Fail::Fatal(internal_io(format!(
+                "cannot move {} to {}",
+                partial.display(),
+                dest.display()
+            ))(e))
+        })?;
+        Ok(Fetched {
+            name: spec.name.clone(),
+            path: dest,
+            is_dir: false,
+            owned: true,
+            sha256: Some(sha256),
+        })
     }
 
     fn report_unpack(&self, name: &str, report: &Unpacked) {
@@ -849,6 +954,65 @@ impl Runner<'_, '_> {
             .map_err(|e| StageError::internal(format!("cannot write the dataset: {e}")))
     }
 
+    /// The splits of a folder of class folders: from `train_list`/`test_list`, or one
+    /// split `all` of every image found.
+    fn folder_splits(
+        &self,
+        spec: &ImageFolderSpec,
+        tree: &Tree,
+        root: &Path,
+        classes: &[String],
+        ignored: &mut usize,
+    ) -> Result<Vec<(String, Vec<imagefolder::Entry>)>, StageError> {
+        let ctx = self.ctx;
+        let mut splits: Vec<(String, Vec<imagefolder::Entry>)> = Vec::new();
+        match (&spec.train_list, &spec.test_list) {
+            (Some(train), Some(test)) => {
+                for (split, key, list) in
+                    [("train", "train_list", train), ("test", "test_list", test)]
+                {
+                    let path = tree.resolve(list).filter(|p| p.is_file()).ok_or_else(|| {
+                        StageError::user(format!(
+                            "image_folder.{key}: no file `{list}` in the fetched files ({})",
+                            tree.describe()
+                        ))
+                    })?;
+                    splits.push((
+                        split.to_string(),
+                        imagefolder::read_list(&path, list, root, classes)?,
+                    ));
+                }
+                let train: BTreeSet<&str> = splits[0].1.iter().map(|e| e.rel.as_str()).collect();
+                let both: Vec<String> = splits[1]
+                    .1
+                    .iter()
+                    .filter(|e| train.contains(e.rel.as_str()))
+                    .map(|e| e.rel.clone())
+                    .collect();
+                if !both.is_empty() {
+                    ctx.log(&format!(
+                        "warning: {} image(s) are in both train_list and test_list:{}",
+                        both.len(),
+                        listing(&both, 10)
+                    ));
+                }
+            }
+            _ => {
+                let (entries, report) = imagefolder::scan(root, classes)?;
+                *ignored = report.ignored.len();
+                if *ignored > 0 {
+                    ctx.log(&format!(
+                        "{} file(s) without a .jpg/.jpeg/.png extension under the class folders were ignored:{}",
+                        *ignored,
+                        listing(&report.ignored, 5)
+                    ));
+                }
+                splits.push(("all".to_string(), entries));
+            }
+        }
+        Ok(splits)
+    }
+
     fn write_image_folder(
         &self,
         spec: &ImageFolderSpec,
@@ -885,58 +1049,37 @@ impl Runner<'_, '_> {
                     tree.describe()
                 ))
             })?;
-        let classes = imagefolder::class_names(&root)?;
-        if classes.is_empty() {
-            return Err(StageError::user(format!(
-                "image_folder.root: `{}` has no class folders",
-                spec.root
-            )));
-        }
-        let mut splits: Vec<(String, Vec<imagefolder::Entry>)> = Vec::new();
+        let mut layout_info = Value::Null;
         let mut ignored = 0;
-        match (&spec.train_list, &spec.test_list) {
-            (Some(train), Some(test)) => {
-                for (split, key, list) in
-                    [("train", "train_list", train), ("test", "test_list", test)]
-                {
-                    let path = tree.resolve(list).filter(|p| p.is_file()).ok_or_else(|| {
-                        StageError::user(format!(
-                            "image_folder.{key}: no file `{list}` in the fetched files ({})",
-                            tree.describe()
-                        ))
-                    })?;
-                    splits.push((
-                        split.to_string(),
-                        imagefolder::read_list(&path, list, &root, &classes)?,
-                    ));
+        let (classes, splits) = if let Some(layout) = spec.layout {
+            // Names inside the root first, then the fetched files (list files downloaded
+            // beside an archive, as MIT Indoor's are).
+            let resolve = |rel: &str| -> Option<PathBuf> {
+                let inside = if rel == "." {
+                    root.clone()
+                } else {
+                    root.join(rel)
+                };
+                if inside.exists() {
+                    Some(inside)
+                } else {
+                    tree.resolve(rel)
                 }
-                let train: BTreeSet<&str> = splits[0].1.iter().map(|e| e.rel.as_str()).collect();
-                let both: Vec<String> = splits[1]
-                    .1
-                    .iter()
-                    .filter(|e| train.contains(e.rel.as_str()))
-                    .map(|e| e.rel.clone())
-                    .collect();
-                if !both.is_empty() {
-                    ctx.log(&format!(
-                        "warning: {} image(s) are in both train_list and test_list:{}",
-                        both.len(),
-                        listing(&both, 10)
-                    ));
-                }
+            };
+            let data = layouts::read(layout, &resolve)?;
+            layout_info = data.info;
+            (data.classes, data.splits)
+        } else {
+            let classes = imagefolder::class_names(&root)?;
+            if classes.is_empty() {
+                return Err(StageError::user(format!(
+                    "image_folder.root: `{}` has no class folders",
+                    spec.root
+                )));
             }
-            _ => {
-                let (entries, report) = imagefolder::scan(&root, &classes)?;
-                ignored = report.ignored.len();
-                if ignored > 0 {
-                    ctx.log(&format!(
-                        "{ignored} file(s) without a .jpg/.jpeg/.png extension under the class folders were ignored:{}",
-                        listing(&report.ignored, 5)
-                    ));
-                }
-                splits.push(("all".to_string(), entries));
-            }
-        }
+            let splits = self.folder_splits(spec, &tree, &root, &classes, &mut ignored)?;
+            (classes, splits)
+        };
         for (split, entries) in &splits {
             if entries.is_empty() {
                 return Err(StageError::user(format!(
@@ -955,7 +1098,7 @@ impl Runner<'_, '_> {
             let n = decoded_count.fetch_add(1, Ordering::Relaxed) + 1;
             self.progress(n, total, || format!("decoding images {n}/{total}"));
         };
-        let decoded = imagefolder::decode_all(&paths, ctx.threads, &done)?;
+        let decoded = imagefolder::decode_all(&paths, ctx.threads, spec.resize, &done)?;
         (ctx.progress)(Progress {
             pos: total,
             len: total,
@@ -1023,7 +1166,10 @@ impl Runner<'_, '_> {
             "image_folder".into(),
             json!({
                 "root": spec.root,
-                "class_ids": "class id = position of the class folder name in byte-wise sorted order",
+                "layout": spec.layout.map(|l| l.name()),
+                "layout_info": layout_info,
+                "class_ids": if spec.layout.is_some() { "as the layout defines them (see layout_info)" } else { "class id = position of the class folder name in byte-wise sorted order" },
+                "resize": spec.resize.map(|r| format!("shorter side {r} px, aspect kept (antialiased bilinear), at decoding")),
                 "lists": match (&spec.train_list, &spec.test_list) {
                     (Some(tr), Some(te)) => json!({"train": tr, "test": te}),
                     _ => Value::Null,

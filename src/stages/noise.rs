@@ -28,6 +28,7 @@ use super::{
 };
 use crate::data::dataset::{write_view, LabelSplit};
 use crate::prng::Prng;
+use crate::stages::train::{Predictions, PREDICTIONS_FILE};
 
 pub struct Noise;
 
@@ -35,11 +36,18 @@ pub struct Noise;
 /// the `info` written).
 const VERSION: u32 = 1;
 
-const INPUTS: &[InputDecl] = &[InputDecl {
-    name: "data",
-    arity: Arity::One,
-    required: true,
-}];
+const INPUTS: &[InputDecl] = &[
+    InputDecl {
+        name: "data",
+        arity: Arity::One,
+        required: true,
+    },
+    InputDecl {
+        name: "predictions",
+        arity: Arity::One,
+        required: false,
+    },
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -48,6 +56,7 @@ pub enum NoiseMode {
     Uniform,
     ExcludeTrue,
     Pair,
+    Correlated,
 }
 
 impl NoiseMode {
@@ -56,6 +65,7 @@ impl NoiseMode {
             NoiseMode::Uniform => "uniform",
             NoiseMode::ExcludeTrue => "exclude-true",
             NoiseMode::Pair => "pair",
+            NoiseMode::Correlated => "correlated",
         }
     }
 }
@@ -63,7 +73,9 @@ impl NoiseMode {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NoiseParams {
-    pub rate: f64,
+    /// Required for the random modes; not used by `correlated`.
+    #[serde(default)]
+    pub rate: Option<f64>,
     #[serde(default = "default_seed")]
     pub seed: u64,
     #[serde(default)]
@@ -95,11 +107,29 @@ fn parse(params: &Value) -> Result<NoiseParams, ParamError> {
         }
         e
     })?;
-    if !(p.rate.is_finite() && (0.0..=1.0).contains(&p.rate)) {
-        return Err(ParamError::new(
-            "rate",
-            format!("must be between 0 and 1, got {}", p.rate),
-        ));
+    match (p.mode, p.rate) {
+        (NoiseMode::Correlated, Some(_)) => {
+            return Err(ParamError::new(
+                "rate",
+                "mode correlated replaces every label by the model's prediction; its rate is \
+                 what the model gets wrong (recorded as realised_rate), not a parameter",
+            )
+            .help("remove `rate`"))
+        }
+        (NoiseMode::Correlated, None) => {}
+        (_, None) => {
+            return Err(
+                ParamError::new("rate", "is required (a number between 0 and 1)")
+                    .help("e.g. rate: 0.4"),
+            )
+        }
+        (_, Some(rate)) if !(rate.is_finite() && (0.0..=1.0).contains(&rate)) => {
+            return Err(ParamError::new(
+                "rate",
+                format!("must be between 0 and 1, got {rate}"),
+            ))
+        }
+        _ => {}
     }
     if p.split.is_empty() {
         return Err(ParamError::new("split", "the split name is empty"));
@@ -162,7 +192,28 @@ impl StageKind for Noise {
                 )));
             }
         }
-        let chosen_count = noisy_count(p.rate, n);
+        let predictions = match ctx.inputs.get("predictions") {
+            Some(v) if !v.is_empty() => Some(ctx.one_input("predictions")?),
+            _ => None,
+        };
+        if p.mode == NoiseMode::Correlated {
+            let Some(preds) = predictions else {
+                return Err(StageError::user(
+                    "mode correlated needs input `predictions`: an `evaluate` stage with \
+                     `predictions: true` of a model on this split (inputs: {data: ..., \
+                     predictions: <that stage>})",
+                ));
+            };
+            let labels = correlated_labels(&preds.path, &preds.instance, &p.split, n, k)?;
+            return self.write(ctx, &input, &p, labels, clean, n, 0);
+        }
+        if predictions.is_some() {
+            return Err(StageError::user(
+                "input `predictions` is only used with mode: correlated",
+            ));
+        }
+        let rate = p.rate.expect("checked");
+        let chosen_count = noisy_count(rate, n);
         if chosen_count > 0 {
             match p.mode {
                 NoiseMode::ExcludeTrue if k < 2 => {
@@ -191,8 +242,65 @@ impl StageKind for Noise {
                     }
                 }
                 NoiseMode::Pair => (truth + 1) % k as u64,
+                NoiseMode::Correlated => unreachable!("handled above"),
             } as i64;
         }
+        self.write(ctx, &input, &p, labels, clean, n, chosen_count)
+    }
+}
+
+/// The labels an `evaluate` artifact (at `dir`, input instance `what`) predicted for the
+/// `n` images of split `split`.
+fn correlated_labels(
+    dir: &std::path::Path,
+    what: &str,
+    split: &str,
+    n: usize,
+    k: usize,
+) -> Result<Vec<i64>, StageError> {
+    let path = dir.join(PREDICTIONS_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|_| {
+        StageError::user(format!(
+            "input `predictions` ({what}) has no {PREDICTIONS_FILE}: give its evaluate stage \
+             `predictions: true`"
+        ))
+    })?;
+    let preds: Predictions = serde_json::from_str(&text).map_err(|e| {
+        StageError::user(format!(
+            "input `predictions` ({what}): {PREDICTIONS_FILE}: {e}"
+        ))
+    })?;
+    if preds.split != split || preds.predicted.len() != n {
+        return Err(StageError::user(format!(
+            "input `predictions` ({what}) predicts split `{}` ({} images), but this stage \
+             relabels split `{split}` ({n} images): evaluate the same split of the same data",
+            preds.split,
+            preds.predicted.len()
+        )));
+    }
+    if preds.num_classes != k {
+        return Err(StageError::user(format!(
+            "input `predictions` ({what}) comes from a model of {} classes; the data has {k}",
+            preds.num_classes
+        )));
+    }
+    Ok(preds.predicted)
+}
+
+impl Noise {
+    /// Writes the view with `labels` on split `p.split` and the facts of the noise.
+    #[allow(clippy::too_many_arguments)]
+    fn write(
+        &self,
+        ctx: &StageCtx<'_>,
+        input: &crate::data::dataset::Dataset,
+        p: &NoiseParams,
+        labels: Vec<i64>,
+        clean: Vec<i64>,
+        n: usize,
+        chosen_count: usize,
+    ) -> Result<(), StageError> {
+        let target = &input.splits[&p.split];
         let flipped = labels.iter().zip(&clean).filter(|(a, b)| a != b).count();
         let changed = labels
             .iter()
@@ -546,7 +654,15 @@ mod tests {
         let e = Noise.check(&json!({"rate": "high"})).unwrap_err();
         assert_eq!(e.path, "rate");
         let e = Noise.check(&json!({"seed": 1})).unwrap_err();
-        assert!(e.message.contains("rate"), "{e:?}");
+        assert_eq!(e.path, "rate", "{e:?}");
+        assert!(Noise.check(&json!({"mode": "correlated"})).is_ok());
+        let e = Noise
+            .check(&json!({"mode": "correlated", "rate": 0.2}))
+            .unwrap_err();
+        assert_eq!(
+            (e.path.as_str(), e.help.as_deref()),
+            ("rate", Some("remove `rate`"))
+        );
         assert_eq!(noisy_count(0.4, 5360), 2144);
         assert_eq!(noisy_count(0.7, 10), 7);
     }

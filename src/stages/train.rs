@@ -5,6 +5,7 @@
 //! ```yaml
 //! kind: train
 //! inputs: {data: "noisy[rate=${rate}]", init: pretrain}   # init: optional upstream train artifact
+//!                                 # or weights: a download artifact holding one .pth/.safetensors
 //! params:
 //!   model: resnet-mini            # resnet-mini | resnet18 | resnet34 | resnet50 | resnet101
 //!   weights: null                 # or a local .safetensors / torch.save .pth file to start from (head dropped)
@@ -25,7 +26,7 @@
 //!   reg_predictor: 14.08          # H
 //!   scale_factor: 1.0             # gamma
 //!   self_label: {correct_epoch: 10, correct_thres: 0.9, reweight_epoch: 5, reweight_temp: 2.0}
-//!   augment: {crop_padding: 2, flip: true}   # small images; imagenet: {imagenet: true}
+//!   augment: {crop_padding: 2, flip: true}   # small images; or {imagenet: true, flip: true, size: 224}
 //!   device: auto                  # auto | cpu | cuda | cuda:N
 //!   train_split: train
 //!   val_split: val
@@ -91,9 +92,106 @@ pub struct Augment {
     pub crop_padding: usize,
     #[serde(default)]
     pub flip: bool,
-    /// ImageNet transforms (RandomResizedCrop 224 + flip; eval CenterCrop) — Indoor issue.
+    /// ImageNet transforms: train RandomResizedCrop(`size`, `scale`, `ratio`) + flip (with
+    /// `flip`); eval Resize(`resize`) + CenterCrop(`size`); ImageNet mean/std; images of any
+    /// size, grey ones repeated over three channels.
     #[serde(default)]
     pub imagenet: bool,
+    /// Crop side (imagenet; default 224).
+    #[serde(default)]
+    pub size: Option<usize>,
+    /// Eval: shorter side before the centre crop (imagenet; default `size`·256/224, 256 for 224).
+    #[serde(default)]
+    pub resize: Option<usize>,
+    /// Area fraction range of RandomResizedCrop (imagenet; default [0.08, 1]).
+    #[serde(default)]
+    pub scale: Option<[f64; 2]>,
+    /// Aspect ratio range of RandomResizedCrop (imagenet; default [3/4, 4/3]).
+    #[serde(default)]
+    pub ratio: Option<[f64; 2]>,
+}
+
+/// The ImageNet transform settings with their defaults filled in.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ImagenetSettings {
+    pub size: usize,
+    pub resize: usize,
+    pub scale: (f64, f64),
+    pub ratio: (f64, f64),
+    pub flip: bool,
+}
+
+impl Augment {
+    /// The ImageNet settings, when `imagenet` is on.
+    pub fn imagenet_settings(&self) -> Option<ImagenetSettings> {
+        if !self.imagenet {
+            return None;
+        }
+        let size = self.size.unwrap_or(224);
+        let [s0, s1] = self.scale.unwrap_or([0.08, 1.0]);
+        let [r0, r1] = self.ratio.unwrap_or([3.0 / 4.0, 4.0 / 3.0]);
+        Some(ImagenetSettings {
+            size,
+            resize: self.resize.unwrap_or(size * 256 / 224),
+            scale: (s0, s1),
+            ratio: (r0, r1),
+            flip: self.flip,
+        })
+    }
+
+    fn check(&self) -> Result<(), ParamError> {
+        if !self.imagenet {
+            for (set, key) in [
+                (self.size.is_some(), "size"),
+                (self.resize.is_some(), "resize"),
+                (self.scale.is_some(), "scale"),
+                (self.ratio.is_some(), "ratio"),
+            ] {
+                if set {
+                    return Err(ParamError::new(
+                        format!("augment.{key}"),
+                        "only applies to the ImageNet transforms",
+                    )
+                    .help("add `imagenet: true` to augment, or remove the key"));
+                }
+            }
+            return Ok(());
+        }
+        if self.crop_padding > 0 {
+            return Err(ParamError::new(
+                "augment.crop_padding",
+                "does not combine with imagenet (RandomResizedCrop does the cropping)",
+            ));
+        }
+        let s = self.imagenet_settings().expect("imagenet");
+        if s.size == 0 {
+            return Err(ParamError::new("augment.size", "must be at least 1"));
+        }
+        if s.resize < s.size {
+            return Err(ParamError::new(
+                "augment.resize",
+                format!(
+                    "must be at least augment.size ({}), got {}",
+                    s.size, s.resize
+                ),
+            ));
+        }
+        let (a, b) = s.scale;
+        if !(a > 0.0 && a <= b && b <= 1.0) {
+            return Err(ParamError::new(
+                "augment.scale",
+                format!("must be [low, high] with 0 < low <= high <= 1, got [{a}, {b}]"),
+            ));
+        }
+        let (a, b) = s.ratio;
+        if !(a.is_finite() && b.is_finite() && a > 0.0 && a <= b) {
+            return Err(ParamError::new(
+                "augment.ratio",
+                format!("must be [low, high] with 0 < low <= high, got [{a}, {b}]"),
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn d_seed() -> u64 {
@@ -252,6 +350,7 @@ impl TrainParams {
             }
             positive(s.reweight_temp, "self_label.reweight_temp")?;
         }
+        p.augment.check()?;
         check_device(&p.device)?;
         Ok(p)
     }
@@ -283,7 +382,24 @@ pub struct EvalParams {
     pub batch_size: usize,
     #[serde(default = "d_device")]
     pub device: String,
+    /// Also write `predictions.json`: the argmax class of every image of the split, in
+    /// the split's order (what `noise` with `mode: correlated` reads).
+    #[serde(default)]
+    pub predictions: bool,
 }
+
+/// `predictions.json` of an `evaluate` artifact (`predictions: true`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Predictions {
+    pub split: String,
+    /// `best` or `final`.
+    pub weights: String,
+    pub num_classes: usize,
+    /// The predicted class of each image (argmax; ties to the lower class id).
+    pub predicted: Vec<i64>,
+}
+
+pub const PREDICTIONS_FILE: &str = "predictions.json";
 
 impl EvalParams {
     pub fn parse(params: &Value) -> Result<EvalParams, ParamError> {
@@ -304,6 +420,11 @@ const TRAIN_INPUTS: &[InputDecl] = &[
     },
     InputDecl {
         name: "init",
+        arity: Arity::One,
+        required: false,
+    },
+    InputDecl {
+        name: "weights",
         arity: Arity::One,
         required: false,
     },
