@@ -663,6 +663,51 @@ mod tests {
         }
     }
 
+    /// A ResNet-18 state dict with torchvision's names (written by the venv's PyTorch,
+    /// `tests/support/resnet18_pth.py`) loads into rst's ResNet-18 with the head dropped:
+    /// every other variable equals, byte for byte, the float32 bytes PyTorch wrote beside it.
+    #[test]
+    fn loads_a_torchvision_resnet18_pth_with_identical_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pth, bin) = (dir.path().join("r18.pth"), dir.path().join("r18.bin"));
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let status = std::process::Command::new(root.join(".venv/bin/python"))
+            .arg(root.join("tests/support/resnet18_pth.py"))
+            .args([&pth, &bin])
+            .status()
+            .expect("the project venv's python (scripts/setup makes it)");
+        assert!(status.success());
+        let vs = nn::VarStore::new(Device::Cpu);
+        let _net = build(&vs.root(), Model::Resnet18, 3, 67);
+        let loaded = load(&vs, &pth, false, "test").unwrap();
+        // 102 variables minus the head's 2; ignored: fc.* and 20 num_batches_tracked.
+        assert_eq!((loaded.loaded, loaded.ignored), (100, 22));
+        let names: Vec<serde_json::Value> =
+            serde_json::from_slice(&std::fs::read(dir.path().join("r18.bin.json")).unwrap())
+                .unwrap();
+        let bytes = std::fs::read(&bin).unwrap();
+        let vars: BTreeMap<String, Tensor> = named_variables(&vs).into_iter().collect();
+        let mut at = 0;
+        let mut compared = 0;
+        for entry in names {
+            let name = entry["name"].as_str().unwrap();
+            let shape: Vec<i64> = serde_json::from_value(entry["shape"].clone()).unwrap();
+            let len = shape.iter().product::<i64>() as usize * 4;
+            let want = &bytes[at..at + len];
+            at += len;
+            if name.starts_with("fc.") {
+                continue;
+            }
+            let var = &vars[name];
+            assert_eq!(var.size(), shape, "{name}");
+            let got: Vec<f32> = Vec::try_from(var.flatten(0, -1)).unwrap();
+            let got: Vec<u8> = got.iter().flat_map(|v| v.to_le_bytes()).collect();
+            assert!(got == want, "{name} differs");
+            compared += 1;
+        }
+        assert_eq!(compared, 100);
+    }
+
     fn shapes(model: Model, cin: i64, k: i64) -> BTreeMap<String, Vec<i64>> {
         let vs = nn::VarStore::new(Device::Cpu);
         let _net = build(&vs.root(), model, cin, k);

@@ -384,13 +384,34 @@ fn build(
             }
             let v = yaml_to_json(v).map_err(|e| cx.at_value(&ap, e))?;
             let v = top.apply(&v).map_err(|(_, e)| interp_error(cx, &ap, e))?;
+            // `{count: N}`: the values 1, 2, ..., N (N runs of a stage, say).
+            let v = match v {
+                Value::Object(m) if m.len() == 1 && m.contains_key("count") => {
+                    match m["count"].as_u64().filter(|&n| (1..=100_000).contains(&n)) {
+                        Some(n) => Value::Array((1..=n).map(Value::from).collect()),
+                        None => {
+                            return Err(cx
+                                .at_value(
+                                    &ap,
+                                    format!(
+                                        "matrix axis `{axis}`: count must be a whole number from 1 \
+                                         to 100000, got {}",
+                                        m["count"]
+                                    ),
+                                )
+                                .help("e.g. `run: {count: 3}` for the values 1, 2, 3"))
+                        }
+                    }
+                }
+                other => other,
+            };
             let Value::Array(values) = v else {
                 return Err(cx
                     .at_value(
                         &ap,
                         format!("matrix axis `{axis}` must be a list, got {}", type_name(&v)),
                     )
-                    .help("e.g. `rate: [0.2, 0.4]` or `rate: ${noise_rates}`"));
+                    .help("e.g. `rate: [0.2, 0.4]`, `rate: ${noise_rates}` or `run: {count: 3}`"));
             };
             if values.is_empty() {
                 return Err(cx.at_value(&ap, format!("matrix axis `{axis}` is empty")));

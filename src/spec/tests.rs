@@ -192,3 +192,22 @@ stages:
     let e = err_of(&text.replace("{rate: 0.4, d: 8.5}", "{rate: 0.4, h: 8.5}"));
     assert!(e.message.contains("must bind the same names"), "{e}");
 }
+
+#[test]
+fn count_axes_number_the_runs() {
+    let text = r#"
+name: t
+params:
+  runs: 3
+stages:
+  fit:
+    kind: command
+    matrix: {run: {count: "${runs}"}}
+    params: {argv: [echo, "${run}"]}
+"#;
+    let p = parse_text(text).unwrap();
+    let names: Vec<&str> = p.instances.iter().map(|i| i.name.as_str()).collect();
+    assert_eq!(names, vec!["fit[run=1]", "fit[run=2]", "fit[run=3]"]);
+    let e = err_of(&text.replace("runs: 3", "runs: 0"));
+    assert!(e.message.contains("count must be a whole number"), "{e}");
+}

@@ -396,13 +396,21 @@ impl StageKind for Download {
         let Ok(p) = parse_params::<Params>(params) else {
             return Vec::new();
         };
+        // Per unpinned file, the mirror a run would read: the first local one that exists
+        // (relative paths from the directory rst runs in), unless a network mirror comes
+        // before it. A missing local copy is a fallback to the next mirror, not an error.
         p.files
             .iter()
             .filter(|f| f.sha256.is_none())
-            .filter_map(|f| f.mirrors.first())
-            .filter_map(|m| match fetch::parse_mirror(m) {
-                Ok(Mirror::Local(path)) => Some(path),
-                _ => None,
+            .filter_map(|f| {
+                for m in &f.mirrors {
+                    match fetch::parse_mirror(m) {
+                        Ok(Mirror::Local(path)) if Path::new(&path).exists() => return Some(path),
+                        Ok(Mirror::Local(_)) => continue,
+                        _ => return None,
+                    }
+                }
+                None
             })
             .collect()
     }
@@ -1305,16 +1313,20 @@ mod tests {
 
     #[test]
     fn local_deps_are_first_local_mirrors_of_unpinned_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = |name: &str| dir.path().join(name).display().to_string();
+        for name in ["a", "b", "c", "d", "e2"] {
+            std::fs::write(at(name), name).unwrap();
+        }
         let p = json!({"files": [
-            {"name": "a", "mirrors": ["data/a", "https://e.org/a"]},
-            {"name": "b", "sha256": "0".repeat(64), "mirrors": ["data/b"]},
-            {"name": "c", "mirrors": ["https://e.org/c", "data/c"]},
-            {"name": "d", "mirrors": ["file:///abs/d"]},
+            {"name": "a", "mirrors": [at("a"), "https://e.org/a"]},
+            {"name": "b", "sha256": "0".repeat(64), "mirrors": [at("b")]},
+            {"name": "c", "mirrors": ["https://e.org/c", at("c")]},
+            {"name": "d", "mirrors": [format!("file://{}", at("d"))]},
+            {"name": "e", "mirrors": [at("missing"), at("e2"), "https://e.org/e"]},
+            {"name": "f", "mirrors": [at("missing"), "https://e.org/f", at("a")]},
         ]});
-        assert_eq!(
-            Download.local_deps(&p),
-            vec!["data/a".to_string(), "/abs/d".to_string()]
-        );
+        assert_eq!(Download.local_deps(&p), vec![at("a"), at("d"), at("e2")]);
         assert_eq!(Download.inputs().map(|i| i.len()), Some(0));
     }
 
