@@ -51,7 +51,12 @@ fn run_dataset(t: &TestDir, pipeline: &str, folder: &str, make: Generator, extra
     // download, split, noise, weights, 2 trainings, 2 evaluations, table; the weights
     // stage is shared with the datasets before (same file, same key: cached).
     let s = out.summary();
-    assert_eq!((s.total, s.ran + s.cached), (9, 9), "{pipeline:?}\n{}", out.stderr);
+    assert_eq!(
+        (s.total, s.ran + s.cached),
+        (9, 9),
+        "{pipeline:?}\n{}",
+        out.stderr
+    );
     assert!(s.ran >= 8, "{pipeline:?}\n{}", out.stderr);
     let stem = pipeline.file_stem().unwrap().to_str().unwrap();
     let table = t.read(&format!("results/{stem}/table.md"));
