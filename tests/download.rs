@@ -74,6 +74,46 @@ fn http_download_with_mirror_fallback_and_checksums() {
     assert!(t2.entries().is_empty());
 }
 
+/// An unpinned network file stops the run (exit 2) with the digest to pin; the run
+/// trusts it with `--accept-new-checksums`. torch.hub's name hash (`<stem>-<hex>.<ext>`)
+/// vouches for a file by itself, and a file whose content does not match its name's hash is
+/// refused.
+#[test]
+fn unpinned_downloads_need_a_pin_a_name_hash_or_accept_new_checksums() {
+    let body = b"weights, say\n".to_vec();
+    let sha = sha256_hex(&body);
+    let url = serve(body.clone(), 16);
+    let unpinned = |name: &str, hash_in_name: bool| {
+        format!(
+            "name: dl\nstages:\n  get:\n    kind: download\n    params:\n      files:\n        - name: w.pth\n          hash_in_name: {hash_in_name}\n          mirrors: [\"{url}/{name}\"]\n"
+        )
+    };
+    let t = TestDir::new();
+    t.write("p.yaml", &unpinned("w.pth", false));
+    t.rst(&["run", "p.yaml"])
+        .assert_code(2)
+        .assert_stderr_contains(&format!("sha256: \"{sha}\""))
+        .assert_stderr_contains("--accept-new-checksums");
+    assert!(t.entries().is_empty());
+    let out = t.ok(&["run", "p.yaml", "--accept-new-checksums"]);
+    assert_eq!(out.summary().ran, 1);
+
+    let t = TestDir::new();
+    t.write("p.yaml", &unpinned(&format!("w-{}.pth", &sha[..8]), true));
+    t.ok(&["run", "p.yaml"]);
+
+    let t = TestDir::new();
+    let wrong = if sha.starts_with('0') { "1" } else { "0" };
+    t.write(
+        "p.yaml",
+        &unpinned(&format!("w-{wrong}{}.pth", &sha[1..8]), true),
+    );
+    t.rst(&["run", "p.yaml", "--accept-new-checksums"])
+        .assert_code(2)
+        .assert_stderr_contains("the hash in its file name");
+    assert!(t.entries().is_empty());
+}
+
 #[test]
 fn idx_split_noise_chain_is_deterministic_and_cached() {
     let t = TestDir::new();

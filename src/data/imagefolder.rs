@@ -213,6 +213,27 @@ pub fn decode_all(
 mod tests {
     use super::*;
 
+    /// `tests/fixtures/cmyk.jpg` was written by Pillow 13.0 (a CMYK JPEG, as a few MIT
+    /// Indoor images are):
+    /// `im = Image.new('RGB', (12, 8)); im.load()[x, y] = (x*20, y*30, 128) for all x, y;
+    /// im.convert('CMYK').save('cmyk.jpg', quality=95)`.
+    #[test]
+    fn cmyk_jpeg_decodes_to_rgb() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cmyk.jpg");
+        let ([h, w, c], px) = decode_rgb(&path).unwrap();
+        assert_eq!((h, w, c), (8, 12, 3));
+        for (y, x) in [(0usize, 0usize), (7, 11), (3, 6)] {
+            let p = &px[(y * w + x) * 3..(y * w + x) * 3 + 3];
+            let want = [(x * 20) as i32, (y * 30) as i32, 128];
+            for ch in 0..3 {
+                assert!(
+                    (p[ch] as i32 - want[ch]).abs() <= 24,
+                    "pixel ({y}, {x}) = {p:?}, want about {want:?}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn scan_and_lists() {
         let dir = tempfile::tempdir().unwrap();
