@@ -7,7 +7,7 @@ mod common;
 
 use std::path::Path;
 
-use common::TestDir;
+use common::{write_resnet18_pth, TestDir};
 use rst::data::miniature::{self, MiniInfo, MiniOpts};
 
 type Generator = fn(&Path, &MiniOpts) -> MiniInfo;
@@ -70,14 +70,7 @@ fn run_dataset(t: &TestDir, pipeline: &str, folder: &str, make: Generator, extra
 #[test]
 fn each_dataset_pipeline_runs_on_its_miniature() {
     let t = TestDir::new();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    std::fs::create_dir_all(t.join("weights")).unwrap();
-    let status = std::process::Command::new(root.join(".venv/bin/python"))
-        .arg(root.join("tests/support/resnet18_pth.py"))
-        .arg(t.join("weights/r18.pth"))
-        .status()
-        .expect("the project venv's python (scripts/setup makes it)");
-    assert!(status.success());
+    write_resnet18_pth(&t.join("weights/r18.pth"));
     let cases: [(&str, &str, Generator, &[&str]); 6] = [
         ("cub_noise.yaml", "CUB_200_2011", miniature::cub, &[]),
         ("cars_noise.yaml", "StanfordCars", miniature::cars, &[]),

@@ -6,19 +6,8 @@ mod common;
 
 use std::path::Path;
 
-use common::TestDir;
+use common::{write_resnet18_pth, TestDir};
 use rst::data::miniature::{self, MiniOpts};
-
-fn write_resnet18_pth(dest: &Path) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
-    let status = std::process::Command::new(root.join(".venv/bin/python"))
-        .arg(root.join("tests/support/resnet18_pth.py"))
-        .arg(dest)
-        .status()
-        .expect("the project venv's python (scripts/setup makes it)");
-    assert!(status.success());
-}
 
 fn logs_containing(t: &TestDir, needle: &str) -> Vec<String> {
     let mut found = Vec::new();

@@ -330,3 +330,16 @@ pub fn idx(magic: u32, dims: &[u32], data: &[u8]) -> Vec<u8> {
     v.extend_from_slice(data);
     v
 }
+
+/// Writes a ResNet-18 state dict with torchvision's names and random values to `dest`,
+/// saved by the project venv's PyTorch (`tests/support/resnet18_pth.py`).
+pub fn write_resnet18_pth(dest: &Path) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    fs::create_dir_all(dest.parent().unwrap()).unwrap();
+    let status = Command::new(root.join(".venv/bin/python"))
+        .arg(root.join("tests/support/resnet18_pth.py"))
+        .arg(dest)
+        .status()
+        .expect("the project venv's python (scripts/setup makes it)");
+    assert!(status.success());
+}
