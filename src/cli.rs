@@ -76,6 +76,20 @@ pub enum Cmd {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Show everything a stage's artifact or a published result came from, down to the downloaded files.
+    Lineage {
+        /// A pipeline file (then name STAGE), or a published result (results/<pipeline>/table.md).
+        target: PathBuf,
+        /// Stage or instance name (with a pipeline file).
+        stage: Option<String>,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        #[arg(long, env = "RST_CACHE_DIR", value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Internal: compute one stage (what `run` starts per stage, and what a cluster job runs).
     #[command(hide = true)]
     Worker { job: PathBuf },

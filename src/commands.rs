@@ -19,7 +19,7 @@ pub fn cache_dir(explicit: &Option<PathBuf>) -> PathBuf {
     explicit.clone().unwrap_or_else(|| PathBuf::from("cache"))
 }
 
-fn open_store(dir: &Path) -> Result<Store> {
+pub(crate) fn open_store(dir: &Path) -> Result<Store> {
     Store::open(dir).map_err(|e| {
         Error::User(
             UserError::new(format!(
@@ -35,7 +35,7 @@ pub fn load(args: &PipelineArgs) -> Result<Pipeline> {
     load_file(&args.file, &args.set)
 }
 
-fn load_file(file: &Path, set: &[String]) -> Result<Pipeline> {
+pub(crate) fn load_file(file: &Path, set: &[String]) -> Result<Pipeline> {
     let overrides = set
         .iter()
         .map(|s| spec::parse_override(s))
@@ -234,6 +234,7 @@ fn publish(p: &Pipeline, store: &Store, r: &scheduler::RunResult) -> Result<()> 
         }
     }
     if any {
+        crate::provenance::lineage::write_published(&root, p, store, &manifest)?;
         let m = serde_json::json!({"pipeline": p.name, "file": p.file, "stages": manifest});
         store::write_atomic(
             &root.join("manifest.json"),

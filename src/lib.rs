@@ -12,6 +12,7 @@ pub mod error;
 pub mod exec;
 pub mod graph;
 pub mod prng;
+pub mod provenance;
 pub mod report;
 pub mod spec;
 pub mod stages;

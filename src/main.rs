@@ -32,6 +32,13 @@ fn main() {
             cache_dir,
             dry_run,
         } => commands::gc(&files, &set, &cache_dir, dry_run),
+        Cmd::Lineage {
+            target,
+            stage,
+            set,
+            cache_dir,
+            json,
+        } => rst::provenance::lineage::command(&target, stage.as_deref(), &set, &cache_dir, json),
     };
     if let Err(e) = result {
         let code = e.exit_code();

@@ -1,0 +1,1 @@
+//! RO-Crate export.

@@ -1,0 +1,1 @@
+//! `rst log`: run records.
