@@ -90,6 +90,19 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// List past runs, newest first (`rst log RUN_ID` shows one).
+    Log {
+        /// A run id (or its first characters).
+        run: Option<String>,
+        #[arg(long, env = "RST_CACHE_DIR", value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        /// Show at most N runs.
+        #[arg(long, short = 'n', default_value_t = 20)]
+        limit: usize,
+    },
     /// Internal: compute one stage (what `run` starts per stage, and what a cluster job runs).
     #[command(hide = true)]
     Worker { job: PathBuf },

@@ -73,6 +73,7 @@ pub fn run(
     force: Vec<String>,
     keep_going: bool,
 ) -> Result<()> {
+    let started_unix = crate::provenance::unix_now();
     let p = load(args)?;
     if jobs == Some(0) {
         return Err(UserError::new("--jobs must be at least 1").into());
@@ -106,6 +107,12 @@ pub fn run(
     reporter.finish();
     let result = result?;
     print_summary(&p, &result);
+    let rec = crate::provenance::runlog::record(&p, &args.set, started_unix, &result, &|k| {
+        store.log_path(k)
+    });
+    if let Err(e) = crate::provenance::runlog::write(&store, &rec) {
+        eprintln!("warning: cannot write the run record: {e}");
+    }
     let failed: Vec<&Outcome> = result
         .outcomes
         .iter()

@@ -39,6 +39,12 @@ fn main() {
             cache_dir,
             json,
         } => rst::provenance::lineage::command(&target, stage.as_deref(), &set, &cache_dir, json),
+        Cmd::Log {
+            run,
+            cache_dir,
+            json,
+            limit,
+        } => rst::provenance::runlog::command(run.as_deref(), &cache_dir, json, limit),
     };
     if let Err(e) = result {
         let code = e.exit_code();
