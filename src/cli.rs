@@ -103,6 +103,26 @@ pub enum Cmd {
         #[arg(long, short = 'n', default_value_t = 20)]
         limit: usize,
     },
+    /// Recompute cached stages in a scratch cache and compare with the cached artifacts (exit 0: all reproduced, 1: some differ).
+    Audit {
+        #[command(flatten)]
+        p: PipelineArgs,
+        /// Only stages or instances matching this pattern (`*` matches any characters).
+        #[arg(long, value_name = "PATTERN")]
+        stage: Option<String>,
+        /// Audit a random sample of N of the chosen stage instances.
+        #[arg(long, value_name = "N")]
+        sample: Option<usize>,
+        /// Seed of the --sample choice.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Thread budget for concurrent recomputations [default: number of cores]
+        #[arg(long, short = 'j')]
+        jobs: Option<usize>,
+        /// Accept accuracy changes up to X percentage points (audits across machines).
+        #[arg(long, value_name = "X")]
+        tolerance: Option<f64>,
+    },
     /// Internal: compute one stage (what `run` starts per stage, and what a cluster job runs).
     #[command(hide = true)]
     Worker { job: PathBuf },

@@ -45,6 +45,28 @@ fn main() {
             json,
             limit,
         } => rst::provenance::runlog::command(run.as_deref(), &cache_dir, json, limit),
+        Cmd::Audit {
+            p,
+            stage,
+            sample,
+            seed,
+            jobs,
+            tolerance,
+        } => rst::audit::command(
+            &p,
+            &rst::audit::AuditOptions {
+                stage,
+                sample,
+                seed,
+                jobs,
+                tolerance,
+            },
+        )
+        .map(|passed| {
+            if !passed {
+                std::process::exit(1)
+            }
+        }),
     };
     if let Err(e) = result {
         let code = e.exit_code();
