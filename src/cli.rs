@@ -123,6 +123,13 @@ pub enum Cmd {
         #[arg(long, value_name = "X")]
         tolerance: Option<f64>,
     },
+    /// Export the last run of a pipeline as a Workflow Run RO-Crate (ro-crate-metadata.json, the pipeline file, published results, logs).
+    ExportCrate {
+        #[command(flatten)]
+        p: PipelineArgs,
+        /// Directory to write the crate into (new or empty).
+        dir: PathBuf,
+    },
     /// Internal: compute one stage (what `run` starts per stage, and what a cluster job runs).
     #[command(hide = true)]
     Worker { job: PathBuf },

@@ -67,6 +67,7 @@ fn main() {
                 std::process::exit(1)
             }
         }),
+        Cmd::ExportCrate { p, dir } => rst::provenance::crate_export::command(&p, &dir),
     };
     if let Err(e) = result {
         let code = e.exit_code();
