@@ -1,8 +1,8 @@
 //! `rst audit`: recompute cached stages in a scratch cache and compare each fresh artifact
 //! with the cached one.
 //!
-//! Design: the scratch cache is `cache/tmp/audit-<pid>-<n>/` (same filesystem, removed
-//! afterwards). Each audited stage's input artifacts are made visible there as symbolic
+//! Design: each audited stage gets a scratch cache `cache/tmp/audit-<pid>-<n>/` (same
+//! filesystem, removed afterwards). Each audited stage's input artifacts are made visible there as symbolic
 //! links to the main cache's object directories (and to the base datasets that dataset
 //! views name), so the worker reads the cached inputs, read-only, and publishes its fresh
 //! artifact into the scratch cache only. The job is the cached entry's own: same key
@@ -429,6 +429,9 @@ struct Work<'a> {
     job: Job,
     notes: Vec<String>,
     corrupt: bool,
+    /// Its own scratch cache: another stage's links must not stand in for this one's
+    /// fresh artifact.
+    scratch: Scratch,
     p: &'a Pipeline,
 }
 
@@ -504,7 +507,6 @@ pub fn command(args: &PipelineArgs, opts: &AuditOptions) -> Result<bool> {
             .map(|n| n.get())
             .unwrap_or(1)
     });
-    let scratch = Scratch::new(&store)?;
     let memo = Mutex::new(HashMap::new());
     let mut work = Vec::new();
     for &i in &chosen {
@@ -515,6 +517,7 @@ pub fn command(args: &PipelineArgs, opts: &AuditOptions) -> Result<bool> {
             .ok_or_else(|| Error::Internal(format!("entry {key} vanished")))?;
         let mut notes = Vec::new();
         let corrupt = !intact(&store, &entry.artifact, &memo);
+        let scratch = Scratch::new(&store)?;
         for (name, recs) in &entry.record.inputs {
             for r in recs {
                 if !intact(&store, &r.digest, &memo) {
@@ -550,6 +553,7 @@ pub fn command(args: &PipelineArgs, opts: &AuditOptions) -> Result<bool> {
             job,
             notes,
             corrupt,
+            scratch,
             p: &p,
         });
     }
@@ -564,24 +568,13 @@ pub fn command(args: &PipelineArgs, opts: &AuditOptions) -> Result<bool> {
             kill();
         });
     }
-    let jobs_dir = scratch.dir.join("tmp").join("jobs");
-    std::fs::create_dir_all(&jobs_dir)
-        .map_err(|e| Error::io_path("cannot create", &jobs_dir, e))?;
     eprintln!(
         "auditing {} of {} stage instances of {} in a scratch cache",
         work.len(),
         p.instances.len(),
         p.name
     );
-    let results = run_all(
-        &work,
-        &executor,
-        &cancel,
-        &scratch,
-        &store,
-        jobs,
-        opts.tolerance,
-    );
+    let results = run_all(&work, &executor, &cancel, &store, jobs, opts.tolerance);
     if cancel.is_cancelled() {
         return Err(Error::Interrupted);
     }
@@ -636,7 +629,6 @@ fn run_all(
     work: &[Work<'_>],
     executor: &LocalExecutor,
     cancel: &Cancel,
-    scratch: &Scratch,
     main: &Store,
     jobs: usize,
     tolerance: Option<f64>,
@@ -661,7 +653,7 @@ fn run_all(
                         q = cv.wait(q).unwrap();
                     }
                 };
-                let r = audit_one(&work[w], executor, cancel, scratch, main, tolerance);
+                let r = audit_one(&work[w], executor, cancel, main, tolerance);
                 results.lock().unwrap()[w] = Some(r);
                 queue.lock().unwrap().1 -= threads;
                 cv.notify_all();
@@ -680,18 +672,17 @@ fn audit_one(
     w: &Work<'_>,
     executor: &LocalExecutor,
     cancel: &Cancel,
-    scratch: &Scratch,
     main: &Store,
     tolerance: Option<f64>,
 ) -> StageAudit {
+    let scratch = &w.scratch;
     let inst = &w.p.instances[w.instance];
     eprintln!("running  {} ({} threads)", inst.name, w.job.threads);
     let t0 = std::time::Instant::now();
     let job_file = scratch
         .dir
         .join("tmp")
-        .join("jobs")
-        .join(format!("{}.json", w.job.key));
+        .join(format!("{}.job.json", w.job.key));
     let mut notes = w.notes.clone();
     let mut failed: Option<String> = None;
     let mut fresh: Option<String> = None;
