@@ -1002,6 +1002,34 @@ mod tests {
     }
 
     #[test]
+    fn compare_names_files_accuracy_weights_and_cells() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        let put = |d: &Path, name: &str, bytes: &[u8]| std::fs::write(d.join(name), bytes).unwrap();
+        put(a.path(), "metrics.json", br#"{"top1": 0.8, "top3": 0.9}"#);
+        put(b.path(), "metrics.json", br#"{"top1": 0.81, "top3": 0.9}"#);
+        put(a.path(), "final.safetensors", &st(&[("w", vec![1.0, 2.0])]));
+        put(b.path(), "final.safetensors", &st(&[("w", vec![1.0, 2.5])]));
+        put(a.path(), "same.txt", b"x");
+        put(b.path(), "same.txt", b"x");
+        put(a.path(), "old.txt", b"x");
+        put(b.path(), "new.txt", b"x");
+        let c = compare(a.path(), b.path());
+        assert_eq!(c.files.changed, ["final.safetensors", "metrics.json"]);
+        assert_eq!(c.files.removed, ["old.txt"]);
+        assert_eq!(c.files.added, ["new.txt"]);
+        let top1 = c.metrics.iter().find(|m| m.metric == "top1").unwrap();
+        assert!((top1.delta_points - 1.0).abs() < 1e-9, "{top1:?}");
+        assert_eq!(c.weights[0].max_abs_diff, 0.5);
+        assert!((c.max_delta().unwrap() - 1.0).abs() < 1e-9);
+        assert_eq!(
+            verdict("a", Some("b"), false, &c, Some(1.5)),
+            "within tolerance"
+        );
+        assert_eq!(verdict("a", Some("b"), false, &c, Some(0.5)), "differs");
+    }
+
+    #[test]
     fn table_cells_that_moved() {
         let t = |m: f64| {
             serde_json::json!({"rows": [{"label": "Ours", "cells": [
