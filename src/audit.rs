@@ -103,11 +103,20 @@ pub struct Comparison {
     pub weights: Vec<WeightChange>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub cells: Vec<CellChange>,
+    /// An accuracy was compared (metrics or table cells), moved or not: what
+    /// `--tolerance` judges.
+    pub accuracy_compared: bool,
 }
 
 impl Comparison {
     /// The largest accuracy change compared (metrics and table cells), if any was.
     fn max_delta(&self) -> Option<f64> {
+        if !self.accuracy_compared {
+            return None;
+        }
+        if self.metrics.is_empty() && self.cells.is_empty() {
+            return Some(0.0);
+        }
         self.metrics
             .iter()
             .map(|m| Some(m.delta_points.abs()))
@@ -155,8 +164,11 @@ fn read_json(path: &Path) -> Option<Value> {
     serde_json::from_slice(&std::fs::read(path).ok()?).ok()
 }
 
-/// Accuracy fields (fractions in [0, 1]) compared in changed JSON files.
+/// Accuracy fields (fractions in [0, 1]) compared in [`ACCURACY_FILES`].
 const METRICS: [&str; 3] = ["top1", "top3", "best_val_acc"];
+
+/// Where accuracies are: `evaluate`'s metrics, `train`'s summary, `aggregate`'s table.
+const ACCURACY_FILES: [&str; 3] = ["metrics.json", "summary.json", "table.json"];
 
 fn compare_metrics(rel: &str, a: &Value, b: &Value, out: &mut Vec<MetricChange>) {
     for m in METRICS {
@@ -314,16 +326,20 @@ pub fn compare(cached: &Path, fresh: &Path) -> Comparison {
         }
     }
     c.files.added = b.keys().filter(|k| !a.contains_key(*k)).cloned().collect();
+    // The accuracy files are compared even when unchanged: a train artifact whose weights
+    // moved in the last bits but whose accuracy did not is within any tolerance.
+    for rel in ACCURACY_FILES {
+        if let (Some(x), Some(y)) = (read_json(&cached.join(rel)), read_json(&fresh.join(rel))) {
+            c.accuracy_compared = true;
+            compare_metrics(rel, &x, &y, &mut c.metrics);
+            if rel == "table.json" {
+                compare_tables(&x, &y, &mut c.cells);
+            }
+        }
+    }
     for rel in &c.files.changed {
         let (pa, pb) = (cached.join(rel), fresh.join(rel));
-        if rel.ends_with(".json") {
-            if let (Some(x), Some(y)) = (read_json(&pa), read_json(&pb)) {
-                compare_metrics(rel, &x, &y, &mut c.metrics);
-                if rel == "table.json" {
-                    compare_tables(&x, &y, &mut c.cells);
-                }
-            }
-        } else if rel.ends_with(".safetensors") {
+        if rel.ends_with(".safetensors") {
             if let (Ok(x), Ok(y)) = (std::fs::read(&pa), std::fs::read(&pb)) {
                 c.weights.push(compare_safetensors(rel, &x, &y));
             }
@@ -986,6 +1002,7 @@ mod tests {
         assert_eq!(verdict("a", Some("b"), false, &cmp, Some(1.0)), "differs");
         assert_eq!(verdict("a", None, false, &cmp, None), "failed");
         assert_eq!(verdict("a", Some("a"), true, &cmp, None), "cache corrupt");
+        cmp.accuracy_compared = true;
         cmp.metrics.push(MetricChange {
             file: "metrics.json".into(),
             metric: "top1".into(),
@@ -1027,6 +1044,15 @@ mod tests {
             "within tolerance"
         );
         assert_eq!(verdict("a", Some("b"), false, &c, Some(0.5)), "differs");
+        // Weights moved in the last bits, accuracy did not: within any tolerance.
+        put(b.path(), "metrics.json", br#"{"top1": 0.8, "top3": 0.9}"#);
+        let c = compare(a.path(), b.path());
+        assert_eq!(c.max_delta(), Some(0.0));
+        assert_eq!(
+            verdict("a", Some("b"), false, &c, Some(0.0)),
+            "within tolerance"
+        );
+        assert_eq!(verdict("a", Some("b"), false, &c, None), "differs");
     }
 
     #[test]
