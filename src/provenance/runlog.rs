@@ -176,13 +176,6 @@ pub fn all(store: &Store) -> Vec<RunRecord> {
     v
 }
 
-/// The newest run of `pipeline` (by name) that finished without failures.
-pub fn latest_ok(store: &Store, pipeline: &str) -> Option<RunRecord> {
-    all(store)
-        .into_iter()
-        .find(|r| r.pipeline == pipeline && r.status == "ok")
-}
-
 fn show(r: &RunRecord) -> String {
     let mut out = format!(
         "run {}\n  pipeline  {} ({})\n  command   {}\n",
