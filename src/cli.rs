@@ -79,6 +79,60 @@ pub enum Cmd {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Show everything a stage's artifact or a published result came from, down to the downloaded files.
+    Lineage {
+        /// A pipeline file (then name STAGE), or a published result (results/<pipeline>/table.md).
+        target: PathBuf,
+        /// Stage or instance name (with a pipeline file).
+        stage: Option<String>,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        #[arg(long, env = "RST_CACHE_DIR", value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List past runs, newest first (`rst log RUN_ID` shows one).
+    Log {
+        /// A run id (or its first characters).
+        run: Option<String>,
+        #[arg(long, env = "RST_CACHE_DIR", value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        /// Show at most N runs.
+        #[arg(long, short = 'n', default_value_t = 20)]
+        limit: usize,
+    },
+    /// Recompute cached stages in a scratch cache and compare with the cached artifacts (exit 0: all reproduced, 1: some differ).
+    Audit {
+        #[command(flatten)]
+        p: PipelineArgs,
+        /// Only stages or instances matching this pattern (`*` matches any characters).
+        #[arg(long, value_name = "PATTERN")]
+        stage: Option<String>,
+        /// Audit a random sample of N of the chosen stage instances.
+        #[arg(long, value_name = "N")]
+        sample: Option<usize>,
+        /// Seed of the --sample choice.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Thread budget for concurrent recomputations [default: number of cores]
+        #[arg(long, short = 'j')]
+        jobs: Option<usize>,
+        /// Accept accuracy changes up to X percentage points (audits across machines).
+        #[arg(long, value_name = "X")]
+        tolerance: Option<f64>,
+    },
+    /// Export the last run of a pipeline as a Workflow Run RO-Crate (ro-crate-metadata.json, the pipeline file, published results, logs).
+    ExportCrate {
+        #[command(flatten)]
+        p: PipelineArgs,
+        /// Directory to write the crate into (new or empty).
+        dir: PathBuf,
+    },
     /// Internal: compute one stage (what `run` starts per stage, and what a cluster job runs).
     #[command(hide = true)]
     Worker { job: PathBuf },

@@ -19,7 +19,7 @@ pub fn cache_dir(explicit: &Option<PathBuf>) -> PathBuf {
     explicit.clone().unwrap_or_else(|| PathBuf::from("cache"))
 }
 
-fn open_store(dir: &Path) -> Result<Store> {
+pub(crate) fn open_store(dir: &Path) -> Result<Store> {
     Store::open(dir).map_err(|e| {
         Error::User(
             UserError::new(format!(
@@ -35,7 +35,7 @@ pub fn load(args: &PipelineArgs) -> Result<Pipeline> {
     load_file(&args.file, &args.set)
 }
 
-fn load_file(file: &Path, set: &[String]) -> Result<Pipeline> {
+pub(crate) fn load_file(file: &Path, set: &[String]) -> Result<Pipeline> {
     let overrides = set
         .iter()
         .map(|s| spec::parse_override(s))
@@ -73,6 +73,7 @@ pub fn run(
     force: Vec<String>,
     keep_going: bool,
 ) -> Result<()> {
+    let started_unix = crate::provenance::unix_now();
     let p = load(args)?;
     if jobs == Some(0) {
         return Err(UserError::new("--jobs must be at least 1").into());
@@ -106,6 +107,12 @@ pub fn run(
     reporter.finish();
     let result = result?;
     print_summary(&p, &result);
+    let rec = crate::provenance::runlog::record(&p, &args.set, started_unix, &result, &|k| {
+        store.log_path(k)
+    });
+    if let Err(e) = crate::provenance::runlog::write(&store, &rec) {
+        eprintln!("warning: cannot write the run record: {e}");
+    }
     let failed: Vec<&Outcome> = result
         .outcomes
         .iter()
@@ -234,6 +241,7 @@ fn publish(p: &Pipeline, store: &Store, r: &scheduler::RunResult) -> Result<()> 
         }
     }
     if any {
+        crate::provenance::lineage::write_published(&root, p, store, &manifest)?;
         let m = serde_json::json!({"pipeline": p.name, "file": p.file, "stages": manifest});
         store::write_atomic(
             &root.join("manifest.json"),

@@ -4,6 +4,7 @@
 //! `cache` (blake3 keys, content-addressed artifacts) → `exec` (scheduler, worker
 //! processes) → results. This library never links libtorch (loading it costs ~0.4 s per
 //! process start); `src/ml/` is compiled into the `rst-torch` binary, the worker for torch stages.
+pub mod audit;
 pub mod cache;
 pub mod cli;
 pub mod commands;
@@ -12,6 +13,7 @@ pub mod error;
 pub mod exec;
 pub mod graph;
 pub mod prng;
+pub mod provenance;
 pub mod report;
 pub mod spec;
 pub mod stages;

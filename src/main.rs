@@ -40,6 +40,42 @@ fn main() {
             cache_dir,
             dry_run,
         } => commands::gc(&files, &set, &cache_dir, dry_run),
+        Cmd::Lineage {
+            target,
+            stage,
+            set,
+            cache_dir,
+            json,
+        } => rst::provenance::lineage::command(&target, stage.as_deref(), &set, &cache_dir, json),
+        Cmd::Log {
+            run,
+            cache_dir,
+            json,
+            limit,
+        } => rst::provenance::runlog::command(run.as_deref(), &cache_dir, json, limit),
+        Cmd::Audit {
+            p,
+            stage,
+            sample,
+            seed,
+            jobs,
+            tolerance,
+        } => rst::audit::command(
+            &p,
+            &rst::audit::AuditOptions {
+                stage,
+                sample,
+                seed,
+                jobs,
+                tolerance,
+            },
+        )
+        .map(|passed| {
+            if !passed {
+                std::process::exit(1)
+            }
+        }),
+        Cmd::ExportCrate { p, dir } => rst::provenance::crate_export::command(&p, &dir),
     };
     if let Err(e) = result {
         let code = e.exit_code();

@@ -78,7 +78,11 @@ pub struct RunFacts {
     /// The git commit rst was built from, when built from a checkout.
     pub rst_git_commit: Option<String>,
     pub libtorch: String,
-    /// The stage's log, relative to the cache root.
+    /// The device a torch stage ran on (`cpu`, `cuda:0`); None for other stages.
+    #[serde(default)]
+    pub device: Option<String>,
+    /// The stage's log, relative to the cache root (`logs/<key>.log`: kept while the
+    /// entry exists; a later run of the same key only replaces it when it recomputes).
     pub log: String,
 }
 

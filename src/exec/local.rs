@@ -78,19 +78,26 @@ impl Executor for LocalExecutor {
         let child = Arc::new(Mutex::new(child));
         self.children.lock().unwrap().push((pid, child.clone()));
         let mut finished = false;
+        let mut reused = false;
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
             if let Ok(ev) = serde_json::from_str::<WorkerEvent>(&line) {
                 finished |= matches!(ev, WorkerEvent::Done { .. } | WorkerEvent::Failed(_));
+                reused |= matches!(ev, WorkerEvent::Done { reused: true, .. });
                 on_event(ev);
             }
         }
         let status = child.lock().unwrap().wait();
         self.children.lock().unwrap().retain(|(p, _)| *p != pid);
-        let _ = std::fs::rename(
-            &log_tmp,
-            job.cache_dir.join("logs").join(format!("{}.log", job.key)),
-        );
+        if reused {
+            // Another process computed the artifact: its log (the entry's) stays.
+            let _ = std::fs::remove_file(&log_tmp);
+        } else {
+            let _ = std::fs::rename(
+                &log_tmp,
+                job.cache_dir.join("logs").join(format!("{}.log", job.key)),
+            );
+        }
         if !finished {
             return Err(match status {
                 Ok(s) if cancel.is_cancelled() || s.signal() == Some(2) => {

@@ -47,6 +47,24 @@ fn peak_rss_kib() -> u64 {
     max_rss(libc::RUSAGE_SELF).max(max_rss(libc::RUSAGE_CHILDREN))
 }
 
+/// The device a torch stage runs on, as cache keys name it (`cpu`, `cuda:0`): `auto`
+/// is what `rst-torch probe` picks on this machine. None for stages without torch.
+fn resolved_device(job: &Job, kind: &dyn StageKind) -> Option<String> {
+    if !kind.uses_torch() {
+        return None;
+    }
+    let spec = job
+        .params
+        .get("device")
+        .and_then(|d| d.as_str())
+        .unwrap_or("auto");
+    Some(match spec.trim() {
+        "auto" => super::plan::probe().auto_device.clone(),
+        "cuda" => "cuda:0".to_string(),
+        other => other.to_string(),
+    })
+}
+
 /// Runs the job; returns the process exit code (0 done, 1 failed). `kinds` supplies the
 /// implementations this binary has beyond the engine's registry (`rst-torch` passes the
 /// train and evaluate kinds).
@@ -189,6 +207,7 @@ fn compute(job: &Job, kinds: &[&dyn StageKind]) -> Result<WorkerEvent, StageErro
                         rst_version: env!("CARGO_PKG_VERSION").to_string(),
                         rst_git_commit: option_env!("RST_GIT_COMMIT").map(str::to_string),
                         libtorch: env!("RST_LIBTORCH_VERSION").to_string(),
+                        device: resolved_device(job, kind),
                         log: format!("logs/{}.log", job.key),
                     },
                 )

@@ -1,0 +1,117 @@
+//! Provenance: where every artifact and published result came from (`rst lineage`), the
+//! record of each `rst run` (`rst log`), and the Workflow Run RO-Crate export
+//! (`rst export-crate`). Everything here reads what the cache already records: each entry's
+//! key record (params, input digests, kind and version, environment) and run facts (host,
+//! times, threads, memory, device, versions, log).
+pub mod crate_export;
+pub mod lineage;
+pub mod runlog;
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+use crate::cache::store::{Entry, Store};
+
+/// The file recording, in `results/<pipeline>/`, which artifact each published file came from.
+pub const PUBLISHED_FILE: &str = "provenance.json";
+
+/// sha256 of a file, as lowercase hex.
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>())
+}
+
+/// Seconds since the epoch as an ISO 8601 UTC time (`2026-11-27T23:45:21Z`).
+pub fn iso_time(unix: f64) -> String {
+    let secs = unix.max(0.0).floor() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// Cache entries by artifact digest, to walk from an input record (instance + digest) to
+/// the entry that produced it.
+pub struct EntryIndex {
+    by_artifact: HashMap<String, Vec<Entry>>,
+}
+
+impl EntryIndex {
+    pub fn load(store: &Store) -> EntryIndex {
+        let mut by_artifact: HashMap<String, Vec<Entry>> = HashMap::new();
+        for (_, e) in store.all_entries().0 {
+            by_artifact.entry(e.artifact.clone()).or_default().push(e);
+        }
+        EntryIndex { by_artifact }
+    }
+
+    /// The entry that produced `digest`, preferring one of `instance` in `pipeline`, then
+    /// the newest.
+    pub fn producer(&self, digest: &str, instance: &str, pipeline: &str) -> Option<&Entry> {
+        let all = self.by_artifact.get(digest)?;
+        let score = |e: &Entry| (e.instance == instance, e.pipeline == pipeline);
+        all.iter().max_by(|a, b| {
+            score(a)
+                .cmp(&score(b))
+                .then(a.created_unix.total_cmp(&b.created_unix))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iso_time_is_utc_civil_time() {
+        assert_eq!(iso_time(0.0), "1970-01-01T00:00:00Z");
+        // date -u -d @1795909521
+        assert_eq!(iso_time(1_795_909_521.7), "2026-11-28T23:45:21Z");
+        assert_eq!(iso_time(951_782_400.0), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn sha256_of_abc() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("a"), "abc").unwrap();
+        assert_eq!(
+            sha256_file(&d.path().join("a")).unwrap(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}
