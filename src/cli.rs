@@ -37,6 +37,8 @@ pub enum Cmd {
         /// Keep running independent branches after a stage fails.
         #[arg(long)]
         keep_going: bool,
+        #[command(flatten)]
+        exec: ExecArgs,
     },
     /// Show every stage instance: cached, or stale and why.
     Status {
@@ -79,6 +81,30 @@ pub enum Cmd {
     /// Internal: compute one stage (what `run` starts per stage, and what a cluster job runs).
     #[command(hide = true)]
     Worker { job: PathBuf },
+}
+
+/// Where `run` computes stages.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ExecArgs {
+    /// Where stages run: worker processes here, or one Slurm job per stage.
+    #[arg(long, value_enum, default_value = "local")]
+    pub executor: ExecutorKind,
+    /// Slurm partition for the stage jobs (--executor slurm).
+    #[arg(long, value_name = "P")]
+    pub partition: Option<String>,
+    /// Slurm account for the stage jobs (--executor slurm).
+    #[arg(long, value_name = "A")]
+    pub account: Option<String>,
+    /// Any other sbatch option for every stage job: --slurm-opt qos=high. Repeatable.
+    #[arg(long = "slurm-opt", value_name = "KEY=VALUE")]
+    pub slurm_opt: Vec<String>,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ExecutorKind {
+    #[default]
+    Local,
+    Slurm,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy)]

@@ -199,6 +199,7 @@ pub fn run(
                     inputs: record.inputs.clone(),
                     record,
                     threads: inst.threads.min(jobs),
+                    resources: inst.resources.clone(),
                 };
                 if forced[i] {
                     store.remove_entry(&key);
@@ -232,6 +233,7 @@ pub fn run(
                 Msg::Event(i, ev) => {
                     let name = &p.instances[i].name;
                     match ev {
+                        WorkerEvent::Queued { job } => reporter.report(Report::Queued(name, &job)),
                         WorkerEvent::LockWait => reporter.report(Report::LockWait(name)),
                         WorkerEvent::Started => reporter.report(Report::Started(name)),
                         WorkerEvent::Progress(pr) => reporter.report(Report::Progress(name, &pr)),
