@@ -155,6 +155,9 @@ fn slurm_executor() {
     failure_shows_the_stage_error_and_the_slurm_log();
     eprintln!("slurm: failure ({:.1?})", t1.elapsed());
     let t1 = Instant::now();
+    refused_submission_and_same_key_twins();
+    eprintln!("slurm: refused submission ({:.1?})", t1.elapsed());
+    let t1 = Instant::now();
     scancelled_job_then_rerun_completes();
     eprintln!("slurm: scancel + rerun ({:.1?})", t1.elapsed());
     let t1 = Instant::now();
@@ -271,6 +274,34 @@ stages:
         "{stage_log}"
     );
     assert!(t.entries().is_empty());
+}
+
+/// sbatch refusing a job (more memory than any node has) is the user's error (exit 2,
+/// sbatch's reason); a twin instance with the same key still runs (regression: the two
+/// shared one job file, and the refused one's cleanup removed it before the twin's job
+/// started).
+fn refused_submission_and_same_key_twins() {
+    let t = TestDir::new();
+    t.write(
+        "p.yaml",
+        r#"
+name: refused
+stages:
+  huge:
+    kind: command
+    resources: {memory: 100000G}
+    params: {shell: 'echo x > $RST_OUT/x'}
+  twin:
+    kind: command
+    params: {shell: 'echo x > $RST_OUT/x'}
+"#,
+    );
+    let out = run_slurm(&t, &["--keep-going"]);
+    out.assert_code(2);
+    out.assert_stderr_contains("FAILED huge: sbatch refused the job: ");
+    out.assert_stderr_contains("--mem=102400000M");
+    let s = out.summary();
+    assert_eq!((s.ran, s.failed), (1, 1), "{}", out.stderr);
 }
 
 fn job_ids(t: &TestDir) -> Vec<String> {

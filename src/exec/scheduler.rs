@@ -204,7 +204,8 @@ pub fn run(
                 if forced[i] {
                     store.remove_entry(&key);
                 }
-                let job_file = jobs_dir.join(format!("{key}.{}.json", std::process::id()));
+                // Per instance: two instances may share a key (a cluster job reads its file later).
+                let job_file = jobs_dir.join(format!("{key}.{}.{i}.json", std::process::id()));
                 write_atomic(
                     &job_file,
                     &serde_json::to_vec_pretty(&job).expect("job serialises"),

@@ -427,7 +427,7 @@ impl Monitor {
         loop {
             let (subs, cancelled, shutdown) = {
                 let mut st = self.shared.state.lock().unwrap();
-                if st.queue.is_empty() && !st.cancelled {
+                if st.queue.is_empty() && !(st.cancelled && !self.active.is_empty()) {
                     st = self.shared.wake.wait_timeout(st, tail_every).unwrap().0;
                 }
                 (std::mem::take(&mut st.queue), st.cancelled, st.shutdown)
@@ -502,7 +502,12 @@ impl Monitor {
                         Ok(id)
                     }
                 }
-                Ok(out) => Err(String::from_utf8_lossy(&out.stderr).trim().to_string()),
+                Ok(out) => Err(String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .map(|l| l.trim().trim_start_matches("sbatch: error: "))
+                    .filter(|l| !l.is_empty())
+                    .collect::<Vec<_>>()
+                    .join("; ")),
                 Err(e) => Err(format!("cannot run sbatch: {e}")),
             };
             let id = match id {
@@ -699,14 +704,14 @@ fn ended_without_result(a: &mut Active) {
 /// by stage key → (job id, `queued` | `running`). Empty when there are none (no Slurm
 /// command runs then).
 pub fn outstanding(cache_dir: &Path) -> HashMap<String, (String, &'static str)> {
-    let mut by_id: HashMap<String, String> = HashMap::new();
+    let mut by_id: HashMap<String, (String, PathBuf)> = HashMap::new();
     if let Ok(rd) = std::fs::read_dir(cache_dir.join("slurm").join("jobs")) {
         for e in rd.flatten() {
             let rec = std::fs::read(e.path())
                 .ok()
                 .and_then(|b| serde_json::from_slice::<JobRecord>(&b).ok());
             if let Some(r) = rec {
-                by_id.insert(r.id, r.key);
+                by_id.insert(r.id, (r.key, e.path()));
             }
         }
     }
@@ -723,15 +728,25 @@ pub fn outstanding(cache_dir: &Path) -> HashMap<String, (String, &'static str)> 
         "-o".to_string(),
         "%i|%T|%r".to_string(),
     ];
-    if let Ok(o) = slurm_cmd("squeue", &args) {
-        for (id, (state, _)) in parse_squeue(&o) {
-            if let Some(key) = by_id.get(&id) {
+    let listed = match slurm_cmd("squeue", &args) {
+        Ok(o) => parse_squeue(&o),
+        Err(e) if e.contains("Invalid job id") => HashMap::new(),
+        // Slurm unreachable: say nothing about jobs.
+        Err(_) => return out,
+    };
+    for (id, (key, record)) in by_id {
+        match listed.get(&id) {
+            Some((state, _)) => {
                 let s = if state == "PENDING" {
                     "queued"
                 } else {
                     "running"
                 };
-                out.insert(key.clone(), (id, s));
+                out.insert(key, (id, s));
+            }
+            // Ended while no `rst run` watched it (that run was killed): forget it.
+            None => {
+                let _ = std::fs::remove_file(record);
             }
         }
     }
