@@ -257,6 +257,9 @@ pub struct SlurmExecutor {
     monitor: Option<std::thread::JoinHandle<()>>,
 }
 
+/// How many `sbatch` run at once when many stages become ready together.
+const SUBMIT_PARALLEL: usize = 8;
+
 /// How often all outstanding jobs are polled with one `squeue` (`RST_SLURM_POLL_MS`).
 fn poll_interval() -> Duration {
     let ms = std::env::var("RST_SLURM_POLL_MS")
@@ -474,83 +477,105 @@ impl Monitor {
         }
     }
 
+    /// Submits a batch of ready stages: up to [`SUBMIT_PARALLEL`] `sbatch` processes at
+    /// a time (each script, a few hundred bytes, goes to its stdin without blocking).
     fn submit(&mut self, subs: Vec<Submission>) {
-        for s in subs {
-            let args = sbatch_args(&s.job, &self.opts);
-            let script = batch_script(&s.exe, &s.job_file, &s.job);
-            let result = Command::new("sbatch")
-                .args(&args)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .and_then(|mut child| {
-                    child
-                        .stdin
-                        .take()
-                        .expect("piped")
-                        .write_all(script.as_bytes())?;
-                    child.wait_with_output()
-                });
-            let id = match result {
-                Ok(out) if out.status.success() => {
-                    let text = String::from_utf8_lossy(&out.stdout);
-                    let id = text.trim().split(';').next().unwrap_or("").to_string();
-                    if id.is_empty() {
-                        Err("sbatch printed no job id".to_string())
-                    } else {
-                        Ok(id)
-                    }
-                }
-                Ok(out) => Err(String::from_utf8_lossy(&out.stderr)
-                    .lines()
-                    .map(|l| l.trim().trim_start_matches("sbatch: error: "))
-                    .filter(|l| !l.is_empty())
-                    .collect::<Vec<_>>()
-                    .join("; ")),
-                Err(e) => Err(format!("cannot run sbatch: {e}")),
-            };
-            let id = match id {
-                Ok(id) => id,
-                Err(msg) => {
-                    // sbatch refuses what the user asked for (resources, options).
-                    let _ =
-                        s.tx.send(Update::Event(WorkerEvent::Failed(StageError::user(
-                            format!("sbatch refused the job: {msg} (sbatch {})", args.join(" ")),
-                        ))));
-                    let _ = s.tx.send(Update::End(Ok(())));
-                    continue;
-                }
-            };
-            let paths = paths(&s.job.cache_dir, &s.job.key, &id);
-            let record = JobRecord {
-                id: id.clone(),
-                key: s.job.key.clone(),
-                pipeline: s.job.pipeline.clone(),
-                instance: s.job.instance.clone(),
-                submitted_unix: std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs_f64())
-                    .unwrap_or(0.0),
-            };
-            let _ = std::fs::write(
-                &paths.record,
-                serde_json::to_vec(&record).expect("record serialises"),
-            );
-            let _ = s.tx.send(Update::Event(WorkerEvent::Queued {
-                job: format!("slurm {id}"),
-            }));
-            self.active.push(Active {
-                id,
-                key: s.job.key.clone(),
-                paths,
-                tx: s.tx,
-                offset: 0,
-                partial: Vec::new(),
-                running: false,
-                finished: false,
-            });
+        let mut subs = subs.into_iter().peekable();
+        while subs.peek().is_some() {
+            let batch: Vec<Submission> = subs.by_ref().take(SUBMIT_PARALLEL).collect();
+            let started: Vec<_> = batch
+                .iter()
+                .map(|s| {
+                    let args = sbatch_args(&s.job, &self.opts);
+                    let script = batch_script(&s.exe, &s.job_file, &s.job);
+                    let child = Command::new("sbatch")
+                        .args(&args)
+                        .stdin(Stdio::piped())
+                        .stdout(Stdio::piped())
+                        .stderr(Stdio::piped())
+                        .spawn()
+                        .and_then(|mut child| {
+                            child
+                                .stdin
+                                .take()
+                                .expect("piped")
+                                .write_all(script.as_bytes())?;
+                            Ok(child)
+                        });
+                    (args, child)
+                })
+                .collect();
+            for (s, (args, child)) in batch.into_iter().zip(started) {
+                let result = child.and_then(|c| c.wait_with_output());
+                self.submitted(s, args, result);
+            }
         }
+    }
+
+    fn submitted(
+        &mut self,
+        s: Submission,
+        args: Vec<String>,
+        result: std::io::Result<std::process::Output>,
+    ) {
+        let id = match result {
+            Ok(out) if out.status.success() => {
+                let text = String::from_utf8_lossy(&out.stdout);
+                let id = text.trim().split(';').next().unwrap_or("").to_string();
+                if id.is_empty() {
+                    Err("sbatch printed no job id".to_string())
+                } else {
+                    Ok(id)
+                }
+            }
+            Ok(out) => Err(String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .map(|l| l.trim().trim_start_matches("sbatch: error: "))
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join("; ")),
+            Err(e) => Err(format!("cannot run sbatch: {e}")),
+        };
+        let id = match id {
+            Ok(id) => id,
+            Err(msg) => {
+                // sbatch refuses what the user asked for (resources, options).
+                let _ =
+                    s.tx.send(Update::Event(WorkerEvent::Failed(StageError::user(
+                        format!("sbatch refused the job: {msg} (sbatch {})", args.join(" ")),
+                    ))));
+                let _ = s.tx.send(Update::End(Ok(())));
+                return;
+            }
+        };
+        let paths = paths(&s.job.cache_dir, &s.job.key, &id);
+        let record = JobRecord {
+            id: id.clone(),
+            key: s.job.key.clone(),
+            pipeline: s.job.pipeline.clone(),
+            instance: s.job.instance.clone(),
+            submitted_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0),
+        };
+        let _ = std::fs::write(
+            &paths.record,
+            serde_json::to_vec(&record).expect("record serialises"),
+        );
+        let _ = s.tx.send(Update::Event(WorkerEvent::Queued {
+            job: format!("slurm {id}"),
+        }));
+        self.active.push(Active {
+            id,
+            key: s.job.key.clone(),
+            paths,
+            tx: s.tx,
+            offset: 0,
+            partial: Vec::new(),
+            running: false,
+            finished: false,
+        });
     }
 
     fn tail_running(&mut self) {
@@ -591,7 +616,7 @@ impl Monitor {
             }
         };
         for a in self.active.iter_mut().filter(|a| !a.finished) {
-            match listed.get(&a.id) {
+            match listed.get(&a.id).filter(|(state, _)| !is_final(state)) {
                 Some((state, _)) => {
                     if !a.running && state != "PENDING" {
                         a.running = true;
@@ -609,6 +634,23 @@ impl Monitor {
             }
         }
     }
+}
+
+/// Job states after which a job never runs again (squeue may still list one briefly).
+fn is_final(state: &str) -> bool {
+    matches!(
+        state,
+        "COMPLETED"
+            | "FAILED"
+            | "CANCELLED"
+            | "TIMEOUT"
+            | "OUT_OF_MEMORY"
+            | "NODE_FAIL"
+            | "BOOT_FAIL"
+            | "DEADLINE"
+            | "SPECIAL_EXIT"
+            | "REVOKED"
+    )
 }
 
 /// Reads new complete lines from the job's events file and forwards them.
@@ -735,7 +777,7 @@ pub fn outstanding(cache_dir: &Path) -> HashMap<String, (String, &'static str)> 
         Err(_) => return out,
     };
     for (id, (key, record)) in by_id {
-        match listed.get(&id) {
+        match listed.get(&id).filter(|(state, _)| !is_final(state)) {
             Some((state, _)) => {
                 let s = if state == "PENDING" {
                     "queued"
