@@ -98,6 +98,10 @@ pub struct ExecArgs {
     /// Any other sbatch option for every stage job: --slurm-opt qos=high. Repeatable.
     #[arg(long = "slurm-opt", value_name = "KEY=VALUE")]
     pub slurm_opt: Vec<String>,
+    /// Run up to N ready stages with the same resources in one Slurm job, one after
+    /// another (for sweeps of many short stages) [default: 1]
+    #[arg(long = "slurm-bundle", value_name = "N")]
+    pub slurm_bundle: Option<usize>,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -155,6 +155,7 @@ fn executor(exec: &ExecArgs, store: &Store) -> Result<(Box<dyn Executor>, Killer
             exec.partition.as_ref().map(|_| "--partition"),
             exec.account.as_ref().map(|_| "--account"),
             exec.slurm_opt.first().map(|_| "--slurm-opt"),
+            exec.slurm_bundle.map(|_| "--slurm-bundle"),
         ]
         .into_iter()
         .flatten()
@@ -174,6 +175,11 @@ fn executor(exec: &ExecArgs, store: &Store) -> Result<(Box<dyn Executor>, Killer
             .iter()
             .map(|s| slurm::parse_slurm_opt(s))
             .collect::<std::result::Result<_, _>>()?,
+        bundle: match exec.slurm_bundle {
+            Some(0) => return Err(UserError::new("--slurm-bundle must be at least 1").into()),
+            Some(n) => n,
+            None => 1,
+        },
     };
     let e = SlurmExecutor::new(store.root(), opts)?;
     let kill = Box::new(e.killer());

@@ -163,6 +163,9 @@ fn slurm_executor() {
     let t1 = Instant::now();
     two_concurrent_runs_compute_each_stage_once();
     eprintln!("slurm: two concurrent runs ({:.1?})", t1.elapsed());
+    let t1 = Instant::now();
+    bundles_share_jobs();
+    eprintln!("slurm: bundles ({:.1?})", t1.elapsed());
     eprintln!("slurm: all scenarios in {:.1?}", t0.elapsed());
 }
 
@@ -412,6 +415,47 @@ stages:
     assert_eq!(ran, 4, "{}\n{}", one.stderr, two.stderr);
     assert_eq!(done, 8);
     assert_eq!(t.artifact_file("b", "y"), "1\n2\n3\n");
+}
+
+/// `--slurm-bundle 4`: ready stages of the same shape share jobs; each still reports, caches
+/// and fails on its own.
+fn bundles_share_jobs() {
+    let t = TestDir::new();
+    t.write(
+        "p.yaml",
+        r#"
+name: bundled
+stages:
+  a:
+    kind: command
+    matrix: {i: [1, 2, 3, 4, 5, 6, 7, 8]}
+    params: {shell: 'test ${i} != 5 || exit 9; echo ${i} > $RST_OUT/x'}
+  big:
+    kind: command
+    resources: {memory: 100M}
+    params: {shell: 'echo big > $RST_OUT/x'}
+"#,
+    );
+    let out = run_slurm(&t, &["--slurm-bundle", "4", "--keep-going"]);
+    out.assert_code(1);
+    let s = out.summary();
+    assert_eq!((s.ran, s.failed), (8, 1), "{}", out.stderr);
+    out.assert_stderr_contains("FAILED a[i=5]: ");
+    let jobs: std::collections::BTreeSet<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("queued "))
+        .filter_map(|l| l.rsplit("(slurm ").next())
+        .collect();
+    // 8 stages of one shape in bundles of 4, and `big` alone: 3 jobs (more only if the
+    // scheduler handed the stages over unusually slowly).
+    assert!(
+        (3..=5).contains(&jobs.len()),
+        "{} jobs: {}",
+        jobs.len(),
+        out.stderr
+    );
+    assert_eq!(t.artifact_file("a[i=8]", "x"), "8\n");
 }
 
 /// Resources are checked like every other key: file:line, exit 2.

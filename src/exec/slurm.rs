@@ -43,6 +43,9 @@ pub struct SlurmOptions {
     pub account: Option<String>,
     /// `--slurm-opt KEY=VALUE` → `--KEY=VALUE` (or `--KEY`) on every `sbatch`.
     pub extra: Vec<(String, Option<String>)>,
+    /// `--slurm-bundle N`: up to N ready stages that ask for the same resources run one
+    /// after another in one job (0 and 1: one job per stage).
+    pub bundle: usize,
 }
 
 /// Parses `--slurm-opt KEY=VALUE` (or a bare `KEY` flag such as `exclusive`).
@@ -89,13 +92,14 @@ struct Paths {
     stage_log: PathBuf,
 }
 
-fn paths(cache: &Path, key: &str, id: &str) -> Paths {
+/// The files of the `n`th stage of job `id`.
+fn paths(cache: &Path, key: &str, id: &str, n: usize) -> Paths {
     let s = cache.join("slurm");
     Paths {
         slurm_out: s.join("out").join(format!("{id}.out")),
-        events: s.join("events").join(format!("{key}.{id}.jsonl")),
+        events: s.join("events").join(format!("{key}.{id}.{n}.jsonl")),
         record: s.join("jobs").join(format!("{key}.{id}.json")),
-        stage_log: cache.join("logs").join(format!("{key}.{id}.log")),
+        stage_log: cache.join("logs").join(format!("{key}.{id}.{n}.log")),
     }
 }
 
@@ -114,23 +118,32 @@ fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-/// The batch script (given to `sbatch` on stdin): the worker, its events and its log
-/// redirected into the cache.
-pub fn batch_script(exe: &Path, job_file: &Path, job: &Job) -> String {
-    let s = job.cache_dir.join("slurm");
-    format!(
-        "#!/bin/sh\n\
-         # rst stage {inst} (key {key})\n\
-         export RAYON_NUM_THREADS={t} OMP_NUM_THREADS={t}\n\
-         exec {exe} worker {jf} >{ev}/{key}.\"$SLURM_JOB_ID\".jsonl 2>{logs}/{key}.\"$SLURM_JOB_ID\".log\n",
-        inst = job.instance.replace('\n', " "),
-        key = job.key,
-        t = job.threads.max(1),
-        exe = sh_quote(&exe.display().to_string()),
-        jf = sh_quote(&job_file.display().to_string()),
-        ev = sh_quote(&s.join("events").display().to_string()),
-        logs = sh_quote(&job.cache_dir.join("logs").display().to_string()),
-    )
+/// The batch script (given to `sbatch` on stdin): the worker for each stage of the job
+/// (one, or a bundle run one after another), its events and its log redirected into the
+/// cache.
+pub fn batch_script(exe: &Path, stages: &[(&Path, &Job)]) -> String {
+    let threads = stages
+        .iter()
+        .map(|(_, j)| j.threads)
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let mut script =
+        format!("#!/bin/sh\nexport RAYON_NUM_THREADS={threads} OMP_NUM_THREADS={threads}\n");
+    for (n, (job_file, job)) in stages.iter().enumerate() {
+        let s = job.cache_dir.join("slurm");
+        script += &format!(
+            "# rst stage {inst} (key {key})\n\
+             {exe} worker {jf} >{ev}/{key}.\"$SLURM_JOB_ID\".{n}.jsonl 2>{logs}/{key}.\"$SLURM_JOB_ID\".{n}.log\n",
+            inst = job.instance.replace('\n', " "),
+            key = job.key,
+            exe = sh_quote(&exe.display().to_string()),
+            jf = sh_quote(&job_file.display().to_string()),
+            ev = sh_quote(&s.join("events").display().to_string()),
+            logs = sh_quote(&job.cache_dir.join("logs").display().to_string()),
+        );
+    }
+    script
 }
 
 /// `sbatch` arguments for one stage: resources from the pipeline, settings from the
@@ -442,6 +455,24 @@ impl Monitor {
                 }
                 continue;
             }
+            let subs = if self.opts.bundle > 1 && !subs.is_empty() {
+                // Stages that become ready together arrive over a few milliseconds:
+                // gather them (until 20 ms pass without a new one, at most 0.5 s) so
+                // that they can share jobs.
+                let mut subs = subs;
+                let t0 = Instant::now();
+                while t0.elapsed() < Duration::from_millis(500) {
+                    std::thread::sleep(Duration::from_millis(20));
+                    let more = std::mem::take(&mut self.shared.state.lock().unwrap().queue);
+                    if more.is_empty() {
+                        break;
+                    }
+                    subs.extend(more);
+                }
+                subs
+            } else {
+                subs
+            };
             self.submit(subs);
             self.tail_running();
             if self.last_poll.elapsed() >= self.poll && !self.active.is_empty() {
@@ -477,19 +508,25 @@ impl Monitor {
         }
     }
 
-    /// Submits a batch of ready stages: up to [`SUBMIT_PARALLEL`] `sbatch` processes at
-    /// a time (each script, a few hundred bytes, goes to its stdin without blocking).
+    /// Submits a batch of ready stages: bundles them (`--slurm-bundle`), then runs up to
+    /// [`SUBMIT_PARALLEL`] `sbatch` processes at a time (each script, a few hundred
+    /// bytes, goes to its stdin without blocking).
     fn submit(&mut self, subs: Vec<Submission>) {
-        let mut subs = subs.into_iter().peekable();
-        while subs.peek().is_some() {
-            let batch: Vec<Submission> = subs.by_ref().take(SUBMIT_PARALLEL).collect();
+        let jobs = bundles(subs, self.opts.bundle.max(1), &self.opts);
+        let mut jobs = jobs.into_iter().peekable();
+        while jobs.peek().is_some() {
+            let batch: Vec<(Vec<String>, Vec<Submission>)> =
+                jobs.by_ref().take(SUBMIT_PARALLEL).collect();
             let started: Vec<_> = batch
                 .iter()
-                .map(|s| {
-                    let args = sbatch_args(&s.job, &self.opts);
-                    let script = batch_script(&s.exe, &s.job_file, &s.job);
-                    let child = Command::new("sbatch")
-                        .args(&args)
+                .map(|(args, group)| {
+                    let stages: Vec<(&Path, &Job)> = group
+                        .iter()
+                        .map(|s| (s.job_file.as_path(), &s.job))
+                        .collect();
+                    let script = batch_script(&group[0].exe, &stages);
+                    Command::new("sbatch")
+                        .args(args)
                         .stdin(Stdio::piped())
                         .stdout(Stdio::piped())
                         .stderr(Stdio::piped())
@@ -501,20 +538,19 @@ impl Monitor {
                                 .expect("piped")
                                 .write_all(script.as_bytes())?;
                             Ok(child)
-                        });
-                    (args, child)
+                        })
                 })
                 .collect();
-            for (s, (args, child)) in batch.into_iter().zip(started) {
+            for ((args, group), child) in batch.into_iter().zip(started) {
                 let result = child.and_then(|c| c.wait_with_output());
-                self.submitted(s, args, result);
+                self.submitted(group, args, result);
             }
         }
     }
 
     fn submitted(
         &mut self,
-        s: Submission,
+        group: Vec<Submission>,
         args: Vec<String>,
         result: std::io::Result<std::process::Output>,
     ) {
@@ -540,42 +576,47 @@ impl Monitor {
             Ok(id) => id,
             Err(msg) => {
                 // sbatch refuses what the user asked for (resources, options).
-                let _ =
-                    s.tx.send(Update::Event(WorkerEvent::Failed(StageError::user(
-                        format!("sbatch refused the job: {msg} (sbatch {})", args.join(" ")),
-                    ))));
-                let _ = s.tx.send(Update::End(Ok(())));
+                for s in group {
+                    let _ =
+                        s.tx.send(Update::Event(WorkerEvent::Failed(StageError::user(
+                            format!("sbatch refused the job: {msg} (sbatch {})", args.join(" ")),
+                        ))));
+                    let _ = s.tx.send(Update::End(Ok(())));
+                }
                 return;
             }
         };
-        let paths = paths(&s.job.cache_dir, &s.job.key, &id);
-        let record = JobRecord {
-            id: id.clone(),
-            key: s.job.key.clone(),
-            pipeline: s.job.pipeline.clone(),
-            instance: s.job.instance.clone(),
-            submitted_unix: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs_f64())
-                .unwrap_or(0.0),
-        };
-        let _ = std::fs::write(
-            &paths.record,
-            serde_json::to_vec(&record).expect("record serialises"),
-        );
-        let _ = s.tx.send(Update::Event(WorkerEvent::Queued {
-            job: format!("slurm {id}"),
-        }));
-        self.active.push(Active {
-            id,
-            key: s.job.key.clone(),
-            paths,
-            tx: s.tx,
-            offset: 0,
-            partial: Vec::new(),
-            running: false,
-            finished: false,
-        });
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        for (n, s) in group.into_iter().enumerate() {
+            let paths = paths(&s.job.cache_dir, &s.job.key, &id, n);
+            let record = JobRecord {
+                id: id.clone(),
+                key: s.job.key.clone(),
+                pipeline: s.job.pipeline.clone(),
+                instance: s.job.instance.clone(),
+                submitted_unix: now,
+            };
+            let _ = std::fs::write(
+                &paths.record,
+                serde_json::to_vec(&record).expect("record serialises"),
+            );
+            let _ = s.tx.send(Update::Event(WorkerEvent::Queued {
+                job: format!("slurm {id}"),
+            }));
+            self.active.push(Active {
+                id: id.clone(),
+                key: s.job.key.clone(),
+                paths,
+                tx: s.tx,
+                offset: 0,
+                partial: Vec::new(),
+                running: false,
+                finished: false,
+            });
+        }
     }
 
     fn tail_running(&mut self) {
@@ -634,6 +675,51 @@ impl Monitor {
             }
         }
     }
+}
+
+/// Groups ready stages into jobs: stages with the same worker and the same `sbatch`
+/// arguments, up to `bundle` per job (in the order they became ready). A bundle's time
+/// limit is the sum of its stages'.
+fn bundles(
+    subs: Vec<Submission>,
+    bundle: usize,
+    opts: &SlurmOptions,
+) -> Vec<(Vec<String>, Vec<Submission>)> {
+    let mut out: Vec<(Vec<String>, Vec<Submission>)> = Vec::new();
+    let mut open: HashMap<(PathBuf, Vec<String>), usize> = HashMap::new();
+    for s in subs {
+        let args = sbatch_args(&s.job, opts);
+        let shape: Vec<String> = args
+            .iter()
+            .filter(|a| !a.starts_with("--job-name="))
+            .cloned()
+            .collect();
+        let slot = (s.exe.clone(), shape);
+        match open.get(&slot) {
+            Some(&i) if out[i].1.len() < bundle => out[i].1.push(s),
+            _ => {
+                open.insert(slot, out.len());
+                out.push((args, vec![s]));
+            }
+        }
+    }
+    for (args, group) in &mut out {
+        if group.len() > 1 {
+            for a in args.iter_mut() {
+                if a.starts_with("--job-name=") {
+                    *a = format!("{a}+{}", group.len() - 1);
+                }
+            }
+            if let Some(t) = group[0].job.resources.time_s {
+                for a in args.iter_mut() {
+                    if a.starts_with("--time=") {
+                        *a = format!("--time={}", slurm_time(t * group.len() as u64));
+                    }
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Job states after which a job never runs again (squeue may still list one briefly).
@@ -874,17 +960,60 @@ mod tests {
     fn script_runs_the_worker_into_the_cache() {
         let s = batch_script(
             Path::new("/opt/it's/rst"),
-            Path::new("/shared/proj/cache/tmp/jobs/ab12.7.json"),
-            &job(),
+            &[(Path::new("/shared/proj/cache/tmp/jobs/ab12.7.json"), &job())],
         );
         assert_eq!(
             s,
-            "#!/bin/sh\n# rst stage train[rate=0.2, seed=1] (key ab12)\n\
-             export RAYON_NUM_THREADS=4 OMP_NUM_THREADS=4\n\
-             exec '/opt/it'\\''s/rst' worker '/shared/proj/cache/tmp/jobs/ab12.7.json' \
-             >'/shared/proj/cache/slurm/events'/ab12.\"$SLURM_JOB_ID\".jsonl \
-             2>'/shared/proj/cache/logs'/ab12.\"$SLURM_JOB_ID\".log\n"
+            "#!/bin/sh\nexport RAYON_NUM_THREADS=4 OMP_NUM_THREADS=4\n\
+             # rst stage train[rate=0.2, seed=1] (key ab12)\n\
+             '/opt/it'\\''s/rst' worker '/shared/proj/cache/tmp/jobs/ab12.7.json' \
+             >'/shared/proj/cache/slurm/events'/ab12.\"$SLURM_JOB_ID\".0.jsonl \
+             2>'/shared/proj/cache/logs'/ab12.\"$SLURM_JOB_ID\".0.log\n"
         );
+    }
+
+    fn submission(instance: &str, memory: u64) -> Submission {
+        let mut j = job();
+        j.instance = instance.into();
+        j.resources.memory_mib = Some(memory);
+        j.resources.time_s = Some(600);
+        Submission {
+            job: j,
+            job_file: "/j".into(),
+            exe: "/rst".into(),
+            tx: mpsc::channel().0,
+        }
+    }
+
+    #[test]
+    fn bundles_group_stages_of_the_same_shape() {
+        let subs = vec![
+            submission("a1", 100),
+            submission("b1", 200),
+            submission("a2", 100),
+            submission("a3", 100),
+            submission("b2", 200),
+        ];
+        let opts = SlurmOptions::default();
+        let one = bundles(
+            subs.iter()
+                .map(|s| submission(&s.job.instance, s.job.resources.memory_mib.unwrap()))
+                .collect(),
+            1,
+            &opts,
+        );
+        assert_eq!(one.len(), 5, "no bundling: one job per stage");
+        let b = bundles(subs, 2, &opts);
+        let names: Vec<Vec<&str>> = b
+            .iter()
+            .map(|(_, g)| g.iter().map(|s| s.job.instance.as_str()).collect())
+            .collect();
+        assert_eq!(names, [vec!["a1", "a2"], vec!["b1", "b2"], vec!["a3"]]);
+        // A bundle's name counts its extra stages; its time limit is the sum.
+        assert!(b[0].0.contains(&"--job-name=rst:a1+1".to_string()));
+        assert!(b[0].0.contains(&"--time=0-00:20:00".to_string()));
+        assert!(b[2].0.contains(&"--time=0-00:10:00".to_string()));
+        assert!(b[1].0.contains(&"--mem=200M".to_string()));
     }
 
     #[test]
