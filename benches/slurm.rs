@@ -2,9 +2,9 @@
 //!
 //! A sweep of 200 trivial `command` stages (one matrix axis, no dependencies) run cold with
 //! the release `rst` binary, once with the local executor and once with `--executor slurm`
-//! on the one-node cluster `scripts/slurm-local up` starts (root on Debian). Reports
-//! stages/s for both, their ratio, and how fast the 200 jobs were submitted (the time of the
-//! last `queued` line).
+//! on the one-node cluster `scripts/slurm-local up` starts (root on Debian), one job per
+//! stage and with `--slurm-bundle 25`. Reports stages/s, the ratios to local, and how fast
+//! the jobs were submitted (the time of the last `queued` line).
 //!
 //! Everything lives in a temporary directory under `target/tmp` (removed at the end).
 use std::io::{BufRead, BufReader};
@@ -101,29 +101,35 @@ fn main() {
     println!("local:  {:.2} s", local.wall.as_secs_f64());
     let slurm = run(&tmp.path().join("slurm"), &["--executor", "slurm"]);
     println!("slurm:  {:.2} s", slurm.wall.as_secs_f64());
+    let bundled = run(
+        &tmp.path().join("bundled"),
+        &["--executor", "slurm", "--slurm-bundle", "25"],
+    );
+    println!(
+        "slurm --slurm-bundle 25:  {:.2} s",
+        bundled.wall.as_secs_f64()
+    );
 
     let rate = |r: &Run| STAGES as f64 / r.wall.as_secs_f64();
     println!();
-    println!("| Executor | Wall time | Stages/s |");
-    println!("|---|---|---|");
-    println!(
-        "| local (`--jobs {cores}`) | {:.2} s | {:.1} |",
-        local.wall.as_secs_f64(),
-        rate(&local)
-    );
-    println!(
-        "| slurm (one job per stage) | {:.2} s | {:.1} |",
-        slurm.wall.as_secs_f64(),
-        rate(&slurm)
-    );
+    println!("| Executor | Wall time | Stages/s | vs local |");
+    println!("|---|---|---|---|");
+    for (name, r) in [
+        (format!("local (`--jobs {cores}`)"), &local),
+        ("slurm, one job per stage".to_string(), &slurm),
+        ("slurm, `--slurm-bundle 25`".to_string(), &bundled),
+    ] {
+        println!(
+            "| {name} | {:.2} s | {:.1} | {:.2} |",
+            r.wall.as_secs_f64(),
+            rate(r),
+            rate(r) / rate(&local)
+        );
+    }
     println!();
-    println!(
-        "slurm / local throughput: {:.2}",
-        rate(&slurm) / rate(&local)
-    );
     if let Some(q) = slurm.last_queued {
         println!(
-            "all {STAGES} jobs submitted after {:.2} s ({:.0} submissions/s)",
+            "one job per stage: all {STAGES} jobs submitted after {:.2} s ({:.0} submissions/s)",
             q.as_secs_f64(),
             STAGES as f64 / q.as_secs_f64()
         );

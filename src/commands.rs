@@ -324,7 +324,7 @@ pub struct StatusLine {
     pub instance: String,
     pub stage: String,
     pub kind: String,
-    /// cached | stale | blocked
+    /// cached | stale | blocked; queued | running while a Slurm job computes it
     pub state: String,
     pub reasons: Vec<String>,
     pub key: Option<String>,
