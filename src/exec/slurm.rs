@@ -443,7 +443,7 @@ impl Monitor {
         loop {
             let (subs, cancelled, shutdown) = {
                 let mut st = self.shared.state.lock().unwrap();
-                if st.queue.is_empty() && !(st.cancelled && !self.active.is_empty()) {
+                if st.queue.is_empty() && (!st.cancelled || self.active.is_empty()) {
                     st = self.shared.wake.wait_timeout(st, tail_every).unwrap().0;
                 }
                 (std::mem::take(&mut st.queue), st.cancelled, st.shutdown)
@@ -925,6 +925,7 @@ mod tests {
                 ("qos".into(), Some("high".into())),
                 ("exclusive".into(), None),
             ],
+            bundle: 1,
         };
         assert_eq!(
             sbatch_args(&j, &opts),
