@@ -7,6 +7,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,7 +21,9 @@ fn cluster_up() -> bool {
     let apt = Path::new("/usr/bin/apt-get").exists() && Path::new("/etc/debian_version").exists();
     let have = Command::new("sbatch").arg("--version").output().is_ok();
     if !root || !(apt || have) {
-        eprintln!(
+        // Straight to the process's stderr: the test harness captures eprintln!.
+        let _ = writeln!(
+            std::io::stderr(),
             "\n\
              ************************************************************************\n\
              * SKIPPED: the Slurm executor tests need root on Debian (apt) to start  *\n\
