@@ -164,6 +164,9 @@ fn slurm_executor() {
     scancelled_job_then_rerun_completes();
     eprintln!("slurm: scancel + rerun ({:.1?})", t1.elapsed());
     let t1 = Instant::now();
+    ctrl_c_cancels_the_submitted_jobs();
+    eprintln!("slurm: Ctrl-C ({:.1?})", t1.elapsed());
+    let t1 = Instant::now();
     two_concurrent_runs_compute_each_stage_once();
     eprintln!("slurm: two concurrent runs ({:.1?})", t1.elapsed());
     let t1 = Instant::now();
@@ -381,6 +384,52 @@ stages:
         .filter(|p| p.file_name().unwrap() != "jobs")
         .collect();
     assert!(left.is_empty(), "{left:?}");
+    assert!(job_ids(&t).is_empty(), "no job records left");
+}
+
+/// Ctrl-C (SIGINT) on `rst run`: every job it submitted, running or queued, is
+/// cancelled; exit 130; nothing is cached.
+fn ctrl_c_cancels_the_submitted_jobs() {
+    let t = TestDir::new();
+    t.write(
+        "p.yaml",
+        r#"
+name: interrupt
+stages:
+  slow:
+    kind: command
+    matrix: {i: [1, 2, 3, 4]}
+    params: {shell: 'echo ${i} >> $RST_PROJECT/ran.log; sleep 30; echo > $RST_OUT/x'}
+"#,
+    );
+    let child = t
+        .command(&["run", "p.yaml", "--executor", "slurm"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("a stage to start", Duration::from_secs(30), || {
+        t.exists("ran.log")
+    });
+    let ids = job_ids(&t);
+    assert_eq!(ids.len(), 4, "{ids:?}");
+    // SAFETY: kill has no memory-safety preconditions; the pid is our child's.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    let q = Command::new("squeue")
+        .args(["-h", "-j", &ids.join(","), "-o", "%i %T"])
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&q.stdout);
+    assert!(
+        listed
+            .lines()
+            .all(|l| l.ends_with("CANCELLED") || l.ends_with("COMPLETING")),
+        "jobs left in the queue: {listed}"
+    );
+    assert!(t.entries().is_empty());
     assert!(job_ids(&t).is_empty(), "no job records left");
 }
 
