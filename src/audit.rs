@@ -562,6 +562,7 @@ pub fn command(args: &PipelineArgs, opts: &AuditOptions) -> Result<bool> {
             inputs: entry.record.inputs.clone(),
             record: entry.record.clone(),
             threads,
+            resources: inst.resources.clone(),
         };
         work.push(Work {
             instance: i,

@@ -40,6 +40,8 @@ pub enum Cmd {
         /// Use files from the network that no sha256 pins (trust on first use; the log prints the digest to pin).
         #[arg(long)]
         accept_new_checksums: bool,
+        #[command(flatten)]
+        exec: ExecArgs,
     },
     /// Show every stage instance: cached, or stale and why.
     Status {
@@ -136,6 +138,34 @@ pub enum Cmd {
     /// Internal: compute one stage (what `run` starts per stage, and what a cluster job runs).
     #[command(hide = true)]
     Worker { job: PathBuf },
+}
+
+/// Where `run` computes stages.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ExecArgs {
+    /// Where stages run: worker processes here, or one Slurm job per stage.
+    #[arg(long, value_enum, default_value = "local")]
+    pub executor: ExecutorKind,
+    /// Slurm partition for the stage jobs (--executor slurm).
+    #[arg(long, value_name = "P")]
+    pub partition: Option<String>,
+    /// Slurm account for the stage jobs (--executor slurm).
+    #[arg(long, value_name = "A")]
+    pub account: Option<String>,
+    /// Any other sbatch option for every stage job: --slurm-opt qos=high. Repeatable.
+    #[arg(long = "slurm-opt", value_name = "KEY=VALUE")]
+    pub slurm_opt: Vec<String>,
+    /// Run up to N ready stages with the same resources in one Slurm job, one after
+    /// another (for sweeps of many short stages) [default: 1]
+    #[arg(long = "slurm-bundle", value_name = "N")]
+    pub slurm_bundle: Option<usize>,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ExecutorKind {
+    #[default]
+    Local,
+    Slurm,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy)]

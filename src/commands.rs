@@ -6,13 +6,14 @@ use serde::Serialize;
 
 use crate::cache::digest::digest_path;
 use crate::cache::store::{self, remove_tree, Store};
-use crate::cli::{GraphFormat, PipelineArgs};
+use crate::cli::{ExecArgs, ExecutorKind, GraphFormat, PipelineArgs};
 use crate::error::{Error, Result, UserError};
 use crate::exec::local::LocalExecutor;
 use crate::exec::plan::Planner;
 use crate::exec::progress;
 use crate::exec::scheduler::{self, Outcome, RunOptions};
-use crate::exec::Cancel;
+use crate::exec::slurm::{self, SlurmExecutor, SlurmOptions};
+use crate::exec::{Cancel, Executor};
 use crate::spec::{self, Pipeline};
 
 pub fn cache_dir(explicit: &Option<PathBuf>) -> PathBuf {
@@ -72,6 +73,7 @@ pub fn run(
     jobs: Option<usize>,
     force: Vec<String>,
     keep_going: bool,
+    exec: &ExecArgs,
 ) -> Result<()> {
     let started_unix = crate::provenance::unix_now();
     let p = load(args)?;
@@ -79,12 +81,10 @@ pub fn run(
         return Err(UserError::new("--jobs must be at least 1").into());
     }
     let store = open_store(&cache_dir(&args.cache_dir))?;
-    let executor =
-        LocalExecutor::new().map_err(|e| Error::io("cannot find the rst executable", e))?;
+    let (executor, kill) = executor(exec, &store)?;
     let cancel = Cancel::default();
     {
         let cancel = cancel.clone();
-        let kill = executor.killer();
         let _ = ctrlc::set_handler(move || {
             if !cancel.is_cancelled() {
                 eprintln!("\ninterrupted: stopping running stages (the cache stays consistent)");
@@ -94,16 +94,26 @@ pub fn run(
         });
     }
     let opts = RunOptions {
-        jobs: jobs.unwrap_or_else(|| {
-            std::thread::available_parallelism()
+        jobs: jobs.unwrap_or_else(|| match exec.executor {
+            // The cluster schedules: every ready stage is submitted.
+            ExecutorKind::Slurm => 1 << 20,
+            ExecutorKind::Local => std::thread::available_parallelism()
                 .map(|n| n.get())
-                .unwrap_or(1)
+                .unwrap_or(1),
         }),
         force,
         keep_going,
     };
     let reporter = progress::reporter(p.instances.len());
-    let result = scheduler::run(&p, &store, &executor, &opts, reporter.as_ref(), &cancel);
+    let result = scheduler::run(
+        &p,
+        &store,
+        executor.as_ref(),
+        &opts,
+        reporter.as_ref(),
+        &cancel,
+    );
+    drop(executor);
     reporter.finish();
     let result = result?;
     print_summary(&p, &result);
@@ -141,6 +151,46 @@ pub fn run(
         }
     }
     Ok(())
+}
+
+type Killer = Box<dyn Fn() + Send + 'static>;
+
+/// The executor `--executor` names, and what Ctrl-C calls to stop its running stages.
+fn executor(exec: &ExecArgs, store: &Store) -> Result<(Box<dyn Executor>, Killer)> {
+    if exec.executor == ExecutorKind::Local {
+        if let Some(flag) = [
+            exec.partition.as_ref().map(|_| "--partition"),
+            exec.account.as_ref().map(|_| "--account"),
+            exec.slurm_opt.first().map(|_| "--slurm-opt"),
+            exec.slurm_bundle.map(|_| "--slurm-bundle"),
+        ]
+        .into_iter()
+        .flatten()
+        .next()
+        {
+            return Err(UserError::new(format!("{flag} needs --executor slurm")).into());
+        }
+        let e = LocalExecutor::new().map_err(|e| Error::io("cannot find the rst executable", e))?;
+        let kill = Box::new(e.killer());
+        return Ok((Box::new(e), kill));
+    }
+    let opts = SlurmOptions {
+        partition: exec.partition.clone(),
+        account: exec.account.clone(),
+        extra: exec
+            .slurm_opt
+            .iter()
+            .map(|s| slurm::parse_slurm_opt(s))
+            .collect::<std::result::Result<_, _>>()?,
+        bundle: match exec.slurm_bundle {
+            Some(0) => return Err(UserError::new("--slurm-bundle must be at least 1").into()),
+            Some(n) => n,
+            None => 1,
+        },
+    };
+    let e = SlurmExecutor::new(store.root(), opts)?;
+    let kill = Box::new(e.killer());
+    Ok((Box::new(e), kill))
 }
 
 fn print_summary(p: &Pipeline, r: &scheduler::RunResult) {
@@ -282,7 +332,7 @@ pub struct StatusLine {
     pub instance: String,
     pub stage: String,
     pub kind: String,
-    /// cached | stale | blocked
+    /// cached | stale | blocked; queued | running while a Slurm job computes it
     pub state: String,
     pub reasons: Vec<String>,
     pub key: Option<String>,
@@ -356,7 +406,15 @@ pub fn status_lines(p: &Pipeline, store: &Store) -> Result<Vec<StatusLine>> {
 pub fn status(args: &PipelineArgs, json: bool) -> Result<()> {
     let p = load(args)?;
     let store = open_store(&cache_dir(&args.cache_dir))?;
-    let lines = status_lines(&p, &store)?;
+    let mut lines = status_lines(&p, &store)?;
+    // Stages submitted to Slurm and still queued or running there.
+    let jobs = slurm::outstanding(store.root());
+    for l in lines.iter_mut().filter(|l| l.state != "cached") {
+        if let Some((id, state)) = l.key.as_ref().and_then(|k| jobs.get(k)) {
+            l.state = state.to_string();
+            l.reasons.insert(0, format!("slurm {id}"));
+        }
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&lines).unwrap());
         return Ok(());

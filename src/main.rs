@@ -18,13 +18,14 @@ fn main() {
             force,
             keep_going,
             accept_new_checksums,
+            exec,
         } => {
             if accept_new_checksums {
                 // Read by `download` stages in the worker processes this run starts (set
-                // before any thread exists).
+                // before any thread exists); sbatch passes the environment on to Slurm jobs.
                 std::env::set_var(rst::stages::download::ACCEPT_NEW_CHECKSUMS_ENV, "1");
             }
-            commands::run(&p, jobs, force, keep_going)
+            commands::run(&p, jobs, force, keep_going, &exec)
         }
         Cmd::Status { p, json } => commands::status(&p, json),
         Cmd::Graph { p, format } => commands::graph(&p, format),

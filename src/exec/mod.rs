@@ -4,6 +4,7 @@ pub mod local;
 pub mod plan;
 pub mod progress;
 pub mod scheduler;
+pub mod slurm;
 pub mod worker;
 
 use std::collections::BTreeMap;
@@ -31,12 +32,20 @@ pub struct Job {
     pub inputs: BTreeMap<String, Vec<InputRecord>>,
     pub record: KeyRecord,
     pub threads: usize,
+    /// What a cluster job asks for (not part of the key).
+    #[serde(default)]
+    pub resources: crate::spec::resources::Resources,
 }
 
 /// What a worker reports, one JSON object per line on its stdout.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum WorkerEvent {
+    /// A cluster executor submitted the stage; `job` names it (`slurm 123`). Never sent
+    /// by a worker.
+    Queued {
+        job: String,
+    },
     /// Another process holds this stage's lock (it is computing the same key).
     LockWait,
     Started,
@@ -64,7 +73,7 @@ impl Cancel {
     }
 }
 
-/// Runs stage jobs somewhere: in a local worker process, or (later) as a cluster job.
+/// Runs stage jobs somewhere: in a local worker process, or as a Slurm job.
 pub trait Executor: Sync {
     /// Runs the job described by `job_file` to completion, forwarding worker events.
     /// Returns Err only when the job could not be run or its result not read.

@@ -11,6 +11,8 @@ use crate::stages::Progress;
 
 pub enum Report<'a> {
     Cached(&'a str),
+    /// Submitted to a cluster: (instance, job label such as `slurm 123`).
+    Queued(&'a str, &'a str),
     LockWait(&'a str),
     Started(&'a str),
     Progress(&'a str, &'a Progress),
@@ -41,6 +43,7 @@ impl Reporter for Plain {
     fn report(&self, r: Report<'_>) {
         match r {
             Report::Cached(n) => eprintln!("cached   {n}"),
+            Report::Queued(n, job) => eprintln!("queued   {n} ({job})"),
             Report::LockWait(n) => eprintln!("waiting  {n} (another rst process is computing it)"),
             Report::Started(n) => eprintln!("running  {n}"),
             Report::Progress(..) => {}
@@ -113,6 +116,10 @@ impl Reporter for Live {
     fn report(&self, r: Report<'_>) {
         match r {
             Report::Cached(n) => self.close(n, format!("  cached   {n}")),
+            Report::Queued(n, job) => self.line(n, |b| {
+                b.set_prefix(format!("{n} ({job})"));
+                b.set_message("queued");
+            }),
             Report::LockWait(n) => {
                 self.line(n, |b| b.set_message("waiting for another rst process"))
             }

@@ -199,11 +199,13 @@ pub fn run(
                     inputs: record.inputs.clone(),
                     record,
                     threads: inst.threads.min(jobs),
+                    resources: inst.resources.clone(),
                 };
                 if forced[i] {
                     store.remove_entry(&key);
                 }
-                let job_file = jobs_dir.join(format!("{key}.{}.json", std::process::id()));
+                // Per instance: two instances may share a key (a cluster job reads its file later).
+                let job_file = jobs_dir.join(format!("{key}.{}.{i}.json", std::process::id()));
                 write_atomic(
                     &job_file,
                     &serde_json::to_vec_pretty(&job).expect("job serialises"),
@@ -232,6 +234,7 @@ pub fn run(
                 Msg::Event(i, ev) => {
                     let name = &p.instances[i].name;
                     match ev {
+                        WorkerEvent::Queued { job } => reporter.report(Report::Queued(name, &job)),
                         WorkerEvent::LockWait => reporter.report(Report::LockWait(name)),
                         WorkerEvent::Started => reporter.report(Report::Started(name)),
                         WorkerEvent::Progress(pr) => reporter.report(Report::Progress(name, &pr)),

@@ -2,6 +2,7 @@
 //! [`Pipeline`] (matrix expansion, interpolation, `--set` overrides, input resolution,
 //! cycle check). Every problem is a [`UserError`] with file, line and column.
 pub mod interp;
+pub mod resources;
 pub mod source_map;
 
 use std::collections::{BTreeMap, HashMap};
@@ -25,6 +26,9 @@ struct RawPipeline {
     description: Option<String>,
     #[serde(default)]
     params: IndexMap<String, serde_yaml::Value>,
+    /// Defaults of every stage's cluster resources.
+    #[serde(default)]
+    resources: resources::RawResources,
     stages: IndexMap<String, RawStage>,
 }
 
@@ -43,6 +47,8 @@ struct RawStage {
     matrix: IndexMap<String, serde_yaml::Value>,
     #[serde(default)]
     threads: Option<serde_yaml::Value>,
+    #[serde(default)]
+    resources: resources::RawResources,
     #[serde(default)]
     publish: Option<Publish>,
 }
@@ -75,6 +81,8 @@ pub struct Instance {
     /// Input name → upstream instance ids (in their stage's expansion order).
     pub inputs: BTreeMap<String, Vec<usize>>,
     pub threads: usize,
+    /// What a cluster job for this instance asks for (not part of the cache key).
+    pub resources: resources::Resources,
     pub local_deps: Vec<String>,
 }
 
@@ -533,6 +541,7 @@ fn build(
                     }
                 }
             };
+            let resources = instance_resources(cx, &raw.resources, &rs.resources, &sp, &scope)?;
             // Inputs: interpolate references per instance, resolve in pass 2.
             let mut refs = Vec::new();
             for (iname, rin) in &rs.inputs {
@@ -572,6 +581,7 @@ fn build(
                 params: iparams,
                 inputs: BTreeMap::new(),
                 threads,
+                resources,
             });
         }
         // Input names accepted by the kind.
@@ -766,6 +776,44 @@ fn build(
         params,
         stages: stages_out,
         instances: sorted,
+    })
+}
+
+/// One instance's resources: each key from the stage, else from the pipeline's defaults;
+/// values interpolated in the instance's scope, then checked.
+fn instance_resources(
+    cx: &Ctx<'_>,
+    top: &resources::RawResources,
+    stage: &resources::RawResources,
+    sp: &str,
+    scope: &Scope<'_>,
+) -> Result<resources::Resources, UserError> {
+    type Parse = fn(&Value) -> Result<u64, String>;
+    let pick = |name: &str,
+                st: &Option<serde_yaml::Value>,
+                tp: &Option<serde_yaml::Value>,
+                parse: Parse|
+     -> Result<Option<u64>, UserError> {
+        let (v, path) = match (st, tp) {
+            (Some(v), _) => (v, format!("{sp}.resources.{name}")),
+            (None, Some(v)) => (v, format!("resources.{name}")),
+            (None, None) => return Ok(None),
+        };
+        let v = yaml_to_json(v).map_err(|e| cx.at_value(&path, e))?;
+        let v = scope
+            .apply(&v)
+            .map_err(|(_, e)| interp_error(cx, &path, e))?;
+        parse(&v).map(Some).map_err(|m| cx.at_value(&path, m))
+    };
+    Ok(resources::Resources {
+        memory_mib: pick(
+            "memory",
+            &stage.memory,
+            &top.memory,
+            resources::parse_memory,
+        )?,
+        gpus: pick("gpus", &stage.gpus, &top.gpus, resources::parse_gpus)?,
+        time_s: pick("time", &stage.time, &top.time, resources::parse_time)?,
     })
 }
 

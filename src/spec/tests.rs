@@ -211,3 +211,50 @@ stages:
     let e = err_of(&text.replace("runs: 3", "runs: 0"));
     assert!(e.message.contains("count must be a whole number"), "{e}");
 }
+
+#[test]
+fn resources_defaults_overrides_and_interpolation() {
+    let p = parse_text(
+        r#"
+name: t
+params: {big: 8G}
+resources: {memory: 1G, time: 30m}
+stages:
+  plain:
+    kind: command
+    params: {argv: [true]}
+  sized:
+    kind: command
+    matrix: {g: [0, 2]}
+    resources: {memory: "${big}", gpus: "${g}"}
+    params: {argv: [true]}
+"#,
+    )
+    .unwrap();
+    let r = |name: &str| {
+        p.instances
+            .iter()
+            .find(|i| i.name == name)
+            .unwrap()
+            .resources
+            .clone()
+    };
+    assert_eq!(
+        r("plain"),
+        resources::Resources {
+            memory_mib: Some(1024),
+            gpus: None,
+            time_s: Some(1800)
+        }
+    );
+    assert_eq!(
+        r("sized[g=2]"),
+        resources::Resources {
+            memory_mib: Some(8192),
+            gpus: Some(2),
+            time_s: Some(1800)
+        },
+        "stage keys override, the others are the pipeline's"
+    );
+    assert_eq!(r("sized[g=0]").gpus, Some(0));
+}
