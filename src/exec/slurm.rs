@@ -888,6 +888,14 @@ pub fn outstanding(cache_dir: &Path) -> HashMap<String, (String, &'static str)> 
             // Ended while no `rst run` watched it (that run was killed): forget it.
             None => {
                 let _ = std::fs::remove_file(record);
+                let prefix = format!("{key}.{id}.");
+                if let Ok(rd) = std::fs::read_dir(cache_dir.join("slurm").join("events")) {
+                    for e in rd.flatten() {
+                        if e.file_name().to_string_lossy().starts_with(&prefix) {
+                            let _ = std::fs::remove_file(e.path());
+                        }
+                    }
+                }
             }
         }
     }
