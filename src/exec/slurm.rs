@@ -3,7 +3,8 @@
 //! (`rst worker JOB` or `rst-torch worker JOB`) against the shared cache directory.
 //!
 //! One monitor thread owns every interaction with Slurm: it submits what the scheduler
-//! hands it (`sbatch --parsable`, stdin script, no `--wait`), polls all outstanding jobs
+//! hands it (`sbatch --parsable`, stdin script, no `--wait`; several at once, optionally
+//! several stages per job with `--slurm-bundle`), polls all outstanding jobs
 //! with one `squeue` call per interval, and tails each running job's events file (the
 //! worker's JSON lines, written into the cache) to forward progress and the final
 //! Done/Failed. A job that leaves the queue without a final event is asked about once
@@ -16,10 +17,11 @@
 //!
 //! Files, all under the cache (which compute nodes share):
 //! ```text
-//! cache/slurm/out/<jobid>.out            the job's own stdout/stderr (slurmstepd messages)
-//! cache/slurm/events/<key>.<jobid>.jsonl the worker's events
-//! cache/slurm/jobs/<key>.<jobid>.json    a submitted job, for `rst status` (removed at its end)
-//! cache/logs/<key>.<jobid>.log           the stage's log, renamed to logs/<key>.log at its end
+//! cache/slurm/out/<jobid>.out               the job's own stdout/stderr (slurmstepd messages)
+//! cache/slurm/events/<key>.<jobid>.<n>.jsonl the worker's events (n: the stage's place in
+//!                                            its job, 0 unless `--slurm-bundle`)
+//! cache/slurm/jobs/<key>.<jobid>.json       a submitted job, for `rst status` (removed at its end)
+//! cache/logs/<key>.<jobid>.<n>.log          the stage's log, renamed to logs/<key>.log at its end
 //! ```
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -250,6 +252,8 @@ struct Active {
     partial: Vec<u8>,
     running: bool,
     finished: bool,
+    /// The only stage of its job (its Slurm log is its own).
+    alone: bool,
 }
 
 #[derive(Default)]
@@ -590,6 +594,7 @@ impl Monitor {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
+        let alone = group.len() == 1;
         for (n, s) in group.into_iter().enumerate() {
             let paths = paths(&s.job.cache_dir, &s.job.key, &id, n);
             let record = JobRecord {
@@ -615,6 +620,7 @@ impl Monitor {
                 partial: Vec::new(),
                 running: false,
                 finished: false,
+                alone,
             });
         }
     }
@@ -777,7 +783,14 @@ fn tail(a: &mut Active) {
             other => other,
         };
         let last = matches!(ev, WorkerEvent::Done { .. } | WorkerEvent::Failed(_));
+        let done = matches!(ev, WorkerEvent::Done { .. });
         let _ = a.tx.send(Update::Event(ev));
+        if done && a.alone {
+            // A job that went well leaves an empty Slurm log: don't keep one per job.
+            if std::fs::metadata(&a.paths.slurm_out).is_ok_and(|m| m.len() == 0) {
+                let _ = std::fs::remove_file(&a.paths.slurm_out);
+            }
+        }
         if last {
             finish(a, Ok(()));
             return;
@@ -875,6 +888,14 @@ pub fn outstanding(cache_dir: &Path) -> HashMap<String, (String, &'static str)> 
             // Ended while no `rst run` watched it (that run was killed): forget it.
             None => {
                 let _ = std::fs::remove_file(record);
+                let prefix = format!("{key}.{id}.");
+                if let Ok(rd) = std::fs::read_dir(cache_dir.join("slurm").join("events")) {
+                    for e in rd.flatten() {
+                        if e.file_name().to_string_lossy().starts_with(&prefix) {
+                            let _ = std::fs::remove_file(e.path());
+                        }
+                    }
+                }
             }
         }
     }
