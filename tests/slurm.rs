@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{idx, wait_for, TestDir};
+use common::{wait_for, write_band_idx, TestDir};
 
 /// Starts the cluster; false (after a loud message) where it cannot run here.
 fn cluster_up() -> bool {
@@ -44,24 +44,6 @@ fn cluster_up() -> bool {
         String::from_utf8_lossy(&out.stderr)
     );
     true
-}
-
-fn images(n: usize, salt: u32) -> (Vec<u8>, Vec<u8>) {
-    let mut pixels = Vec::with_capacity(n * 64);
-    let mut labels = Vec::with_capacity(n);
-    let mut state = 0x9e37_79b9u32 ^ salt;
-    for i in 0..n {
-        let c = i % 3;
-        for r in 0..8 {
-            for _ in 0..8 {
-                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                let noise = (state >> 26) as u8;
-                pixels.push(if r / 3 == c { 170 + noise } else { noise });
-            }
-        }
-        labels.push(c as u8);
-    }
-    (pixels, labels)
 }
 
 /// Data stages, a tiny training, and command stages (a matrix, one reading the model).
@@ -111,12 +93,7 @@ stages:
 
 fn mixed_project() -> TestDir {
     let t = TestDir::new();
-    let (tr, trl) = images(60, 1);
-    let (te, tel) = images(30, 2);
-    std::fs::write(t.join("tr-img"), idx(0x803, &[60, 8, 8], &tr)).unwrap();
-    std::fs::write(t.join("tr-lab"), idx(0x801, &[60], &trl)).unwrap();
-    std::fs::write(t.join("te-img"), idx(0x803, &[30, 8, 8], &te)).unwrap();
-    std::fs::write(t.join("te-lab"), idx(0x801, &[30], &tel)).unwrap();
+    write_band_idx(&t);
     t.write("p.yaml", PIPELINE);
     t
 }

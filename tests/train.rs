@@ -4,28 +4,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{idx, TestDir};
-
-/// `n` 8x8 images, labels cycling over 3 classes: class c has a bright band over rows
-/// [3c, 3c+2), on a cheap pseudo-random texture.
-fn images(n: usize, salt: u32) -> (Vec<u8>, Vec<u8>) {
-    let mut pixels = Vec::with_capacity(n * 64);
-    let mut labels = Vec::with_capacity(n);
-    let mut state = 0x9e37_79b9u32 ^ salt;
-    for i in 0..n {
-        let c = i % 3;
-        for r in 0..8 {
-            for _ in 0..8 {
-                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                let noise = (state >> 26) as u8; // 0..63
-                let band = r / 3 == c;
-                pixels.push(if band { 170 + noise } else { noise });
-            }
-        }
-        labels.push(c as u8);
-    }
-    (pixels, labels)
-}
+use common::{write_band_idx, TestDir};
 
 const PIPELINE: &str = r#"
 name: tiny
@@ -94,12 +73,7 @@ stages:
 
 fn project() -> TestDir {
     let t = TestDir::new();
-    let (tr, trl) = images(60, 1);
-    let (te, tel) = images(30, 2);
-    std::fs::write(t.join("tr-img"), idx(0x803, &[60, 8, 8], &tr)).unwrap();
-    std::fs::write(t.join("tr-lab"), idx(0x801, &[60], &trl)).unwrap();
-    std::fs::write(t.join("te-img"), idx(0x803, &[30, 8, 8], &te)).unwrap();
-    std::fs::write(t.join("te-lab"), idx(0x801, &[30], &tel)).unwrap();
+    write_band_idx(&t);
     t.write("p.yaml", PIPELINE);
     t
 }

@@ -53,16 +53,7 @@ impl Executor for LocalExecutor {
                 .join(format!("{}.{}.log", job.key, std::process::id()));
         let log = std::fs::File::create(&log_tmp)
             .map_err(|e| format!("cannot create log {}: {e}", log_tmp.display()))?;
-        // Torch stages run in `rst-torch` (the engine binary does not load libtorch).
-        let torch = crate::stages::lookup(&job.kind).is_some_and(|k| k.uses_torch());
-        let exe = if torch {
-            crate::exec::plan::torch_exe()
-        } else {
-            self.exe.clone()
-        };
-        if !exe.is_file() {
-            return Err(format!("{} not found: build it with `cargo build --release` (it is the worker for {} stages)", exe.display(), job.kind));
-        }
+        let exe = super::worker_exe(&self.exe, job)?;
         let mut child = Command::new(&exe)
             .arg("worker")
             .arg(job_file)

@@ -85,3 +85,23 @@ pub trait Executor: Sync {
         on_event: &mut dyn FnMut(WorkerEvent),
     ) -> Result<(), String>;
 }
+
+/// The program that computes `job`: `rst-torch` for torch stages (the engine binary does
+/// not load libtorch), else `engine` (this `rst`); an error when it is not built.
+pub fn worker_exe(engine: &Path, job: &Job) -> Result<PathBuf, String> {
+    let torch = crate::stages::lookup(&job.kind).is_some_and(|k| k.uses_torch());
+    let exe = if torch {
+        plan::torch_exe()
+    } else {
+        engine.to_path_buf()
+    };
+    if !exe.is_file() {
+        return Err(format!(
+            "{} not found: build it with `cargo build --release` (it is the worker for {} \
+             stages)",
+            exe.display(),
+            job.kind
+        ));
+    }
+    Ok(exe)
+}

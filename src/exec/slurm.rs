@@ -386,15 +386,7 @@ impl Executor for SlurmExecutor {
         if cancel.is_cancelled() {
             return Err("cancelled".into());
         }
-        let torch = crate::stages::lookup(&job.kind).is_some_and(|k| k.uses_torch());
-        let exe = if torch {
-            super::plan::torch_exe()
-        } else {
-            self.exe.clone()
-        };
-        if !exe.is_file() {
-            return Err(format!("{} not found: build it with `cargo build --release` (it is the worker for {} stages)", exe.display(), job.kind));
-        }
+        let exe = super::worker_exe(&self.exe, job)?;
         let (tx, rx) = mpsc::channel();
         {
             let mut st = self.shared.state.lock().unwrap();

@@ -343,3 +343,34 @@ pub fn write_resnet18_pth(dest: &Path) {
         .expect("the project venv's python (scripts/setup makes it)");
     assert!(status.success());
 }
+
+/// `n` 8x8 grey images of 3 classes, labels cycling: class c has a bright band over rows
+/// [3c, 3c+2) on a cheap pseudo-random texture (`salt` varies it).
+pub fn band_images(n: usize, salt: u32) -> (Vec<u8>, Vec<u8>) {
+    let mut pixels = Vec::with_capacity(n * 64);
+    let mut labels = Vec::with_capacity(n);
+    let mut state = 0x9e37_79b9u32 ^ salt;
+    for i in 0..n {
+        let c = i % 3;
+        for r in 0..8 {
+            for _ in 0..8 {
+                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                let noise = (state >> 26) as u8; // 0..63
+                pixels.push(if r / 3 == c { 170 + noise } else { noise });
+            }
+        }
+        labels.push(c as u8);
+    }
+    (pixels, labels)
+}
+
+/// Writes the IDX files `tr-img`, `tr-lab` (60 band images) and `te-img`, `te-lab` (30)
+/// into the test directory, for pipelines with a `download` of format idx.
+pub fn write_band_idx(t: &TestDir) {
+    let (tr, trl) = band_images(60, 1);
+    let (te, tel) = band_images(30, 2);
+    fs::write(t.join("tr-img"), idx(0x803, &[60, 8, 8], &tr)).unwrap();
+    fs::write(t.join("tr-lab"), idx(0x801, &[60], &trl)).unwrap();
+    fs::write(t.join("te-img"), idx(0x803, &[30, 8, 8], &te)).unwrap();
+    fs::write(t.join("te-lab"), idx(0x801, &[30], &tel)).unwrap();
+}
