@@ -545,7 +545,7 @@ pub fn command(args: &PipelineArgs, opts: &AuditOptions) -> Result<bool> {
                 scratch.link(&store, &r.digest)?;
             }
         }
-        let threads = entry.run.threads.max(1);
+        let threads = recorded_threads(&entry, inst.threads);
         if threads > jobs {
             notes.push(format!(
                 "recorded {threads} threads, more than --jobs {jobs}: recomputed with {threads} anyway"
@@ -945,6 +945,38 @@ fn summary(s: &StageAudit) -> String {
 mod tests {
     use super::*;
 
+    /// Regression: the demo's pretraining (computed with 2 threads, before entries
+    /// recorded run facts) was audited with 1 thread and reported as differing.
+    #[test]
+    fn threads_come_from_the_key_record_first() {
+        let mut entry = crate::cache::store::Entry {
+            key: "k".into(),
+            artifact: "a".into(),
+            pipeline: "p".into(),
+            instance: "i".into(),
+            record: crate::cache::key::KeyRecord {
+                cache_version: 2,
+                kind: "train".into(),
+                kind_version: 1,
+                params: serde_json::json!({}),
+                inputs: Default::default(),
+                local_deps: Default::default(),
+                env: [("threads".to_string(), "2".to_string())].into(),
+            },
+            created_unix: 0.0,
+            duration_s: 0.0,
+            size_bytes: 0,
+            files: 0,
+            rst_version: String::new(),
+            run: Default::default(),
+        };
+        assert_eq!(recorded_threads(&entry, 4), 2);
+        entry.record.env.clear();
+        assert_eq!(recorded_threads(&entry, 4), 4, "no record, no run facts");
+        entry.run.threads = 3;
+        assert_eq!(recorded_threads(&entry, 4), 3);
+    }
+
     #[test]
     fn globs() {
         assert!(glob_match("*", "anything"));
@@ -1072,4 +1104,19 @@ mod tests {
         );
         assert_eq!(out[0].delta_points, Some(0.5));
     }
+}
+
+/// The thread count a stage was computed with: the key's own record where the key has one
+/// (torch stages: it is part of what the key stands for), else the run facts (entries
+/// written before run facts existed have 0 there), else what the pipeline asks for now.
+fn recorded_threads(entry: &crate::cache::store::Entry, pipeline_threads: usize) -> usize {
+    entry
+        .record
+        .env
+        .get("threads")
+        .and_then(|t| t.parse::<usize>().ok())
+        .filter(|&t| t > 0)
+        .or(Some(entry.run.threads).filter(|&t| t > 0))
+        .unwrap_or(pipeline_threads)
+        .max(1)
 }
