@@ -941,6 +941,21 @@ fn summary(s: &StageAudit) -> String {
     parts.join("; ")
 }
 
+/// The thread count a stage was computed with: the key's own record where the key has one
+/// (torch stages: it is part of what the key stands for), else the run facts (entries
+/// written before run facts existed have 0 there), else what the pipeline asks for now.
+fn recorded_threads(entry: &crate::cache::store::Entry, pipeline_threads: usize) -> usize {
+    entry
+        .record
+        .env
+        .get("threads")
+        .and_then(|t| t.parse::<usize>().ok())
+        .filter(|&t| t > 0)
+        .or(Some(entry.run.threads).filter(|&t| t > 0))
+        .unwrap_or(pipeline_threads)
+        .max(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1104,19 +1119,4 @@ mod tests {
         );
         assert_eq!(out[0].delta_points, Some(0.5));
     }
-}
-
-/// The thread count a stage was computed with: the key's own record where the key has one
-/// (torch stages: it is part of what the key stands for), else the run facts (entries
-/// written before run facts existed have 0 there), else what the pipeline asks for now.
-fn recorded_threads(entry: &crate::cache::store::Entry, pipeline_threads: usize) -> usize {
-    entry
-        .record
-        .env
-        .get("threads")
-        .and_then(|t| t.parse::<usize>().ok())
-        .filter(|&t| t > 0)
-        .or(Some(entry.run.threads).filter(|&t| t > 0))
-        .unwrap_or(pipeline_threads)
-        .max(1)
 }

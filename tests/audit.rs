@@ -187,6 +187,10 @@ fn audit_of_a_cached_pipeline_is_bit_identical_and_entries_record_the_device() {
         })
         .unwrap();
     let mut e: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    // The key record's thread count is what the audit follows (torch stages); the run
+    // facts say the same.
+    assert_eq!(e["record"]["env"]["threads"], "1", "{e}");
+    e["record"]["env"]["threads"] = "2".into();
     e["run"]["threads"] = 2.into();
     std::fs::write(&path, serde_json::to_vec(&e).unwrap()).unwrap();
     t.rst(&["audit", "p.yaml", "--stage", "train*", "--tolerance", "100"])
