@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{wait_for, write_band_idx, TestDir};
+use common::{wait_for, with_band_stages, write_band_idx, TestDir};
 
 /// Starts the cluster; false (after a loud message) where it cannot run here.
 fn cluster_up() -> bool {
@@ -51,26 +51,7 @@ const PIPELINE: &str = r#"
 name: mixed
 resources: {memory: 512M, time: 10m}
 stages:
-  data:
-    kind: download
-    params:
-      format: idx
-      files:
-        - {name: tr-img, mirrors: [tr-img]}
-        - {name: tr-lab, mirrors: [tr-lab]}
-        - {name: te-img, mirrors: [te-img]}
-        - {name: te-lab, mirrors: [te-lab]}
-      idx: {train_images: tr-img, train_labels: tr-lab, test_images: te-img, test_labels: te-lab,
-            classes: [top, middle, bottom]}
-  target:
-    kind: split
-    inputs: {data: data}
-    params:
-      classes: [0, 1, 2]
-      splits:
-        - {name: train, from: train, per_class: 15}
-        - {name: val, from: train, per_class: 5}
-        - {name: test, from: test}
+  # BAND DATA STAGES (tests/common: `data` and `target`)
   noisy:
     kind: noise
     inputs: {data: target}
@@ -94,7 +75,7 @@ stages:
 fn mixed_project() -> TestDir {
     let t = TestDir::new();
     write_band_idx(&t);
-    t.write("p.yaml", PIPELINE);
+    t.write("p.yaml", &with_band_stages(PIPELINE));
     t
 }
 

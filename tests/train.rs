@@ -4,32 +4,13 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{write_band_idx, TestDir};
+use common::{with_band_stages, write_band_idx, TestDir};
 
 const PIPELINE: &str = r#"
 name: tiny
 params: {lr: 0.01, rate: 0.2}
 stages:
-  data:
-    kind: download
-    params:
-      format: idx
-      files:
-        - {name: tr-img, mirrors: [tr-img]}
-        - {name: tr-lab, mirrors: [tr-lab]}
-        - {name: te-img, mirrors: [te-img]}
-        - {name: te-lab, mirrors: [te-lab]}
-      idx: {train_images: tr-img, train_labels: tr-lab, test_images: te-img, test_labels: te-lab,
-            classes: [top, middle, bottom]}
-  target:
-    kind: split
-    inputs: {data: data}
-    params:
-      classes: [0, 1, 2]
-      splits:
-        - {name: train, from: train, per_class: 15}
-        - {name: val, from: train, per_class: 5}
-        - {name: test, from: test}
+  # BAND DATA STAGES (tests/common: `data` and `target`)
   noisy:
     kind: noise
     inputs: {data: target}
@@ -74,7 +55,7 @@ stages:
 fn project() -> TestDir {
     let t = TestDir::new();
     write_band_idx(&t);
-    t.write("p.yaml", PIPELINE);
+    t.write("p.yaml", &with_band_stages(PIPELINE));
     t
 }
 

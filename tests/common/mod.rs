@@ -374,3 +374,37 @@ pub fn write_band_idx(t: &TestDir) {
     fs::write(t.join("te-img"), idx(0x803, &[30, 8, 8], &te)).unwrap();
     fs::write(t.join("te-lab"), idx(0x801, &[30], &tel)).unwrap();
 }
+
+/// The stages reading the band-image IDX files ([`write_band_idx`]): `data` (a download of
+/// format idx, classes top/middle/bottom) and `target` (15 train / 5 val per class, all test).
+pub const BAND_DATA_STAGES: &str = r#"  data:
+    kind: download
+    params:
+      format: idx
+      files:
+        - {name: tr-img, mirrors: [tr-img]}
+        - {name: tr-lab, mirrors: [tr-lab]}
+        - {name: te-img, mirrors: [te-img]}
+        - {name: te-lab, mirrors: [te-lab]}
+      idx: {train_images: tr-img, train_labels: tr-lab, test_images: te-img, test_labels: te-lab,
+            classes: [top, middle, bottom]}
+  target:
+    kind: split
+    inputs: {data: data}
+    params:
+      classes: [0, 1, 2]
+      splits:
+        - {name: train, from: train, per_class: 15}
+        - {name: val, from: train, per_class: 5}
+        - {name: test, from: test}
+"#;
+
+/// `pipeline` with its line `  # BAND DATA STAGES ...` replaced by [`BAND_DATA_STAGES`].
+pub fn with_band_stages(pipeline: &str) -> String {
+    let marker = "  # BAND DATA STAGES (tests/common: `data` and `target`)\n";
+    assert!(
+        pipeline.contains(marker),
+        "no band data marker in the pipeline"
+    );
+    pipeline.replace(marker, BAND_DATA_STAGES)
+}
