@@ -193,6 +193,24 @@ pub fn sbatch_args(job: &Job, opts: &SlurmOptions) -> Vec<String> {
     a
 }
 
+/// One `squeue` call for the jobs `ids`: id → (state, reason). Jobs Slurm no longer knows
+/// are absent (every id purged already is not an error).
+fn squeue(ids: &[&str]) -> Result<HashMap<String, (String, String)>, String> {
+    let args = vec![
+        "-h".to_string(),
+        "-r".to_string(),
+        "-j".to_string(),
+        ids.join(","),
+        "-o".to_string(),
+        "%i|%T|%r".to_string(),
+    ];
+    match slurm_cmd("squeue", &args) {
+        Ok(out) => Ok(parse_squeue(&out)),
+        Err(e) if e.contains("Invalid job id") => Ok(HashMap::new()),
+        Err(e) => Err(e),
+    }
+}
+
 /// `squeue -h -r -o '%i|%T|%r'` → job id → (state, reason).
 pub fn parse_squeue(out: &str) -> HashMap<String, (String, String)> {
     out.lines()
@@ -634,18 +652,8 @@ impl Monitor {
         if ids.is_empty() {
             return;
         }
-        let args = vec![
-            "-h".to_string(),
-            "-r".to_string(),
-            "-j".to_string(),
-            ids.join(","),
-            "-o".to_string(),
-            "%i|%T|%r".to_string(),
-        ];
-        let listed = match slurm_cmd("squeue", &args) {
-            Ok(out) => parse_squeue(&out),
-            // Every id purged already: none is listed.
-            Err(e) if e.contains("Invalid job id") => HashMap::new(),
+        let listed = match squeue(&ids) {
+            Ok(listed) => listed,
             Err(e) => {
                 if !self.warned {
                     eprintln!("warning: squeue failed ({e}); retrying");
@@ -853,19 +861,9 @@ pub fn outstanding(cache_dir: &Path) -> HashMap<String, (String, &'static str)> 
         return out;
     }
     let ids: Vec<&str> = by_id.keys().map(String::as_str).collect();
-    let args = vec![
-        "-h".to_string(),
-        "-r".to_string(),
-        "-j".to_string(),
-        ids.join(","),
-        "-o".to_string(),
-        "%i|%T|%r".to_string(),
-    ];
-    let listed = match slurm_cmd("squeue", &args) {
-        Ok(o) => parse_squeue(&o),
-        Err(e) if e.contains("Invalid job id") => HashMap::new(),
+    let Ok(listed) = squeue(&ids) else {
         // Slurm unreachable: say nothing about jobs.
-        Err(_) => return out,
+        return out;
     };
     for (id, (key, record)) in by_id {
         match listed.get(&id).filter(|(state, _)| !is_final(state)) {
