@@ -339,6 +339,15 @@ pub struct StatusLine {
     pub artifact: Option<String>,
 }
 
+/// The instances among `lines` that are not cached, by name.
+pub fn uncached<'a>(lines: impl IntoIterator<Item = &'a StatusLine>) -> Vec<&'a str> {
+    lines
+        .into_iter()
+        .filter(|l| l.state != "cached")
+        .map(|l| l.instance.as_str())
+        .collect()
+}
+
 /// The state of every instance: cached, stale (with reasons) or blocked on a stale input.
 pub fn status_lines(p: &Pipeline, store: &Store) -> Result<Vec<StatusLine>> {
     let planner = Planner::new(p);

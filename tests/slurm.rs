@@ -110,26 +110,23 @@ fn slurm_executor() {
         return;
     }
     let t0 = Instant::now();
-    same_artifacts_as_local();
-    eprintln!("slurm: same artifacts as local ({:.1?})", t0.elapsed());
-    let t1 = Instant::now();
-    failure_shows_the_stage_error_and_the_slurm_log();
-    eprintln!("slurm: failure ({:.1?})", t1.elapsed());
-    let t1 = Instant::now();
-    refused_submission_and_same_key_twins();
-    eprintln!("slurm: refused submission ({:.1?})", t1.elapsed());
-    let t1 = Instant::now();
-    scancelled_job_then_rerun_completes();
-    eprintln!("slurm: scancel + rerun ({:.1?})", t1.elapsed());
-    let t1 = Instant::now();
-    ctrl_c_cancels_the_submitted_jobs();
-    eprintln!("slurm: Ctrl-C ({:.1?})", t1.elapsed());
-    let t1 = Instant::now();
-    two_concurrent_runs_compute_each_stage_once();
-    eprintln!("slurm: two concurrent runs ({:.1?})", t1.elapsed());
-    let t1 = Instant::now();
-    bundles_share_jobs();
-    eprintln!("slurm: bundles ({:.1?})", t1.elapsed());
+    let scenarios: [(&str, fn()); 7] = [
+        ("same artifacts as local", same_artifacts_as_local),
+        ("failure", failure_shows_the_stage_error_and_the_slurm_log),
+        ("refused submission", refused_submission_and_same_key_twins),
+        ("scancel + rerun", scancelled_job_then_rerun_completes),
+        ("Ctrl-C", ctrl_c_cancels_the_submitted_jobs),
+        (
+            "two concurrent runs",
+            two_concurrent_runs_compute_each_stage_once,
+        ),
+        ("bundles", bundles_share_jobs),
+    ];
+    for (name, scenario) in scenarios {
+        let t = Instant::now();
+        scenario();
+        eprintln!("slurm: {name} ({:.1?})", t.elapsed());
+    }
     eprintln!("slurm: all scenarios in {:.1?}", t0.elapsed());
 }
 

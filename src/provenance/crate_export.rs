@@ -386,11 +386,7 @@ pub fn command(args: &crate::cli::PipelineArgs, dir: &Path) -> Result<()> {
     let p = crate::commands::load(args)?;
     let store = crate::commands::open_store(&crate::commands::cache_dir(&args.cache_dir))?;
     let lines = crate::commands::status_lines(&p, &store)?;
-    let stale: Vec<&str> = lines
-        .iter()
-        .filter(|l| l.state != "cached")
-        .map(|l| l.instance.as_str())
-        .collect();
+    let stale = crate::commands::uncached(&lines);
     if !stale.is_empty() {
         return Err(UserError::new(format!(
             "{} is not fully computed (not cached: {}); a crate describes a finished run",

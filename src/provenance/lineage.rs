@@ -453,11 +453,7 @@ pub fn stage_roots(p: &Pipeline, store: &Store, stage: &str) -> Result<Vec<Entry
         );
         return Err(u.into());
     }
-    let stale: Vec<&str> = chosen
-        .iter()
-        .filter(|l| l.state != "cached")
-        .map(|l| l.instance.as_str())
-        .collect();
+    let stale = crate::commands::uncached(chosen.iter().copied());
     if !stale.is_empty() {
         return Err(UserError::new(format!(
             "not cached: {} (lineage describes computed artifacts)",
