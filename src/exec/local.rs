@@ -1,39 +1,143 @@
 //! The local executor: each stage runs in a worker process (`rst worker JOB`), which
 //! isolates tch's process-global RNG and thread settings and contains crashes.
+//!
+//! Each worker leads its own process group, which the stage's programs (a command
+//! stage's `sh -c …` and whatever it starts) inherit. On Ctrl-C or SIGTERM rst ends the
+//! whole group: SIGTERM, then SIGKILL after [`GRACE`]. Since a worker in its own group no
+//! longer gets the terminal's SIGINT, rst forwards the interrupt; a worker whose rst died
+//! (even by SIGKILL) gets SIGTERM from the kernel (`PR_SET_PDEATHSIG`) and ends its group
+//! itself ([`guard_worker_group`]). Whatever a stage leaves running when its worker exits is
+//! ended too: no stage program outlives its stage.
 use std::io::{BufRead, BufReader};
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use super::{Cancel, Executor, Job, WorkerEvent};
+use crate::stages::command::STOP_REQUESTED;
 
-/// Running worker processes by pid, shared with the Ctrl-C handler.
-type Children = Arc<Mutex<Vec<(u32, Arc<Mutex<Child>>)>>>;
+/// How long a stage's processes get between SIGTERM and SIGKILL.
+pub const GRACE: Duration = Duration::from_millis(1000);
+
+/// Process groups (= worker pids) of running workers, shared with the Ctrl-C handler.
+type Groups = Arc<Mutex<Vec<u32>>>;
 
 pub struct LocalExecutor {
     exe: PathBuf,
-    children: Children,
+    groups: Groups,
+}
+
+/// Whether any process (zombies included) is still in process group `pgid`.
+fn group_alive(pgid: u32) -> bool {
+    // SAFETY: signal 0 only checks for existence and permission.
+    unsafe { libc::killpg(pgid as libc::pid_t, 0) == 0 }
+}
+
+fn signal_group(pgid: u32, sig: libc::c_int) {
+    // SAFETY: plain syscall; an ended group gives ESRCH, which is fine.
+    unsafe {
+        libc::killpg(pgid as libc::pid_t, sig);
+    }
+}
+
+/// Waits up to `timeout` for group `pgid` to empty; true when it did.
+fn wait_group_gone(pgid: u32, timeout: Duration) -> bool {
+    let t0 = Instant::now();
+    loop {
+        if !group_alive(pgid) {
+            return true;
+        }
+        if t0.elapsed() >= timeout {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Ends every process of group `pgid`: SIGTERM, then SIGKILL after [`GRACE`].
+pub fn end_group(pgid: u32) {
+    if !group_alive(pgid) {
+        return;
+    }
+    signal_group(pgid, libc::SIGTERM);
+    if !wait_group_gone(pgid, GRACE) {
+        signal_group(pgid, libc::SIGKILL);
+        wait_group_gone(pgid, GRACE);
+    }
 }
 
 impl LocalExecutor {
     pub fn new() -> std::io::Result<Self> {
         Ok(LocalExecutor {
             exe: std::env::current_exe()?,
-            children: Arc::new(Mutex::new(Vec::new())),
+            groups: Arc::new(Mutex::new(Vec::new())),
         })
     }
 
-    /// What the Ctrl-C handler calls: kills every running worker. Their staging dirs are
-    /// cleaned by the next run of the same key.
+    /// What the Ctrl-C handler calls: ends every running worker's process group (the
+    /// stage's programs with it). Their staging dirs are cleaned by the next run of the
+    /// same key.
     pub fn killer(&self) -> impl Fn() + Send + 'static {
-        let children = self.children.clone();
+        let groups = self.groups.clone();
         move || {
-            for (_, child) in children.lock().unwrap().iter() {
-                let _ = child.lock().unwrap().kill();
+            let running: Vec<u32> = groups.lock().map(|g| g.clone()).unwrap_or_default();
+            for &pgid in &running {
+                signal_group(pgid, libc::SIGTERM);
+            }
+            std::thread::sleep(GRACE);
+            for &pgid in &running {
+                signal_group(pgid, libc::SIGKILL);
             }
         }
     }
+}
+
+/// Whether this worker was told to stop (see [`guard_worker_group`]).
+pub fn worker_interrupted() -> bool {
+    STOP_REQUESTED.load(Ordering::SeqCst)
+}
+
+/// Called first thing by `rst worker`: when the worker leads its own process group (the
+/// local executor starts it so), SIGINT, SIGTERM or SIGHUP — from rst, or from the kernel
+/// when rst died — end the whole group: SIGTERM to it, then SIGKILL after [`GRACE`] (which
+/// ends this worker too). A worker in someone else's group (a Slurm job) is left as it was.
+pub fn guard_worker_group() {
+    // SAFETY: getpgrp/getpid cannot fail.
+    let (pgrp, pid) = unsafe { (libc::getpgrp(), libc::getpid()) };
+    if pgrp != pid {
+        return;
+    }
+    // When rst is gone, writing an event to its pipe must not kill this worker (SIGPIPE)
+    // before the handler has ended the group; the write error is ignored instead.
+    // SAFETY: SIG_IGN is a valid disposition, set before any thread of ours exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+    let _ = ctrlc::set_handler(move || {
+        if STOP_REQUESTED.swap(true, Ordering::SeqCst) {
+            return; // our own SIGTERM to the group, or a repeated signal
+        }
+        // SAFETY: plain syscalls on our own group.
+        unsafe {
+            libc::killpg(pgrp, libc::SIGTERM);
+        }
+        std::thread::sleep(GRACE);
+        unsafe {
+            libc::killpg(pgrp, libc::SIGKILL);
+        }
+    });
+}
+
+/// How `rst worker` ends: when interrupted, it waits for its signal handler to end the
+/// group (this process included) instead of leaving stage programs behind.
+pub fn exit_worker(code: i32) -> ! {
+    if worker_interrupted() {
+        std::thread::sleep(GRACE * 3);
+    }
+    std::process::exit(code)
 }
 
 impl Executor for LocalExecutor {
@@ -54,20 +158,30 @@ impl Executor for LocalExecutor {
         let log = std::fs::File::create(&log_tmp)
             .map_err(|e| format!("cannot create log {}: {e}", log_tmp.display()))?;
         let exe = super::worker_exe(&self.exe, job)?;
-        let mut child = Command::new(&exe)
-            .arg("worker")
+        let mut cmd = Command::new(&exe);
+        cmd.arg("worker")
             .arg(job_file)
             .env("RAYON_NUM_THREADS", job.threads.to_string())
             .env("OMP_NUM_THREADS", job.threads.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
+            // Its own process group, so that ending the stage ends all it started.
+            .process_group(0);
+        die_with_parent(&mut cmd);
+        // Registered under the lock, so a Ctrl-C between spawn and push cannot miss it.
+        let mut groups = self.groups.lock().map_err(|_| "worker list poisoned")?;
+        let mut child: Child = cmd
             .spawn()
             .map_err(|e| format!("cannot start worker {}: {e}", exe.display()))?;
-        let stdout = child.stdout.take().expect("piped");
         let pid = child.id();
-        let child = Arc::new(Mutex::new(child));
-        self.children.lock().unwrap().push((pid, child.clone()));
+        groups.push(pid);
+        drop(groups);
+        let Some(stdout) = child.stdout.take() else {
+            end_group(pid);
+            let _ = child.wait();
+            return Err("the worker's stdout was not piped".into());
+        };
         let mut finished = false;
         let mut reused = false;
         for line in BufReader::new(stdout).lines() {
@@ -78,8 +192,12 @@ impl Executor for LocalExecutor {
                 on_event(ev);
             }
         }
-        let status = child.lock().unwrap().wait();
-        self.children.lock().unwrap().retain(|(p, _)| *p != pid);
+        let status = child.wait();
+        // The worker is gone; whatever it started that still runs goes with it.
+        end_group(pid);
+        if let Ok(mut groups) = self.groups.lock() {
+            groups.retain(|p| *p != pid);
+        }
         if reused {
             // Another process computed the artifact: its log (the entry's) stays.
             let _ = std::fs::remove_file(&log_tmp);
@@ -105,5 +223,26 @@ impl Executor for LocalExecutor {
             });
         }
         Ok(())
+    }
+}
+
+/// Makes the child get SIGTERM when this thread ends (rst killed, even by SIGKILL), so a
+/// worker never outlives the run that started it; its handler then ends its group.
+fn die_with_parent(cmd: &mut Command) {
+    // SAFETY: getpid is async-signal-safe.
+    let parent = unsafe { libc::getpid() };
+    // SAFETY: the closure runs between fork and exec and calls only async-signal-safe
+    // functions (prctl, getppid, raise).
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before prctl: then nobody would send the signal.
+            if libc::getppid() != parent {
+                libc::raise(libc::SIGTERM);
+            }
+            Ok(())
+        });
     }
 }
