@@ -575,3 +575,64 @@ pub(crate) mod tests {
         assert!(!link_stays_inside(Path::new("l"), Path::new("/abs")));
     }
 }
+
+#[cfg(test)]
+mod limit_tests {
+    use super::tests::{tar_bytes, zip_bytes};
+    use super::*;
+
+    fn unpack_with(bytes: &[u8], kind: ArchiveKind, limits: Limits) -> Result<u64, StageError> {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("a");
+        std::fs::write(&archive, bytes).unwrap();
+        let dest = dir.path().join("out");
+        std::fs::create_dir(&dest).unwrap();
+        unpack(&archive, "a", kind, &dest, limits)?;
+        Ok(std::fs::read_dir(&dest)
+            .unwrap()
+            .flatten()
+            .map(|e| e.metadata().unwrap().len())
+            .sum())
+    }
+
+    #[test]
+    fn size_and_ratio_limits_stop_an_unpack_and_name_the_param() {
+        let zeros = vec![0u8; 3 << 20];
+        let tar = tar_bytes(&[("a.bin", &zeros[..1000]), ("b.bin", &zeros)], &[]);
+        let small = Limits {
+            max_bytes: 1 << 20,
+            max_ratio: 0.0,
+        };
+        let e = unpack_with(&tar, ArchiveKind::Tar, small).unwrap_err();
+        assert!(e.user && e.message.contains("max_unpacked_bytes"), "{e:?}");
+        assert!(e.message.contains("`b.bin`"), "{e:?}");
+        // A tar is barely larger than its content: the default ratio lets it through.
+        assert_eq!(
+            unpack_with(&tar, ArchiveKind::Tar, Limits::default()).unwrap(),
+            1000 + (3 << 20)
+        );
+        // Deflated zeros are ~1000:1: over the default ratio, fine without one.
+        let zip = zip_bytes(&[("z.bin", &zeros)]);
+        let e = unpack_with(&zip, ArchiveKind::Zip, Limits::default()).unwrap_err();
+        assert!(e.message.contains("max_unpack_ratio"), "{e:?}");
+        let no_ratio = Limits {
+            max_ratio: 0.0,
+            ..Limits::default()
+        };
+        assert_eq!(
+            unpack_with(&zip, ArchiveKind::Zip, no_ratio).unwrap(),
+            3 << 20
+        );
+        // Small archives are never refused for their ratio.
+        let zip = zip_bytes(&[("z.bin", &zeros[..100_000])]);
+        assert!(unpack_with(&zip, ArchiveKind::Zip, Limits::default()).is_ok());
+    }
+
+    #[test]
+    fn tar_error_text_is_made_printable() {
+        let e = io::Error::other(
+            "numeric field was not a number: \u{0}\u{7f}\u{fffd}x when getting cksum for y",
+        );
+        assert_eq!(clean(&e), "numeric field was not a number: ???x");
+    }
+}

@@ -12,7 +12,7 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,10 +30,38 @@ pub struct LocalExecutor {
     groups: Groups,
 }
 
-/// Whether any process (zombies included) is still in process group `pgid`.
+/// Whether a live process (not a zombie waiting for its reaper) is in process group `pgid`.
 fn group_alive(pgid: u32) -> bool {
     // SAFETY: signal 0 only checks for existence and permission.
-    unsafe { libc::killpg(pgid as libc::pid_t, 0) == 0 }
+    if unsafe { libc::killpg(pgid as libc::pid_t, 0) } != 0 {
+        return false; // the common case: nobody left
+    }
+    // Zombies count for kill(2); orphans are reaped by init whenever it gets to it.
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    procs.flatten().any(|e| {
+        if !e
+            .file_name()
+            .as_encoded_bytes()
+            .iter()
+            .all(u8::is_ascii_digit)
+        {
+            return false;
+        }
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            return false;
+        };
+        // `pid (comm) STATE PPID PGRP ...`: comm may hold spaces and parentheses.
+        let mut fields = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace())
+            .into_iter()
+            .flatten();
+        let state = fields.next().unwrap_or("Z");
+        let pgrp = fields.nth(1).and_then(|g| g.parse::<u32>().ok());
+        pgrp == Some(pgid) && !matches!(state, "Z" | "X")
+    })
 }
 
 fn signal_group(pgid: u32, sig: libc::c_int) {
@@ -100,6 +128,29 @@ pub fn worker_interrupted() -> bool {
     STOP_REQUESTED.load(Ordering::SeqCst)
 }
 
+/// The worker's own process group, for its signal handler.
+static GROUP: AtomicI32 = AtomicI32::new(0);
+/// The write end of the pipe that wakes the thread that sends SIGKILL after [`GRACE`].
+static WAKE: AtomicI32 = AtomicI32::new(-1);
+
+/// The worker's handler of SIGINT, SIGTERM and SIGHUP. A plain signal handler, not the
+/// ctrlc crate's thread: [`STOP_REQUESTED`] must be set before the stage's program, which
+/// gets the same SIGTERM, has exited and been waited for (else a program that exits 0 on
+/// SIGTERM could be stored). It only calls async-signal-safe functions.
+extern "C" fn on_stop(_sig: libc::c_int) {
+    if STOP_REQUESTED.swap(true, Ordering::SeqCst) {
+        return; // our own SIGTERM to the group, or a repeated signal
+    }
+    // SAFETY: killpg and write are async-signal-safe.
+    unsafe {
+        libc::killpg(GROUP.load(Ordering::SeqCst), libc::SIGTERM);
+        let fd = WAKE.load(Ordering::SeqCst);
+        if fd >= 0 {
+            libc::write(fd, b"x".as_ptr().cast(), 1);
+        }
+    }
+}
+
 /// Called first thing by `rst worker`: when the worker leads its own process group (the
 /// local executor starts it so), SIGINT, SIGTERM or SIGHUP — from rst, or from the kernel
 /// when rst died — end the whole group: SIGTERM to it, then SIGKILL after [`GRACE`] (which
@@ -110,25 +161,37 @@ pub fn guard_worker_group() {
     if pgrp != pid {
         return;
     }
-    // When rst is gone, writing an event to its pipe must not kill this worker (SIGPIPE)
-    // before the handler has ended the group; the write error is ignored instead.
-    // SAFETY: SIG_IGN is a valid disposition, set before any thread of ours exists.
+    GROUP.store(pgrp, Ordering::SeqCst);
+    let mut fds = [-1; 2];
+    // SAFETY: pipe2 writes two fds into the array; close-on-exec keeps them from stages.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } == 0 {
+        WAKE.store(fds[1], Ordering::SeqCst);
+        let read_end = fds[0];
+        std::thread::spawn(move || {
+            let mut b = [0u8; 1];
+            // SAFETY: reads one byte into `b` from our own pipe.
+            while unsafe { libc::read(read_end, b.as_mut_ptr().cast(), 1) } < 0 {}
+            std::thread::sleep(GRACE);
+            // SAFETY: plain syscall on our own group (this process included).
+            unsafe {
+                libc::killpg(pgrp, libc::SIGKILL);
+            }
+        });
+    }
+    // SAFETY: `on_stop` is async-signal-safe; the sigaction struct is fully initialised.
+    // SIG_IGN for SIGPIPE: when rst is gone, writing an event to its pipe must not kill this
+    // worker before the group is ended (the write error is ignored instead); the stage's
+    // programs start with the default again (std resets SIGPIPE in children).
     unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_stop as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut sa.sa_mask);
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
-    let _ = ctrlc::set_handler(move || {
-        if STOP_REQUESTED.swap(true, Ordering::SeqCst) {
-            return; // our own SIGTERM to the group, or a repeated signal
-        }
-        // SAFETY: plain syscalls on our own group.
-        unsafe {
-            libc::killpg(pgrp, libc::SIGTERM);
-        }
-        std::thread::sleep(GRACE);
-        unsafe {
-            libc::killpg(pgrp, libc::SIGKILL);
-        }
-    });
 }
 
 /// How `rst worker` ends: when interrupted, it waits for its signal handler to end the

@@ -12,6 +12,10 @@
 //!   format: raw                   # raw | idx | image-folder
 //!   idx: {train_images, train_labels, test_images, test_labels, classes?}   # format: idx
 //!   image_folder: {root, train_list?, test_list?, on_corrupt?}               # format: image-folder
+//!   idle_timeout_s: 30            # the longest wait for an HTTP server (connect, answer, each read)
+//!   attempts: 3                   # per http(s) mirror, each resuming where the last stopped
+//!   max_unpacked_bytes: 274877906944   # what an archive may unpack to (256 GiB)
+//!   max_unpack_ratio: 200         # unpacked / archive size, past 1 MiB (0: no ratio limit)
 //! ```
 //!
 //! Local sources are read in place and never modified; a directory source cannot be pinned.
