@@ -240,6 +240,11 @@ impl Executor for LocalExecutor {
         let pid = child.id();
         groups.push(pid);
         drop(groups);
+        // Ctrl-C sets the flag before it reads the list: either it saw this worker, or we
+        // see the flag.
+        if cancel.is_cancelled() {
+            signal_group(pid, libc::SIGTERM);
+        }
         let Some(stdout) = child.stdout.take() else {
             end_group(pid);
             let _ = child.wait();
