@@ -281,6 +281,7 @@ fn a_full_cache_disk_is_a_clear_error_and_the_next_run_recovers() {
         .assert_stderr_contains("No space left on device")
         .assert_stderr_contains(cache_s);
     assert_eq!(out.code, 2, "{out:?}");
+    assert!(tidy(&out.stderr), "{}", out.stderr);
     assert!(!out.stderr.contains("101"), "{}", out.stderr);
     assert!(common::shard_children(&cache.join("entries")).is_empty());
 
@@ -366,6 +367,7 @@ fn an_archive_that_unpacks_past_the_limit_is_refused_and_nothing_cached() {
         .assert_stderr_contains("archive bomb.tar.gz")
         .assert_stderr_contains("max_unpacked_bytes")
         .assert_stderr_contains("1048576");
+    assert!(tidy(&out.stderr), "{}", out.stderr);
     assert!(t.entries().is_empty() && t.objects().is_empty());
     assert!(!t.exists("results/p/get"));
 
@@ -456,6 +458,7 @@ fn a_server_that_never_answers_fails_after_the_idle_timeout_and_attempts() {
         .assert_stderr_contains("gave up after 2 attempt(s)")
         .assert_stderr_contains("idle_timeout_s");
     assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert!(tidy(&out.stderr), "{}", out.stderr);
     assert_eq!(seen.lock().unwrap().len(), 2, "two attempts");
     assert!(t.entries().is_empty());
 }
@@ -579,6 +582,12 @@ fn export_crate_into_a_read_only_dir_is_a_user_error_naming_it() {
     }
 }
 
+/// Whether a message reads as one (no gap of spaces inside a line, as a broken string
+/// continuation leaves).
+fn tidy(s: &str) -> bool {
+    s.lines().all(|l| !l.trim_start().contains("     "))
+}
+
 fn printable(s: &str) -> bool {
     s.chars()
         .all(|c| (c == '\n' || c == '\t' || !c.is_control()) && c != '\u{fffd}')
@@ -602,6 +611,7 @@ fn garbage_archives_get_a_clean_message_not_raw_bytes() {
             .assert_stderr_contains(&format!("archive {file}"))
             .assert_stderr_contains(expect);
         assert!(printable(&out.stderr), "raw bytes in: {:?}", out.stderr);
+        assert!(tidy(&out.stderr), "{}", out.stderr);
     }
     // gzip, but not a tar inside.
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());

@@ -105,7 +105,9 @@ impl Budget<'_> {
             )
         };
         StageError::user(format!(
-            "archive {}: unpacking entry `{entry}` would bring it to at least {total} bytes, over              {which}; refusing it as a possible decompression bomb. If the archive is genuine,              raise {} in this download stage's params",
+            "archive {}: unpacking entry `{entry}` would bring it to at least {total} bytes, \
+             over {which}; refusing it as a possible decompression bomb. If the archive is \
+             genuine, raise {} in this download stage's params",
             self.display,
             if by_size {
                 "max_unpacked_bytes"
@@ -215,7 +217,8 @@ pub fn unpack(
             let head = file.read_exact(&mut magic);
             if head.is_err() || magic != [0x1f, 0x8b] {
                 return Err(StageError::user(format!(
-                    "archive {display}: not a gzip file ({archive_bytes} bytes that do not start                      with the gzip signature 1f 8b), so not a valid .tar.gz"
+                    "archive {display}: not a gzip file ({archive_bytes} bytes that do not start \
+                     with the gzip signature 1f 8b), so not a valid .tar.gz"
                 )));
             }
             let file = BufReader::new(file);
