@@ -620,7 +620,10 @@ pub fn command(args: &PipelineArgs, opts: &AuditOptions) -> Result<bool> {
         .map_err(|e| Error::Internal(e.to_string()))?;
     write_atomic(
         &dir.join("audit.json"),
-        (serde_json::to_string_pretty(&report).expect("serialises") + "\n").as_bytes(),
+        (serde_json::to_string_pretty(&report)
+            .map_err(|e| Error::Internal(format!("cannot encode the audit report: {e}")))?
+            + "\n")
+            .as_bytes(),
     )
     .map_err(|e| Error::Internal(e.to_string()))?;
     print!("{md}");
@@ -703,11 +706,10 @@ fn audit_one(
     let mut notes = w.notes.clone();
     let mut failed: Option<String> = None;
     let mut fresh: Option<String> = None;
-    match write_atomic(
-        &job_file,
-        &serde_json::to_vec_pretty(&w.job).expect("job serialises"),
-    ) {
-        Err(e) => failed = Some(e.to_string()),
+    let encoded =
+        serde_json::to_vec_pretty(&w.job).map_err(|e| format!("cannot encode the job: {e}"));
+    match encoded.and_then(|bytes| write_atomic(&job_file, &bytes).map_err(|e| e.to_string())) {
+        Err(e) => failed = Some(e),
         Ok(()) => {
             let mut on_event = |ev: WorkerEvent| match ev {
                 WorkerEvent::Done { artifact, .. } => fresh = Some(artifact),

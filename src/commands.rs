@@ -20,7 +20,22 @@ pub fn cache_dir(explicit: &Option<PathBuf>) -> PathBuf {
     explicit.clone().unwrap_or_else(|| PathBuf::from("cache"))
 }
 
+/// Refuses a path that is not UTF-8: rst writes its paths into JSON (job files, entries,
+/// run records), which holds only Unicode text.
+pub(crate) fn utf8_path(what: &str, path: &Path) -> Result<()> {
+    if path.to_str().is_some() {
+        return Ok(());
+    }
+    Err(UserError::new(format!(
+        "the {what} {} is not valid UTF-8 (rst records paths in JSON)",
+        path.display()
+    ))
+    .help("rename it, or use a path made of UTF-8 characters")
+    .into())
+}
+
 pub(crate) fn open_store(dir: &Path) -> Result<Store> {
+    utf8_path("cache directory", dir)?;
     Store::open(dir).map_err(|e| {
         Error::User(
             UserError::new(format!(
@@ -42,6 +57,8 @@ pub(crate) fn load_file(file: &Path, set: &[String]) -> Result<Pipeline> {
         .map(|s| spec::parse_override(s))
         .collect::<std::result::Result<Vec<_>, _>>()?;
     let project = std::env::current_dir().map_err(|e| Error::io("current directory", e))?;
+    utf8_path("pipeline file", file)?;
+    utf8_path("project directory (the current directory)", &project)?;
     Ok(spec::load(file, &overrides, &project)?)
 }
 
@@ -81,6 +98,19 @@ pub fn run(
         return Err(UserError::new("--jobs must be at least 1").into());
     }
     let store = open_store(&cache_dir(&args.cache_dir))?;
+    // What killed runs left behind (their pids are gone, their keys unlocked).
+    crate::cache::leftovers::sweep(store.root(), false);
+    // Refuse to start on a disk with no room for even the job files (under 1 MiB free).
+    if let Some((free, _)) =
+        crate::cache::space::free_space(store.root()).filter(|(free, _)| *free < 1 << 20)
+    {
+        return Err(UserError::new(format!(
+            "the cache's file system ({}) is full: No space left on device ({free} bytes free)",
+            store.root().display()
+        ))
+        .help("free space there (`rst gc FILE...` removes what no pipeline uses), or use --cache-dir on a larger disk")
+        .into());
+    }
     let (executor, kill) = executor(exec, &store)?;
     let cancel = Cancel::default();
     {
@@ -554,37 +584,17 @@ pub fn gc(files: &[PathBuf], set: &[String], cache: &Option<PathBuf>, dry_run: b
             }
         }
     }
-    // Job files of killed runs (a running `rst run` keeps its own: its pid is alive).
-    if let Ok(rd) = std::fs::read_dir(store.root().join("tmp").join("jobs")) {
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().to_string();
-            let pid = name.split('.').nth(1).and_then(|p| p.parse::<u32>().ok());
-            if pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) && !dry_run {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
-    }
-    // Staging dirs of killed runs whose key is not being computed right now.
-    for dir in store.tmp_dirs() {
-        let name = dir.file_name().unwrap().to_string_lossy().to_string();
-        let Some(key) = name.split('.').next().filter(|k| k.len() == 64) else {
-            continue;
-        };
-        if let Ok(lock) =
-            std::fs::File::open(store.root().join("locks").join(format!("{key}.lock")))
-        {
-            if lock.try_lock().is_err() {
-                continue;
-            }
-        }
-        freed += store::dir_size(&dir).0;
-        if !dry_run {
-            let _ = remove_tree(&dir);
-        }
-    }
+    // Leftovers of killed runs: staging dirs, job files, logs, temp files (see
+    // cache::leftovers for what is safe to remove while other runs go on).
+    let swept = crate::cache::leftovers::sweep(store.root(), dry_run);
+    freed += swept.bytes;
     println!(
-        "{}removed {removed_entries} entries and {removed_objects} artifacts, {} freed",
+        "{}removed {removed_entries} entries and {removed_objects} artifacts{}, {} freed",
         if dry_run { "would have " } else { "" },
+        match swept.items {
+            0 => String::new(),
+            n => format!(" (and {n} leftovers of killed runs)"),
+        },
         human_bytes(freed)
     );
     Ok(())

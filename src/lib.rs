@@ -4,6 +4,18 @@
 //! `cache` (blake3 keys, content-addressed artifacts) → `exec` (scheduler, worker
 //! processes) → results. This library never links libtorch (loading it costs ~0.4 s per
 //! process start); `src/ml/` is compiled into the `rst-torch` binary, the worker for torch stages.
+
+/// `eprintln!` that never panics: in a worker, stderr is the stage's log file in the cache,
+/// and a full disk must not turn a log line into a crash (`eprintln!` panics when the write
+/// fails, and the user would only see "exit status: 101"). A lost log line is the lesser harm.
+#[macro_export]
+macro_rules! elog {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 pub mod audit;
 pub mod cache;
 pub mod cli;

@@ -11,7 +11,10 @@ fn main() {
     }
     let cli = Cli::parse();
     let result = match cli.command {
-        Cmd::Worker { job } => std::process::exit(rst::exec::worker::run(&job, &[])),
+        Cmd::Worker { job } => {
+            rst::exec::local::guard_worker_group();
+            rst::exec::local::exit_worker(rst::exec::worker::run(&job, &[]))
+        }
         Cmd::Run {
             p,
             jobs,
@@ -85,7 +88,7 @@ fn main() {
             rst::error::Error::StagesFailed { .. } | rst::error::Error::Interrupted
         ) {
             // `{:#}` prints the whole cause chain on one line.
-            eprintln!("error: {:#}", anyhow::Error::new(e));
+            rst::elog!("error: {:#}", anyhow::Error::new(e));
         }
         std::process::exit(code);
     }

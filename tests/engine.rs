@@ -275,8 +275,11 @@ stages:
     common::wait_for("the stage to start", Duration::from_secs(30), || {
         t.exists("marker")
     });
+    // The worker leads its own process group (`tmp/<key>.<worker pid>.<n>`): kill -9 it and
+    // its stage too, as a crash of the whole machine would, before rst's group.
+    let worker: String = staging_dirs(&t)[0].split('.').nth(1).unwrap().to_string();
     let kill = std::process::Command::new("kill")
-        .args(["-9", "--", &format!("-{pgid}")])
+        .args(["-9", "--", &format!("-{worker}"), &format!("-{pgid}")])
         .status()
         .unwrap();
     assert!(kill.success(), "kill failed");

@@ -23,7 +23,8 @@ fn main() {
         }
         Some("worker") if args.len() == 2 => {
             // The worker for torch stages (train, evaluate): same protocol as `rst worker`.
-            std::process::exit(rst::exec::worker::run(
+            rst::exec::local::guard_worker_group();
+            rst::exec::local::exit_worker(rst::exec::worker::run(
                 std::path::Path::new(&args[1]),
                 &ml::kinds(),
             ));

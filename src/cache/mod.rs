@@ -1,4 +1,6 @@
 //! The content-addressed cache: stage keys, artifact digests, the on-disk store.
 pub mod digest;
 pub mod key;
+pub mod leftovers;
+pub mod space;
 pub mod store;

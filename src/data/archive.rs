@@ -43,6 +43,111 @@ pub struct Unpacked {
     pub skipped_other: Vec<String>,
 }
 
+/// Bounds on what an archive may unpack to, against decompression bombs (a 1 MB archive
+/// of zeros that unpacks to 1 GiB): the total size of its files, and that total divided by
+/// the archive's own size (applied past [`RATIO_FLOOR`], so small archives of very
+/// compressible files stay fine). Checked against each entry's declared size before it is
+/// written, and against the bytes actually written.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    pub max_bytes: u64,
+    /// 0: no ratio limit.
+    pub max_ratio: f64,
+}
+
+/// Unpacked totals up to this size are never refused for their ratio.
+pub const RATIO_FLOOR: u64 = 1 << 20;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_bytes: 256 << 30,
+            max_ratio: 200.0,
+        }
+    }
+}
+
+/// Running total of an unpack, checked against [`Limits`].
+struct Budget<'a> {
+    limits: Limits,
+    archive_bytes: u64,
+    display: &'a str,
+    written: u64,
+}
+
+impl Budget<'_> {
+    /// The most bytes the whole unpack may write.
+    fn cap(&self) -> u64 {
+        let by_ratio = if self.limits.max_ratio > 0.0 {
+            ((self.archive_bytes as f64 * self.limits.max_ratio) as u64).max(RATIO_FLOOR)
+        } else {
+            u64::MAX
+        };
+        self.limits.max_bytes.min(by_ratio)
+    }
+
+    /// Bytes the next entry may still write.
+    fn left(&self) -> u64 {
+        self.cap().saturating_sub(self.written)
+    }
+
+    fn exceeded(&self, entry: &str, total: u64) -> StageError {
+        let by_size = self.cap() == self.limits.max_bytes;
+        let which = if by_size {
+            format!(
+                "the limit of {} unpacked bytes (params.max_unpacked_bytes)",
+                self.limits.max_bytes
+            )
+        } else {
+            format!(
+                "{} times its own size of {} bytes (params.max_unpack_ratio: {})",
+                self.limits.max_ratio, self.archive_bytes, self.limits.max_ratio
+            )
+        };
+        StageError::user(format!(
+            "archive {}: unpacking entry `{entry}` would bring it to at least {total} bytes, \
+             over {which}; refusing it as a possible decompression bomb. If the archive is \
+             genuine, raise {} in this download stage's params",
+            self.display,
+            if by_size {
+                "max_unpacked_bytes"
+            } else {
+                "max_unpack_ratio (0: no ratio limit)"
+            }
+        ))
+    }
+
+    /// Reserves `size` bytes for `entry`.
+    fn take(&mut self, entry: &str, size: u64) -> Result<(), StageError> {
+        if size > self.left() {
+            return Err(self.exceeded(entry, self.written.saturating_add(size)));
+        }
+        self.written += size;
+        Ok(())
+    }
+}
+
+/// What a tar or gzip reader's error says, fit for a terminal: on garbage the tar crate
+/// quotes the header bytes it could not parse, which would print raw binary.
+fn clean(e: &dyn std::fmt::Display) -> String {
+    let text: String = e
+        .to_string()
+        .chars()
+        .map(|c| {
+            if c.is_control() || c == '\u{fffd}' {
+                '?'
+            } else {
+                c
+            }
+        })
+        .collect();
+    let mut text = text.split(" when ").next().unwrap_or("").trim().to_string();
+    if text.chars().count() > 120 {
+        text = text.chars().take(120).collect::<String>() + "…";
+    }
+    text
+}
+
 /// `path` as normal components only, or None when it has `..`, a root or a prefix.
 pub fn safe_relative(path: &Path) -> Option<PathBuf> {
     let mut out = PathBuf::new();
@@ -87,26 +192,60 @@ fn escape_error(archive: &str, entry: &str, why: &str) -> StageError {
     ))
 }
 
-/// Unpacks `archive` (shown to the user as `display`) into the existing directory `dest`.
+/// Unpacks `archive` (shown to the user as `display`) into the existing directory `dest`,
+/// within `limits`.
 pub fn unpack(
     archive: &Path,
     display: &str,
     kind: ArchiveKind,
     dest: &Path,
+    limits: Limits,
 ) -> Result<Unpacked, StageError> {
-    let file = File::open(archive)
+    let mut file = File::open(archive)
         .map_err(|e| StageError::user(format!("archive {display}: cannot open: {e}")))?;
+    let archive_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let budget = Budget {
+        limits,
+        archive_bytes,
+        display,
+        written: 0,
+    };
     match kind {
-        ArchiveKind::Tar => unpack_tar(BufReader::new(file), display, dest),
-        ArchiveKind::TarGz => unpack_tar(MultiGzDecoder::new(BufReader::new(file)), display, dest),
-        ArchiveKind::Zip => unpack_zip(file, display, dest),
+        ArchiveKind::Tar => unpack_tar(BufReader::new(file), display, dest, budget, "tar"),
+        ArchiveKind::TarGz => {
+            let mut magic = [0u8; 2];
+            let head = file.read_exact(&mut magic);
+            if head.is_err() || magic != [0x1f, 0x8b] {
+                return Err(StageError::user(format!(
+                    "archive {display}: not a gzip file ({archive_bytes} bytes that do not start \
+                     with the gzip signature 1f 8b), so not a valid .tar.gz"
+                )));
+            }
+            let file = BufReader::new(file);
+            let reader = io::Read::chain(&magic[..], file);
+            unpack_tar(
+                MultiGzDecoder::new(BufReader::new(reader)),
+                display,
+                dest,
+                budget,
+                "gzip-compressed tar",
+            )
+        }
+        ArchiveKind::Zip => unpack_zip(file, display, dest, budget),
     }
 }
 
-fn unpack_tar(reader: impl Read, display: &str, dest: &Path) -> Result<Unpacked, StageError> {
+fn unpack_tar(
+    reader: impl Read,
+    display: &str,
+    dest: &Path,
+    mut budget: Budget<'_>,
+    what: &str,
+) -> Result<Unpacked, StageError> {
     let bad = |e: io::Error| {
         StageError::user(format!(
-            "archive {display}: not a readable tar archive: {e}"
+            "archive {display}: not a valid {what} archive ({})",
+            clean(&e)
         ))
     };
     let mut archive = tar::Archive::new(reader);
@@ -176,6 +315,8 @@ fn unpack_tar(reader: impl Read, display: &str, dest: &Path) -> Result<Unpacked,
             done.skipped_other.push(shown);
             continue;
         }
+        // The declared size is what the tar reader lets this entry write.
+        budget.take(&shown, entry.size())?;
         match entry.unpack_in(dest) {
             Ok(true) => done.entries += 1,
             Ok(false) => {
@@ -187,7 +328,8 @@ fn unpack_tar(reader: impl Read, display: &str, dest: &Path) -> Result<Unpacked,
             }
             Err(e) => {
                 return Err(StageError::user(format!(
-                    "archive {display}: cannot unpack entry `{shown}`: {e}"
+                    "archive {display}: cannot unpack entry `{shown}`: {}",
+                    clean(&e)
                 )))
             }
         }
@@ -195,10 +337,16 @@ fn unpack_tar(reader: impl Read, display: &str, dest: &Path) -> Result<Unpacked,
     Ok(done)
 }
 
-fn unpack_zip(file: File, display: &str, dest: &Path) -> Result<Unpacked, StageError> {
+fn unpack_zip(
+    file: File,
+    display: &str,
+    dest: &Path,
+    mut budget: Budget<'_>,
+) -> Result<Unpacked, StageError> {
     let bad = |e: zip::result::ZipError| {
         StageError::user(format!(
-            "archive {display}: not a readable zip archive: {e}"
+            "archive {display}: not a valid zip archive ({})",
+            clean(&e)
         ))
     };
     let mut zip = zip::ZipArchive::new(BufReader::new(file)).map_err(bad)?;
@@ -240,8 +388,17 @@ fn unpack_zip(file: File, display: &str, dest: &Path) -> Result<Unpacked, StageE
             if let Some(parent) = out.parent() {
                 std::fs::create_dir_all(parent).map_err(write_err)?;
             }
+            budget.take(&name, entry.size())?;
             let mut f = File::create(&out).map_err(write_err)?;
-            io::copy(&mut entry, &mut f).map_err(write_err)?;
+            // The declared size can lie: never write more than the budget has left.
+            let allowed = budget.left() + entry.size();
+            let n = io::copy(&mut (&mut entry).take(allowed + 1), &mut f).map_err(write_err)?;
+            if n > allowed {
+                drop(f);
+                let _ = std::fs::remove_file(&out);
+                return Err(budget.exceeded(&name, budget.written + n));
+            }
+            budget.written = budget.written - entry.size() + n;
         }
         done.entries += 1;
     }
@@ -304,7 +461,7 @@ pub(crate) mod tests {
         std::fs::write(&archive, bytes).unwrap();
         let dest = dir.path().join("out");
         std::fs::create_dir(&dest).unwrap();
-        let r = unpack(&archive, "a", kind, &dest);
+        let r = unpack(&archive, "a", kind, &dest, Limits::default());
         (dir, r)
     }
 
@@ -419,5 +576,66 @@ pub(crate) mod tests {
         assert!(link_stays_inside(Path::new("a/b/l"), Path::new("../c")));
         assert!(!link_stays_inside(Path::new("a/l"), Path::new("../../c")));
         assert!(!link_stays_inside(Path::new("l"), Path::new("/abs")));
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::tests::{tar_bytes, zip_bytes};
+    use super::*;
+
+    fn unpack_with(bytes: &[u8], kind: ArchiveKind, limits: Limits) -> Result<u64, StageError> {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("a");
+        std::fs::write(&archive, bytes).unwrap();
+        let dest = dir.path().join("out");
+        std::fs::create_dir(&dest).unwrap();
+        unpack(&archive, "a", kind, &dest, limits)?;
+        Ok(std::fs::read_dir(&dest)
+            .unwrap()
+            .flatten()
+            .map(|e| e.metadata().unwrap().len())
+            .sum())
+    }
+
+    #[test]
+    fn size_and_ratio_limits_stop_an_unpack_and_name_the_param() {
+        let zeros = vec![0u8; 3 << 20];
+        let tar = tar_bytes(&[("a.bin", &zeros[..1000]), ("b.bin", &zeros)], &[]);
+        let small = Limits {
+            max_bytes: 1 << 20,
+            max_ratio: 0.0,
+        };
+        let e = unpack_with(&tar, ArchiveKind::Tar, small).unwrap_err();
+        assert!(e.user && e.message.contains("max_unpacked_bytes"), "{e:?}");
+        assert!(e.message.contains("`b.bin`"), "{e:?}");
+        // A tar is barely larger than its content: the default ratio lets it through.
+        assert_eq!(
+            unpack_with(&tar, ArchiveKind::Tar, Limits::default()).unwrap(),
+            1000 + (3 << 20)
+        );
+        // Deflated zeros are ~1000:1: over the default ratio, fine without one.
+        let zip = zip_bytes(&[("z.bin", &zeros)]);
+        let e = unpack_with(&zip, ArchiveKind::Zip, Limits::default()).unwrap_err();
+        assert!(e.message.contains("max_unpack_ratio"), "{e:?}");
+        let no_ratio = Limits {
+            max_ratio: 0.0,
+            ..Limits::default()
+        };
+        assert_eq!(
+            unpack_with(&zip, ArchiveKind::Zip, no_ratio).unwrap(),
+            3 << 20
+        );
+        // Small archives are never refused for their ratio.
+        let zip = zip_bytes(&[("z.bin", &zeros[..100_000])]);
+        assert!(unpack_with(&zip, ArchiveKind::Zip, Limits::default()).is_ok());
+    }
+
+    #[test]
+    fn tar_error_text_is_made_printable() {
+        let e = io::Error::other(
+            "numeric field was not a number: \u{0}\u{7f}\u{fffd}x when getting cksum for y",
+        );
+        assert_eq!(clean(&e), "numeric field was not a number: ???x");
     }
 }

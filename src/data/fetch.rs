@@ -170,13 +170,19 @@ impl Throttle {
 }
 
 /// The HTTP client used for downloads: statuses are handled here (not errors), no
-/// transparent compression (byte ranges must refer to the stored bytes), bounded waits.
-pub fn http_agent() -> ureq::Agent {
+/// transparent compression (byte ranges must refer to the stored bytes), and no wait for
+/// the server longer than `idle`: resolving, connecting, sending the request, the answer's
+/// headers, and each read of the body (the body as a whole may take as long as it takes,
+/// as long as bytes keep coming).
+pub fn http_agent(idle: Duration) -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
-        .timeout_connect(Some(Duration::from_secs(30)))
-        .timeout_recv_response(Some(Duration::from_secs(60)))
-        .timeout_per_read(Some(Duration::from_secs(60)))
+        .timeout_resolve(Some(idle))
+        .timeout_connect(Some(idle))
+        .timeout_send_request(Some(idle))
+        .timeout_recv_response(Some(idle))
+        .timeout_per_read(Some(idle))
+        .timeout_per_write(Some(idle))
         .user_agent(concat!("rst/", env!("CARGO_PKG_VERSION")))
         .build()
         .into()
@@ -190,8 +196,11 @@ pub struct HttpDownload<'a> {
     pub partial: &'a Path,
     /// When given and the partial file already has this digest, nothing is fetched.
     pub expected: Option<&'a str>,
-    /// How many times a dropped connection (or a 5xx answer) is retried within this call.
-    pub max_retries: u32,
+    /// How many attempts a dropped connection, a silent server or a 5xx answer gets in all
+    /// (each resumes what the last one got).
+    pub attempts: u32,
+    /// The idle timeout the agent was built with (for messages).
+    pub idle: Duration,
     /// Wait before retry `k` is `retry_delay * k`.
     pub retry_delay: Duration,
     /// Bytes in the partial file so far and the total size when known.
@@ -313,21 +322,34 @@ pub fn http_download(d: &HttpDownload<'_>) -> Result<Downloaded, String> {
         Ok(())
     };
 
-    let mut retries = 0u32;
+    let mut failed = 0u32;
+    let attempts = d.attempts.max(1);
+    let idle = d.idle;
     let mut use_range = true;
     let mut buf = vec![0u8; 256 * 1024];
     'attempt: loop {
         let mut retry = |why: String| -> Result<(), String> {
-            retries += 1;
-            if retries > d.max_retries {
-                return Err(format!("{why} (gave up after {} retries)", d.max_retries));
+            failed += 1;
+            if failed >= attempts {
+                return Err(format!(
+                    "{why}; gave up after {attempts} attempt(s) (raise `attempts` (now \
+                     {attempts}) or `idle_timeout_s` (now {}) in the download stage's params)",
+                    idle.as_secs_f64()
+                ));
             }
             (d.log)(&format!(
-                "{}: {why}; retrying ({retries}/{})",
-                d.url, d.max_retries
+                "{}: {why}; retrying (attempt {} of {attempts})",
+                d.url,
+                failed + 1
             ));
-            std::thread::sleep(d.retry_delay * retries);
+            std::thread::sleep(d.retry_delay * failed);
             Ok(())
+        };
+        let what = |e: &ureq::Error| match e {
+            ureq::Error::Timeout(_) => {
+                format!("the server sent nothing for {} s ({e})", idle.as_secs_f64())
+            }
+            _ => e.to_string(),
         };
 
         let mut req = d.agent.get(d.url).header("Accept-Encoding", "identity");
@@ -338,7 +360,7 @@ pub fn http_download(d: &HttpDownload<'_>) -> Result<Downloaded, String> {
         let resp = match req.call() {
             Ok(r) => r,
             Err(e) if is_transient(&e) => {
-                retry(format!("request failed: {e}"))?;
+                retry(format!("request failed: {}", what(&e)))?;
                 continue 'attempt;
             }
             Err(e) => return Err(format!("request failed: {e}")),
@@ -402,7 +424,15 @@ pub fn http_download(d: &HttpDownload<'_>) -> Result<Downloaded, String> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     file.flush().map_err(|e| io_err("cannot write", e))?;
-                    retry(format!("connection lost after {have} bytes: {e}"))?;
+                    let why = match e.get_ref().and_then(|i| i.downcast_ref::<ureq::Error>()) {
+                        Some(u) => what(u),
+                        None if e.kind() == io::ErrorKind::TimedOut => {
+                            format!("the server sent nothing for {} s", idle.as_secs_f64())
+                        }
+                        None => e.to_string(),
+                    };
+                    let of = total.map(|t| format!(" of {t}")).unwrap_or_default();
+                    retry(format!("connection lost after {have}{of} bytes: {why}"))?;
                     continue 'attempt;
                 }
             };

@@ -42,21 +42,25 @@ pub struct Plain;
 impl Reporter for Plain {
     fn report(&self, r: Report<'_>) {
         match r {
-            Report::Cached(n) => eprintln!("cached   {n}"),
-            Report::Queued(n, job) => eprintln!("queued   {n} ({job})"),
-            Report::LockWait(n) => eprintln!("waiting  {n} (another rst process is computing it)"),
-            Report::Started(n) => eprintln!("running  {n}"),
+            Report::Cached(n) => crate::elog!("cached   {n}"),
+            Report::Queued(n, job) => crate::elog!("queued   {n} ({job})"),
+            Report::LockWait(n) => {
+                crate::elog!("waiting  {n} (another rst process is computing it)")
+            }
+            Report::Started(n) => crate::elog!("running  {n}"),
             Report::Progress(..) => {}
             Report::Done {
                 name,
                 secs,
                 reused: false,
-            } => eprintln!("done     {name} ({secs:.2}s)"),
+            } => crate::elog!("done     {name} ({secs:.2}s)"),
             Report::Done {
                 name, reused: true, ..
-            } => eprintln!("reused   {name} (computed by another rst process)"),
-            Report::Failed { name, message } => eprintln!("FAILED   {name}: {message}"),
-            Report::Skipped { name, cause } => eprintln!("skipped  {name} (input {cause} failed)"),
+            } => crate::elog!("reused   {name} (computed by another rst process)"),
+            Report::Failed { name, message } => crate::elog!("FAILED   {name}: {message}"),
+            Report::Skipped { name, cause } => {
+                crate::elog!("skipped  {name} (input {cause} failed)")
+            }
         }
     }
 }

@@ -88,7 +88,7 @@ pub fn run(job_file: &Path, kinds: &[&dyn StageKind]) -> i32 {
             0
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            crate::elog!("error: {e}");
             emit(&WorkerEvent::Failed(e));
             1
         }
@@ -137,7 +137,7 @@ fn compute(job: &Job, kinds: &[&dyn StageKind]) -> Result<WorkerEvent, StageErro
         .staging(&job.key)
         .map_err(|e| StageError::internal(e.to_string()))?;
     emit(&WorkerEvent::Started);
-    eprintln!(
+    crate::elog!(
         "rst worker: {} ({} v{}), key {}",
         job.instance,
         job.kind,

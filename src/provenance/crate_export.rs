@@ -418,11 +418,25 @@ pub fn command(args: &crate::cli::PipelineArgs, dir: &Path) -> Result<()> {
         .help("give a new or empty directory")
         .into());
     }
-    std::fs::create_dir_all(dir).map_err(|e| Error::io_path("cannot create", dir, e))?;
+    // A directory the user cannot write to is their error to fix (exit 2), found before
+    // anything is written.
+    let unwritable = |e: std::io::Error| {
+        Error::User(
+            UserError::new(format!(
+                "cannot write the crate into {}: {e}",
+                dir.display()
+            ))
+            .help("give a writable directory"),
+        )
+    };
+    std::fs::create_dir_all(dir).map_err(unwritable)?;
+    let probe = dir.join(format!(".rst-write-probe.{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(unwritable)?;
+    let _ = std::fs::remove_file(&probe);
     let results_dir: PathBuf = p.project_dir.join("results").join(p.stem());
     let published = Published::read(&results_dir);
     if published.is_none() {
-        eprintln!(
+        crate::elog!(
             "warning: no published results in {} (no {}): the crate lists no result files",
             results_dir.display(),
             super::PUBLISHED_FILE

@@ -124,7 +124,10 @@ pub fn record(
         pipeline: p.name.clone(),
         file: p.file.clone(),
         project_dir: p.project_dir.clone(),
-        argv: std::env::args().collect(),
+        // args_os: `std::env::args` panics on an argument that is not UTF-8.
+        argv: std::env::args_os()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect(),
         set: set.to_vec(),
         started_unix,
         ended_unix: unix_now(),
@@ -224,6 +227,15 @@ fn show(r: &RunRecord) -> String {
 /// `rst log [RUN_ID]`.
 pub fn command(id: Option<&str>, cache: &Option<PathBuf>, json: bool, limit: usize) -> Result<()> {
     let dir = crate::commands::cache_dir(cache);
+    if cache.is_some() && !dir.is_dir() {
+        // A typo in --cache-dir must not look like "no runs yet".
+        return Err(UserError::new(format!(
+            "the cache directory {} does not exist",
+            dir.display()
+        ))
+        .help("give the cache directory a run used (--cache-dir or RST_CACHE_DIR; default ./cache)")
+        .into());
+    }
     let runs = if Path::new(&dir).is_dir() {
         all(&crate::commands::open_store(&dir)?)
     } else {

@@ -177,8 +177,23 @@ pub fn parse_override(s: &str) -> Result<(String, Value), UserError> {
         UserError::new(format!("--set `{s}` is not of the form key=value"))
             .help("e.g. --set lr=0.001 or --set seeds=[1,2,3]")
     })?;
-    let parsed: serde_yaml::Value =
-        serde_yaml::from_str(v).unwrap_or_else(|_| serde_yaml::Value::String(v.to_string()));
+    let parsed: serde_yaml::Value = match serde_yaml::from_str(v) {
+        Ok(parsed) => parsed,
+        // A value that starts like a YAML list, mapping or quoted string but does not parse
+        // is a typo (`[1,`), not a string the user meant: taking it as one would run the
+        // pipeline with a parameter nobody asked for.
+        Err(e) if v.trim_start().starts_with(['[', '{', '"', '\'']) => {
+            return Err(UserError::new(format!(
+                "--set {}: `{v}` is not a valid YAML value: {e}",
+                k.trim()
+            ))
+            .help(format!(
+                "write a complete list or mapping (e.g. --set {k}=[1,2]), or quote it to pass a string: --set '{k}=\"{v}\"'",
+                k = k.trim()
+            )));
+        }
+        Err(_) => serde_yaml::Value::String(v.to_string()),
+    };
     let value = yaml_to_json(&parsed).map_err(|e| UserError::new(format!("--set {k}: {e}")))?;
     Ok((k.trim().to_string(), value))
 }

@@ -258,3 +258,16 @@ stages:
     );
     assert_eq!(r("sized[g=0]").gpus, Some(0));
 }
+
+#[test]
+fn broken_structured_overrides_are_refused_not_strings() {
+    for bad in ["a=[1,", "a={x: 1", "a=\"open"] {
+        let e = parse_override(bad).unwrap_err();
+        assert!(e.message.contains("not a valid YAML value"), "{bad}: {e}");
+        assert!(e.help.is_some(), "{bad}");
+    }
+    // Plain words stay strings; complete lists parse; quoting passes a bracket as a string.
+    assert_eq!(parse_override("a=abc").unwrap().1, json!("abc"));
+    assert_eq!(parse_override("a=[1, 2]").unwrap().1, json!([1, 2]));
+    assert_eq!(parse_override("a=\"[1,\"").unwrap().1, json!("[1,"));
+}

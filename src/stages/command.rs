@@ -16,6 +16,7 @@
 use std::collections::BTreeMap;
 use std::os::fd::AsFd;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -23,6 +24,11 @@ use serde_json::Value;
 use super::{parse_params, InputDecl, ParamError, StageCtx, StageError, StageKind};
 
 pub struct Command;
+
+/// Set in a worker that was told to stop (SIGINT/SIGTERM; see `exec::local`): a program
+/// that exits 0 after its SIGTERM (a `trap`) may have written half an artifact, which must
+/// not be stored.
+pub static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -168,6 +174,13 @@ impl StageKind for Command {
             std::io::ErrorKind::NotFound => StageError::user(format!("command not found: {what}")),
             _ => StageError::io(format!("cannot start `{what}`"), e),
         })?;
+        use std::os::unix::process::ExitStatusExt;
+        let stopped = matches!(status.signal(), Some(libc::SIGINT | libc::SIGTERM));
+        if STOP_REQUESTED.load(Ordering::SeqCst) || stopped {
+            return Err(StageError::internal(format!(
+                "interrupted: `{what}` was stopped ({status})"
+            )));
+        }
         if status.success() {
             let wrote = std::fs::read_dir(ctx.out)
                 .map(|mut d| d.next().is_some())
@@ -178,10 +191,20 @@ impl StageKind for Command {
                 Err(StageError::user(format!("`{what}` succeeded but wrote nothing to $RST_OUT; a stage's output is what it writes there")))
             }
         } else {
-            Err(StageError::internal(match status.code() {
+            let why = match status.code() {
                 Some(code) => format!("`{what}` exited with status {code}"),
                 None => format!("`{what}` was killed by a signal"),
-            }))
+            };
+            // The usual cause of a write error in a stage is a full cache disk, and its log
+            // (on the same disk) may not say so: check, and name it.
+            match crate::cache::space::nearly_full(ctx.out) {
+                Some(free) => Err(StageError::user(format!(
+                    "{why}: the cache's file system ({}) is full (No space left on device, \
+                     {free} bytes free); free space there or use --cache-dir on a larger disk",
+                    ctx.downloads.parent().unwrap_or(ctx.out).display()
+                ))),
+                None => Err(StageError::internal(why)),
+            }
         }
     }
 }

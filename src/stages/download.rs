@@ -12,6 +12,10 @@
 //!   format: raw                   # raw | idx | image-folder
 //!   idx: {train_images, train_labels, test_images, test_labels, classes?}   # format: idx
 //!   image_folder: {root, train_list?, test_list?, on_corrupt?}               # format: image-folder
+//!   idle_timeout_s: 30            # the longest wait for an HTTP server (connect, answer, each read)
+//!   attempts: 3                   # per http(s) mirror, each resuming where the last stopped
+//!   max_unpacked_bytes: 274877906944   # what an archive may unpack to (256 GiB)
+//!   max_unpack_ratio: 200         # unpacked / archive size, past 1 MiB (0: no ratio limit)
 //! ```
 //!
 //! Local sources are read in place and never modified; a directory source cannot be pinned.
@@ -51,6 +55,48 @@ pub struct Params {
     pub idx: Option<IdxSpec>,
     #[serde(default)]
     pub image_folder: Option<ImageFolderSpec>,
+    /// Seconds an HTTP attempt may wait for the server (connecting, the answer, each read of
+    /// the body) before it counts as failed. Default [`IDLE_TIMEOUT_S`].
+    #[serde(default)]
+    pub idle_timeout_s: Option<f64>,
+    /// Attempts per http(s) mirror (each resumes what the last one got). Default [`ATTEMPTS`].
+    #[serde(default)]
+    pub attempts: Option<u32>,
+    /// The most bytes an archive may unpack to. Default 256 GiB.
+    #[serde(default)]
+    pub max_unpacked_bytes: Option<u64>,
+    /// The most an archive may unpack to relative to its own size (0: no limit). Default 200.
+    #[serde(default)]
+    pub max_unpack_ratio: Option<f64>,
+}
+
+/// Default of `idle_timeout_s`.
+pub const IDLE_TIMEOUT_S: f64 = 30.0;
+/// Default of `attempts`.
+pub const ATTEMPTS: u32 = 3;
+
+impl Params {
+    fn limits(&self) -> archive::Limits {
+        let d = archive::Limits::default();
+        archive::Limits {
+            max_bytes: self.max_unpacked_bytes.unwrap_or(d.max_bytes),
+            max_ratio: self.max_unpack_ratio.unwrap_or(d.max_ratio),
+        }
+    }
+
+    fn net(&self) -> Net {
+        Net {
+            idle: Duration::from_secs_f64(self.idle_timeout_s.unwrap_or(IDLE_TIMEOUT_S)),
+            attempts: self.attempts.unwrap_or(ATTEMPTS),
+        }
+    }
+}
+
+/// How patient HTTP downloads are.
+#[derive(Debug, Clone, Copy)]
+struct Net {
+    idle: Duration,
+    attempts: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -171,8 +217,6 @@ impl FileSpec {
     }
 }
 
-/// Retries of a dropped connection within one run.
-const MAX_RETRIES: u32 = 4;
 const RETRY_DELAY: Duration = if cfg!(test) {
     Duration::from_millis(10)
 } else {
@@ -234,6 +278,26 @@ pub fn validate(p: &Params) -> Result<(), ParamError> {
                     ParamError::new(format!("files[{i}].mirrors[{j}]"), e.message).help(e.help),
                 );
             }
+        }
+    }
+    if let Some(t) = p.idle_timeout_s {
+        if !(t > 0.0 && t <= 86400.0) {
+            return Err(ParamError::new(
+                "idle_timeout_s",
+                format!("{t} is not a number of seconds between 0 and 86400"),
+            )
+            .help("e.g. idle_timeout_s: 30"));
+        }
+    }
+    if p.attempts == Some(0) {
+        return Err(ParamError::new("attempts", "must be at least 1").help("e.g. attempts: 3"));
+    }
+    if let Some(r) = p.max_unpack_ratio {
+        if !(r >= 0.0 && r.is_finite()) {
+            return Err(ParamError::new(
+                "max_unpack_ratio",
+                format!("{r} is not a ratio (a number >= 0; 0: no ratio limit)"),
+            ));
         }
     }
     let declared = || p.files.iter().map(|f| f.name.as_str());
@@ -420,6 +484,8 @@ impl StageKind for Download {
             ctx,
             throttle: Throttle::new(PROGRESS_EVERY),
             agent: OnceLock::new(),
+            limits: p.limits(),
+            net: p.net(),
         };
         let fetched = p
             .files
@@ -458,6 +524,8 @@ struct Runner<'c, 'a> {
     ctx: &'c StageCtx<'a>,
     throttle: Throttle,
     agent: OnceLock<ureq::Agent>,
+    limits: archive::Limits,
+    net: Net,
 }
 
 fn mismatch(expected: &str, actual: &str) -> String {
@@ -679,7 +747,7 @@ impl Runner<'_, '_> {
             None => format!("url-{}.part", blake3::hash(url.as_bytes()).to_hex()),
         };
         let partial = ctx.downloads.join(part_name);
-        let agent = self.agent.get_or_init(fetch::http_agent);
+        let agent = self.agent.get_or_init(|| fetch::http_agent(self.net.idle));
         let progress = |pos: u64, len: Option<u64>| {
             self.progress(pos, len.unwrap_or(0), || {
                 format!("{}: {:.1} MiB", spec.name, pos as f64 / 1048576.0)
@@ -693,7 +761,8 @@ impl Runner<'_, '_> {
                 url,
                 partial: &partial,
                 expected,
-                max_retries: MAX_RETRIES,
+                attempts: self.net.attempts,
+                idle: self.net.idle,
                 retry_delay: RETRY_DELAY,
                 progress: &progress,
                 log: &log,
@@ -802,7 +871,7 @@ impl Runner<'_, '_> {
         std::fs::create_dir_all(dest)
             .map_err(internal_io(format!("cannot create {}", dest.display())))?;
         self.ctx.log(&format!("unpacking {}", f.name));
-        let report = archive::unpack(&f.path, &f.name, kind, dest)?;
+        let report = archive::unpack(&f.path, &f.name, kind, dest, self.limits)?;
         self.report_unpack(&f.name, &report);
         Ok(())
     }

@@ -76,7 +76,7 @@ impl StageCtx<'_> {
 
     /// Writes a line to the stage's log.
     pub fn log(&self, line: &str) {
-        eprintln!("{line}");
+        crate::elog!("{line}");
     }
 
     /// The single input named `name` (validation guarantees presence and count for kinds

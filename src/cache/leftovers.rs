@@ -1,0 +1,241 @@
+//! Leftovers of killed or failed runs, and their cleanup (at the start of every `rst run`,
+//! and by `rst gc`).
+//!
+//! What a `kill -9` or a full disk can leave in the cache, and when it is safe to remove:
+//!
+//! | leftover | written by | removed when |
+//! |---|---|---|
+//! | `tmp/<key>.<pid>.<n>/` (staging) | the worker computing `key` (it holds the key's lock) | the key's lock is free |
+//! | `tmp/jobs/<key>.<pid>.<i>.json` | the `rst run` with that pid | that pid is not running |
+//! | `logs/<key>.<pid>.log` | the `rst run` with that pid (renamed to `<key>.log` at the end) | that pid is not running and the key's lock is free |
+//! | `.<name>.<pid>.<n>.tmp` (entries, refs, runs) | `write_atomic` in that pid | that pid is not running, the key in the name (if any) is unlocked, and it is over a minute old |
+//!
+//! A concurrent `rst run` never loses a file it still uses: its pid is alive and it holds
+//! the locks of the keys it computes. (A Slurm worker runs on another host: its staging is
+//! protected by its lock, and its temp files by the age check.)
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use super::store::{dir_size, remove_tree};
+
+/// What a sweep removed (or would remove, when dry).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Swept {
+    pub items: usize,
+    pub bytes: u64,
+}
+
+fn is_key(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn pid_alive(pid: u32) -> bool {
+    pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Runs `f` while holding `key`'s lock, if nobody else holds it; false when it is held.
+fn with_free_lock(root: &Path, key: &str, f: impl FnOnce()) -> bool {
+    let path = root.join("locks").join(format!("{key}.lock"));
+    match fs::File::open(&path) {
+        // No lock file: nobody ever locked the key here.
+        Err(_) => {
+            f();
+            true
+        }
+        Ok(file) => {
+            if file.try_lock().is_err() {
+                return false;
+            }
+            f();
+            true
+        }
+    }
+}
+
+fn names(dir: &Path) -> Vec<(String, std::path::PathBuf)> {
+    let mut v: Vec<_> = fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| Some((e.file_name().into_string().ok()?, e.path())))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Removes the leftovers of dead runs in the cache at `root` (see the module docs).
+pub fn sweep(root: &Path, dry_run: bool) -> Swept {
+    let mut swept = Swept::default();
+    let remove_file = |path: &Path, swept: &mut Swept| {
+        let size = fs::symlink_metadata(path).map(|m| m.len()).unwrap_or(0);
+        if dry_run || fs::remove_file(path).is_ok() {
+            swept.items += 1;
+            swept.bytes += size;
+        }
+    };
+    // Staging dirs of computations that are not running (their key is unlocked).
+    for (name, path) in names(&root.join("tmp")) {
+        let Some(key) = name.split('.').next().filter(|k| is_key(k)) else {
+            continue; // tmp/jobs, audit scratch caches
+        };
+        if !path.is_dir() {
+            continue;
+        }
+        with_free_lock(root, key, || {
+            let size = dir_size(&path).0;
+            if dry_run || remove_tree(&path).is_ok() {
+                swept.items += 1;
+                swept.bytes += size;
+            }
+        });
+    }
+    // Job files of runs that are gone.
+    for (name, path) in names(&root.join("tmp").join("jobs")) {
+        let pid = name.split('.').nth(1).and_then(|p| p.parse::<u32>().ok());
+        if name.ends_with(".json") && pid.is_some_and(|p| !pid_alive(p)) {
+            remove_file(&path, &mut swept);
+        }
+    }
+    // Logs of stages a killed run was computing (`<key>.<pid>.log`).
+    for (name, path) in names(&root.join("logs")) {
+        let parts: Vec<&str> = name.split('.').collect();
+        let [key, pid, "log"] = parts[..] else {
+            continue;
+        };
+        let Ok(pid) = pid.parse::<u32>() else {
+            continue;
+        };
+        if is_key(key) && !pid_alive(pid) {
+            let mut free = false;
+            with_free_lock(root, key, || free = true);
+            if free {
+                remove_file(&path, &mut swept);
+            }
+        }
+    }
+    // Temp files of atomic writes that never got renamed (killed, or a full disk).
+    let mut dirs = vec![root.to_path_buf(), root.join("refs"), root.join("runs")];
+    dirs.extend(
+        names(&root.join("entries"))
+            .into_iter()
+            .map(|(_, p)| p)
+            .filter(|p| p.is_dir()),
+    );
+    let old_enough = |path: &Path| {
+        fs::symlink_metadata(path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| SystemTime::now().duration_since(t).ok())
+            .is_some_and(|age| age > Duration::from_secs(60))
+    };
+    for dir in dirs {
+        for (name, path) in names(&dir) {
+            let Some(inner) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) else {
+                continue;
+            };
+            // `<name>.<pid>.<n>`
+            let mut parts = inner.rsplitn(3, '.');
+            let (Some(_n), Some(pid), Some(target)) = (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            let Ok(pid) = pid.parse::<u32>() else {
+                continue;
+            };
+            if pid_alive(pid) || !old_enough(&path) {
+                continue;
+            }
+            let key = target.strip_suffix(".json").filter(|k| is_key(k));
+            match key {
+                Some(key) => {
+                    let mut free = false;
+                    with_free_lock(root, key, || free = true);
+                    if free {
+                        remove_file(&path, &mut swept);
+                    }
+                }
+                None => remove_file(&path, &mut swept),
+            }
+        }
+    }
+    swept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pid that is not running: past the kernel's pid_max.
+    const DEAD: u32 = 4_194_304 + 7;
+
+    fn age(path: &Path) {
+        let old = SystemTime::now() - Duration::from_secs(3600);
+        let f = fs::File::options().write(true).open(path).unwrap();
+        f.set_modified(old).unwrap();
+    }
+
+    #[test]
+    fn removes_what_dead_runs_left_and_keeps_what_live_ones_use() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        for sub in ["tmp/jobs", "logs", "locks", "entries/ab", "refs", "runs"] {
+            fs::create_dir_all(root.join(sub)).unwrap();
+        }
+        let k1 = "ab".repeat(32);
+        let k2 = "cd".repeat(32);
+        let me = std::process::id();
+        let touch = |rel: &str| {
+            let p = root.join(rel);
+            fs::write(&p, b"x").unwrap();
+            p
+        };
+        // Dead run's leftovers.
+        fs::create_dir_all(root.join(format!("tmp/{k1}.{DEAD}.0/out"))).unwrap();
+        touch(&format!("tmp/jobs/{k1}.{DEAD}.0.json"));
+        touch(&format!("logs/{k1}.{DEAD}.log"));
+        age(&touch(&format!("entries/ab/.{k1}.json.{DEAD}.3.tmp")));
+        age(&touch(&format!("runs/.r1.json.{DEAD}.0.tmp")));
+        // A live run's files (this process), a locked key, a fresh temp file, real entries.
+        touch(&format!("tmp/jobs/{k2}.{me}.0.json"));
+        touch(&format!("logs/{k2}.{me}.log"));
+        fs::create_dir_all(root.join(format!("tmp/{k2}.{DEAD}.0/out"))).unwrap();
+        let lock = fs::File::create(root.join(format!("locks/{k2}.lock"))).unwrap();
+        lock.lock().unwrap();
+        std::thread::scope(|s| {
+            // The lock is held by "another process": flock is per open file, so a second
+            // open in this process conflicts like one in another would.
+            s.spawn(|| {
+                touch(&format!("refs/.x.json.{DEAD}.0.tmp"));
+                touch(&format!("entries/ab/{k1}.json"));
+                touch(&format!("logs/{k1}.log"));
+                let dry = sweep(root, true);
+                assert_eq!(dry.items, 5);
+                assert!(root.join(format!("logs/{k1}.{DEAD}.log")).exists());
+                let swept = sweep(root, false);
+                assert_eq!(swept.items, 5, "{swept:?}");
+            });
+        });
+        for gone in [
+            format!("tmp/{k1}.{DEAD}.0"),
+            format!("tmp/jobs/{k1}.{DEAD}.0.json"),
+            format!("logs/{k1}.{DEAD}.log"),
+            format!("entries/ab/.{k1}.json.{DEAD}.3.tmp"),
+            format!("runs/.r1.json.{DEAD}.0.tmp"),
+        ] {
+            assert!(!root.join(&gone).exists(), "{gone} should be removed");
+        }
+        for kept in [
+            format!("tmp/jobs/{k2}.{me}.0.json"),
+            format!("logs/{k2}.{me}.log"),
+            format!("tmp/{k2}.{DEAD}.0"),
+            format!("refs/.x.json.{DEAD}.0.tmp"),
+            format!("entries/ab/{k1}.json"),
+            format!("logs/{k1}.log"),
+        ] {
+            assert!(root.join(&kept).exists(), "{kept} should be kept");
+        }
+        drop(lock);
+    }
+}
