@@ -563,6 +563,7 @@ pub fn command(args: &PipelineArgs, opts: &AuditOptions) -> Result<bool> {
             record: entry.record.clone(),
             threads,
             resources: inst.resources.clone(),
+            consumed: entry.run.consumed.clone(),
         };
         work.push(Work {
             instance: i,

@@ -17,3 +17,4 @@ pub mod provenance;
 pub mod report;
 pub mod spec;
 pub mod stages;
+pub mod verify;

@@ -29,6 +29,9 @@ pub enum Report<'a> {
         name: &'a str,
         cause: &'a str,
     },
+    /// Something the user should know that is not a stage's own outcome (a corrupt cached
+    /// artifact found and recomputed).
+    Warning(&'a str),
 }
 
 pub trait Reporter: Sync {
@@ -57,6 +60,7 @@ impl Reporter for Plain {
             } => eprintln!("reused   {name} (computed by another rst process)"),
             Report::Failed { name, message } => eprintln!("FAILED   {name}: {message}"),
             Report::Skipped { name, cause } => eprintln!("skipped  {name} (input {cause} failed)"),
+            Report::Warning(message) => eprintln!("warning: {message}"),
         }
     }
 }
@@ -142,6 +146,9 @@ impl Reporter for Live {
             }
             Report::Skipped { name, cause } => {
                 self.close(name, format!("  skipped  {name} (input {cause} failed)"))
+            }
+            Report::Warning(message) => {
+                let _ = self.multi.println(format!("warning: {message}"));
             }
         }
     }
