@@ -164,15 +164,18 @@ fn verify_invalidates_old_entries_through_their_input_digests() {
 
 /// A dataset view (`split`) names its base artifact (the download) instead of copying it.
 /// A stage reading the view resolves the base: the scheduler verifies the base too, finds
-/// it tampered, and recomputes the download before the stage runs.
+/// it tampered, and recomputes the download before the stages reading the view run. (The
+/// worker's own check of what a stage resolves is tested in `exec::worker`.)
 #[test]
 fn a_tampered_dataset_view_base_is_caught() {
     let t = TestDir::new();
     write_band_idx(&t);
     let views = format!("name: views\nstages:\n{BAND_DATA_STAGES}");
-    let reader = format!(
-        "{views}  look:\n    kind: command\n    inputs: {{t: target}}\n    params: {{shell: 'cat $RST_IN_T/dataset.json > $RST_OUT/meta'}}\n"
-    );
+    // Two readers: the second finds the base already being recomputed and waits for it.
+    let look = |name: &str| {
+        format!("  {name}:\n    kind: command\n    inputs: {{t: target}}\n    params: {{shell: 'cat $RST_IN_T/dataset.json > $RST_OUT/meta; echo {name} > $RST_OUT/who'}}\n")
+    };
+    let reader = format!("{views}{}{}", look("look"), look("look2"));
     t.write("views.yaml", &views).write("reader.yaml", &reader);
     t.ok(&["run", "views.yaml"]);
     let base = artifact_of(&t, "data");
@@ -196,6 +199,8 @@ fn a_tampered_dataset_view_base_is_caught() {
     .assert_stderr_contains("recomputing data first");
     assert!(run.started().contains("data"), "{}", run.stderr);
     assert!(run.started().contains("look"), "{}", run.stderr);
+    assert!(run.started().contains("look2"), "{}", run.stderr);
+    assert_eq!(run.summary().failed, 0, "{}", run.stderr);
     assert!(run.cached().contains("target"), "{}", run.stderr);
     assert_eq!(
         artifact_of(&t, "data"),

@@ -82,11 +82,11 @@ pub fn short(s: &str) -> &str {
     &s[..12.min(s.len())]
 }
 
-/// The message of a stage that refused a corrupt input.
+/// What was found wrong with an input: `{what} (artifact D) is corrupt in the cache: {why};
+/// quarantined to …` (callers add what happens next).
 pub fn corrupt_input_message(what: &str, digest: &str, why: &str, moved: Option<&Path>) -> String {
     format!(
-        "{what} (artifact {digest}) is corrupt in the cache: {why}; {}; run again to \
-         recompute it",
+        "{what} (artifact {digest}) is corrupt in the cache: {why}; {}",
         match moved {
             Some(to) => format!("quarantined to {}", to.display()),
             None => "moved out of the cache".to_string(),

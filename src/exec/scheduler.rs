@@ -190,8 +190,12 @@ impl State {
 /// What checking the cached objects a stage about to run will read found.
 enum Reads {
     Intact,
-    /// Corrupt ones were quarantined; recompute these producers first.
-    Recompute(Vec<usize>),
+    /// Corrupt ones were quarantined: recompute the producers in `reset`, and wait for
+    /// them and for those in `wait` (already being recomputed for another stage).
+    Recompute {
+        reset: Vec<usize>,
+        wait: Vec<usize>,
+    },
     Fail(String),
 }
 
@@ -208,7 +212,9 @@ fn check_reads(
     reporter: &dyn Reporter,
 ) -> Reads {
     let inst = &p.instances[i];
-    let mut producers: Vec<usize> = Vec::new();
+    let n = p.instances.len();
+    let mut reset: Vec<usize> = Vec::new();
+    let mut wait: Vec<usize> = Vec::new();
     for (name, ids) in &inst.inputs {
         for &u in ids {
             // Artifacts computed in this run were hashed by their worker just now.
@@ -220,28 +226,51 @@ fn check_reads(
                 format!("input {name} (from {})", p.instances[u].name),
             )];
             while let Some((digest, what)) = todo.pop() {
+                // Already being recomputed for another stage (a view's base): wait for it.
+                let busy: Vec<usize> = (0..n)
+                    .filter(|&v| {
+                        s.st[v] != St::Done && s.recovering[v].as_deref() == Some(digest.as_str())
+                    })
+                    .collect();
+                if !busy.is_empty() {
+                    wait.extend(busy);
+                    continue;
+                }
                 let (state, moved) = checked.intact(store, &digest);
-                let why = match state {
+                let message = match state {
                     ObjectState::Intact => {
                         if let Some(base) = view_base(&store.object_path(&digest)) {
-                            let what = format!("the base of {what}");
-                            todo.push((base, what));
+                            todo.push((base, format!("the base of {what}")));
                         }
                         continue;
                     }
-                    ObjectState::Corrupt { why } => why,
-                    ObjectState::Missing => "it is no longer in the cache".to_string(),
+                    ObjectState::Corrupt { why } => {
+                        corrupt_input_message(&what, &digest, &why, moved.as_deref())
+                    }
+                    ObjectState::Missing => format!(
+                        "{what} (artifact {digest}) is no longer in the cache (removed or \
+                         quarantined meanwhile)"
+                    ),
                 };
-                let message = corrupt_input_message(&what, &digest, &why, moved.as_deref());
-                let by: Vec<usize> = (0..p.instances.len())
+                let by: Vec<usize> = (0..n)
                     .filter(|&v| {
                         s.st[v] == St::Done
                             && s.outcomes[v].as_ref().and_then(Outcome::artifact)
                                 == Some(digest.as_str())
                     })
                     .collect();
-                if by.is_empty() || by.iter().any(|&v| s.recovered[v]) {
-                    return Reads::Fail(message);
+                if by.is_empty() {
+                    return Reads::Fail(format!(
+                        "{message}; no stage of {} produced it in this run: run the \
+                         pipeline that did, then this one",
+                        p.file.display()
+                    ));
+                }
+                if let Some(&v) = by.iter().find(|&&v| s.recovered[v]) {
+                    return Reads::Fail(format!(
+                        "{message}; recomputing {} in this run did not restore it",
+                        p.instances[v].name
+                    ));
                 }
                 for &v in &by {
                     reporter.report(Report::Warning(&format!(
@@ -249,16 +278,16 @@ fn check_reads(
                         inst.name, p.instances[v].name
                     )));
                 }
-                producers.extend(by);
+                reset.extend(by);
             }
         }
     }
-    if producers.is_empty() {
+    if reset.is_empty() && wait.is_empty() {
         Reads::Intact
     } else {
-        producers.sort();
-        producers.dedup();
-        Reads::Recompute(producers)
+        reset.sort();
+        reset.dedup();
+        Reads::Recompute { reset, wait }
     }
 }
 
@@ -361,8 +390,8 @@ pub fn run(
                         s.st[i] = St::Ready;
                         s.ready.push_back(i);
                     }
-                    Reads::Recompute(producers) => {
-                        for &v in &producers {
+                    Reads::Recompute { reset, wait } => {
+                        for &v in &reset {
                             let old = s.outcomes[v]
                                 .take()
                                 .and_then(|o| o.artifact().map(str::to_string));
@@ -375,7 +404,7 @@ pub fn run(
                             s.push_frontier(v);
                         }
                         s.st[i] = St::Pending;
-                        s.blocked.push((i, producers));
+                        s.blocked.push((i, reset.into_iter().chain(wait).collect()));
                     }
                     Reads::Fail(message) => {
                         reporter.report(Report::Failed {

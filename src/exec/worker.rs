@@ -229,11 +229,14 @@ fn verified_inputs(store: &Store, job: &Job) -> Result<Inputs, StageError> {
                     }
                     ObjectState::Corrupt { why } => {
                         let moved = store.quarantine(&r.digest).ok().flatten();
-                        return Err(StageError::internal(corrupt_input_message(
-                            &format!("input {name} (from {})", r.instance),
-                            &r.digest,
-                            &why,
-                            moved.as_deref(),
+                        return Err(StageError::internal(format!(
+                            "{}; run again to recompute it",
+                            corrupt_input_message(
+                                &format!("input {name} (from {})", r.instance),
+                                &r.digest,
+                                &why,
+                                moved.as_deref(),
+                            )
                         )));
                     }
                 }
@@ -273,7 +276,7 @@ fn verified_resolver<'a>(
                     let moved = store.quarantine(digest).ok().flatten();
                     let _ = writeln!(
                         std::io::stderr(),
-                        "rst worker: {}",
+                        "rst worker: {}; run again to recompute it",
                         corrupt_input_message(
                             &format!("resolved artifact {}", short(digest)),
                             digest,
