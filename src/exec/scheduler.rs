@@ -217,14 +217,17 @@ fn check_reads(
     let mut wait: Vec<usize> = Vec::new();
     for (name, ids) in &inst.inputs {
         for &u in ids {
-            // Artifacts computed in this run were hashed by their worker just now.
-            let Some(Outcome::Cached { artifact }) = &s.outcomes[u] else {
-                continue;
+            let what = format!("input {name} (from {})", p.instances[u].name);
+            let mut todo = match &s.outcomes[u] {
+                Some(Outcome::Cached { artifact }) => vec![(artifact.clone(), what)],
+                // Computed in this run: hashed by the worker that stored it just now; the
+                // base it names (a view's) may come from the cache.
+                Some(o) => match o.artifact().and_then(|a| view_base(&store.object_path(a))) {
+                    Some(base) => vec![(base, format!("the base of {what}"))],
+                    None => continue,
+                },
+                None => continue,
             };
-            let mut todo = vec![(
-                artifact.clone(),
-                format!("input {name} (from {})", p.instances[u].name),
-            )];
             while let Some((digest, what)) = todo.pop() {
                 // Already being recomputed for another stage (a view's base): wait for it.
                 let busy: Vec<usize> = (0..n)
