@@ -212,6 +212,18 @@ fn compute(job: &Job, kinds: &[&dyn StageKind]) -> Result<WorkerEvent, StageErro
 /// checked them already; this is the final guard, right before the stage reads them, and
 /// the only one when a worker runs without rst's scheduler).
 fn verified_inputs(store: &Store, job: &Job) -> Result<Inputs, StageError> {
+    // Hash with the threads the stage declared, in a pool of its own: the global pool is
+    // sized for the stage later and can be sized only once.
+    match rayon::ThreadPoolBuilder::new()
+        .num_threads(job.threads.max(1))
+        .build()
+    {
+        Ok(pool) => pool.install(|| verify_each_input(store, job)),
+        Err(_) => verify_each_input(store, job),
+    }
+}
+
+fn verify_each_input(store: &Store, job: &Job) -> Result<Inputs, StageError> {
     let mut inputs = Inputs::new();
     let mut checked: HashMap<&str, ()> = HashMap::new();
     for (name, recs) in &job.inputs {
