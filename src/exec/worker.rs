@@ -1,7 +1,7 @@
 //! The worker entry point: `rst worker JOB.json` computes one stage instance into the
 //! cache (lock, reuse if another process finished it, run, publish) and reports events as
 //! JSON lines on stdout. The stage's log goes to stderr.
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -225,12 +225,12 @@ fn verified_inputs(store: &Store, job: &Job) -> Result<Inputs, StageError> {
 
 fn verify_each_input(store: &Store, job: &Job) -> Result<Inputs, StageError> {
     let mut inputs = Inputs::new();
-    let mut checked: HashMap<&str, ()> = HashMap::new();
+    let mut checked: HashSet<&str> = HashSet::new();
     for (name, recs) in &job.inputs {
         let mut arts = Vec::new();
         for r in recs {
             let path = store.object_path(&r.digest);
-            if checked.insert(&r.digest, ()).is_none() {
+            if checked.insert(&r.digest) {
                 match check_object(store, &r.digest) {
                     ObjectState::Intact => {}
                     ObjectState::Missing => {
