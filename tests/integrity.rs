@@ -394,3 +394,36 @@ fn a_recomputed_producer_with_new_bytes_reruns_what_was_cached_downstream() {
     assert_eq!(t.read("results/two/c2/x"), x);
     assert_eq!(run.summary().ran, 3, "{}", run.stderr);
 }
+
+/// A stage that writes into its input (`chmod` + overwrite: cached files are read-only by
+/// mode bits only) corrupts an artifact computed earlier in the same run, which the run
+/// itself did not re-hash. The worker of the next stage reading it refuses it, and the run
+/// recomputes the producer and runs that stage again: it publishes `good`, in the same run.
+#[test]
+fn an_input_corrupted_during_the_run_is_refused_and_recomputed() {
+    let t = TestDir::new();
+    t.write(
+        "p.yaml",
+        r#"
+name: hostile
+stages:
+  a:
+    kind: command
+    params: {shell: 'echo a >> $RST_PROJECT/ran.log; echo good > $RST_OUT/x'}
+  vandal:
+    kind: command
+    inputs: {in: a}
+    params: {shell: 'chmod u+w $RST_IN_IN/x; echo evil > $RST_IN_IN/x; echo done > $RST_OUT/v'}
+  c:
+    kind: command
+    inputs: {in: a, after: vandal}
+    publish: true
+    params: {shell: 'echo c >> $RST_PROJECT/ran.log; cat $RST_IN_IN/x > $RST_OUT/x'}
+"#,
+    );
+    let run = t.ok(&["run", "p.yaml"]);
+    run.assert_stderr_contains("recomputing a, then c again");
+    assert_eq!(t.take_log(), ["a", "a", "c"], "{}", run.stderr);
+    assert_eq!(t.read("results/p/c/x"), "good\n");
+    assert_eq!(run.summary().failed, 0, "{}", run.stderr);
+}

@@ -61,6 +61,12 @@ pub enum WorkerEvent {
         duration_s: f64,
     },
     Failed(StageError),
+    /// The worker found an input or an artifact the stage resolved corrupt and quarantined
+    /// it; the stage did not run on it (a `Failed` follows). The scheduler recomputes its
+    /// producer and runs the stage again.
+    Corrupt {
+        digest: String,
+    },
 }
 
 /// Cancellation shared by the scheduler, the executors and the Ctrl-C handler.

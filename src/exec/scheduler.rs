@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 use std::sync::mpsc;
 use std::time::Instant;
 
-use super::integrity::{corrupt_input_message, view_base, Checked, ObjectState};
+use super::integrity::{corrupt_input_message, short, view_base, Checked, ObjectState};
 use super::plan::Planner;
 use super::progress::{Report, Reporter};
 use super::{Cancel, Executor, Job, WorkerEvent};
@@ -127,6 +127,8 @@ struct State {
     /// Instances waiting for recomputed producers that need not be their inputs (the
     /// producer of a dataset view's base).
     blocked: Vec<(usize, Vec<usize>)>,
+    /// Artifacts the worker of each instance found corrupt (and quarantined).
+    corrupt_seen: Vec<Vec<String>>,
 }
 
 impl State {
@@ -158,6 +160,37 @@ impl State {
             } else if self.st[c] == St::Pending && self.inputs_done(p, c) {
                 self.push_frontier(c);
             }
+        }
+    }
+
+    /// Looks `v` up again (its cached artifact was corrupt and is quarantined): it misses
+    /// and is recomputed; at most once per run.
+    fn recompute(&mut self, v: usize, checked: &Checked) {
+        let old = self.outcomes[v]
+            .take()
+            .and_then(|o| o.artifact().map(str::to_string));
+        if let Some(old) = &old {
+            checked.set(old, None);
+        }
+        self.recovering[v] = old;
+        self.recovered[v] = true;
+        self.keys[v] = None;
+        self.push_frontier(v);
+    }
+
+    /// The instances done in this run whose artifact is `digest`, if each can still be
+    /// recomputed to replace it (none was already).
+    fn producers_of(&self, digest: &str) -> Result<Vec<usize>, Option<usize>> {
+        let by: Vec<usize> = (0..self.st.len())
+            .filter(|&v| {
+                self.st[v] == St::Done
+                    && self.outcomes[v].as_ref().and_then(Outcome::artifact) == Some(digest)
+            })
+            .collect();
+        match by.iter().find(|&&v| self.recovered[v]) {
+            Some(&v) => Err(Some(v)),
+            None if by.is_empty() => Err(None),
+            None => Ok(by),
         }
     }
 
@@ -255,26 +288,22 @@ fn check_reads(
                          quarantined meanwhile)"
                     ),
                 };
-                let by: Vec<usize> = (0..n)
-                    .filter(|&v| {
-                        s.st[v] == St::Done
-                            && s.outcomes[v].as_ref().and_then(Outcome::artifact)
-                                == Some(digest.as_str())
-                    })
-                    .collect();
-                if by.is_empty() {
-                    return Reads::Fail(format!(
-                        "{message}; no stage of {} produced it in this run: run the \
-                         pipeline that did, then this one",
-                        p.file.display()
-                    ));
-                }
-                if let Some(&v) = by.iter().find(|&&v| s.recovered[v]) {
-                    return Reads::Fail(format!(
-                        "{message}; recomputing {} in this run did not restore it",
-                        p.instances[v].name
-                    ));
-                }
+                let by = match s.producers_of(&digest) {
+                    Ok(by) => by,
+                    Err(None) => {
+                        return Reads::Fail(format!(
+                            "{message}; no stage of {} produced it in this run: run the \
+                             pipeline that did, then this one",
+                            p.file.display()
+                        ))
+                    }
+                    Err(Some(v)) => {
+                        return Reads::Fail(format!(
+                            "{message}; recomputing {} in this run did not restore it",
+                            p.instances[v].name
+                        ))
+                    }
+                };
                 for &v in &by {
                     reporter.report(Report::Warning(&format!(
                         "{message} (read by {}): recomputing {} first",
@@ -292,6 +321,40 @@ fn check_reads(
         reset.dedup();
         Reads::Recompute { reset, wait }
     }
+}
+
+/// The producers to recompute for the artifacts the worker of `i` found corrupt, with a
+/// warning for each; None when one of them cannot be (then `i` stays failed).
+fn producers_to_recompute(
+    p: &Pipeline,
+    s: &State,
+    i: usize,
+    corrupt: &[String],
+    reporter: &dyn Reporter,
+) -> Option<Vec<usize>> {
+    let mut reset = Vec::new();
+    for digest in corrupt {
+        reset.extend(s.producers_of(digest).ok()?);
+    }
+    reset.sort();
+    reset.dedup();
+    for &v in &reset {
+        reporter.report(Report::Warning(&format!(
+            "the worker of {} found the artifact {} of {} corrupt and quarantined it: \
+             recomputing {}, then {} again",
+            p.instances[i].name,
+            short(
+                s.outcomes[v]
+                    .as_ref()
+                    .and_then(Outcome::artifact)
+                    .unwrap_or("")
+            ),
+            p.instances[v].name,
+            p.instances[v].name,
+            p.instances[i].name
+        )));
+    }
+    Some(reset)
 }
 
 pub fn run(
@@ -336,6 +399,7 @@ pub fn run(
         recovered: vec![false; n],
         stale: vec![false; n],
         blocked: Vec::new(),
+        corrupt_seen: vec![Vec::new(); n],
     };
     for i in 0..n {
         if s.inputs_done(p, i) {
@@ -395,16 +459,7 @@ pub fn run(
                     }
                     Reads::Recompute { reset, wait } => {
                         for &v in &reset {
-                            let old = s.outcomes[v]
-                                .take()
-                                .and_then(|o| o.artifact().map(str::to_string));
-                            if let Some(old) = &old {
-                                checked.set(old, None);
-                            }
-                            s.recovering[v] = old;
-                            s.recovered[v] = true;
-                            s.keys[v] = None;
-                            s.push_frontier(v);
+                            s.recompute(v, &checked);
                         }
                         s.st[i] = St::Pending;
                         s.blocked.push((i, reset.into_iter().chain(wait).collect()));
@@ -511,6 +566,10 @@ pub fn run(
                                 Outcome::Ran { artifact, secs }
                             });
                         }
+                        WorkerEvent::Corrupt { digest } => {
+                            checked.set(&digest, Some(false));
+                            s.corrupt_seen[i].push(digest);
+                        }
                         WorkerEvent::Failed(error) => {
                             reporter.report(Report::Failed {
                                 name,
@@ -555,6 +614,25 @@ pub fn run(
                                     .as_ref()
                                     .map(|k| store.log_path(k).display().to_string()),
                             });
+                        }
+                    }
+                    let corrupt = std::mem::take(&mut s.corrupt_seen[i]);
+                    if !corrupt.is_empty()
+                        && matches!(s.outcomes[i], Some(Outcome::Failed { .. }))
+                        && !cancel.is_cancelled()
+                    {
+                        if let Some(reset) = producers_to_recompute(p, &s, i, &corrupt, reporter) {
+                            // The worker refused a corrupt input that the run had not
+                            // hashed (computed in this run, or changed since): recompute
+                            // its producer, then run this stage again.
+                            for &v in &reset {
+                                s.recompute(v, &checked);
+                            }
+                            s.outcomes[i] = None;
+                            s.keys[i] = None;
+                            s.st[i] = St::Pending;
+                            s.blocked.push((i, reset));
+                            continue;
                         }
                     }
                     match &s.outcomes[i] {

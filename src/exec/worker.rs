@@ -241,6 +241,9 @@ fn verify_each_input(store: &Store, job: &Job) -> Result<Inputs, StageError> {
                     }
                     ObjectState::Corrupt { why } => {
                         let moved = store.quarantine(&r.digest).ok().flatten();
+                        emit(&WorkerEvent::Corrupt {
+                            digest: r.digest.clone(),
+                        });
                         return Err(StageError::internal(format!(
                             "{}; run again to recompute it",
                             corrupt_input_message(
@@ -286,6 +289,9 @@ fn verified_resolver<'a>(
                 ObjectState::Missing => false,
                 ObjectState::Corrupt { why } => {
                     let moved = store.quarantine(digest).ok().flatten();
+                    emit(&WorkerEvent::Corrupt {
+                        digest: digest.to_string(),
+                    });
                     let _ = writeln!(
                         std::io::stderr(),
                         "rst worker: {}; run again to recompute it",
