@@ -538,7 +538,7 @@ pub fn command(args: &PipelineArgs, opts: &AuditOptions) -> Result<bool> {
             for r in recs {
                 if !intact(&store, &r.digest, &memo) {
                     notes.push(format!(
-                        "input {name} ({}) is corrupt in the cache: the audit fed it the modified copy",
+                        "input {name} ({}) is corrupt in the cache: a stage never runs on a corrupt input, so it was not recomputed (run `rst verify`, then `rst run`)",
                         r.instance
                     ));
                 }
@@ -563,6 +563,7 @@ pub fn command(args: &PipelineArgs, opts: &AuditOptions) -> Result<bool> {
             record: entry.record.clone(),
             threads,
             resources: inst.resources.clone(),
+            consumed: entry.run.consumed.clone(),
         };
         work.push(Work {
             instance: i,

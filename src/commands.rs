@@ -4,7 +4,6 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::cache::digest::digest_path;
 use crate::cache::store::{self, remove_tree, Store};
 use crate::cli::{ExecArgs, ExecutorKind, GraphFormat, PipelineArgs};
 use crate::error::{Error, Result, UserError};
@@ -480,54 +479,9 @@ pub fn status(args: &PipelineArgs, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// `rst verify` (see [`crate::verify`]).
 pub fn verify(cache: &Option<PathBuf>) -> Result<bool> {
-    let dir = cache_dir(cache);
-    if !dir.is_dir() {
-        return Err(UserError::new(format!("no cache at {}", dir.display()))
-            .help("pass --cache-dir or set RST_CACHE_DIR")
-            .into());
-    }
-    let store = open_store(&dir)?;
-    let objects = store.all_objects();
-    let mut bad = 0;
-    for (digest, path) in &objects {
-        let ok = digest_path(path).map(|d| &d == digest).unwrap_or(false);
-        if !ok {
-            bad += 1;
-            let to = store
-                .quarantine(digest)
-                .map_err(|e| Error::Internal(e.to_string()))?;
-            println!(
-                "corrupt  {digest}: content does not match its digest; moved to {}",
-                to.display()
-            );
-        }
-    }
-    let (_, bad_entries) = store.all_entries();
-    for path in &bad_entries {
-        bad += 1;
-        let to = store
-            .root()
-            .join("quarantine")
-            .join(path.file_name().unwrap());
-        let _ = std::fs::rename(path, &to);
-        println!(
-            "corrupt  entry {}: unreadable; moved to {}",
-            path.display(),
-            to.display()
-        );
-    }
-    println!(
-        "verified {} artifacts: {} corrupt{}",
-        objects.len(),
-        bad,
-        if bad > 0 {
-            " (their stages are recomputed on the next run)"
-        } else {
-            ""
-        }
-    );
-    Ok(bad == 0)
+    crate::verify::verify(cache)
 }
 
 pub fn gc(files: &[PathBuf], set: &[String], cache: &Option<PathBuf>, dry_run: bool) -> Result<()> {

@@ -29,3 +29,4 @@ pub mod provenance;
 pub mod report;
 pub mod spec;
 pub mod stages;
+pub mod verify;

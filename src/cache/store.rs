@@ -16,6 +16,7 @@
 //! moved into objects/ by one rename, then the entry is written (temp file, fsync, rename).
 //! An entry is trusted only if its object exists, so `kill -9` at any moment leaves either
 //! a complete entry or nothing a later run uses.
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -84,6 +85,17 @@ pub struct RunFacts {
     /// The stage's log, relative to the cache root (`logs/<key>.log`: kept while the
     /// entry exists; a later run of the same key only replaces it when it recomputes).
     pub log: String,
+    /// Every object the stage read, verified before it read it: its inputs' artifacts and
+    /// each artifact it resolved (a dataset view's base). `rst verify` invalidates the
+    /// entry when one of them is corrupt. Empty in entries older than this field: then
+    /// the key record's input digests stand for it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reads: Vec<String>,
+    /// Per input name, the keys of the entries whose artifacts the stage consumed, in the
+    /// order of `record.inputs` (`rst lineage` follows them; several entries can share
+    /// one artifact). Empty in older entries and for jobs that did not pass them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub consumed: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -422,19 +434,61 @@ impl Store {
         out
     }
 
-    /// Moves a corrupted object out of the way; entries that point at it then miss.
-    pub fn quarantine(&self, digest: &str) -> Result<PathBuf, StoreError> {
-        let from = self.object_path(digest);
+    /// Moves a corrupted object into `quarantine/` under a unique name; entries that point
+    /// at it then miss. `Ok(None)` when the object is already gone (another `rst verify`
+    /// or a worker moved it first): not an error.
+    pub fn quarantine(&self, digest: &str) -> Result<Option<PathBuf>, StoreError> {
+        self.move_to_quarantine(&self.object_path(digest))
+    }
+
+    /// Moves the entry file of `key` into `quarantine/` (an entry computed from a corrupt
+    /// object, or an unreadable one); `Ok(None)` when it is already gone.
+    pub fn quarantine_entry(&self, key: &str) -> Result<Option<PathBuf>, StoreError> {
+        self.move_to_quarantine(&self.entry_path(key))
+    }
+
+    /// Moves `from` (an object dir or entry file of this cache) to `quarantine/<name>.<unix
+    /// time>.<pid>.<n>`: never onto an earlier quarantined copy, so quarantining the same
+    /// digest twice in one second, or from two processes, cannot fail.
+    pub fn move_to_quarantine(&self, from: &Path) -> Result<Option<PathBuf>, StoreError> {
+        let name = from
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let stamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        let to = self
-            .root
-            .join("quarantine")
-            .join(format!("{digest}.{stamp}"));
-        fs::rename(&from, &to).map_err(io(&from))?;
-        Ok(to)
+        let dir = self.root.join("quarantine");
+        fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let mut last = None;
+        for _ in 0..64 {
+            let to = dir.join(format!(
+                "{name}.{stamp}.{}.{}",
+                std::process::id(),
+                STAGING_SEQ.fetch_add(1, Ordering::Relaxed)
+            ));
+            if fs::symlink_metadata(&to).is_ok() {
+                continue;
+            }
+            match fs::rename(from, &to) {
+                Ok(()) => return Ok(Some(to)),
+                Err(_) if fs::symlink_metadata(from).is_err() => return Ok(None),
+                // Someone created the same name in between: take the next one.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::AlreadyExists | std::io::ErrorKind::DirectoryNotEmpty
+                    ) =>
+                {
+                    last = Some(e)
+                }
+                Err(e) => return Err(io(from)(e)),
+            }
+        }
+        Err(io(from)(last.unwrap_or_else(|| {
+            std::io::Error::other("no free name in quarantine/")
+        })))
     }
 
     pub fn tmp_dirs(&self) -> Vec<PathBuf> {

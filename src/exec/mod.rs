@@ -1,5 +1,6 @@
 //! Execution: planning (keys, cache hits, reasons), the scheduler, executors and the
 //! worker entry point (the `rst` binary re-invoked on one stage).
+pub mod integrity;
 pub mod local;
 pub mod plan;
 pub mod progress;
@@ -35,6 +36,10 @@ pub struct Job {
     /// What a cluster job asks for (not part of the key).
     #[serde(default)]
     pub resources: crate::spec::resources::Resources,
+    /// Per input name, the keys of the entries whose artifacts the inputs are, in the order
+    /// of `inputs` (provenance for `rst lineage`; not part of the key).
+    #[serde(default)]
+    pub consumed: BTreeMap<String, Vec<String>>,
 }
 
 /// What a worker reports, one JSON object per line on its stdout.
@@ -56,6 +61,12 @@ pub enum WorkerEvent {
         duration_s: f64,
     },
     Failed(StageError),
+    /// The worker found an input or an artifact the stage resolved corrupt and quarantined
+    /// it; the stage did not run on it (a `Failed` follows). The scheduler recomputes its
+    /// producer and runs the stage again.
+    Corrupt {
+        digest: String,
+    },
 }
 
 /// Cancellation shared by the scheduler, the executors and the Ctrl-C handler.

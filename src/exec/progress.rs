@@ -29,6 +29,9 @@ pub enum Report<'a> {
         name: &'a str,
         cause: &'a str,
     },
+    /// Something the user should know that is not a stage's own outcome (a corrupt cached
+    /// artifact found and recomputed).
+    Warning(&'a str),
 }
 
 pub trait Reporter: Sync {
@@ -61,6 +64,7 @@ impl Reporter for Plain {
             Report::Skipped { name, cause } => {
                 crate::elog!("skipped  {name} (input {cause} failed)")
             }
+            Report::Warning(message) => crate::elog!("warning: {message}"),
         }
     }
 }
@@ -146,6 +150,9 @@ impl Reporter for Live {
             }
             Report::Skipped { name, cause } => {
                 self.close(name, format!("  skipped  {name} (input {cause} failed)"))
+            }
+            Report::Warning(message) => {
+                let _ = self.multi.println(format!("warning: {message}"));
             }
         }
     }

@@ -4,6 +4,7 @@ use std::collections::VecDeque;
 use std::sync::mpsc;
 use std::time::Instant;
 
+use super::integrity::{corrupt_input_message, short, view_base, Checked, ObjectState};
 use super::plan::Planner;
 use super::progress::{Report, Reporter};
 use super::{Cancel, Executor, Job, WorkerEvent};
@@ -94,6 +95,268 @@ pub fn forced_set(p: &Pipeline, force: &[String]) -> Result<Vec<bool>, UserError
     Ok(forced)
 }
 
+/// Where an instance is in this run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum St {
+    /// Waiting for inputs (or for a producer being recomputed).
+    Pending,
+    /// Inputs known: to be looked up in the cache.
+    Frontier,
+    /// A cache miss waiting for threads.
+    Ready,
+    Running,
+    Done,
+}
+
+/// The scheduler's bookkeeping, per instance.
+struct State {
+    st: Vec<St>,
+    outcomes: Vec<Option<Outcome>>,
+    keys: Vec<Option<String>>,
+    records: Vec<Option<KeyRecord>>,
+    frontier: VecDeque<usize>,
+    ready: VecDeque<usize>,
+    /// Consumers of each instance.
+    consumers: Vec<Vec<usize>>,
+    /// Recomputed in this run because its cached artifact (the value) was corrupt; at
+    /// most once per instance.
+    recovering: Vec<Option<String>>,
+    recovered: Vec<bool>,
+    /// Running, but an input changed meanwhile: its result is not this run's.
+    stale: Vec<bool>,
+    /// Instances waiting for recomputed producers that need not be their inputs (the
+    /// producer of a dataset view's base).
+    blocked: Vec<(usize, Vec<usize>)>,
+    /// Artifacts the worker of each instance found corrupt (and quarantined).
+    corrupt_seen: Vec<Vec<String>>,
+}
+
+impl State {
+    fn inputs<'p>(p: &'p Pipeline, i: usize) -> impl Iterator<Item = usize> + 'p {
+        p.instances[i].inputs.values().flatten().copied()
+    }
+
+    fn inputs_done(&self, p: &Pipeline, i: usize) -> bool {
+        Self::inputs(p, i).all(|u| self.st[u] == St::Done)
+    }
+
+    fn push_frontier(&mut self, i: usize) {
+        self.st[i] = St::Frontier;
+        self.frontier.push_back(i);
+    }
+
+    /// `i` is done: consumers whose inputs are all done become lookups.
+    fn release(&mut self, p: &Pipeline, i: usize) {
+        for k in 0..self.consumers[i].len() {
+            let c = self.consumers[i][k];
+            if self.st[c] == St::Pending && self.inputs_done(p, c) {
+                self.push_frontier(c);
+            }
+        }
+        let blocked = std::mem::take(&mut self.blocked);
+        for (c, producers) in blocked {
+            if !producers.iter().all(|&v| self.st[v] == St::Done) {
+                self.blocked.push((c, producers));
+            } else if self.st[c] == St::Pending && self.inputs_done(p, c) {
+                self.push_frontier(c);
+            }
+        }
+    }
+
+    /// Looks `v` up again (its cached artifact was corrupt and is quarantined): it misses
+    /// and is recomputed; at most once per run.
+    fn recompute(&mut self, v: usize, checked: &Checked) {
+        let old = self.outcomes[v]
+            .take()
+            .and_then(|o| o.artifact().map(str::to_string));
+        if let Some(old) = &old {
+            checked.set(old, None);
+        }
+        self.recovering[v] = old;
+        self.recovered[v] = true;
+        self.keys[v] = None;
+        self.push_frontier(v);
+    }
+
+    /// The instances done in this run whose artifact is `digest`, if each can still be
+    /// recomputed to replace it (none was already).
+    fn producers_of(&self, digest: &str) -> Result<Vec<usize>, Option<usize>> {
+        let by: Vec<usize> = (0..self.st.len())
+            .filter(|&v| {
+                self.st[v] == St::Done
+                    && self.outcomes[v].as_ref().and_then(Outcome::artifact) == Some(digest)
+            })
+            .collect();
+        match by.iter().find(|&&v| self.recovered[v]) {
+            Some(&v) => Err(Some(v)),
+            None if by.is_empty() => Err(None),
+            None => Ok(by),
+        }
+    }
+
+    /// Sends everything downstream of `u` back to pending (its key may change); running
+    /// ones are marked stale.
+    fn reset_downstream(&mut self, u: usize) {
+        let mut seen = vec![false; self.st.len()];
+        let mut stack = self.consumers[u].clone();
+        while let Some(d) = stack.pop() {
+            if std::mem::replace(&mut seen[d], true) {
+                continue;
+            }
+            stack.extend(self.consumers[d].iter().copied());
+            match self.st[d] {
+                St::Pending => {}
+                St::Running => self.stale[d] = true,
+                St::Frontier | St::Ready | St::Done => {
+                    self.frontier.retain(|&x| x != d);
+                    self.ready.retain(|&x| x != d);
+                    self.outcomes[d] = None;
+                    self.keys[d] = None;
+                    self.records[d] = None;
+                    self.st[d] = St::Pending;
+                }
+            }
+        }
+    }
+}
+
+/// What checking the cached objects a stage about to run will read found.
+enum Reads {
+    Intact,
+    /// Corrupt ones were quarantined: recompute the producers in `reset`, and wait for
+    /// them and for those in `wait` (already being recomputed for another stage).
+    Recompute {
+        reset: Vec<usize>,
+        wait: Vec<usize>,
+    },
+    Fail(String),
+}
+
+/// Re-hashes (once per object per run) the cached artifacts `i` will read: the artifacts
+/// of its inputs that came from the cache, and the base artifact each dataset view among
+/// them names. A corrupt one is quarantined, and the instances of this run that produced
+/// it are recomputed first (once); when none can be, the stage fails saying why.
+fn check_reads(
+    p: &Pipeline,
+    store: &Store,
+    checked: &Checked,
+    s: &State,
+    i: usize,
+    reporter: &dyn Reporter,
+) -> Reads {
+    let inst = &p.instances[i];
+    let n = p.instances.len();
+    let mut reset: Vec<usize> = Vec::new();
+    let mut wait: Vec<usize> = Vec::new();
+    for (name, ids) in &inst.inputs {
+        for &u in ids {
+            let what = format!("input {name} (from {})", p.instances[u].name);
+            let mut todo = match &s.outcomes[u] {
+                Some(Outcome::Cached { artifact }) => vec![(artifact.clone(), what)],
+                // Computed in this run: hashed by the worker that stored it just now; the
+                // base it names (a view's) may come from the cache.
+                Some(o) => match o.artifact().and_then(|a| view_base(&store.object_path(a))) {
+                    Some(base) => vec![(base, format!("the base of {what}"))],
+                    None => continue,
+                },
+                None => continue,
+            };
+            while let Some((digest, what)) = todo.pop() {
+                // Already being recomputed for another stage (a view's base): wait for it.
+                let busy: Vec<usize> = (0..n)
+                    .filter(|&v| {
+                        s.st[v] != St::Done && s.recovering[v].as_deref() == Some(digest.as_str())
+                    })
+                    .collect();
+                if !busy.is_empty() {
+                    wait.extend(busy);
+                    continue;
+                }
+                let (state, moved) = checked.intact(store, &digest);
+                let message = match state {
+                    ObjectState::Intact => {
+                        if let Some(base) = view_base(&store.object_path(&digest)) {
+                            todo.push((base, format!("the base of {what}")));
+                        }
+                        continue;
+                    }
+                    ObjectState::Corrupt { why } => {
+                        corrupt_input_message(&what, &digest, &why, moved.as_deref())
+                    }
+                    ObjectState::Missing => format!(
+                        "{what} (artifact {digest}) is no longer in the cache (removed or \
+                         quarantined meanwhile)"
+                    ),
+                };
+                let by = match s.producers_of(&digest) {
+                    Ok(by) => by,
+                    Err(None) => {
+                        return Reads::Fail(format!(
+                            "{message}; no stage of {} produced it in this run: run the \
+                             pipeline that did, then this one",
+                            p.file.display()
+                        ))
+                    }
+                    Err(Some(v)) => {
+                        return Reads::Fail(format!(
+                            "{message}; recomputing {} in this run did not restore it",
+                            p.instances[v].name
+                        ))
+                    }
+                };
+                for &v in &by {
+                    reporter.report(Report::Warning(&format!(
+                        "{message} (read by {}): recomputing {} first",
+                        inst.name, p.instances[v].name
+                    )));
+                }
+                reset.extend(by);
+            }
+        }
+    }
+    if reset.is_empty() && wait.is_empty() {
+        Reads::Intact
+    } else {
+        reset.sort();
+        reset.dedup();
+        Reads::Recompute { reset, wait }
+    }
+}
+
+/// The producers to recompute for the artifacts the worker of `i` found corrupt, with a
+/// warning for each; None when one of them cannot be (then `i` stays failed).
+fn producers_to_recompute(
+    p: &Pipeline,
+    s: &State,
+    i: usize,
+    corrupt: &[String],
+    reporter: &dyn Reporter,
+) -> Option<Vec<usize>> {
+    let mut reset = Vec::new();
+    for digest in corrupt {
+        reset.extend(s.producers_of(digest).ok()?);
+    }
+    reset.sort();
+    reset.dedup();
+    for &v in &reset {
+        reporter.report(Report::Warning(&format!(
+            "the worker of {} found the artifact {} of {} corrupt and quarantined it: \
+             recomputing {}, then {} again",
+            p.instances[i].name,
+            short(
+                s.outcomes[v]
+                    .as_ref()
+                    .and_then(Outcome::artifact)
+                    .unwrap_or("")
+            ),
+            p.instances[v].name,
+            p.instances[v].name,
+            p.instances[i].name
+        )));
+    }
+    Some(reset)
+}
+
 pub fn run(
     p: &Pipeline,
     store: &Store,
@@ -106,11 +369,8 @@ pub fn run(
     let n = p.instances.len();
     let forced = forced_set(p, &opts.force)?;
     let planner = Planner::new(p);
+    let checked = Checked::default();
     let jobs = opts.jobs.max(1);
-    let mut outcomes: Vec<Option<Outcome>> = vec![None; n];
-    let mut keys: Vec<Option<String>> = vec![None; n];
-    let mut records: Vec<Option<KeyRecord>> = vec![None; n];
-    let mut ready: VecDeque<usize> = VecDeque::new();
     let mut running = 0usize;
     let mut used_threads = 0usize;
     let mut stop_launching = false;
@@ -118,43 +378,59 @@ pub fn run(
     let jobs_dir = store.root().join("tmp").join("jobs");
     std::fs::create_dir_all(&jobs_dir)
         .map_err(|e| Error::io_path("cannot create", &jobs_dir, e))?;
-    // Consumers of each instance, to find what becomes ready.
     let mut consumers: Vec<Vec<usize>> = vec![Vec::new(); n];
-    let mut missing: Vec<usize> = vec![0; n];
     for inst in &p.instances {
         let mut ups: Vec<usize> = inst.inputs.values().flatten().copied().collect();
         ups.sort();
         ups.dedup();
-        missing[inst.id] = ups.len();
         for u in ups {
             consumers[u].push(inst.id);
         }
     }
-    let mut frontier: VecDeque<usize> = (0..n).filter(|&i| missing[i] == 0).collect();
+    let mut s = State {
+        st: vec![St::Pending; n],
+        outcomes: vec![None; n],
+        keys: vec![None; n],
+        records: vec![None; n],
+        frontier: VecDeque::new(),
+        ready: VecDeque::new(),
+        consumers,
+        recovering: vec![None; n],
+        recovered: vec![false; n],
+        stale: vec![false; n],
+        blocked: Vec::new(),
+        corrupt_seen: vec![Vec::new(); n],
+    };
+    for i in 0..n {
+        if s.inputs_done(p, i) {
+            s.push_frontier(i);
+        }
+    }
 
     std::thread::scope(|scope| -> Result<(), Error> {
         let (tx, rx) = mpsc::channel::<Msg>();
         loop {
             // Resolve everything whose inputs are known: cache hit or ready to run.
-            while let Some(i) = frontier.pop_front() {
+            while let Some(i) = s.frontier.pop_front() {
+                if s.st[i] != St::Frontier {
+                    continue;
+                }
                 let inst = &p.instances[i];
-                if let Some(cause) = inst
-                    .inputs
-                    .values()
-                    .flatten()
-                    .find(|&&u| outcomes[u].as_ref().and_then(Outcome::artifact).is_none())
+                if let Some(cause) = State::inputs(p, i)
+                    .find(|&u| s.outcomes[u].as_ref().and_then(Outcome::artifact).is_none())
                 {
-                    let cause_name = p.instances[*cause].name.clone();
+                    let cause_name = p.instances[cause].name.clone();
                     reporter.report(Report::Skipped {
                         name: &inst.name,
                         cause: &cause_name,
                     });
-                    outcomes[i] = Some(Outcome::Skipped { cause: cause_name });
-                    release(i, &consumers, &mut missing, &mut frontier);
+                    s.outcomes[i] = Some(Outcome::Skipped { cause: cause_name });
+                    s.st[i] = St::Done;
+                    s.release(p, i);
                     continue;
                 }
                 let record = planner.record(inst, &|u| {
-                    outcomes[u]
+                    s.outcomes[u]
                         .as_ref()
                         .and_then(Outcome::artifact)
                         .unwrap_or_default()
@@ -165,29 +441,68 @@ pub fn run(
                     if let Some(entry) = store.entry(&key) {
                         let _ = store.set_ref(&p.name, &inst.name, &key);
                         reporter.report(Report::Cached(&inst.name));
-                        outcomes[i] = Some(Outcome::Cached {
+                        s.outcomes[i] = Some(Outcome::Cached {
                             artifact: entry.artifact,
                         });
-                        keys[i] = Some(key);
-                        release(i, &consumers, &mut missing, &mut frontier);
+                        s.keys[i] = Some(key);
+                        s.st[i] = St::Done;
+                        s.release(p, i);
                         continue;
                     }
                 }
-                keys[i] = Some(key);
-                records[i] = Some(record);
-                ready.push_back(i);
+                match check_reads(p, store, &checked, &s, i, reporter) {
+                    Reads::Intact => {
+                        s.keys[i] = Some(key);
+                        s.records[i] = Some(record);
+                        s.st[i] = St::Ready;
+                        s.ready.push_back(i);
+                    }
+                    Reads::Recompute { reset, wait } => {
+                        for &v in &reset {
+                            s.recompute(v, &checked);
+                        }
+                        s.st[i] = St::Pending;
+                        s.blocked.push((i, reset.into_iter().chain(wait).collect()));
+                    }
+                    Reads::Fail(message) => {
+                        reporter.report(Report::Failed {
+                            name: &inst.name,
+                            message: &message,
+                        });
+                        s.outcomes[i] = Some(Outcome::Failed {
+                            error: StageError::internal(message),
+                            log: None,
+                        });
+                        s.keys[i] = Some(key);
+                        s.st[i] = St::Done;
+                        stop_launching |= !opts.keep_going;
+                        s.release(p, i);
+                    }
+                }
             }
             // Launch what fits in the thread budget.
             while !stop_launching && !cancel.is_cancelled() {
-                let Some(pos) = ready.iter().position(|&i| {
+                let Some(pos) = s.ready.iter().position(|&i| {
                     running == 0 || used_threads + p.instances[i].threads.min(jobs) <= jobs
                 }) else {
                     break;
                 };
-                let i = ready.remove(pos).unwrap();
+                let i = s.ready.remove(pos).unwrap();
                 let inst = &p.instances[i];
-                let key = keys[i].clone().unwrap();
-                let record = records[i].take().unwrap();
+                let key = s.keys[i].clone().unwrap();
+                let record = s.records[i].take().unwrap();
+                let consumed = inst
+                    .inputs
+                    .iter()
+                    .map(|(name, ids)| {
+                        (
+                            name.clone(),
+                            ids.iter()
+                                .map(|&u| s.keys[u].clone().unwrap_or_default())
+                                .collect(),
+                        )
+                    })
+                    .collect();
                 let job = Job {
                     cache_dir: store.root().to_path_buf(),
                     project_dir: p.project_dir.clone(),
@@ -200,6 +515,7 @@ pub fn run(
                     record,
                     threads: inst.threads.min(jobs),
                     resources: inst.resources.clone(),
+                    consumed,
                 };
                 if forced[i] {
                     store.remove_entry(&key);
@@ -214,6 +530,7 @@ pub fn run(
                 running += 1;
                 used_threads += job.threads;
                 started[i] = Instant::now();
+                s.st[i] = St::Running;
                 let tx = tx.clone();
                 scope.spawn(move || {
                     let tx2 = tx.clone();
@@ -243,29 +560,44 @@ pub fn run(
                         } => {
                             let secs = started[i].elapsed().as_secs_f64();
                             reporter.report(Report::Done { name, secs, reused });
-                            outcomes[i] = Some(if reused {
+                            s.outcomes[i] = Some(if reused {
                                 Outcome::Reused { artifact }
                             } else {
                                 Outcome::Ran { artifact, secs }
                             });
+                        }
+                        WorkerEvent::Corrupt { digest } => {
+                            checked.set(&digest, Some(false));
+                            s.corrupt_seen[i].push(digest);
                         }
                         WorkerEvent::Failed(error) => {
                             reporter.report(Report::Failed {
                                 name,
                                 message: &error.message,
                             });
-                            let log = keys[i]
+                            let log = s.keys[i]
                                 .as_ref()
                                 .map(|k| store.log_path(k).display().to_string());
-                            outcomes[i] = Some(Outcome::Failed { error, log });
+                            s.outcomes[i] = Some(Outcome::Failed { error, log });
                         }
                     }
                 }
                 Msg::Exit(i, r) => {
                     running -= 1;
                     used_threads -= p.instances[i].threads.min(jobs);
+                    if std::mem::replace(&mut s.stale[i], false) {
+                        // An input was recomputed meanwhile: look it up again with its
+                        // new key (what it computed stays cached under the old one).
+                        s.outcomes[i] = None;
+                        s.keys[i] = None;
+                        s.st[i] = St::Pending;
+                        if s.inputs_done(p, i) {
+                            s.push_frontier(i);
+                        }
+                        continue;
+                    }
                     if let Err(message) = r {
-                        if outcomes[i].is_none() {
+                        if s.outcomes[i].is_none() {
                             let error =
                                 if cancel.is_cancelled() || message.starts_with("interrupted") {
                                     StageError::internal("interrupted")
@@ -276,20 +608,39 @@ pub fn run(
                                 name: &p.instances[i].name,
                                 message: &error.message,
                             });
-                            outcomes[i] = Some(Outcome::Failed {
+                            s.outcomes[i] = Some(Outcome::Failed {
                                 error,
-                                log: keys[i]
+                                log: s.keys[i]
                                     .as_ref()
                                     .map(|k| store.log_path(k).display().to_string()),
                             });
                         }
                     }
-                    match &outcomes[i] {
+                    let corrupt = std::mem::take(&mut s.corrupt_seen[i]);
+                    if !corrupt.is_empty()
+                        && matches!(s.outcomes[i], Some(Outcome::Failed { .. }))
+                        && !cancel.is_cancelled()
+                    {
+                        if let Some(reset) = producers_to_recompute(p, &s, i, &corrupt, reporter) {
+                            // The worker refused a corrupt input that the run had not
+                            // hashed (computed in this run, or changed since): recompute
+                            // its producer, then run this stage again.
+                            for &v in &reset {
+                                s.recompute(v, &checked);
+                            }
+                            s.outcomes[i] = None;
+                            s.keys[i] = None;
+                            s.st[i] = St::Pending;
+                            s.blocked.push((i, reset));
+                            continue;
+                        }
+                    }
+                    match &s.outcomes[i] {
                         Some(o) if o.artifact().is_some() => {
                             let _ = store.set_ref(
                                 &p.name,
                                 &p.instances[i].name,
-                                keys[i].as_ref().unwrap(),
+                                s.keys[i].as_ref().unwrap(),
                             );
                         }
                         Some(_) => {
@@ -298,14 +649,30 @@ pub fn run(
                             }
                         }
                         None => {
-                            outcomes[i] = Some(Outcome::Failed {
+                            s.outcomes[i] = Some(Outcome::Failed {
                                 error: StageError::internal("the worker reported no result"),
                                 log: None,
                             });
                             stop_launching |= !opts.keep_going;
                         }
                     }
-                    release(i, &consumers, &mut missing, &mut frontier);
+                    s.st[i] = St::Done;
+                    let artifact = s.outcomes[i]
+                        .as_ref()
+                        .and_then(Outcome::artifact)
+                        .map(str::to_string);
+                    if let Some(a) = &artifact {
+                        // Just hashed by the worker that stored it (or by another rst).
+                        checked.set(a, Some(true));
+                    }
+                    if let Some(old) = s.recovering[i].take() {
+                        if artifact.as_deref() != Some(old.as_str()) {
+                            // Recomputed to other bytes: what was looked up downstream
+                            // with the old artifact has other keys now.
+                            s.reset_downstream(i);
+                        }
+                    }
+                    s.release(p, i);
                 }
             }
         }
@@ -313,26 +680,13 @@ pub fn run(
     })?;
     let interrupted = cancel.is_cancelled();
     Ok(RunResult {
-        outcomes: outcomes
+        outcomes: s
+            .outcomes
             .into_iter()
             .map(|o| o.unwrap_or(Outcome::NotRun))
             .collect(),
-        keys,
+        keys: s.keys,
         interrupted,
         wall_s: t0.elapsed().as_secs_f64(),
     })
-}
-
-fn release(
-    i: usize,
-    consumers: &[Vec<usize>],
-    missing: &mut [usize],
-    frontier: &mut VecDeque<usize>,
-) {
-    for &c in &consumers[i] {
-        missing[c] -= 1;
-        if missing[c] == 0 {
-            frontier.push_back(c);
-        }
-    }
 }

@@ -918,6 +918,7 @@ mod tests {
             },
             threads: 4,
             resources: Resources::default(),
+            consumed: Default::default(),
         }
     }
 

@@ -1,11 +1,13 @@
 //! The worker entry point: `rst worker JOB.json` computes one stage instance into the
 //! cache (lock, reuse if another process finished it, run, publish) and reports events as
 //! JSON lines on stdout. The stage's log goes to stderr.
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use super::integrity::{check_object, corrupt_input_message, short, ObjectState};
 use super::{Job, WorkerEvent};
 use crate::cache::store::{RunFacts, Store};
 use crate::stages::{self, InputArtifact, Inputs, Progress, StageCtx, StageError, StageKind};
@@ -113,26 +115,7 @@ fn compute(job: &Job, kinds: &[&dyn StageKind]) -> Result<WorkerEvent, StageErro
             duration_s: 0.0,
         });
     }
-    let mut inputs = Inputs::new();
-    for (name, recs) in &job.inputs {
-        let mut arts = Vec::new();
-        for r in recs {
-            let path = store.object_path(&r.digest);
-            if !path.is_dir() {
-                return Err(StageError::internal(format!(
-                    "input {name} ({}) is missing from the cache (artifact {})",
-                    r.instance, r.digest
-                )));
-            }
-            arts.push(InputArtifact {
-                instance: r.instance.clone(),
-                digest: r.digest.clone(),
-                path,
-                matrix: r.matrix.clone(),
-            });
-        }
-        inputs.insert(name.clone(), arts);
-    }
+    let inputs = verified_inputs(&store, job)?;
     let staging = store
         .staging(&job.key)
         .map_err(|e| StageError::internal(e.to_string()))?;
@@ -156,11 +139,8 @@ fn compute(job: &Job, kinds: &[&dyn StageKind]) -> Result<WorkerEvent, StageErro
             emit(&WorkerEvent::Progress(p));
         }
     };
-    let store_for_resolve = store.clone();
-    let resolve = move |digest: &str| {
-        let p = store_for_resolve.object_path(digest);
-        p.is_dir().then_some(p)
-    };
+    let resolved = Mutex::new(BTreeSet::new());
+    let resolve = verified_resolver(&store, &resolved);
     let downloads = store.downloads_dir();
     let ctx = StageCtx {
         instance: &job.instance,
@@ -209,6 +189,8 @@ fn compute(job: &Job, kinds: &[&dyn StageKind]) -> Result<WorkerEvent, StageErro
                         libtorch: env!("RST_LIBTORCH_VERSION").to_string(),
                         device: resolved_device(job, kind),
                         log: format!("logs/{}.log", job.key),
+                        reads: objects_read(&inputs, &resolved),
+                        consumed: job.consumed.clone(),
                     },
                 )
                 .map_err(|e| StageError::internal(format!("cannot publish the artifact: {e}")))?;
@@ -222,5 +204,209 @@ fn compute(job: &Job, kinds: &[&dyn StageKind]) -> Result<WorkerEvent, StageErro
             store.discard(staging);
             Err(e)
         }
+    }
+}
+
+/// The inputs of `job`, each re-hashed before the stage may read it: a missing input is an
+/// error, a corrupt one is quarantined and the stage does not run (the scheduler has
+/// checked them already; this is the final guard, right before the stage reads them, and
+/// the only one when a worker runs without rst's scheduler).
+fn verified_inputs(store: &Store, job: &Job) -> Result<Inputs, StageError> {
+    // Hash with the threads the stage declared, in a pool of its own: the global pool is
+    // sized for the stage later and can be sized only once.
+    match rayon::ThreadPoolBuilder::new()
+        .num_threads(job.threads.max(1))
+        .build()
+    {
+        Ok(pool) => pool.install(|| verify_each_input(store, job)),
+        Err(_) => verify_each_input(store, job),
+    }
+}
+
+fn verify_each_input(store: &Store, job: &Job) -> Result<Inputs, StageError> {
+    let mut inputs = Inputs::new();
+    let mut checked: HashSet<&str> = HashSet::new();
+    for (name, recs) in &job.inputs {
+        let mut arts = Vec::new();
+        for r in recs {
+            let path = store.object_path(&r.digest);
+            if checked.insert(&r.digest) {
+                match check_object(store, &r.digest) {
+                    ObjectState::Intact => {}
+                    ObjectState::Missing => {
+                        return Err(StageError::internal(format!(
+                            "input {name} ({}) is missing from the cache (artifact {})",
+                            r.instance, r.digest
+                        )))
+                    }
+                    ObjectState::Corrupt { why } => {
+                        let moved = store.quarantine(&r.digest).ok().flatten();
+                        emit(&WorkerEvent::Corrupt {
+                            digest: r.digest.clone(),
+                        });
+                        return Err(StageError::internal(format!(
+                            "{}; run again to recompute it",
+                            corrupt_input_message(
+                                &format!("input {name} (from {})", r.instance),
+                                &r.digest,
+                                &why,
+                                moved.as_deref(),
+                            )
+                        )));
+                    }
+                }
+            }
+            arts.push(InputArtifact {
+                instance: r.instance.clone(),
+                digest: r.digest.clone(),
+                path,
+                matrix: r.matrix.clone(),
+            });
+        }
+        inputs.insert(name.clone(), arts);
+    }
+    Ok(inputs)
+}
+
+/// The stage's `resolve` (an artifact digest to its directory, for dataset views): each
+/// artifact is re-hashed the first time it is resolved and recorded in `resolved`; a
+/// corrupt one is quarantined and resolves to nothing (the stage then fails saying the
+/// artifact is not in the cache), with the reason in the stage's log.
+fn verified_resolver<'a>(
+    store: &'a Store,
+    resolved: &'a Mutex<BTreeSet<String>>,
+) -> impl Fn(&str) -> Option<PathBuf> + Sync + 'a {
+    let memo: Mutex<HashMap<String, bool>> = Mutex::new(HashMap::new());
+    move |digest: &str| {
+        let known = memo
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(digest)
+            .copied();
+        let ok = known.unwrap_or_else(|| {
+            let ok = match check_object(store, digest) {
+                ObjectState::Intact => true,
+                ObjectState::Missing => false,
+                ObjectState::Corrupt { why } => {
+                    let moved = store.quarantine(digest).ok().flatten();
+                    emit(&WorkerEvent::Corrupt {
+                        digest: digest.to_string(),
+                    });
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "rst worker: {}; run again to recompute it",
+                        corrupt_input_message(
+                            &format!("resolved artifact {}", short(digest)),
+                            digest,
+                            &why,
+                            moved.as_deref(),
+                        )
+                    );
+                    false
+                }
+            };
+            memo.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(digest.to_string(), ok);
+            ok
+        });
+        if !ok {
+            return None;
+        }
+        resolved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(digest.to_string());
+        Some(store.object_path(digest))
+    }
+}
+
+/// Every object the stage read (its inputs and what it resolved), sorted, for the entry.
+fn objects_read(inputs: &Inputs, resolved: &Mutex<BTreeSet<String>>) -> Vec<String> {
+    let mut all: BTreeSet<String> = resolved.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    all.extend(inputs.values().flatten().map(|a| a.digest.clone()));
+    all.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::key::{InputRecord, KeyRecord, CACHE_VERSION};
+    use crate::exec::integrity::tests::{stored, tamper};
+
+    fn job(store: &Store, input: &str) -> Job {
+        let inputs: std::collections::BTreeMap<String, Vec<InputRecord>> = [(
+            "in".to_string(),
+            vec![InputRecord {
+                instance: "a".into(),
+                digest: input.into(),
+                matrix: Default::default(),
+            }],
+        )]
+        .into();
+        let params = serde_json::json!({"shell": "cat $RST_IN_IN/x > $RST_OUT/y"});
+        let record = KeyRecord {
+            cache_version: CACHE_VERSION,
+            kind: "command".into(),
+            kind_version: 1,
+            params: params.clone(),
+            inputs: inputs.clone(),
+            local_deps: Default::default(),
+            env: Default::default(),
+        };
+        Job {
+            cache_dir: store.root().to_path_buf(),
+            project_dir: store.root().to_path_buf(),
+            pipeline: "p".into(),
+            instance: "c".into(),
+            key: record.key(),
+            kind: "command".into(),
+            params,
+            inputs,
+            record,
+            threads: 1,
+            resources: Default::default(),
+            consumed: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_worker_refuses_a_corrupt_input_and_quarantines_it() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(d.path()).unwrap();
+        let a = stored(&store, "good");
+        tamper(&store, &a, "evil");
+        let err = compute(&job(&store, &a), &[]).unwrap_err();
+        assert!(
+            err.message.contains("input in (from a)")
+                && err.message.contains(&a)
+                && err.message.contains("is corrupt")
+                && err.message.contains("quarantined")
+                && err.message.contains("run again to recompute it"),
+            "{}",
+            err.message
+        );
+        assert!(!store.object_path(&a).exists(), "moved to quarantine/");
+        assert!(store.tmp_dirs().is_empty(), "the stage never started");
+    }
+
+    #[test]
+    fn the_resolver_verifies_and_records_what_it_resolves() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(d.path()).unwrap();
+        let good = stored(&store, "good");
+        let bad = stored(&store, "bad");
+        tamper(&store, &bad, "evil");
+        let resolved = Mutex::new(BTreeSet::new());
+        let resolve = verified_resolver(&store, &resolved);
+        assert_eq!(resolve(&good), Some(store.object_path(&good)));
+        assert_eq!(resolve(&bad), None);
+        assert!(!store.object_path(&bad).exists(), "quarantined");
+        assert_eq!(resolve("0000"), None);
+        assert_eq!(
+            objects_read(&Inputs::new(), &resolved),
+            vec![good.clone()],
+            "only what was read intact"
+        );
     }
 }

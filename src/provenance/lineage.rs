@@ -1,7 +1,7 @@
 //! `rst lineage`: the tree of everything an artifact or a published result came from, down
 //! to the downloaded files and their checksums, built from the cache entries alone (each
-//! entry records its inputs' digests; [`super::EntryIndex`] finds the entry that produced
-//! each of them).
+//! entry records its inputs' digests and the keys of the entries it read them from;
+//! [`super::EntryIndex`] finds those entries, or for older entries the likeliest producer).
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
@@ -137,8 +137,14 @@ pub fn build(store: &Store, index: &EntryIndex, entry: &Entry, seen: &mut HashSe
         return node;
     }
     for (name, recs) in &entry.record.inputs {
-        for r in recs {
-            let up = index.producer(&r.digest, &r.instance, &entry.pipeline);
+        let consumed = entry.run.consumed.get(name);
+        for (j, r) in recs.iter().enumerate() {
+            // The entry the stage actually read (recorded when it ran); entries older than
+            // that record: the likeliest producer of the same artifact.
+            let up = consumed
+                .and_then(|keys| keys.get(j))
+                .and_then(|key| index.by_key(key, &r.digest))
+                .or_else(|| index.producer(&r.digest, &r.instance, &entry.pipeline));
             node.inputs.push(InputEdge {
                 name: name.clone(),
                 instance: r.instance.clone(),

@@ -80,6 +80,11 @@ impl EntryIndex {
         EntryIndex { by_artifact }
     }
 
+    /// The entry of `key`, if it produced `digest` (what a consumer recorded it read).
+    pub fn by_key(&self, key: &str, digest: &str) -> Option<&Entry> {
+        self.by_artifact.get(digest)?.iter().find(|e| e.key == key)
+    }
+
     /// The entry that produced `digest`, preferring one of `instance` in `pipeline`, then
     /// the newest.
     pub fn producer(&self, digest: &str, instance: &str, pipeline: &str) -> Option<&Entry> {
