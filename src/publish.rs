@@ -137,7 +137,7 @@ fn mtime_ns(meta: &fs::Metadata) -> i128 {
     meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
 struct Record {
     /// Publish directory (`publish:` value) → record.
     stages: BTreeMap<String, StageRecord>,
@@ -232,18 +232,26 @@ pub fn publish(p: &Pipeline, store: &Store, r: &RunResult) -> Result<()> {
             );
         }
     }
-    write(
-        &root.join(RECORD_FILE),
-        &serde_json::to_vec(&record).expect("record serialises"),
-    )?;
-    crate::provenance::lineage::write_published(&root, p, files)?;
-    let m = serde_json::json!({"pipeline": p.name, "file": p.file, "stages": manifest});
-    write(
-        &root.join("manifest.json"),
-        serde_json::to_string_pretty(&m)
-            .expect("manifest serialises")
-            .as_bytes(),
-    )?;
+    // Nothing copied and the record unchanged: manifest.json and provenance.json, written
+    // before that record, still describe results/ (a no-op run writes nothing).
+    let same = record == old
+        && root.join("manifest.json").is_file()
+        && root.join(crate::provenance::PUBLISHED_FILE).is_file();
+    if !same {
+        crate::provenance::lineage::write_published(&root, p, files)?;
+        let m = serde_json::json!({"pipeline": p.name, "file": p.file, "stages": manifest});
+        write(
+            &root.join("manifest.json"),
+            serde_json::to_string_pretty(&m)
+                .expect("manifest serialises")
+                .as_bytes(),
+        )?;
+        // Last: a record names only results whose manifest and provenance were written.
+        write(
+            &root.join(RECORD_FILE),
+            &serde_json::to_vec(&record).expect("record serialises"),
+        )?;
+    }
     println!(
         "results: {}",
         root.strip_prefix(&p.project_dir).unwrap_or(&root).display()
@@ -395,6 +403,16 @@ fn assemble(
             Err(e) => return Err(corrupt(e.to_string())),
         };
         let into = tmp.join(&s.sub);
+        // Folders first (once each), then the files in parallel.
+        let mut dirs: Vec<&str> = listed
+            .iter()
+            .map(|f| f.rel.rsplit_once('/').map_or("", |(d, _)| d))
+            .collect();
+        dirs.dedup();
+        for d in dirs {
+            let dir = into.join(d);
+            fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+        }
         let copied: Vec<Copied> = listed
             .par_iter()
             .map(|f| copy_verified(&f.path, &into.join(&f.rel), &reflink, index, &f.rel))
@@ -447,8 +465,8 @@ enum CopyError {
     Io(PublishError),
 }
 
-/// Copies one cached file to `to` (a new file, mode 0666/0777 less the umask), hashing
-/// the bytes that land in the copy.
+/// Copies one cached file to `to` (a new file in an existing folder, mode 0666/0777 less
+/// the umask), hashing the bytes that land in the copy.
 fn copy_verified(
     from: &Path,
     to: &Path,
@@ -464,11 +482,6 @@ fn copy_verified(
         }),
         e => CopyError::Corrupt(e),
     })?;
-    if let Some(parent) = to.parent() {
-        fs::create_dir_all(parent)
-            .map_err(io_err("create", parent))
-            .map_err(CopyError::Io)?;
-    }
     let mode = if meta.mode() & 0o111 != 0 {
         0o777
     } else {

@@ -333,12 +333,18 @@ impl Store {
         record: KeyRecord,
         run: RunFacts,
     ) -> Result<Entry, StoreError> {
-        let listed = digest::walk(&staging.out)?;
+        // Paths in errors about what the stage wrote are shown as `$RST_OUT/...`.
+        let named = |e: DigestError| StoreError::Digest(as_output(e, &staging.out));
+        let listed = digest::walk(&staging.out).map_err(named)?;
         // One pass over the files, in parallel: check, copy if hard-linked, hash, seal.
         let hashed: Vec<(u64, blake3::Hash)> = listed
             .par_iter()
             .map(|f| seal_file(f, &staging.dir))
-            .collect::<Result<_, _>>()?;
+            .collect::<Result<_, _>>()
+            .map_err(|e| match e {
+                StoreError::Digest(e) => named(e),
+                e => e,
+            })?;
         let artifact = digest::combine(
             listed
                 .iter()
@@ -484,6 +490,26 @@ fn read_dirs(dir: &Path) -> Vec<PathBuf> {
         .unwrap_or_default();
     v.sort();
     v
+}
+
+/// `e` with its path relative to a stage's output dir `out`, as `$RST_OUT/rel`.
+fn as_output(e: DigestError, out: &Path) -> DigestError {
+    let rel = |p: PathBuf| match p.strip_prefix(out) {
+        Ok(rel) => Path::new("$RST_OUT").join(rel),
+        Err(_) => p,
+    };
+    match e {
+        DigestError::Io { path, source } => DigestError::Io {
+            path: rel(path),
+            source,
+        },
+        DigestError::Symlink(p) => DigestError::Symlink(rel(p)),
+        DigestError::Special { path, kind } => DigestError::Special {
+            path: rel(path),
+            kind,
+        },
+        DigestError::NonUtf8(p) => DigestError::NonUtf8(rel(p)),
+    }
 }
 
 /// Checks that a staged file is a regular file (opened without following links or waiting
@@ -654,6 +680,7 @@ mod tests {
             .publish(st, &key, "p", "s", record(), RunFacts::default())
             .unwrap_err();
         assert!(err.to_string().contains("FIFO"), "{err}");
+        assert!(err.to_string().starts_with("$RST_OUT/p: "), "{err}");
         assert!(store.all_objects().is_empty());
         assert!(store.entry(&key).is_none());
     }
