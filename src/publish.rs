@@ -40,7 +40,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::cache::digest::{self, DigestError};
-use crate::cache::store::{self, remove_tree, Store, StoreError};
+use crate::cache::store::{self, Store, StoreError};
 use crate::error::{Error, Result};
 use crate::exec::scheduler::RunResult;
 use crate::provenance::lineage::PublishedFile;
@@ -344,7 +344,7 @@ fn publish_stage(
     let rec = match assembled {
         Ok(rec) => rec,
         Err(e) => {
-            let _ = remove_tree(&tmp);
+            let _ = remove_any(&tmp);
             return Err(e);
         }
     };
@@ -554,9 +554,15 @@ fn copy_verified(
     })
 }
 
+/// Removes a published file or folder (its files are writable, and unlinking needs only
+/// the folder's permission, so no chmod pass as for cache objects).
 fn remove_any(path: &Path) -> io::Result<()> {
+    let gone = |r: io::Result<()>| match r {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    };
     match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => remove_tree(path),
+        Ok(m) if m.is_dir() => gone(fs::remove_dir_all(path)),
         Ok(_) => fs::remove_file(path),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
@@ -683,6 +689,7 @@ mod tests {
         let src = d.path().join("src");
         fs::write(&src, "hello").unwrap();
         let reflink = AtomicBool::new(true);
+        fs::create_dir(d.path().join("out")).unwrap();
         let c = match copy_verified(&src, &d.path().join("out/x"), &reflink, 0, "x") {
             Ok(c) => c,
             Err(_) => panic!("copy failed"),
