@@ -6,6 +6,12 @@
 //! (b) Hashing a 1 GiB artifact with `rst::cache::digest::digest_path` against blake3's own
 //!     multi-threaded `update_mmap_rayon`, page cache warm.
 //!
+//! (c) Storing and publishing an artifact of 10,000 small files: `Store::publish` called
+//!     directly (check, hash, seal, make durable, rename into objects/), then `rst run` of
+//!     a one-stage pipeline that writes them and publishes them to results/: cold, a
+//!     re-run with results/ removed (everything copied again), and no-op re-runs (nothing
+//!     to copy). Issue #10 measured 34.3 s to store them and 1.3 s per no-op re-run.
+//!
 //! Everything lives in a temporary directory under `target/tmp` (removed at the end).
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -51,6 +57,7 @@ fn main() {
 
     let pipeline = want("pipeline").then(|| bench_pipeline(&tmp.path().join("pipeline")));
     let hash = want("hash").then(|| bench_hash(&tmp.path().join("hash")));
+    let files = want("files").then(|| bench_files(&tmp.path().join("files")));
 
     println!();
     println!("## Results ({cores} cores, {})", cpu_model());
@@ -94,6 +101,27 @@ fn main() {
             "| `digest_path` / blake3 (median) | {:.2} | ≥ {HASH_RATIO_TARGET:.2} ({}) |",
             h.ratio,
             verdict(h.ratio >= HASH_RATIO_TARGET)
+        );
+    }
+    if let Some(f) = &files {
+        println!(
+            "| Store {FILES} small files, `Store::publish` (min / median of {FILES_REPS}) | {:.2} s / {:.2} s | issue #10: 34.3 s |",
+            f.store_min.as_secs_f64(),
+            f.store_median.as_secs_f64()
+        );
+        println!(
+            "| `rst run`, cold: stage {:.2} s, whole run | {:.2} s | — |",
+            f.stage_s,
+            f.cold.as_secs_f64()
+        );
+        println!(
+            "| `rst run` with results/ removed (all {FILES} files published again) | {:.2} s | — |",
+            f.republish.as_secs_f64()
+        );
+        println!(
+            "| No-op re-run, {FILES} published files unchanged (min / median of {FILES_REPS}) | {:.0} ms / {:.0} ms | issue #10: 1.3 s |",
+            ms(f.noop_min),
+            ms(f.noop_median)
         );
     }
     println!("| Machine | {cores} cores | — |");
@@ -467,4 +495,104 @@ fn bench_hash(dir: &Path) -> HashResult {
     );
     std::fs::remove_file(&file).unwrap();
     r
+}
+
+// ---------------------------------------------------------------------------------------
+// (c) An artifact of 10,000 small files
+// ---------------------------------------------------------------------------------------
+
+const FILES: usize = 10_000;
+const FILES_REPS: usize = 5;
+
+struct FilesResult {
+    store_min: Duration,
+    store_median: Duration,
+    stage_s: f64,
+    cold: Duration,
+    republish: Duration,
+    noop_min: Duration,
+    noop_median: Duration,
+}
+
+fn bench_files(dir: &Path) -> FilesResult {
+    use rst::cache::key::{KeyRecord, CACHE_VERSION};
+    use rst::cache::store::{RunFacts, Store};
+    std::fs::create_dir_all(dir).unwrap();
+    println!("(c) storing and publishing {FILES} small files");
+    let store = Store::open(&dir.join("lib-cache")).expect("open store");
+    let mut times = Vec::new();
+    for rep in 0..FILES_REPS {
+        let record = KeyRecord {
+            cache_version: CACHE_VERSION,
+            kind: "command".into(),
+            kind_version: 1,
+            params: serde_json::json!({ "rep": rep }),
+            inputs: Default::default(),
+            local_deps: Default::default(),
+            env: Default::default(),
+        };
+        let key = record.key();
+        let staging = store.staging(&key).expect("staging");
+        for i in 0..FILES {
+            std::fs::write(staging.out.join(format!("f{i}")), format!("{rep} {i}\n")).unwrap();
+        }
+        let t = Instant::now();
+        store
+            .publish(staging, &key, "bench", "s", record, RunFacts::default())
+            .expect("store");
+        times.push(t.elapsed());
+        println!(
+            "    Store::publish #{rep}: {:.3} s",
+            t.elapsed().as_secs_f64()
+        );
+    }
+    let (store_min, store_median) = min_median(times);
+
+    let project = dir.join("project");
+    std::fs::create_dir_all(&project).unwrap();
+    std::fs::write(
+        project.join("pipeline.yaml"),
+        format!(
+            "name: files\nstages:\n  gen:\n    kind: command\n    publish: true\n    params:\n      shell: 'cd $RST_OUT && i=0; while [ $i -lt {FILES} ]; do echo $i > f$i; i=$((i+1)); done'\n"
+        ),
+    )
+    .unwrap();
+    let (cold, _) = run_logged(&project, "files cold");
+    let entry = std::fs::read_dir(project.join("cache/entries"))
+        .unwrap()
+        .flatten()
+        .flat_map(|shard| std::fs::read_dir(shard.path()).unwrap().flatten())
+        .next()
+        .expect("an entry");
+    let entry: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(entry.path()).unwrap()).unwrap();
+    let stage_s = entry["duration_s"].as_f64().unwrap_or(0.0);
+    println!(
+        "    cold run: {:.2} s (the stage itself: {stage_s:.2} s)",
+        cold.as_secs_f64()
+    );
+    std::fs::remove_dir_all(project.join("results")).unwrap();
+    let (republish, _) = run_logged(&project, "files republish");
+    println!(
+        "    results/ removed, run again: {:.2} s",
+        republish.as_secs_f64()
+    );
+    let noops: Vec<Duration> = (0..FILES_REPS)
+        .map(|_| run_logged(&project, "files no-op").0)
+        .collect();
+    let (noop_min, noop_median) = min_median(noops);
+    println!(
+        "    no-op re-run: min {:.0} ms, median {:.0} ms",
+        ms(noop_min),
+        ms(noop_median)
+    );
+    FilesResult {
+        store_min,
+        store_median,
+        stage_s,
+        cold,
+        republish,
+        noop_min,
+        noop_median,
+    }
 }

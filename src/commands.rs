@@ -1,5 +1,5 @@
 //! What each subcommand does (main.rs only parses and maps errors to exit codes).
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -169,13 +169,17 @@ pub fn run(
             user_caused,
         });
     }
-    publish(&p, &store, &result)?;
+    crate::publish::publish(&p, &store, &result)?;
     // The tables aggregate stages rendered, as the last thing printed.
     for (inst, outcome) in p.instances.iter().zip(&result.outcomes) {
         let table = outcome
             .artifact()
             .map(|a| store.object_path(a).join("table.md"));
-        if let Some(text) = table.and_then(|t| std::fs::read_to_string(t).ok()) {
+        // Read only if a regular file: a FIFO planted in the cache must not hang the run.
+        if let Some(text) = table
+            .and_then(|t| crate::cache::digest::read_regular(&t).ok())
+            .and_then(|b| String::from_utf8(b).ok())
+        {
             println!("\n{}:\n\n{}", inst.name, text.trim_end());
         }
     }
@@ -258,102 +262,6 @@ fn print_summary(p: &Pipeline, r: &scheduler::RunResult) {
         p.instances.len(),
         r.wall_s
     );
-}
-
-/// Copies the artifacts of published stages to `results/<stem>/`.
-fn publish(p: &Pipeline, store: &Store, r: &scheduler::RunResult) -> Result<()> {
-    let root = p.project_dir.join("results").join(p.stem());
-    let mut manifest = BTreeMap::new();
-    let mut any = false;
-    for stage in &p.stages {
-        let Some(dest) = &stage.publish else { continue };
-        any = true;
-        let target = root.join(dest);
-        let tmp = root.join(format!(".{}.tmp", dest.replace(['/', '.'], "_")));
-        let _ = remove_tree(&tmp);
-        std::fs::create_dir_all(&tmp).map_err(|e| Error::io_path("cannot create", &tmp, e))?;
-        for &i in &stage.instances {
-            let inst = &p.instances[i];
-            let Some(artifact) = r.outcomes[i].artifact() else {
-                continue;
-            };
-            let sub = if stage.axes.is_empty() {
-                tmp.clone()
-            } else {
-                tmp.join(
-                    inst.matrix
-                        .iter()
-                        .map(|(k, v)| format!("{k}={}", spec::interp::display(v)))
-                        .collect::<Vec<_>>()
-                        .join(",")
-                        .replace('/', "_"),
-                )
-            };
-            copy_tree(&store.object_path(artifact), &sub)?;
-            manifest.insert(inst.name.clone(), serde_json::json!({"artifact": artifact, "key": r.keys[i], "published": sub.strip_prefix(&tmp).map(|s| target.join(s)).unwrap_or_default()}));
-        }
-        if Path::new(dest)
-            .components()
-            .all(|c| matches!(c, std::path::Component::CurDir))
-        {
-            // `publish: "."`: the files go into results/<stem>/ itself, each replacing its
-            // namesake; what other stages published there stays.
-            for e in std::fs::read_dir(&tmp)
-                .map_err(|e| Error::io_path("cannot read", &tmp, e))?
-                .flatten()
-            {
-                let to = root.join(e.file_name());
-                let _ = remove_tree(&to);
-                let _ = std::fs::remove_file(&to);
-                std::fs::rename(e.path(), &to)
-                    .map_err(|e| Error::io_path("cannot publish to", &to, e))?;
-            }
-            let _ = remove_tree(&tmp);
-        } else {
-            let _ = remove_tree(&target);
-            if let Some(parent) = target.parent() {
-                std::fs::create_dir_all(parent)
-                    .map_err(|e| Error::io_path("cannot create", parent, e))?;
-            }
-            std::fs::rename(&tmp, &target)
-                .map_err(|e| Error::io_path("cannot publish to", &target, e))?;
-        }
-    }
-    if any {
-        crate::provenance::lineage::write_published(&root, p, store, &manifest)?;
-        let m = serde_json::json!({"pipeline": p.name, "file": p.file, "stages": manifest});
-        store::write_atomic(
-            &root.join("manifest.json"),
-            serde_json::to_string_pretty(&m).unwrap().as_bytes(),
-        )
-        .map_err(|e| Error::Internal(e.to_string()))?;
-        println!(
-            "results: {}",
-            root.strip_prefix(&p.project_dir).unwrap_or(&root).display()
-        );
-    }
-    Ok(())
-}
-
-fn copy_tree(from: &Path, to: &Path) -> Result<()> {
-    let files =
-        crate::cache::digest::list_files(from).map_err(|e| Error::Internal(e.to_string()))?;
-    std::fs::create_dir_all(to).map_err(|e| Error::io_path("cannot create", to, e))?;
-    for (rel, abs) in files {
-        let dest = to.join(&rel);
-        if let Some(parent) = dest.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| Error::io_path("cannot create", parent, e))?;
-        }
-        std::fs::copy(&abs, &dest).map_err(|e| Error::io_path("cannot copy to", &dest, e))?;
-        let mut perm = std::fs::metadata(&dest)
-            .map_err(|e| Error::io_path("stat", &dest, e))?
-            .permissions();
-        #[allow(clippy::permissions_set_readonly_false)]
-        perm.set_readonly(false);
-        let _ = std::fs::set_permissions(&dest, perm);
-    }
-    Ok(())
 }
 
 #[derive(Serialize)]

@@ -109,6 +109,9 @@ pub enum Error {
     },
     #[error("{0}")]
     Internal(String),
+    /// Publishing to results/ failed (a corrupt cached object, an I/O error).
+    #[error(transparent)]
+    Publish(#[from] crate::publish::PublishError),
 }
 
 impl Error {
@@ -135,7 +138,7 @@ impl Error {
                 }
             }
             Error::Interrupted => 130,
-            Error::Io { .. } | Error::Internal(_) => 1,
+            Error::Io { .. } | Error::Internal(_) | Error::Publish(_) => 1,
         }
     }
 }

@@ -26,6 +26,7 @@ pub mod exec;
 pub mod graph;
 pub mod prng;
 pub mod provenance;
+pub mod publish;
 pub mod report;
 pub mod spec;
 pub mod stages;

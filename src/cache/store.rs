@@ -12,16 +12,21 @@
 //!   downloads/                partial downloads, resumed across runs
 //!   quarantine/               corrupted objects found by `rst verify`
 //! ```
-//! Publishing: the artifact is written into tmp/, every file and directory fsynced, then
-//! moved into objects/ by one rename, then the entry is written (temp file, fsync, rename).
-//! An entry is trusted only if its object exists, so `kill -9` at any moment leaves either
-//! a complete entry or nothing a later run uses.
+//! Publishing: the artifact is written into tmp/; every file is checked to be a regular
+//! file (no FIFO, device, socket or link), hashed and made read-only (a file with other
+//! hard links, e.g. one linked in from outside, is first replaced by a private copy, so
+//! the user's file is neither chmodded nor shared with the cache); then one `syncfs(2)`
+//! makes the whole staging tree durable (instead of one fsync per file: 10,000 small files
+//! took 34 s), the tree is moved into objects/ by one rename, then the entry is written
+//! (temp file, fsync, rename). An entry is trusted only if its object exists, so `kill -9`
+//! at any moment leaves either a complete entry or nothing a later run uses.
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::Write;
+use std::io::{Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::digest::{self, DigestError};
@@ -132,11 +137,16 @@ fn fsync_dir(path: &Path) -> Result<(), StoreError> {
 }
 
 /// Writes `bytes` to `path` atomically (temp file in the same dir, fsync, rename, fsync dir).
+/// The temp file is `.<name>.<pid>.<n>.tmp`: unique per writer, removed on failure; one
+/// left by a killed process is removed by [`remove_stale_temp_files`].
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let dir = path.parent().expect("path has a parent");
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
     let tmp = dir.join(format!(
         ".{}.{}.{}.tmp",
-        path.file_name().unwrap().to_string_lossy(),
+        path.file_name().unwrap_or_default().to_string_lossy(),
         std::process::id(),
         STAGING_SEQ.fetch_add(1, Ordering::Relaxed)
     ));
@@ -155,16 +165,39 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     fsync_dir(dir)
 }
 
+/// Is process `pid` alive (on this machine)?
+pub fn pid_alive(pid: u32) -> bool {
+    pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Removes the `.<name>.<pid>.<n>.tmp` files [`write_atomic`] left in `dir` when its
+/// process was killed (a live process's are kept: it is about to rename them).
+pub fn remove_stale_temp_files(dir: &Path) {
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(stem) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) else {
+            continue;
+        };
+        let mut parts = stem.rsplitn(3, '.');
+        let (Some(n), Some(pid)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        if n.parse::<u64>().is_err() {
+            continue;
+        }
+        if let Ok(pid) = pid.parse::<u32>() {
+            if !pid_alive(pid) {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
 /// Sum of file sizes and count under `dir`.
 pub fn dir_size(dir: &Path) -> (u64, usize) {
-    match digest::list_files(dir) {
-        Ok(files) => (
-            files
-                .iter()
-                .map(|(_, p)| fs::metadata(p).map(|m| m.len()).unwrap_or(0))
-                .sum(),
-            files.len(),
-        ),
+    match digest::walk(dir) {
+        Ok(files) => (files.iter().map(|f| f.meta.len()).sum(), files.len()),
         Err(_) => (0, 0),
     }
 }
@@ -314,22 +347,33 @@ impl Store {
         record: KeyRecord,
         run: RunFacts,
     ) -> Result<Entry, StoreError> {
-        let artifact = digest::digest_path(&staging.out)?;
-        let (size_bytes, files) = dir_size(&staging.out);
+        // Paths in errors about what the stage wrote are shown as `$RST_OUT/...`.
+        let named = |e: DigestError| StoreError::Digest(as_output(e, &staging.out));
+        let listed = digest::walk(&staging.out).map_err(named)?;
+        // One pass over the files, in parallel: check, copy if hard-linked, hash, seal.
+        let hashed: Vec<(u64, blake3::Hash)> = listed
+            .par_iter()
+            .map(|f| seal_file(f, &staging.dir))
+            .collect::<Result<_, _>>()
+            .map_err(|e| match e {
+                StoreError::Digest(e) => named(e),
+                e => e,
+            })?;
+        let artifact = digest::combine(
+            listed
+                .iter()
+                .zip(&hashed)
+                .map(|(f, (size, hash))| (f.rel.as_str(), *size, hash)),
+        );
+        let size_bytes = hashed.iter().map(|(size, _)| size).sum();
+        let files = listed.len();
         let object = self.object_path(&artifact);
         if object.is_dir() {
             // Same content already stored (another stage or an earlier key).
         } else {
-            // Make files read-only and durable, then move the directory in with one rename.
-            for (_, p) in digest::list_files(&staging.out)? {
-                let f = File::open(&p).map_err(io(&p))?;
-                f.sync_all().map_err(io(&p))?;
-                let mut perm = f.metadata().map_err(io(&p))?.permissions();
-                perm.set_readonly(true);
-                fs::set_permissions(&p, perm).map_err(io(&p))?;
-            }
-            sync_dirs(&staging.out)?;
-            let parent = object.parent().unwrap();
+            // Durable before it becomes visible: one syncfs for the whole tree.
+            sync_tree(&staging.out, &listed)?;
+            let parent = object.parent().unwrap_or(&self.root);
             fs::create_dir_all(parent).map_err(io(parent))?;
             match fs::rename(&staging.out, &object) {
                 Ok(()) => fsync_dir(parent)?,
@@ -504,6 +548,86 @@ fn read_dirs(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
+/// `e` with its path relative to a stage's output dir `out`, as `$RST_OUT/rel`.
+fn as_output(e: DigestError, out: &Path) -> DigestError {
+    let rel = |p: PathBuf| match p.strip_prefix(out) {
+        Ok(rel) => Path::new("$RST_OUT").join(rel),
+        Err(_) => p,
+    };
+    match e {
+        DigestError::Io { path, source } => DigestError::Io {
+            path: rel(path),
+            source,
+        },
+        DigestError::Symlink(p) => DigestError::Symlink(rel(p)),
+        DigestError::Special { path, kind } => DigestError::Special {
+            path: rel(path),
+            kind,
+        },
+        DigestError::NonUtf8(p) => DigestError::NonUtf8(rel(p)),
+    }
+}
+
+/// Checks that a staged file is a regular file (opened without following links or waiting
+/// on a FIFO), replaces it by a private copy when it has other hard links (a link to a
+/// file outside the artifact would otherwise be chmodded and shared with the cache),
+/// hashes it and makes it read-only. `scratch` is a directory on the same filesystem
+/// for the copy.
+fn seal_file(f: &digest::Listed, scratch: &Path) -> Result<(u64, blake3::Hash), StoreError> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+    let (mut file, meta) = digest::open_regular(&f.path)?;
+    if meta.nlink() > 1 {
+        let tmp = scratch.join(format!(
+            "link-copy.{}",
+            STAGING_SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let mut copy = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(meta.mode() & 0o777)
+            .open(&tmp)
+            .map_err(io(&tmp))?;
+        std::io::copy(&mut file, &mut copy).map_err(io(&tmp))?;
+        fs::rename(&tmp, &f.path).map_err(io(&f.path))?;
+        copy.rewind().map_err(io(&f.path))?;
+        file = copy;
+    }
+    let size = file.metadata().map_err(io(&f.path))?.len();
+    let hashed = digest::hash_open(&file, size, &f.path)?;
+    // fchmod on the open file: the name cannot have been swapped since the check.
+    let mode = meta.mode() & 0o7777 & !0o222;
+    file.set_permissions(fs::Permissions::from_mode(mode))
+        .map_err(io(&f.path))?;
+    Ok(hashed)
+}
+
+/// From this many files on, a staged tree is made durable by one `syncfs(2)` instead of
+/// one fsync per file. syncfs writes back all dirty data of the filesystem, also other
+/// programs' (measured 0.1–0.7 s on a busy disk), while each fsync is a journal commit of
+/// about 3 ms (10,000 of them: 34 s): a few files are cheaper one by one.
+const SYNCFS_MIN_FILES: usize = 64;
+
+/// Makes the files and directories of a staged tree durable: one `syncfs(2)` of the
+/// filesystem holding it (Linux) for many files, else an fsync of every file and directory.
+fn sync_tree(root: &Path, files: &[digest::Listed]) -> Result<(), StoreError> {
+    #[cfg(target_os = "linux")]
+    if files.len() >= SYNCFS_MIN_FILES {
+        let dir = File::open(root).map_err(io(root))?;
+        match rustix::fs::syncfs(&dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e == rustix::io::Errno::NOSYS => {}
+            Err(e) => return Err(io(root)(e.into())),
+        }
+    }
+    files.par_iter().try_for_each(|f| {
+        File::open(&f.path)
+            .and_then(|file| file.sync_all())
+            .map_err(io(&f.path))
+    })?;
+    sync_dirs(root)
+}
+
 fn sync_dirs(root: &Path) -> Result<(), StoreError> {
     let mut stack = vec![root.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -566,6 +690,77 @@ mod tests {
         fs::create_dir_all(leftover.join("out")).unwrap();
         let _st = store.staging(&key).unwrap();
         assert!(!leftover.exists());
+    }
+
+    #[test]
+    fn a_hard_linked_output_is_stored_as_a_private_copy() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(&d.path().join("cache")).unwrap();
+        let outside = d.path().join("mine.txt");
+        fs::write(&outside, "mine").unwrap();
+        fs::set_permissions(&outside, fs::Permissions::from_mode(0o640)).unwrap();
+        let key = record().key();
+        let st = store.staging(&key).unwrap();
+        fs::hard_link(&outside, st.out.join("h")).unwrap();
+        fs::write(st.out.join("own"), "x").unwrap();
+        let e = store
+            .publish(st, &key, "p", "s", record(), RunFacts::default())
+            .unwrap();
+        let meta = fs::metadata(&outside).unwrap();
+        assert_eq!(
+            meta.mode() & 0o777,
+            0o640,
+            "the user's file is not chmodded"
+        );
+        assert_eq!(meta.nlink(), 1, "nor shared with the cache");
+        let obj = store.object_path(&e.artifact);
+        let stored = fs::metadata(obj.join("h")).unwrap();
+        assert_eq!(stored.mode() & 0o777, 0o440, "the copy is sealed read-only");
+        assert_eq!(fs::read_to_string(obj.join("h")).unwrap(), "mine");
+        assert_eq!(e.files, 2);
+        assert_eq!(e.size_bytes, 5);
+        assert_eq!(digest::digest_path(&obj).unwrap(), e.artifact);
+    }
+
+    #[test]
+    fn special_files_in_an_output_are_refused_and_nothing_is_stored() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(d.path()).unwrap();
+        let key = record().key();
+        let st = store.staging(&key).unwrap();
+        let fifo = st.out.join("p");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        let err = store
+            .publish(st, &key, "p", "s", record(), RunFacts::default())
+            .unwrap_err();
+        assert!(err.to_string().contains("FIFO"), "{err}");
+        assert!(err.to_string().starts_with("$RST_OUT/p: "), "{err}");
+        assert!(store.all_objects().is_empty());
+        assert!(store.entry(&key).is_none());
+    }
+
+    #[test]
+    fn write_atomic_leaves_no_temp_file_on_failure() {
+        let d = tempfile::tempdir().unwrap();
+        // The rename fails: the target is a non-empty directory.
+        fs::create_dir_all(d.path().join("t/x")).unwrap();
+        assert!(write_atomic(&d.path().join("t"), b"x").is_err());
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
+        remove_stale_temp_files(d.path());
+        fs::write(d.path().join(".t.999999999.0.tmp"), "").unwrap();
+        fs::write(
+            d.path().join(format!(".t.{}.0.tmp", std::process::id())),
+            "",
+        )
+        .unwrap();
+        remove_stale_temp_files(d.path());
+        assert!(!d.path().join(".t.999999999.0.tmp").exists());
+        assert!(d
+            .path()
+            .join(format!(".t.{}.0.tmp", std::process::id()))
+            .exists());
     }
 
     #[test]

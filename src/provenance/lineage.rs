@@ -285,55 +285,14 @@ impl Published {
     }
 }
 
-/// Writes `provenance.json` into `root` (`results/<pipeline>/`): for every published file,
-/// the stage instance, key and artifact it was copied from, and its sha256. `manifest` is
-/// what `publish` copied: instance → {artifact, key, published (directory)}.
+/// Writes `provenance.json` into `root` (`results/<pipeline>/`): for every published file
+/// (path relative to `root`), the stage instance, key and artifact it was copied from, and
+/// its sha256 (computed by `publish` while copying).
 pub fn write_published(
     root: &Path,
     p: &Pipeline,
-    store: &Store,
-    manifest: &BTreeMap<String, Value>,
+    files: BTreeMap<String, PublishedFile>,
 ) -> Result<()> {
-    let mut files = BTreeMap::new();
-    for (instance, m) in manifest {
-        let (Some(artifact), Some(key), Some(dir)) = (
-            m["artifact"].as_str(),
-            m["key"].as_str(),
-            m["published"].as_str(),
-        ) else {
-            continue;
-        };
-        let stage = p
-            .instances
-            .iter()
-            .find(|i| &i.name == instance)
-            .map(|i| p.stages[i.stage].name.clone())
-            .unwrap_or_default();
-        let rel_dir: PathBuf = Path::new(dir)
-            .strip_prefix(root)
-            .unwrap_or(Path::new(""))
-            .components()
-            .filter(|c| !matches!(c, std::path::Component::CurDir))
-            .collect();
-        let listed = crate::cache::digest::list_files(&store.object_path(artifact))
-            .map_err(|e| Error::Internal(e.to_string()))?;
-        for (rel, _) in listed {
-            let published = rel_dir.join(&rel);
-            let sha256 = sha256_file(&root.join(&published))
-                .map_err(|e| Error::io_path("cannot read", &root.join(&published), e))?;
-            files.insert(
-                published.to_string_lossy().into_owned(),
-                PublishedFile {
-                    stage: stage.clone(),
-                    instance: instance.clone(),
-                    key: key.to_string(),
-                    artifact: artifact.to_string(),
-                    path: rel,
-                    sha256,
-                },
-            );
-        }
-    }
     let doc = Published {
         pipeline: p.name.clone(),
         file: p
