@@ -17,7 +17,7 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use super::store::{dir_size, remove_tree};
+use super::store::{dir_size, pid_alive, remove_tree, temp_file_owner};
 
 /// What a sweep removed (or would remove, when dry).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -28,10 +28,6 @@ pub struct Swept {
 
 fn is_key(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-fn pid_alive(pid: u32) -> bool {
-    pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// Runs `f` while holding `key`'s lock, if nobody else holds it; false when it is held.
@@ -132,16 +128,7 @@ pub fn sweep(root: &Path, dry_run: bool) -> Swept {
     };
     for dir in dirs {
         for (name, path) in names(&dir) {
-            let Some(inner) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) else {
-                continue;
-            };
-            // `<name>.<pid>.<n>`
-            let mut parts = inner.rsplitn(3, '.');
-            let (Some(_n), Some(pid), Some(target)) = (parts.next(), parts.next(), parts.next())
-            else {
-                continue;
-            };
-            let Ok(pid) = pid.parse::<u32>() else {
+            let Some((target, pid)) = temp_file_owner(&name) else {
                 continue;
             };
             if pid_alive(pid) || !old_enough(&path) {

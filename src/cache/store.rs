@@ -170,26 +170,29 @@ pub fn pid_alive(pid: u32) -> bool {
     pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// Removes the `.<name>.<pid>.<n>.tmp` files [`write_atomic`] left in `dir` when its
-/// process was killed (a live process's are kept: it is about to rename them).
+/// The target name and writer pid of a [`write_atomic`] temp file name
+/// (`.<target>.<pid>.<n>.tmp`); None for any other name.
+pub fn temp_file_owner(name: &str) -> Option<(&str, u32)> {
+    let inner = name.strip_prefix('.')?.strip_suffix(".tmp")?;
+    let mut parts = inner.rsplitn(3, '.');
+    let n = parts.next()?;
+    let pid = parts.next()?.parse::<u32>().ok()?;
+    let target = parts.next()?;
+    n.parse::<u64>().ok()?;
+    Some((target, pid))
+}
+
+/// Removes the temp files [`write_atomic`] left in `dir` when its process was killed (a
+/// live process's are kept: it is about to rename them).
 pub fn remove_stale_temp_files(dir: &Path) {
     for e in fs::read_dir(dir).into_iter().flatten().flatten() {
         let name = e.file_name();
-        let Some(name) = name.to_str() else { continue };
-        let Some(stem) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) else {
-            continue;
-        };
-        let mut parts = stem.rsplitn(3, '.');
-        let (Some(n), Some(pid)) = (parts.next(), parts.next()) else {
-            continue;
-        };
-        if n.parse::<u64>().is_err() {
-            continue;
-        }
-        if let Ok(pid) = pid.parse::<u32>() {
-            if !pid_alive(pid) {
-                let _ = fs::remove_file(e.path());
-            }
+        let dead = name
+            .to_str()
+            .and_then(temp_file_owner)
+            .is_some_and(|(_, pid)| !pid_alive(pid));
+        if dead {
+            let _ = fs::remove_file(e.path());
         }
     }
 }
