@@ -468,9 +468,9 @@ pub fn command(args: &PipelineArgs, opts: &AuditOptions) -> Result<bool> {
             .into());
         }
     }
-    let p = crate::commands::load(args)?;
-    let store = crate::commands::open_store(&crate::commands::cache_dir(&args.cache_dir))?;
-    let lines = crate::commands::status_lines(&p, &store)?;
+    let p = crate::project::load(&args.file, &args.set)?;
+    let store = crate::project::open_store(&crate::project::cache_dir(&args.cache_dir))?;
+    let lines = crate::status::status_lines(&p, &store)?;
     let mut chosen: Vec<usize> = (0..p.instances.len())
         .filter(|&i| match &opts.stage {
             None => true,

@@ -1,64 +1,23 @@
 //! What each subcommand does (main.rs only parses and maps errors to exit codes).
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
-
-use serde::Serialize;
+use std::path::PathBuf;
 
 use crate::cache::store::{self, remove_tree, Store};
 use crate::cli::{ExecArgs, ExecutorKind, GraphFormat, PipelineArgs};
 use crate::error::{Error, Result, UserError};
 use crate::exec::local::LocalExecutor;
-use crate::exec::plan::Planner;
 use crate::exec::progress;
 use crate::exec::scheduler::{self, Outcome, RunOptions};
 use crate::exec::slurm::{self, SlurmExecutor, SlurmOptions};
 use crate::exec::{Cancel, Executor};
-use crate::spec::{self, Pipeline};
-
-pub fn cache_dir(explicit: &Option<PathBuf>) -> PathBuf {
-    explicit.clone().unwrap_or_else(|| PathBuf::from("cache"))
-}
-
-/// Refuses a path that is not UTF-8: rst writes its paths into JSON (job files, entries,
-/// run records), which holds only Unicode text.
-pub(crate) fn utf8_path(what: &str, path: &Path) -> Result<()> {
-    if path.to_str().is_some() {
-        return Ok(());
-    }
-    Err(UserError::new(format!(
-        "the {what} {} is not valid UTF-8 (rst records paths in JSON)",
-        path.display()
-    ))
-    .help("rename it, or use a path made of UTF-8 characters")
-    .into())
-}
-
-pub(crate) fn open_store(dir: &Path) -> Result<Store> {
-    utf8_path("cache directory", dir)?;
-    Store::open(dir).map_err(|e| {
-        Error::User(
-            UserError::new(format!(
-                "cannot use the cache directory {}: {e}",
-                dir.display()
-            ))
-            .help("pass a writable directory with --cache-dir or RST_CACHE_DIR"),
-        )
-    })
-}
+use crate::human::human_bytes;
+use crate::project;
+use crate::project::{cache_dir, open_store};
+use crate::spec::Pipeline;
+use crate::status::status_lines;
 
 pub fn load(args: &PipelineArgs) -> Result<Pipeline> {
-    load_file(&args.file, &args.set)
-}
-
-pub(crate) fn load_file(file: &Path, set: &[String]) -> Result<Pipeline> {
-    let overrides = set
-        .iter()
-        .map(|s| spec::parse_override(s))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    let project = std::env::current_dir().map_err(|e| Error::io("current directory", e))?;
-    utf8_path("pipeline file", file)?;
-    utf8_path("project directory (the current directory)", &project)?;
-    Ok(spec::load(file, &overrides, &project)?)
+    project::load(&args.file, &args.set)
 }
 
 pub fn check(args: &PipelineArgs) -> Result<()> {
@@ -264,91 +223,6 @@ fn print_summary(p: &Pipeline, r: &scheduler::RunResult) {
     );
 }
 
-#[derive(Serialize)]
-pub struct StatusLine {
-    pub instance: String,
-    pub stage: String,
-    pub kind: String,
-    /// cached | stale | blocked; queued | running while a Slurm job computes it
-    pub state: String,
-    pub reasons: Vec<String>,
-    pub key: Option<String>,
-    pub artifact: Option<String>,
-}
-
-/// The instances among `lines` that are not cached, by name.
-pub fn uncached<'a>(lines: impl IntoIterator<Item = &'a StatusLine>) -> Vec<&'a str> {
-    lines
-        .into_iter()
-        .filter(|l| l.state != "cached")
-        .map(|l| l.instance.as_str())
-        .collect()
-}
-
-/// The state of every instance: cached, stale (with reasons) or blocked on a stale input.
-pub fn status_lines(p: &Pipeline, store: &Store) -> Result<Vec<StatusLine>> {
-    let planner = Planner::new(p);
-    let mut digests: Vec<Option<String>> = vec![None; p.instances.len()];
-    let mut lines = Vec::new();
-    for inst in &p.instances {
-        let stage = &p.stages[inst.stage];
-        let mut line = StatusLine {
-            instance: inst.name.clone(),
-            stage: stage.name.clone(),
-            kind: stage.kind.name().into(),
-            state: String::new(),
-            reasons: Vec::new(),
-            key: None,
-            artifact: None,
-        };
-        let unknown: Vec<&str> = inst
-            .inputs
-            .values()
-            .flatten()
-            .filter(|&&u| digests[u].is_none())
-            .map(|&u| p.instances[u].name.as_str())
-            .collect();
-        if !unknown.is_empty() {
-            let mut u = unknown.clone();
-            u.dedup();
-            line.state = "stale".into();
-            line.reasons.push(format!(
-                "runs after its stale input{} {}",
-                if u.len() > 1 { "s" } else { "" },
-                u.join(", ")
-            ));
-            lines.push(line);
-            continue;
-        }
-        let record = planner.record(inst, &|u| digests[u].clone().unwrap_or_default())?;
-        let key = record.key();
-        if let Some(entry) = store.entry(&key) {
-            line.state = "cached".into();
-            line.artifact = Some(entry.artifact.clone());
-            digests[inst.id] = Some(entry.artifact);
-        } else {
-            line.state = "stale".into();
-            line.reasons = match store.last_entry(&p.name, &inst.name) {
-                None => vec!["never run".to_string()],
-                Some(old) if old.key == key => {
-                    vec!["its cached artifact is missing (removed or quarantined)".to_string()]
-                }
-                Some(old) => {
-                    let d = record.diff(&old.record);
-                    if d.is_empty() {
-                        vec!["cache entry missing".to_string()]
-                    } else {
-                        d
-                    }
-                }
-            };
-        }
-        line.key = Some(key);
-        lines.push(line);
-    }
-    Ok(lines)
-}
-
 pub fn status(args: &PipelineArgs, json: bool) -> Result<()> {
     let p = load(args)?;
     let store = open_store(&cache_dir(&args.cache_dir))?;
@@ -396,7 +270,7 @@ pub fn gc(files: &[PathBuf], set: &[String], cache: &Option<PathBuf>, dry_run: b
     let store = open_store(&cache_dir(cache))?;
     let mut keep_keys = HashSet::new();
     for f in files {
-        let p = load_file(f, set)?;
+        let p = project::load(f, set)?;
         for l in status_lines(&p, &store)? {
             if l.state == "cached" {
                 keep_keys.extend(l.key);
@@ -460,19 +334,4 @@ pub fn gc(files: &[PathBuf], set: &[String], cache: &Option<PathBuf>, dry_run: b
         human_bytes(freed)
     );
     Ok(())
-}
-
-pub fn human_bytes(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
 }

@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 
 use crate::cache::store::{Entry, Store};
-use crate::commands::{cache_dir, open_store};
 use crate::error::{Result, UserError};
 use crate::exec::integrity::{check_dir, short, view_base, ObjectState};
+use crate::project::{cache_dir, open_store};
 
 /// The objects `entry`'s stage read. Entries older than the record of it (`run.reads`)
 /// stand for it with their inputs' digests and the base each dataset view among them

@@ -383,10 +383,10 @@ pub fn build(
 
 /// `rst export-crate FILE DIR`.
 pub fn command(args: &crate::cli::PipelineArgs, dir: &Path) -> Result<()> {
-    let p = crate::commands::load(args)?;
-    let store = crate::commands::open_store(&crate::commands::cache_dir(&args.cache_dir))?;
-    let lines = crate::commands::status_lines(&p, &store)?;
-    let stale = crate::commands::uncached(&lines);
+    let p = crate::project::load(&args.file, &args.set)?;
+    let store = crate::project::open_store(&crate::project::cache_dir(&args.cache_dir))?;
+    let lines = crate::status::status_lines(&p, &store)?;
+    let stale = crate::status::uncached(&lines);
     if !stale.is_empty() {
         return Err(UserError::new(format!(
             "{} is not fully computed (not cached: {}); a crate describes a finished run",

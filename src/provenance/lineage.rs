@@ -173,7 +173,7 @@ fn short(s: &str) -> &str {
 }
 
 fn human_kib(kib: u64) -> String {
-    crate::commands::human_bytes(kib * 1024)
+    crate::human::human_bytes(kib * 1024)
 }
 
 /// The tree as indented text.
@@ -399,7 +399,7 @@ pub fn result_roots(path: &Path, store: &Store) -> Result<(Vec<Entry>, Vec<Strin
 
 /// The cache entries of a stage (every instance) or one instance of a pipeline.
 pub fn stage_roots(p: &Pipeline, store: &Store, stage: &str) -> Result<Vec<Entry>> {
-    let lines = crate::commands::status_lines(p, store)?;
+    let lines = crate::status::status_lines(p, store)?;
     let chosen: Vec<_> = lines
         .iter()
         .filter(|l| l.stage == stage || l.instance == stage)
@@ -418,7 +418,7 @@ pub fn stage_roots(p: &Pipeline, store: &Store, stage: &str) -> Result<Vec<Entry
         );
         return Err(u.into());
     }
-    let stale = crate::commands::uncached(chosen.iter().copied());
+    let stale = crate::status::uncached(chosen.iter().copied());
     if !stale.is_empty() {
         return Err(UserError::new(format!(
             "not cached: {} (lineage describes computed artifacts)",
@@ -441,10 +441,10 @@ pub fn command(
     cache: &Option<PathBuf>,
     json: bool,
 ) -> Result<()> {
-    let store = crate::commands::open_store(&crate::commands::cache_dir(cache))?;
+    let store = crate::project::open_store(&crate::project::cache_dir(cache))?;
     let (roots, notes) = match stage {
         Some(stage) => {
-            let p = crate::commands::load_file(target, set)?;
+            let p = crate::project::load(target, set)?;
             (stage_roots(&p, &store, stage)?, Vec::new())
         }
         None => {

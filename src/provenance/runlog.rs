@@ -226,7 +226,7 @@ fn show(r: &RunRecord) -> String {
 
 /// `rst log [RUN_ID]`.
 pub fn command(id: Option<&str>, cache: &Option<PathBuf>, json: bool, limit: usize) -> Result<()> {
-    let dir = crate::commands::cache_dir(cache);
+    let dir = crate::project::cache_dir(cache);
     if cache.is_some() && !dir.is_dir() {
         // A typo in --cache-dir must not look like "no runs yet".
         return Err(UserError::new(format!(
@@ -237,7 +237,7 @@ pub fn command(id: Option<&str>, cache: &Option<PathBuf>, json: bool, limit: usi
         .into());
     }
     let runs = if Path::new(&dir).is_dir() {
-        all(&crate::commands::open_store(&dir)?)
+        all(&crate::project::open_store(&dir)?)
     } else {
         Vec::new()
     };
