@@ -107,11 +107,26 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A bug or an impossible state, with no cause to keep (anything with one gets its
+    /// own variant).
     #[error("{0}")]
     Internal(String),
     /// Publishing to results/ failed (a corrupt cached object, an I/O error).
     #[error(transparent)]
     Publish(#[from] crate::publish::PublishError),
+    /// Reading or writing the cache (or a file written the cache's way, atomically).
+    #[error(transparent)]
+    Store(#[from] crate::cache::store::StoreError),
+    /// A cache entry found a moment ago is gone: another process removed it.
+    #[error("the cache entry of {instance} (key {key}) was removed while rst was reading it (by a concurrent `rst gc` or `rst verify`?); run the command again")]
+    EntryVanished { instance: String, key: String },
+    /// A value rst made could not be encoded (a bug: rst's records always serialise).
+    #[error("cannot encode {what}")]
+    Encode {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 impl Error {
@@ -127,7 +142,7 @@ impl Error {
     }
 
     /// The process exit code this error maps to.
-    pub fn exit_code(&self) -> i32 {
+    pub fn exit_code(&self) -> u8 {
         match self {
             Error::User(_) => 2,
             Error::StagesFailed { user_caused, .. } => {
@@ -138,12 +153,36 @@ impl Error {
                 }
             }
             Error::Interrupted => 130,
-            Error::Io { .. } | Error::Internal(_) | Error::Publish(_) => 1,
+            Error::Io { .. }
+            | Error::Internal(_)
+            | Error::Publish(_)
+            | Error::Store(_)
+            | Error::EntryVanished { .. }
+            | Error::Encode { .. } => 1,
         }
     }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// `e` and its causes on one line, `message: cause: cause`, each once. A cause whose text
+/// the message before it already ends with is skipped, so an error that writes its source
+/// into its own message (a library's, say) is not reported twice.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut last = out.clone();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !text.is_empty() && !last.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        last = text;
+        cause = c.source();
+    }
+    out
+}
 
 /// Suggests the closest of `candidates` to `word`, for "did you mean" hints.
 pub fn did_you_mean<'a>(

@@ -16,7 +16,6 @@ macro_rules! elog {
     }};
 }
 
-pub mod audit;
 pub mod cache;
 pub mod cli;
 pub mod commands;

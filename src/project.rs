@@ -48,3 +48,11 @@ pub fn load(file: &Path, set: &[String]) -> Result<Pipeline> {
     utf8_path("project directory (the current directory)", &project)?;
     Ok(spec::load(file, &overrides, &project)?)
 }
+
+/// How many threads rst uses at once when `--jobs` is not given: one per core (the same
+/// rule for `run` and `audit`, so an audit recomputes with the budget the run had).
+pub fn thread_budget() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}

@@ -12,7 +12,7 @@ use rayon::prelude::*;
 use crate::cache::store::{Entry, Store};
 use crate::error::{Result, UserError};
 use crate::exec::integrity::{check_dir, short, view_base, ObjectState};
-use crate::project::{cache_dir, open_store};
+use crate::project::open_store;
 
 /// The objects `entry`'s stage read. Entries older than the record of it (`run.reads`)
 /// stand for it with their inputs' digests and the base each dataset view among them
@@ -39,14 +39,13 @@ fn moved(to: Option<PathBuf>) -> String {
 }
 
 /// Returns whether the cache was intact (false: exit 1).
-pub fn verify(cache: &Option<PathBuf>) -> Result<bool> {
-    let dir = cache_dir(cache);
+pub fn verify(dir: &Path) -> Result<bool> {
     if !dir.is_dir() {
         return Err(UserError::new(format!("no cache at {}", dir.display()))
             .help("pass --cache-dir or set RST_CACHE_DIR")
             .into());
     }
-    let store = open_store(&dir)?;
+    let store = open_store(dir)?;
     let objects = store.all_objects();
     // Objects in parallel (many small artifacts); each big file is hashed in parallel too.
     let states: Vec<ObjectState> = objects

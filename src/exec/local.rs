@@ -28,6 +28,9 @@ type Groups = Arc<Mutex<Vec<u32>>>;
 pub struct LocalExecutor {
     exe: PathBuf,
     groups: Groups,
+    /// Set on every worker's command on top of this process's environment (e.g. what
+    /// `--accept-new-checksums` tells the download stages), so nobody calls `set_var`.
+    env: Vec<(String, String)>,
 }
 
 /// Whether a live process (not a zombie waiting for its reaper) is in process group `pgid`.
@@ -102,7 +105,14 @@ impl LocalExecutor {
         Ok(LocalExecutor {
             exe: std::env::current_exe()?,
             groups: Arc::new(Mutex::new(Vec::new())),
+            env: Vec::new(),
         })
+    }
+
+    /// Workers get `env` on top of this process's environment.
+    pub fn with_env(mut self, env: &[(String, String)]) -> Self {
+        self.env.extend_from_slice(env);
+        self
     }
 
     /// What the Ctrl-C handler calls: ends every running worker's process group (the
@@ -197,10 +207,20 @@ pub fn guard_worker_group() {
 /// How `rst worker` ends: when interrupted, it waits for its signal handler to end the
 /// group (this process included) instead of leaving stage programs behind.
 pub fn exit_worker(code: i32) -> ! {
+    wait_if_interrupted();
+    std::process::exit(code)
+}
+
+/// [`exit_worker`] for a `main` that returns its exit code.
+pub fn worker_exit_code(code: i32) -> std::process::ExitCode {
+    wait_if_interrupted();
+    std::process::ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+fn wait_if_interrupted() {
     if worker_interrupted() {
         std::thread::sleep(GRACE * 3);
     }
-    std::process::exit(code)
 }
 
 impl Executor for LocalExecutor {
@@ -226,6 +246,7 @@ impl Executor for LocalExecutor {
             .arg(job_file)
             .env("RAYON_NUM_THREADS", job.threads.to_string())
             .env("OMP_NUM_THREADS", job.threads.to_string())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))

@@ -48,6 +48,9 @@ pub struct SlurmOptions {
     /// `--slurm-bundle N`: up to N ready stages that ask for the same resources run one
     /// after another in one job (0 and 1: one job per stage).
     pub bundle: usize,
+    /// Set on `sbatch`'s environment, which it passes on to the job (as
+    /// `LocalExecutor::with_env` does for local workers).
+    pub worker_env: Vec<(String, String)>,
 }
 
 /// Parses `--slurm-opt KEY=VALUE` (or a bare `KEY` flag such as `exclusive`).
@@ -541,6 +544,7 @@ impl Monitor {
                     let script = batch_script(&group[0].exe, &stages);
                     Command::new("sbatch")
                         .args(args)
+                        .envs(self.opts.worker_env.iter().map(|(k, v)| (k, v)))
                         .stdin(Stdio::piped())
                         .stdout(Stdio::piped())
                         .stderr(Stdio::piped())
@@ -938,6 +942,7 @@ mod tests {
                 ("exclusive".into(), None),
             ],
             bundle: 1,
+            worker_env: Vec::new(),
         };
         assert_eq!(
             sbatch_args(&j, &opts),

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{iso_time, sha256_file, EntryIndex, PUBLISHED_FILE};
+use super::{iso_time, EntryIndex, PUBLISHED_FILE};
+use crate::data::fetch::sha256_file;
 use crate::cache::store::{Entry, RunFacts, Store};
 use crate::error::{Error, Result, UserError};
 use crate::spec::Pipeline;
@@ -100,7 +101,7 @@ pub fn downloads_of(store: &Store, entry: &Entry) -> Vec<Downloaded> {
                 .get(&name)
                 .cloned()
                 .flatten()
-                .or_else(|| raw.is_file().then(|| sha256_file(&raw).ok()).flatten())
+                .or_else(|| raw.is_file().then(|| sha256_file(&raw, &|_| {}).ok()).flatten())
                 .or_else(|| f["sha256"].as_str().map(str::to_ascii_lowercase));
             Some(Downloaded {
                 name,
@@ -306,8 +307,8 @@ pub fn write_published(
     crate::cache::store::write_atomic(
         &root.join(PUBLISHED_FILE),
         (serde_json::to_string_pretty(&doc).expect("serialises") + "\n").as_bytes(),
-    )
-    .map_err(|e| Error::Internal(e.to_string()))
+    )?;
+    Ok(())
 }
 
 /// `results/<pipeline>/` holding `path`, with its provenance record.
@@ -364,7 +365,7 @@ pub fn result_roots(path: &Path, store: &Store) -> Result<(Vec<Entry>, Vec<Strin
     let mut notes = Vec::new();
     let mut keys: Vec<(String, String)> = Vec::new();
     for (f, pf) in &chosen {
-        match sha256_file(&dir.join(f)) {
+        match sha256_file(&dir.join(f), &|_| {}) {
             Ok(sha) if sha == pf.sha256 => {}
             Ok(_) => notes.push(format!(
                 "warning: {f} was modified after rst published it (sha256 differs from {PUBLISHED_FILE})"
@@ -433,75 +434,33 @@ pub fn stage_roots(p: &Pipeline, store: &Store, stage: &str) -> Result<Vec<Entry
         .collect())
 }
 
-/// `rst lineage`.
-pub fn command(
-    target: &Path,
-    stage: Option<&str>,
-    set: &[String],
-    cache: &Option<PathBuf>,
-    json: bool,
-) -> Result<()> {
-    let store = crate::project::open_store(&crate::project::cache_dir(cache))?;
-    let (roots, notes) = match stage {
-        Some(stage) => {
-            let p = crate::project::load(target, set)?;
-            (stage_roots(&p, &store, stage)?, Vec::new())
-        }
-        None => {
-            if matches!(
-                target.extension().and_then(|e| e.to_str()),
-                Some("yaml" | "yml")
-            ) && !target.starts_with("results")
-            {
-                return Err(UserError::new(format!(
-                    "{} looks like a pipeline file: name the stage too",
-                    target.display()
-                ))
-                .help(format!("rst lineage {} STAGE", target.display()))
-                .into());
-            }
-            result_roots(target, &store)?
-        }
-    };
-    let index = EntryIndex::load(&store);
+/// The lineage trees of `roots`; an artifact reached twice is shown in full once.
+pub fn trees(store: &Store, roots: &[Entry]) -> Vec<Node> {
+    let index = EntryIndex::load(store);
     let mut seen = HashSet::new();
-    let trees: Vec<Node> = roots
+    roots
         .iter()
-        .map(|e| build(&store, &index, e, &mut seen))
-        .collect();
-    for n in &notes {
-        eprintln!("{n}");
-    }
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "target": target,
-                "stage": stage,
-                "notes": notes,
-                "lineage": trees,
-            }))
-            .expect("serialises")
-        );
-        return Ok(());
-    }
-    let cwd = std::env::current_dir().unwrap_or_default();
-    for t in &trees {
-        print!("{}", render(t, &cwd));
-    }
+        .map(|e| build(store, &index, e, &mut seen))
+        .collect()
+}
+
+/// The downloaded files the trees start from, one line each (empty when none).
+pub fn render_sources(trees: &[Node]) -> String {
     let mut downloads = Vec::new();
-    for t in &trees {
+    for t in trees {
         all_downloads(t, &mut downloads);
     }
-    if !downloads.is_empty() {
-        println!("\nsources ({}):", downloads.len());
-        for (inst, d) in downloads {
-            println!(
-                "  {inst}: {} sha256 {}",
-                d.name,
-                d.sha256.as_deref().unwrap_or("-")
-            );
-        }
+    if downloads.is_empty() {
+        return String::new();
     }
-    Ok(())
+    let mut out = format!("\nsources ({}):\n", downloads.len());
+    for (inst, d) in downloads {
+        out += &format!(
+            "  {inst}: {} sha256 {}\n",
+            d.name,
+            d.sha256.as_deref().unwrap_or("-")
+        );
+    }
+    out
 }
+

@@ -3,38 +3,17 @@
 //! (`rst export-crate`). Everything here reads what the cache already records: each entry's
 //! key record (params, input digests, kind and version, environment) and run facts (host,
 //! times, threads, memory, device, versions, log).
+pub mod audit;
 pub mod crate_export;
 pub mod lineage;
 pub mod runlog;
 
 use std::collections::HashMap;
-use std::io::Read;
-use std::path::Path;
-
-use sha2::{Digest, Sha256};
 
 use crate::cache::store::{Entry, Store};
 
 /// The file recording, in `results/<pipeline>/`, which artifact each published file came from.
 pub const PUBLISHED_FILE: &str = "provenance.json";
-
-/// sha256 of a file, as lowercase hex.
-pub fn sha256_file(path: &Path) -> std::io::Result<String> {
-    let mut f = std::fs::File::open(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(h.finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<String>())
-}
 
 /// Seconds since the epoch as an ISO 8601 UTC time (`2026-11-27T23:45:21Z`).
 pub fn iso_time(unix: f64) -> String {
@@ -108,15 +87,5 @@ mod tests {
         // date -u -d @1795909521
         assert_eq!(iso_time(1_795_909_521.7), "2026-11-28T23:45:21Z");
         assert_eq!(iso_time(951_782_400.0), "2000-02-29T00:00:00Z");
-    }
-
-    #[test]
-    fn sha256_of_abc() {
-        let d = tempfile::tempdir().unwrap();
-        std::fs::write(d.path().join("a"), "abc").unwrap();
-        assert_eq!(
-            sha256_file(&d.path().join("a")).unwrap(),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
     }
 }

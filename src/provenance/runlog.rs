@@ -156,8 +156,7 @@ pub fn write(store: &Store, rec: &RunRecord) -> Result<String> {
     write_atomic(
         &dir.join(format!("{}.json", rec.id)),
         (serde_json::to_string_pretty(rec).expect("serialises") + "\n").as_bytes(),
-    )
-    .map_err(|e| Error::Internal(e.to_string()))?;
+    )?;
     Ok(rec.id.clone())
 }
 
@@ -179,7 +178,8 @@ pub fn all(store: &Store) -> Vec<RunRecord> {
     v
 }
 
-fn show(r: &RunRecord) -> String {
+/// One run in full (`rst log RUN_ID`).
+pub fn show(r: &RunRecord) -> String {
     let mut out = format!(
         "run {}\n  pipeline  {} ({})\n  command   {}\n",
         r.id,
@@ -224,85 +224,47 @@ fn show(r: &RunRecord) -> String {
     out
 }
 
-/// `rst log [RUN_ID]`.
-pub fn command(id: Option<&str>, cache: &Option<PathBuf>, json: bool, limit: usize) -> Result<()> {
-    let dir = crate::project::cache_dir(cache);
-    if cache.is_some() && !dir.is_dir() {
-        // A typo in --cache-dir must not look like "no runs yet".
-        return Err(UserError::new(format!(
-            "the cache directory {} does not exist",
-            dir.display()
+/// The one run among `runs` whose id starts with `id`.
+pub fn find<'a>(runs: &'a [RunRecord], id: &str, dir: &Path) -> Result<&'a RunRecord> {
+    let found: Vec<&RunRecord> = runs.iter().filter(|r| r.id.starts_with(id)).collect();
+    match found.as_slice() {
+        [one] => Ok(*one),
+        [] => Err(
+            UserError::new(format!("no run `{id}` in {}", dir.display()))
+                .help("`rst log` lists the runs and their ids")
+                .into(),
+        ),
+        many => Err(UserError::new(format!(
+            "`{id}` names {} runs: {}",
+            many.len(),
+            many.iter()
+                .map(|r| r.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ))
-        .help("give the cache directory a run used (--cache-dir or RST_CACHE_DIR; default ./cache)")
-        .into());
+        .help("give more of the id")
+        .into()),
     }
-    let runs = if Path::new(&dir).is_dir() {
-        all(&crate::project::open_store(&dir)?)
-    } else {
-        Vec::new()
-    };
-    if let Some(id) = id {
-        let found: Vec<&RunRecord> = runs.iter().filter(|r| r.id.starts_with(id)).collect();
-        let r = match found.as_slice() {
-            [one] => *one,
-            [] => {
-                return Err(
-                    UserError::new(format!("no run `{id}` in {}", dir.display()))
-                        .help("`rst log` lists the runs and their ids")
-                        .into(),
-                )
-            }
-            many => {
-                return Err(UserError::new(format!(
-                    "`{id}` names {} runs: {}",
-                    many.len(),
-                    many.iter()
-                        .map(|r| r.id.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ))
-                .help("give more of the id")
-                .into())
-            }
-        };
-        if json {
-            println!("{}", serde_json::to_string_pretty(r).expect("serialises"));
+}
+
+/// One line of `rst log`'s list.
+pub fn list_line(r: &RunRecord) -> String {
+    format!(
+        "{}  {}  {:<12} {:>8.2}s  {:<11} {} ran, {} cached, {} failed{}",
+        r.id,
+        iso_time(r.started_unix),
+        r.pipeline,
+        r.ended_unix - r.started_unix,
+        r.status,
+        r.counts.ran,
+        r.counts.cached,
+        r.counts.failed,
+        if r.set.is_empty() {
+            String::new()
         } else {
-            print!("{}", show(r));
+            format!("  --set {}", r.set.join(" --set "))
         }
-        return Ok(());
-    }
-    let shown: Vec<&RunRecord> = runs.iter().take(limit).collect();
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&shown).expect("serialises")
-        );
-        return Ok(());
-    }
-    if shown.is_empty() {
-        println!("no runs recorded in {}", dir.display());
-        return Ok(());
-    }
-    for r in shown {
-        println!(
-            "{}  {}  {:<12} {:>8.2}s  {:<11} {} ran, {} cached, {} failed{}",
-            r.id,
-            iso_time(r.started_unix),
-            r.pipeline,
-            r.ended_unix - r.started_unix,
-            r.status,
-            r.counts.ran,
-            r.counts.cached,
-            r.counts.failed,
-            if r.set.is_empty() {
-                String::new()
-            } else {
-                format!("  --set {}", r.set.join(" --set "))
-            }
-        );
-    }
-    Ok(())
+    )
 }
 
 #[cfg(test)]

@@ -237,7 +237,9 @@ fn md_line(cells: &[String]) -> String {
     format!("| {} |", cells.join(" | "))
 }
 
-fn md_escape(s: &str) -> String {
+/// Text for one Markdown table cell: `|` escaped, line breaks (which would end the row)
+/// turned into spaces. Also used by the audit report.
+pub fn md_escape(s: &str) -> String {
     s.replace('|', "\\|").replace(['\n', '\r'], " ")
 }
 

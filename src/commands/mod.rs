@@ -1,0 +1,104 @@
+//! The subcommands: one file each, as the CLI glue between parsed flags ([`crate::cli`])
+//! and the library. Each returns the process's exit code (0 success, 1 a stage failed or
+//! an audit/verification found a difference, 2 a user error via [`crate::error::Error`]);
+//! `main.rs` only parses, calls [`dispatch`] and maps errors to codes.
+//!
+//! Nothing outside this folder and `main.rs` imports `cli` or `commands`: the library
+//! (provenance, audits, verification, the engine) takes plain values, so it can be called
+//! from tests and other front ends without clap.
+mod audit;
+mod check;
+mod export_crate;
+mod gc;
+mod graph;
+mod lineage;
+mod log;
+mod run;
+mod status;
+mod verify;
+mod worker;
+
+use std::process::ExitCode;
+
+use crate::cli::{Cmd, PipelineArgs};
+use crate::error::Result;
+use crate::spec::Pipeline;
+
+/// Runs the subcommand `cmd`.
+pub fn dispatch(cmd: Cmd) -> Result<ExitCode> {
+    match cmd {
+        Cmd::Worker { job } => Ok(worker::run(&job)),
+        Cmd::Run {
+            p,
+            jobs,
+            force,
+            keep_going,
+            accept_new_checksums,
+            exec,
+        } => run::run(
+            &p,
+            &run::RunFlags {
+                jobs,
+                force,
+                keep_going,
+                accept_new_checksums,
+            },
+            &exec,
+        ),
+        Cmd::Status { p, json } => status::run(&p, json),
+        Cmd::Graph { p, format } => graph::run(&p, format),
+        Cmd::Check { p } => check::run(&p),
+        Cmd::Verify { cache_dir } => verify::run(&cache_dir),
+        Cmd::Gc {
+            files,
+            set,
+            cache_dir,
+            dry_run,
+        } => gc::run(&files, &set, &cache_dir, dry_run),
+        Cmd::Lineage {
+            target,
+            stage,
+            set,
+            cache_dir,
+            json,
+        } => lineage::run(&target, stage.as_deref(), &set, &cache_dir, json),
+        Cmd::Log {
+            run,
+            cache_dir,
+            json,
+            limit,
+        } => log::run(run.as_deref(), &cache_dir, json, limit),
+        Cmd::Audit {
+            p,
+            stage,
+            sample,
+            seed,
+            jobs,
+            tolerance,
+        } => audit::run(
+            &p,
+            crate::provenance::audit::AuditOptions {
+                stage,
+                sample,
+                seed,
+                jobs,
+                tolerance,
+            },
+        ),
+        Cmd::ExportCrate { p, dir } => export_crate::run(&p, &dir),
+    }
+}
+
+/// Loads the pipeline `args` name, with its `--set` overrides.
+fn load(args: &PipelineArgs) -> Result<Pipeline> {
+    crate::project::load(&args.file, &args.set)
+}
+
+/// Exit 0 when `ok`, else 1 (an audit or verification that found differences).
+fn passed(ok: bool) -> ExitCode {
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

@@ -1,0 +1,275 @@
+//! `rst run FILE`: stages in dependency order, independent ones in parallel, cached ones
+//! skipped; then the run record, publishing to `results/`, and the tables printed.
+//!
+//! Phases: [`prepare`] (pipeline, store, disk room, executor), [`execute`] (the scheduler
+//! under a Ctrl-C handler), [`record`] (summary and run record), [`finish`] (failures to
+//! an exit code, publishing, tables).
+use std::process::ExitCode;
+
+use crate::cache::store::Store;
+use crate::cli::{ExecArgs, ExecutorKind, PipelineArgs};
+use crate::error::{Error, Result, UserError};
+use crate::exec::local::LocalExecutor;
+use crate::exec::progress;
+use crate::exec::scheduler::{self, Outcome, RunOptions, RunResult};
+use crate::exec::slurm::{self, SlurmExecutor, SlurmOptions};
+use crate::exec::{Cancel, Executor};
+use crate::project::{cache_dir, open_store};
+use crate::spec::Pipeline;
+
+/// `run`'s own flags (besides the pipeline and the executor's).
+pub struct RunFlags {
+    pub jobs: Option<usize>,
+    pub force: Vec<String>,
+    pub keep_going: bool,
+    pub accept_new_checksums: bool,
+}
+
+pub fn run(args: &PipelineArgs, flags: &RunFlags, exec: &ExecArgs) -> Result<ExitCode> {
+    let started_unix = crate::provenance::unix_now();
+    let (prepared, backend) = prepare(args, flags, exec)?;
+    let result = execute(&prepared, backend, flags, exec)?;
+    record(&prepared, &args.set, started_unix, &result);
+    finish(&prepared, &result)
+}
+
+/// What a run starts from: the loaded pipeline and the opened store.
+struct Prepared {
+    pipeline: Pipeline,
+    store: Store,
+}
+
+/// Where the stages run, and what Ctrl-C calls to stop the running ones.
+struct Backend {
+    executor: Box<dyn Executor>,
+    kill: Killer,
+}
+
+fn prepare(args: &PipelineArgs, flags: &RunFlags, exec: &ExecArgs) -> Result<(Prepared, Backend)> {
+    let pipeline = super::load(args)?;
+    if flags.jobs == Some(0) {
+        return Err(UserError::new("--jobs must be at least 1").into());
+    }
+    let store = open_store(&cache_dir(&args.cache_dir))?;
+    // What killed runs left behind (their pids are gone, their keys unlocked).
+    crate::cache::leftovers::sweep(store.root(), false);
+    check_room(&store)?;
+    let backend = backend(exec, &store, &worker_env(flags))?;
+    Ok((Prepared { pipeline, store }, backend))
+}
+
+/// Refuses to start on a disk with no room for even the job files (under 1 MiB free).
+fn check_room(store: &Store) -> Result<()> {
+    if let Some((free, _)) =
+        crate::cache::space::free_space(store.root()).filter(|(free, _)| *free < 1 << 20)
+    {
+        return Err(UserError::new(format!(
+            "the cache's file system ({}) is full: No space left on device ({free} bytes free)",
+            store.root().display()
+        ))
+        .help("free space there (`rst gc FILE...` removes what no pipeline uses), or use --cache-dir on a larger disk")
+        .into());
+    }
+    Ok(())
+}
+
+/// The environment the workers get on top of this process's: what `download` stages read
+/// (set on each worker's command, so this process's environment is never changed; sbatch
+/// passes it on to Slurm jobs).
+fn worker_env(flags: &RunFlags) -> Vec<(String, String)> {
+    if flags.accept_new_checksums {
+        vec![(
+            crate::stages::download::ACCEPT_NEW_CHECKSUMS_ENV.to_string(),
+            "1".to_string(),
+        )]
+    } else {
+        Vec::new()
+    }
+}
+
+/// Runs the scheduler; Ctrl-C cancels it and stops the running stages. The executor ends
+/// here (a Slurm monitor is joined) before anything is published.
+fn execute(
+    prepared: &Prepared,
+    backend: Backend,
+    flags: &RunFlags,
+    exec: &ExecArgs,
+) -> Result<RunResult> {
+    let p = &prepared.pipeline;
+    let cancel = Cancel::default();
+    {
+        let cancel = cancel.clone();
+        let kill = backend.kill;
+        let _ = ctrlc::set_handler(move || {
+            if !cancel.is_cancelled() {
+                eprintln!("\ninterrupted: stopping running stages (the cache stays consistent)");
+            }
+            cancel.cancel();
+            kill();
+        });
+    }
+    let opts = RunOptions {
+        jobs: flags.jobs.unwrap_or_else(|| match exec.executor {
+            // The cluster schedules: every ready stage is submitted.
+            ExecutorKind::Slurm => 1 << 20,
+            ExecutorKind::Local => crate::project::thread_budget(),
+        }),
+        force: flags.force.clone(),
+        keep_going: flags.keep_going,
+    };
+    let reporter = progress::reporter(p.instances.len());
+    let result = scheduler::run(
+        p,
+        &prepared.store,
+        backend.executor.as_ref(),
+        &opts,
+        reporter.as_ref(),
+        &cancel,
+    );
+    drop(backend.executor);
+    reporter.finish();
+    result
+}
+
+/// Prints the summary and writes the run record (a failure to write it is a warning: the
+/// stages' results are in the cache either way).
+fn record(prepared: &Prepared, set: &[String], started_unix: f64, result: &RunResult) {
+    let (p, store) = (&prepared.pipeline, &prepared.store);
+    print_summary(p, result);
+    let rec =
+        crate::provenance::runlog::record(p, set, started_unix, result, &|k| store.log_path(k));
+    if let Err(e) = crate::provenance::runlog::write(store, &rec) {
+        eprintln!(
+            "warning: cannot write the run record: {}",
+            crate::error::chain(&e)
+        );
+    }
+}
+
+/// Failed or interrupted: the error that says so; else publishes and prints the tables.
+fn finish(prepared: &Prepared, result: &RunResult) -> Result<ExitCode> {
+    let (p, store) = (&prepared.pipeline, &prepared.store);
+    let failed: Vec<&Outcome> = result
+        .outcomes
+        .iter()
+        .filter(|o| matches!(o, Outcome::Failed { .. }))
+        .collect();
+    if result.interrupted {
+        return Err(Error::Interrupted);
+    }
+    if !failed.is_empty() {
+        let user_caused = failed
+            .iter()
+            .all(|o| matches!(o, Outcome::Failed { error, .. } if error.user));
+        return Err(Error::StagesFailed {
+            failed: failed.len(),
+            user_caused,
+        });
+    }
+    crate::publish::publish(p, store, result)?;
+    print_tables(p, store, result);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The tables aggregate stages rendered, as the last thing printed.
+fn print_tables(p: &Pipeline, store: &Store, result: &RunResult) {
+    for (inst, outcome) in p.instances.iter().zip(&result.outcomes) {
+        let table = outcome
+            .artifact()
+            .map(|a| store.object_path(a).join("table.md"));
+        // Read only if a regular file: a FIFO planted in the cache must not hang the run.
+        if let Some(text) = table
+            .and_then(|t| crate::cache::digest::read_regular(&t).ok())
+            .and_then(|b| String::from_utf8(b).ok())
+        {
+            println!("\n{}:\n\n{}", inst.name, text.trim_end());
+        }
+    }
+}
+
+type Killer = Box<dyn Fn() + Send + 'static>;
+
+/// The executor `--executor` names (its workers get `env`), and its killer.
+fn backend(exec: &ExecArgs, store: &Store, env: &[(String, String)]) -> Result<Backend> {
+    if exec.executor == ExecutorKind::Local {
+        if let Some(flag) = [
+            exec.partition.as_ref().map(|_| "--partition"),
+            exec.account.as_ref().map(|_| "--account"),
+            exec.slurm_opt.first().map(|_| "--slurm-opt"),
+            exec.slurm_bundle.map(|_| "--slurm-bundle"),
+        ]
+        .into_iter()
+        .flatten()
+        .next()
+        {
+            return Err(UserError::new(format!("{flag} needs --executor slurm")).into());
+        }
+        let e = LocalExecutor::new()
+            .map_err(|e| Error::io("cannot find the rst executable", e))?
+            .with_env(env);
+        let kill = Box::new(e.killer());
+        return Ok(Backend {
+            executor: Box::new(e),
+            kill,
+        });
+    }
+    let opts = SlurmOptions {
+        partition: exec.partition.clone(),
+        account: exec.account.clone(),
+        extra: exec
+            .slurm_opt
+            .iter()
+            .map(|s| slurm::parse_slurm_opt(s))
+            .collect::<std::result::Result<_, _>>()?,
+        bundle: match exec.slurm_bundle {
+            Some(0) => return Err(UserError::new("--slurm-bundle must be at least 1").into()),
+            Some(n) => n,
+            None => 1,
+        },
+        worker_env: env.to_vec(),
+    };
+    let e = SlurmExecutor::new(store.root(), opts)?;
+    let kill = Box::new(e.killer());
+    Ok(Backend {
+        executor: Box::new(e),
+        kill,
+    })
+}
+
+fn print_summary(p: &Pipeline, r: &RunResult) {
+    let count = |f: fn(&Outcome) -> bool| r.outcomes.iter().filter(|o| f(o)).count();
+    let ran = count(|o| matches!(o, Outcome::Ran { .. }));
+    let cached = count(|o| matches!(o, Outcome::Cached { .. } | Outcome::Reused { .. }));
+    let failed = count(|o| matches!(o, Outcome::Failed { .. }));
+    let skipped = count(|o| matches!(o, Outcome::Skipped { .. } | Outcome::NotRun));
+    let mut ran_list: Vec<(f64, &str)> = r
+        .outcomes
+        .iter()
+        .zip(&p.instances)
+        .filter_map(|(o, i)| match o {
+            Outcome::Ran { secs, .. } => Some((*secs, i.name.as_str())),
+            _ => None,
+        })
+        .collect();
+    ran_list.sort_by(|a, b| b.0.total_cmp(&a.0));
+    for (secs, name) in ran_list.iter().take(10) {
+        eprintln!("  ran {name} in {secs:.2}s");
+    }
+    if ran_list.len() > 10 {
+        eprintln!("  ... and {} more", ran_list.len() - 10);
+    }
+    for (o, i) in r.outcomes.iter().zip(&p.instances) {
+        if let Outcome::Failed { error, log } = o {
+            eprintln!("  FAILED {}: {}", i.name, error.message);
+            if let Some(log) = log {
+                eprintln!("         log: {log}");
+            }
+        }
+    }
+    eprintln!(
+        "{}: {} stages: {ran} ran, {cached} cached, {failed} failed, {skipped} not run ({:.2}s)",
+        p.name,
+        p.instances.len(),
+        r.wall_s
+    );
+}

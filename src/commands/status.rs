@@ -1,0 +1,61 @@
+//! `rst status FILE`: every stage instance, cached or stale and why (and, with the Slurm
+//! executor, queued or running there).
+use std::process::ExitCode;
+
+use crate::cli::PipelineArgs;
+use crate::error::Result;
+use crate::exec::slurm;
+use crate::project::{cache_dir, open_store};
+use crate::status::{status_lines, StatusLine};
+
+pub fn run(args: &PipelineArgs, json: bool) -> Result<ExitCode> {
+    let p = super::load(args)?;
+    let store = open_store(&cache_dir(&args.cache_dir))?;
+    let mut lines = status_lines(&p, &store)?;
+    mark_slurm_jobs(&mut lines, &store);
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&lines).expect("status lines serialise")
+        );
+    } else {
+        print!("{}", render(&lines));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Stages submitted to Slurm and still queued or running there.
+fn mark_slurm_jobs(lines: &mut [StatusLine], store: &crate::cache::store::Store) {
+    let jobs = slurm::outstanding(store.root());
+    for l in lines.iter_mut().filter(|l| l.state != "cached") {
+        if let Some((id, state)) = l.key.as_ref().and_then(|k| jobs.get(k)) {
+            l.state = state.to_string();
+            l.reasons.insert(0, format!("slurm {id}"));
+        }
+    }
+}
+
+/// One line per instance (state, name, reasons), then the count.
+fn render(lines: &[StatusLine]) -> String {
+    let width = lines.iter().map(|l| l.instance.len()).max().unwrap_or(0);
+    let mut out = String::new();
+    for l in lines {
+        if l.reasons.is_empty() {
+            out += &format!("{:<6}  {:<width$}\n", l.state, l.instance);
+        } else {
+            out += &format!(
+                "{:<6}  {:<width$}  {}\n",
+                l.state,
+                l.instance,
+                l.reasons.join("; ")
+            );
+        }
+    }
+    let stale = lines.iter().filter(|l| l.state != "cached").count();
+    out += &format!(
+        "{} of {} stage instances cached, {stale} to run\n",
+        lines.len() - stale,
+        lines.len()
+    );
+    out
+}

@@ -1,0 +1,273 @@
+//! Recomputing the chosen stages: each in its own scratch cache
+//! (`cache/tmp/audit-<pid>-<n>/`, same filesystem, removed afterwards) whose inputs are
+//! symbolic links to the main cache's objects, run by the local executor with the thread
+//! count the entry recorded, at most `--jobs` threads in use at a time.
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Condvar, Mutex};
+
+use super::plan::{recorded_threads, Chosen};
+use crate::cache::digest::digest_path;
+use crate::cache::store::{remove_tree, write_atomic, Entry, Store};
+use crate::error::{Error, Result};
+use crate::exec::integrity::view_base;
+use crate::exec::local::LocalExecutor;
+use crate::exec::{Cancel, Executor, Job, WorkerEvent};
+use crate::spec::Pipeline;
+
+/// A stage ready to be recomputed: its cache entry, the job that recomputes it, and what
+/// was found before it ran.
+pub struct Planned {
+    pub instance: usize,
+    pub entry: Entry,
+    pub job: Job,
+    /// Found while preparing (corrupt inputs, more threads than `--jobs`).
+    pub notes: Vec<String>,
+    /// The cached artifact no longer matches its digest.
+    pub corrupt: bool,
+    /// Its own scratch cache: another stage's links must not stand in for this one's
+    /// fresh artifact.
+    pub scratch: Scratch,
+}
+
+/// What one recomputation gave.
+pub struct Recomputed {
+    /// The fresh artifact's digest; None when the recomputation failed.
+    pub fresh: Option<String>,
+    pub secs: f64,
+    /// The planned notes, and why it failed.
+    pub notes: Vec<String>,
+}
+
+/// Builds a scratch cache and a job for every chosen instance.
+pub fn prepare(p: &Pipeline, store: &Store, chosen: &[Chosen], jobs: usize) -> Result<Vec<Planned>> {
+    let memo = Mutex::new(HashMap::new());
+    chosen
+        .iter()
+        .map(|c| prepare_one(p, store, c, jobs, &memo))
+        .collect()
+}
+
+fn prepare_one(
+    p: &Pipeline,
+    store: &Store,
+    chosen: &Chosen,
+    jobs: usize,
+    memo: &Mutex<HashMap<String, bool>>,
+) -> Result<Planned> {
+    let inst = &p.instances[chosen.instance];
+    let entry = store
+        .entry(&chosen.key)
+        .ok_or_else(|| Error::EntryVanished {
+            instance: inst.name.clone(),
+            key: chosen.key.clone(),
+        })?;
+    let mut notes = Vec::new();
+    let corrupt = !intact(store, &entry.artifact, memo);
+    let scratch = Scratch::new(store)?;
+    for (name, recs) in &entry.record.inputs {
+        for r in recs {
+            if !intact(store, &r.digest, memo) {
+                notes.push(format!(
+                    "input {name} ({}) is corrupt in the cache: a stage never runs on a corrupt input, so it was not recomputed (run `rst verify`, then `rst run`)",
+                    r.instance
+                ));
+            }
+            scratch.link(store, &r.digest)?;
+        }
+    }
+    let threads = recorded_threads(&entry, inst.threads);
+    if threads > jobs {
+        notes.push(format!(
+            "recorded {threads} threads, more than --jobs {jobs}: recomputed with {threads} anyway"
+        ));
+    }
+    // The job is the cached entry's own: same key record, same params.
+    let job = Job {
+        cache_dir: scratch.dir.clone(),
+        project_dir: p.project_dir.clone(),
+        pipeline: p.name.clone(),
+        instance: inst.name.clone(),
+        key: chosen.key.clone(),
+        kind: entry.record.kind.clone(),
+        params: inst.params.clone(),
+        inputs: entry.record.inputs.clone(),
+        record: entry.record.clone(),
+        threads,
+        resources: inst.resources.clone(),
+        consumed: entry.run.consumed.clone(),
+    };
+    Ok(Planned {
+        instance: chosen.instance,
+        entry,
+        job,
+        notes,
+        corrupt,
+        scratch,
+    })
+}
+
+/// Recomputes `w` in its scratch cache.
+pub fn recompute(w: &Planned, executor: &LocalExecutor, cancel: &Cancel) -> Recomputed {
+    eprintln!("running  {} ({} threads)", w.job.instance, w.job.threads);
+    let t0 = std::time::Instant::now();
+    let mut notes = w.notes.clone();
+    let mut fresh: Option<String> = None;
+    let failed = match write_job(w) {
+        Err(e) => Some(e),
+        Ok(job_file) => {
+            let mut failed = None;
+            let mut on_event = |ev: WorkerEvent| match ev {
+                WorkerEvent::Done { artifact, .. } => fresh = Some(artifact),
+                WorkerEvent::Failed(e) => failed = Some(e.message),
+                _ => {}
+            };
+            if let Err(e) = executor.run_job(&job_file, &w.job, cancel, &mut on_event) {
+                failed.get_or_insert(e.to_string());
+            }
+            failed
+        }
+    };
+    if let Some(e) = &failed {
+        fresh = None;
+        notes.push(format!(
+            "the recomputation failed: {e} (log: {})",
+            w.scratch.store.log_path(&w.job.key).display()
+        ));
+    }
+    Recomputed {
+        fresh,
+        secs: t0.elapsed().as_secs_f64(),
+        notes,
+    }
+}
+
+/// Writes the job file into the scratch cache; Err: why not, for the report.
+fn write_job(w: &Planned) -> std::result::Result<PathBuf, String> {
+    let job_file = w
+        .scratch
+        .dir
+        .join("tmp")
+        .join(format!("{}.job.json", w.job.key));
+    let bytes = serde_json::to_vec_pretty(&w.job)
+        .map_err(|e| format!("cannot encode the job: {e}"))?;
+    write_atomic(&job_file, &bytes).map_err(|e| crate::error::chain(&e))?;
+    Ok(job_file)
+}
+
+/// Runs `each` over `work` on up to `jobs` threads, so that the stages' own thread counts
+/// add up to at most `jobs` (one stage asking for more runs alone); results in `work`'s
+/// order.
+pub fn run_all<T: Send>(
+    work: &[Planned],
+    jobs: usize,
+    each: impl Fn(&Planned) -> T + Sync,
+) -> Vec<T> {
+    let queue: Mutex<(VecDeque<usize>, usize)> = Mutex::new(((0..work.len()).collect(), 0));
+    let cv = Condvar::new();
+    let results: Mutex<Vec<Option<T>>> = Mutex::new((0..work.len()).map(|_| None).collect());
+    let n_threads = jobs.min(work.len()).max(1);
+    std::thread::scope(|s| {
+        for _ in 0..n_threads {
+            s.spawn(|| loop {
+                let (w, threads) = {
+                    let mut q = queue.lock().unwrap_or_else(|e| e.into_inner());
+                    loop {
+                        let Some(&next) = q.0.front() else { return };
+                        let t = work[next].job.threads.min(jobs);
+                        if q.1 == 0 || q.1 + t <= jobs {
+                            q.0.pop_front();
+                            q.1 += t;
+                            break (next, t);
+                        }
+                        q = cv.wait(q).unwrap_or_else(|e| e.into_inner());
+                    }
+                };
+                let r = each(&work[w]);
+                results.lock().unwrap_or_else(|e| e.into_inner())[w] = Some(r);
+                queue.lock().unwrap_or_else(|e| e.into_inner()).1 -= threads;
+                cv.notify_all();
+            });
+        }
+    });
+    results
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// Is the object `digest` intact? (memoised: inputs are shared). Unlike the scheduler's
+/// check, a corrupt object is only reported, not quarantined: an audit changes nothing in
+/// the main cache.
+fn intact(store: &Store, digest: &str, memo: &Mutex<HashMap<String, bool>>) -> bool {
+    if let Some(&ok) = memo.lock().unwrap_or_else(|e| e.into_inner()).get(digest) {
+        return ok;
+    }
+    let ok = digest_path(&store.object_path(digest)).is_ok_and(|d| d == digest);
+    memo.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(digest.to_string(), ok);
+    ok
+}
+
+/// The scratch cache; its links into the main cache are removed before the tree.
+pub struct Scratch {
+    pub dir: PathBuf,
+    pub store: Store,
+}
+
+impl Scratch {
+    fn new(main: &Store) -> Result<Scratch> {
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let dir = main.root().join("tmp").join(format!(
+            "audit-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let store = Store::open(&dir)?;
+        Ok(Scratch { dir, store })
+    }
+
+    /// Makes the main cache's object `digest` (and the base datasets it names) visible in
+    /// the scratch cache.
+    fn link(&self, main: &Store, digest: &str) -> Result<()> {
+        let to = self.store.object_path(digest);
+        if to.exists() {
+            return Ok(());
+        }
+        let from = main.object_path(digest);
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| Error::io_path("cannot create", parent, e))?;
+        }
+        std::os::unix::fs::symlink(&from, &to)
+            .map_err(|e| Error::io_path("cannot link", &to, e))?;
+        if let Some(base) = view_base(&from) {
+            self.link(main, &base)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        for shard in std::fs::read_dir(self.dir.join("objects"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            for e in std::fs::read_dir(shard.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                if e.file_type().is_ok_and(|t| t.is_symlink()) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        let _ = remove_tree(&self.dir);
+    }
+}
