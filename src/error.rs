@@ -230,4 +230,23 @@ mod tests {
         assert!(text.contains("3 |     parms: {}"), "{text}");
         assert!(text.contains("help: did you mean `params`?"), "{text}");
     }
+
+    /// Regression: `StoreError::Io` wrote its source into its message, and the reporter
+    /// printed the chain, so the cause came out twice.
+    #[test]
+    fn chain_prints_each_cause_once() {
+        let io = || std::io::Error::new(std::io::ErrorKind::PermissionDenied, "Permission denied");
+        let e = Error::Store(crate::cache::store::StoreError::Io {
+            path: "/c/objects/ab".into(),
+            source: io(),
+        });
+        assert_eq!(chain(&e), "cache /c/objects/ab: Permission denied");
+        let e = Error::io("cannot create /c/runs", io());
+        assert_eq!(chain(&e), "cannot create /c/runs: Permission denied");
+        // A (foreign) error that repeats its source in its message is printed once too.
+        #[derive(Debug, thiserror::Error)]
+        #[error("reading x: {0}")]
+        struct Repeats(#[source] std::io::Error);
+        assert_eq!(chain(&Repeats(io())), "reading x: Permission denied");
+    }
 }

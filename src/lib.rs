@@ -24,6 +24,8 @@ pub mod error;
 pub mod exec;
 pub mod graph;
 pub mod human;
+#[cfg(test)]
+mod layering;
 pub mod prng;
 pub mod project;
 pub mod provenance;

@@ -29,8 +29,9 @@ pub fn open_store(dir: &Path) -> Result<Store> {
     Store::open(dir).map_err(|e| {
         Error::User(
             UserError::new(format!(
-                "cannot use the cache directory {}: {e}",
-                dir.display()
+                "cannot use the cache directory {}: {}",
+                dir.display(),
+                crate::error::chain(&e)
             ))
             .help("pass a writable directory with --cache-dir or RST_CACHE_DIR"),
         )

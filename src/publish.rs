@@ -400,7 +400,7 @@ fn assemble(
                     source,
                 })
             }
-            Err(e) => return Err(corrupt(e.to_string())),
+            Err(e) => return Err(corrupt(crate::error::chain(&e))),
         };
         let into = tmp.join(&s.sub);
         // Folders first (once each), then the files in parallel.
@@ -418,7 +418,7 @@ fn assemble(
             .map(|f| copy_verified(&f.path, &into.join(&f.rel), &reflink, index, &f.rel))
             .collect::<Result<_, _>>()
             .map_err(|e| match e {
-                CopyError::Corrupt(e) => corrupt(e.to_string()),
+                CopyError::Corrupt(e) => corrupt(crate::error::chain(&e)),
                 CopyError::Io(e) => e,
             })?;
         let got = digest::combine(

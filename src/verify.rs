@@ -59,7 +59,10 @@ pub fn verify(dir: &Path) -> Result<bool> {
         Ok(to) => println!("{what}; {}", moved(to)),
         Err(e) => {
             failed_moves += 1;
-            println!("{what}; cannot move it to quarantine/: {e}");
+            println!(
+                "{what}; cannot move it to quarantine/: {}",
+                crate::error::chain(&e)
+            );
         }
     };
     for ((digest, path), state) in objects.iter().zip(states) {

@@ -25,7 +25,8 @@ const BIG_FILE: u64 = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DigestError {
-    #[error("{path}: {source}")]
+    /// The path only: the cause is the `source` ([`crate::error::chain`] prints both).
+    #[error("{path}")]
     Io {
         path: PathBuf,
         #[source]

@@ -34,7 +34,9 @@ use super::key::KeyRecord;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cache {path}: {source}")]
+    /// The path only: the cause is the `source`, which a reporter prints after it
+    /// ([`crate::error::chain`]); writing it here too would say it twice.
+    #[error("cache {path}")]
     Io {
         path: PathBuf,
         #[source]

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use crate::cache::store::{self, remove_tree, Store};
 use crate::error::Result;
+use crate::exec::integrity::view_base;
 use crate::human::human_bytes;
 use crate::project::{self, cache_dir, open_store};
 use crate::status::status_lines;
@@ -64,7 +65,7 @@ fn sweep_entries(
         if keep_keys.contains(&e.key) {
             keep_objects.insert(e.artifact.clone());
             // Dataset views name their base artifact: keep it too.
-            keep_objects.extend(view_base(store, &e.artifact));
+            keep_objects.extend(view_base(&store.object_path(&e.artifact)));
         } else {
             removed += 1;
             if !dry_run {
@@ -79,21 +80,6 @@ fn sweep_entries(
         }
     }
     (removed, keep_objects)
-}
-
-/// The base artifact a dataset view names in its metadata, if `artifact` is one.
-fn view_base(store: &Store, artifact: &str) -> Option<String> {
-    let meta = std::fs::read(
-        store
-            .object_path(artifact)
-            .join(crate::data::dataset::META_FILE),
-    )
-    .ok()?;
-    serde_json::from_slice::<serde_json::Value>(&meta)
-        .ok()?
-        .get("base")?
-        .as_str()
-        .map(str::to_string)
 }
 
 /// Removes the objects not kept; returns how many and their size in bytes.

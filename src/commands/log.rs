@@ -7,7 +7,12 @@ use crate::error::{Result, UserError};
 use crate::project::{cache_dir, open_store};
 use crate::provenance::runlog::{self, RunRecord};
 
-pub fn run(id: Option<&str>, cache: &Option<PathBuf>, json: bool, limit: usize) -> Result<ExitCode> {
+pub fn run(
+    id: Option<&str>,
+    cache: &Option<PathBuf>,
+    json: bool,
+    limit: usize,
+) -> Result<ExitCode> {
     let dir = cache_dir(cache);
     if cache.is_some() && !dir.is_dir() {
         // A typo in --cache-dir must not look like "no runs yet".
@@ -26,7 +31,10 @@ pub fn run(id: Option<&str>, cache: &Option<PathBuf>, json: bool, limit: usize) 
     if let Some(id) = id {
         let r = runlog::find(&runs, id, &dir)?;
         if json {
-            println!("{}", serde_json::to_string_pretty(r).expect("run records serialise"));
+            println!(
+                "{}",
+                serde_json::to_string_pretty(r).expect("run records serialise")
+            );
         } else {
             print!("{}", runlog::show(r));
         }

@@ -61,7 +61,10 @@ pub fn check_dir(path: &Path, digest: &str) -> ObjectState {
             ObjectState::Missing
         }
         Err(e) => ObjectState::Corrupt {
-            why: format!("it cannot be read as an artifact ({e})"),
+            why: format!(
+                "it cannot be read as an artifact ({})",
+                crate::error::chain(&e)
+            ),
         },
     }
 }

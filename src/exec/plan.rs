@@ -102,9 +102,10 @@ impl<'a> Planner<'a> {
         let abs = self.pipeline.project_dir.join(path);
         let d = digest_path(&abs).map_err(|e| {
             UserError::new(format!(
-                "stage `{}` in {} depends on the local file `{path}`, which cannot be read: {e}",
+                "stage `{}` in {} depends on the local file `{path}`, which cannot be read: {}",
                 inst.name,
-                self.pipeline.file.display()
+                self.pipeline.file.display(),
+                crate::error::chain(&e)
             ))
             .help("check the path (relative paths are taken from the directory rst runs in)")
         })?;

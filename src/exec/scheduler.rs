@@ -525,8 +525,7 @@ pub fn run(
                 write_atomic(
                     &job_file,
                     &serde_json::to_vec_pretty(&job).expect("job serialises"),
-                )
-                .map_err(|e| Error::Internal(e.to_string()))?;
+                )?;
                 running += 1;
                 used_threads += job.threads;
                 started[i] = Instant::now();

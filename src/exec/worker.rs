@@ -104,10 +104,11 @@ fn compute(job: &Job, kinds: &[&dyn StageKind]) -> Result<WorkerEvent, StageErro
         .find(|k| k.name() == job.kind)
         .or_else(|| stages::lookup(&job.kind))
         .ok_or_else(|| StageError::internal(format!("unknown stage kind {}", job.kind)))?;
-    let store = Store::open(&job.cache_dir).map_err(|e| StageError::internal(e.to_string()))?;
+    let store =
+        Store::open(&job.cache_dir).map_err(|e| StageError::internal(crate::error::chain(&e)))?;
     let _lock = store
         .lock(&job.key, || emit(&WorkerEvent::LockWait))
-        .map_err(|e| StageError::internal(e.to_string()))?;
+        .map_err(|e| StageError::internal(crate::error::chain(&e)))?;
     if let Some(entry) = store.entry(&job.key) {
         return Ok(WorkerEvent::Done {
             artifact: entry.artifact,
@@ -118,7 +119,7 @@ fn compute(job: &Job, kinds: &[&dyn StageKind]) -> Result<WorkerEvent, StageErro
     let inputs = verified_inputs(&store, job)?;
     let staging = store
         .staging(&job.key)
-        .map_err(|e| StageError::internal(e.to_string()))?;
+        .map_err(|e| StageError::internal(crate::error::chain(&e)))?;
     emit(&WorkerEvent::Started);
     crate::elog!(
         "rst worker: {} ({} v{}), key {}",
@@ -193,7 +194,12 @@ fn compute(job: &Job, kinds: &[&dyn StageKind]) -> Result<WorkerEvent, StageErro
                         consumed: job.consumed.clone(),
                     },
                 )
-                .map_err(|e| StageError::internal(format!("cannot publish the artifact: {e}")))?;
+                .map_err(|e| {
+                    StageError::internal(format!(
+                        "cannot publish the artifact: {}",
+                        crate::error::chain(&e)
+                    ))
+                })?;
             Ok(WorkerEvent::Done {
                 artifact: entry.artifact,
                 reused: false,

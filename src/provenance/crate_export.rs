@@ -19,11 +19,11 @@ use serde_json::{json, Value};
 
 use super::lineage::{downloads_of, Published};
 use super::{iso_time, runlog, unix_now};
-use crate::data::fetch::sha256_file;
 use crate::cache::store::{Entry, Store};
+use crate::data::fetch::sha256_file;
 use crate::error::{Error, Result, UserError};
-use crate::status::status_lines;
 use crate::spec::Pipeline;
+use crate::status::status_lines;
 
 pub const RO_CRATE: &str = "https://w3id.org/ro/crate/1.1";
 pub const PROCESS_RUN: &str = "https://w3id.org/ro/wfrun/process/0.5";

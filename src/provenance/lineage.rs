@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{iso_time, EntryIndex, PUBLISHED_FILE};
-use crate::data::fetch::sha256_file;
 use crate::cache::store::{Entry, RunFacts, Store};
+use crate::data::fetch::sha256_file;
 use crate::error::{Error, Result, UserError};
 use crate::spec::Pipeline;
 
@@ -101,7 +101,11 @@ pub fn downloads_of(store: &Store, entry: &Entry) -> Vec<Downloaded> {
                 .get(&name)
                 .cloned()
                 .flatten()
-                .or_else(|| raw.is_file().then(|| sha256_file(&raw, &|_| {}).ok()).flatten())
+                .or_else(|| {
+                    raw.is_file()
+                        .then(|| sha256_file(&raw, &|_| {}).ok())
+                        .flatten()
+                })
                 .or_else(|| f["sha256"].as_str().map(str::to_ascii_lowercase));
             Some(Downloaded {
                 name,
@@ -463,4 +467,3 @@ pub fn render_sources(trees: &[Node]) -> String {
     }
     out
 }
-

@@ -393,10 +393,19 @@ mod tests {
     #[test]
     fn verdicts_and_tolerance() {
         let mut cmp = Comparison::default();
-        assert_eq!(verdict("a", Some("a"), false, &cmp, None), Verdict::BitIdentical);
-        assert_eq!(verdict("a", Some("b"), false, &cmp, Some(1.0)), Verdict::Differs);
+        assert_eq!(
+            verdict("a", Some("a"), false, &cmp, None),
+            Verdict::BitIdentical
+        );
+        assert_eq!(
+            verdict("a", Some("b"), false, &cmp, Some(1.0)),
+            Verdict::Differs
+        );
         assert_eq!(verdict("a", None, false, &cmp, None), Verdict::Failed);
-        assert_eq!(verdict("a", Some("a"), true, &cmp, None), Verdict::CacheCorrupt);
+        assert_eq!(
+            verdict("a", Some("a"), true, &cmp, None),
+            Verdict::CacheCorrupt
+        );
         cmp.accuracy_compared = true;
         cmp.metrics.push(MetricChange {
             file: "metrics.json".into(),
@@ -410,7 +419,10 @@ mod tests {
             verdict("a", Some("b"), false, &cmp, Some(0.1)),
             Verdict::WithinTolerance
         );
-        assert_eq!(verdict("a", Some("b"), false, &cmp, Some(0.01)), Verdict::Differs);
+        assert_eq!(
+            verdict("a", Some("b"), false, &cmp, Some(0.01)),
+            Verdict::Differs
+        );
     }
 
     #[test]
@@ -438,7 +450,10 @@ mod tests {
             verdict("a", Some("b"), false, &c, Some(1.5)),
             Verdict::WithinTolerance
         );
-        assert_eq!(verdict("a", Some("b"), false, &c, Some(0.5)), Verdict::Differs);
+        assert_eq!(
+            verdict("a", Some("b"), false, &c, Some(0.5)),
+            Verdict::Differs
+        );
         // Weights moved in the last bits, accuracy did not: within any tolerance.
         put(b.path(), "metrics.json", br#"{"top1": 0.8, "top3": 0.9}"#);
         let c = compare(a.path(), b.path());

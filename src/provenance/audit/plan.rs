@@ -144,7 +144,6 @@ pub fn recorded_threads(entry: &Entry, pipeline_threads: usize) -> usize {
         .max(1)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

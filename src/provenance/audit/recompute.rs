@@ -40,7 +40,12 @@ pub struct Recomputed {
 }
 
 /// Builds a scratch cache and a job for every chosen instance.
-pub fn prepare(p: &Pipeline, store: &Store, chosen: &[Chosen], jobs: usize) -> Result<Vec<Planned>> {
+pub fn prepare(
+    p: &Pipeline,
+    store: &Store,
+    chosen: &[Chosen],
+    jobs: usize,
+) -> Result<Vec<Planned>> {
     let memo = Mutex::new(HashMap::new());
     chosen
         .iter()
@@ -149,8 +154,8 @@ fn write_job(w: &Planned) -> std::result::Result<PathBuf, String> {
         .dir
         .join("tmp")
         .join(format!("{}.job.json", w.job.key));
-    let bytes = serde_json::to_vec_pretty(&w.job)
-        .map_err(|e| format!("cannot encode the job: {e}"))?;
+    let bytes =
+        serde_json::to_vec_pretty(&w.job).map_err(|e| format!("cannot encode the job: {e}"))?;
     write_atomic(&job_file, &bytes).map_err(|e| crate::error::chain(&e))?;
     Ok(job_file)
 }
