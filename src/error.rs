@@ -107,10 +107,6 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// A bug or an impossible state, with no cause to keep (anything with one gets its
-    /// own variant).
-    #[error("{0}")]
-    Internal(String),
     /// Publishing to results/ failed (a corrupt cached object, an I/O error).
     #[error(transparent)]
     Publish(#[from] crate::publish::PublishError),
@@ -154,7 +150,6 @@ impl Error {
             }
             Error::Interrupted => 130,
             Error::Io { .. }
-            | Error::Internal(_)
             | Error::Publish(_)
             | Error::Store(_)
             | Error::EntryVanished { .. }
