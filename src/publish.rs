@@ -70,7 +70,8 @@ pub enum PublishError {
         stage: String,
         instance: String,
         digest: String,
-        reason: String,
+        /// Written into the message (not a `#[source]`: that would print it twice).
+        reason: CorruptObject,
         quarantined: Option<PathBuf>,
     },
     #[error("cannot write {path}")]
@@ -79,6 +80,16 @@ pub enum PublishError {
         #[source]
         source: StoreError,
     },
+}
+
+/// Why a cached object cannot be published.
+#[derive(Debug, thiserror::Error)]
+pub enum CorruptObject {
+    #[error("its content does not match its digest")]
+    Mismatch,
+    /// It holds what no artifact may (a link, a FIFO, a non-UTF-8 name).
+    #[error(transparent)]
+    Unreadable(DigestError),
 }
 
 fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> PublishError + 'a {
@@ -381,7 +392,7 @@ fn assemble(
     let mut files = BTreeMap::new();
     for (index, s) in sources.iter().enumerate() {
         let object = store.object_path(&s.artifact);
-        let corrupt = |reason: String| {
+        let corrupt = |reason: CorruptObject| {
             let quarantined = store.quarantine(&s.artifact).ok().flatten();
             PublishError::Corrupt {
                 stage: stage.to_string(),
@@ -400,7 +411,7 @@ fn assemble(
                     source,
                 })
             }
-            Err(e) => return Err(corrupt(crate::error::chain(&e))),
+            Err(e) => return Err(corrupt(CorruptObject::Unreadable(e))),
         };
         let into = tmp.join(&s.sub);
         // Folders first (once each), then the files in parallel.
@@ -418,7 +429,7 @@ fn assemble(
             .map(|f| copy_verified(&f.path, &into.join(&f.rel), &reflink, index, &f.rel))
             .collect::<Result<_, _>>()
             .map_err(|e| match e {
-                CopyError::Corrupt(e) => corrupt(crate::error::chain(&e)),
+                CopyError::Corrupt(e) => corrupt(CorruptObject::Unreadable(e)),
                 CopyError::Io(e) => e,
             })?;
         let got = digest::combine(
@@ -428,7 +439,7 @@ fn assemble(
                 .map(|(f, c)| (f.rel.as_str(), c.size, &c.blake3)),
         );
         if got != s.artifact {
-            return Err(corrupt("its content does not match its digest".into()));
+            return Err(corrupt(CorruptObject::Mismatch));
         }
         for (f, c) in listed.iter().zip(copied) {
             let rel = dest.join(&s.sub).join(&f.rel);

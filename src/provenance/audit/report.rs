@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::compare::{Comparison, Verdict};
 use crate::cache::store::write_atomic;
 use crate::error::{Error, Result};
+use crate::exec::integrity::short;
 use crate::report::table::md_escape;
 
 /// One audited stage instance.
@@ -53,7 +54,23 @@ pub struct Report {
 }
 
 impl Report {
+    /// `audit.md`: what was audited, the verdict counts, a table of every stage, then the
+    /// details of each that is not bit-identical.
     pub fn markdown(&self) -> String {
+        let mut out = self.header();
+        out.push_str(&self.table());
+        for s in self
+            .stages
+            .iter()
+            .filter(|s| s.verdict != Verdict::BitIdentical)
+        {
+            out.push_str(&details(s));
+        }
+        out
+    }
+
+    /// The title, what was recomputed where, and the verdict counts.
+    fn header(&self) -> String {
         let mut out = format!(
             "# Audit of {} ({})\n\n{} stage instance(s) recomputed on {} ({} to {}), rst {}",
             self.pipeline,
@@ -79,10 +96,18 @@ impl Report {
             .map(|(k, v)| format!("{v} {k}"))
             .collect();
         out.push_str(&format!(
-            ".\n\n**{}**: {}.\n\n| stage | kind | threads | verdict | what differs |\n|---|---|---|---|---|\n",
+            ".\n\n**{}**: {}.\n\n",
             if self.passed { "PASSED" } else { "FAILED" },
             counts.join(", ")
         ));
+        out
+    }
+
+    /// One row per audited stage.
+    fn table(&self) -> String {
+        let mut out = String::from(
+            "| stage | kind | threads | verdict | what differs |\n|---|---|---|---|---|\n",
+        );
         for s in &self.stages {
             out.push_str(&format!(
                 "| {} | {} | {} | {} | {} |\n",
@@ -93,74 +118,70 @@ impl Report {
                 md_escape(&summary(s))
             ));
         }
-        let details: Vec<&StageAudit> = self
-            .stages
-            .iter()
-            .filter(|s| s.verdict != Verdict::BitIdentical)
-            .collect();
-        for s in details {
-            out.push_str(&format!("\n## {}: {}\n\n", s.instance, s.verdict));
-            out.push_str(&format!(
-                "- cached artifact `{}`, fresh `{}`\n",
-                &s.cached_artifact[..12],
-                s.fresh_artifact
-                    .as_deref()
-                    .map(|f| &f[..12.min(f.len())])
-                    .unwrap_or("-")
-            ));
-            let f = &s.comparison.files;
-            for (what, list) in [
-                ("changed", &f.changed),
-                ("only in the cached artifact", &f.removed),
-                ("only in the fresh artifact", &f.added),
-            ] {
-                if !list.is_empty() {
-                    out.push_str(&format!("- files {what}: {}\n", list.join(", ")));
-                }
-            }
-            for m in &s.comparison.metrics {
-                out.push_str(&format!(
-                    "- {} {}: {:.2}% -> {:.2}% ({:+.2} points)\n",
-                    m.file,
-                    m.metric,
-                    m.cached * 100.0,
-                    m.fresh * 100.0,
-                    m.delta_points
-                ));
-            }
-            for w in &s.comparison.weights {
-                out.push_str(&format!(
-                    "- {}: max |weight difference| {:.3e}{}\n",
-                    w.file,
-                    w.max_abs_diff,
-                    if w.tensor.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" (in {})", w.tensor)
-                    }
-                ));
-                for n in &w.notes {
-                    out.push_str(&format!("  - {n}\n"));
-                }
-            }
-            for c in &s.comparison.cells {
-                out.push_str(&format!(
-                    "- table cell {} / {}: {} -> {}{}\n",
-                    c.row,
-                    c.column,
-                    if c.cached.is_empty() { "-" } else { &c.cached },
-                    if c.fresh.is_empty() { "-" } else { &c.fresh },
-                    c.delta_points
-                        .map(|d| format!(" ({d:+.2} points)"))
-                        .unwrap_or_default()
-                ));
-            }
-            for n in &s.notes {
-                out.push_str(&format!("- {n}\n"));
-            }
-        }
         out
     }
+}
+
+/// The section of a stage that is not bit-identical: artifacts, files, accuracies,
+/// weights and table cells that moved, notes.
+fn details(s: &StageAudit) -> String {
+    let mut out = format!("\n## {}: {}\n\n", s.instance, s.verdict);
+    out.push_str(&format!(
+        "- cached artifact `{}`, fresh `{}`\n",
+        short(&s.cached_artifact),
+        s.fresh_artifact.as_deref().map(short).unwrap_or("-")
+    ));
+    let f = &s.comparison.files;
+    for (what, list) in [
+        ("changed", &f.changed),
+        ("only in the cached artifact", &f.removed),
+        ("only in the fresh artifact", &f.added),
+    ] {
+        if !list.is_empty() {
+            out.push_str(&format!("- files {what}: {}\n", list.join(", ")));
+        }
+    }
+    for m in &s.comparison.metrics {
+        out.push_str(&format!(
+            "- {} {}: {:.2}% -> {:.2}% ({:+.2} points)\n",
+            m.file,
+            m.metric,
+            m.cached * 100.0,
+            m.fresh * 100.0,
+            m.delta_points
+        ));
+    }
+    for w in &s.comparison.weights {
+        out.push_str(&format!(
+            "- {}: max |weight difference| {:.3e}{}\n",
+            w.file,
+            w.max_abs_diff,
+            if w.tensor.is_empty() {
+                String::new()
+            } else {
+                format!(" (in {})", w.tensor)
+            }
+        ));
+        for n in &w.notes {
+            out.push_str(&format!("  - {n}\n"));
+        }
+    }
+    for c in &s.comparison.cells {
+        out.push_str(&format!(
+            "- table cell {} / {}: {} -> {}{}\n",
+            c.row,
+            c.column,
+            if c.cached.is_empty() { "-" } else { &c.cached },
+            if c.fresh.is_empty() { "-" } else { &c.fresh },
+            c.delta_points
+                .map(|d| format!(" ({d:+.2} points)"))
+                .unwrap_or_default()
+        ));
+    }
+    for n in &s.notes {
+        out.push_str(&format!("- {n}\n"));
+    }
+    out
 }
 
 /// One line: what differs in a stage.
@@ -224,5 +245,56 @@ impl Report {
         })?;
         write_atomic(&dir.join("audit.json"), (json + "\n").as_bytes())?;
         Ok(md)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: the audit had its own `md_escape`, which left newlines in, so a
+    /// multi-line failure message broke the table row in two.
+    #[test]
+    fn a_multi_line_note_stays_in_its_table_row() {
+        let stage = StageAudit {
+            instance: "eval[a|b]".into(),
+            stage: "eval".into(),
+            kind: "command".into(),
+            key: "k".into(),
+            cached_artifact: "c".repeat(64),
+            fresh_artifact: None,
+            verdict: Verdict::Failed,
+            threads: 1,
+            secs: 0.5,
+            comparison: Comparison::default(),
+            notes: vec!["the recomputation failed: first line\nsecond line".into()],
+        };
+        let report = Report {
+            pipeline: "p".into(),
+            file: "p.yaml".into(),
+            started: "2026-12-02T00:00:00Z".into(),
+            ended: "2026-12-02T00:00:01Z".into(),
+            host: "h".into(),
+            rst_version: "0".into(),
+            stage_pattern: None,
+            sample: None,
+            seed: 0,
+            tolerance_points: None,
+            audited: 1,
+            passed: false,
+            counts: count(std::slice::from_ref(&stage)),
+            stages: vec![stage],
+        };
+        let md = report.markdown();
+        let row = md
+            .lines()
+            .find(|l| l.starts_with("| eval"))
+            .unwrap_or_else(|| panic!("{md}"));
+        assert_eq!(
+            row,
+            "| eval[a\\|b] | command | 1 | failed | the recomputation failed: first line second line |"
+        );
+        assert!(md.contains("**FAILED**: 1 failed."), "{md}");
+        assert!(md.contains("## eval[a|b]: failed"), "{md}");
     }
 }
