@@ -88,8 +88,9 @@ pub enum CorruptObject {
     #[error("its content does not match its digest")]
     Mismatch,
     /// It holds what no artifact may (a link, a FIFO, a non-UTF-8 name).
+    /// (Boxed: keeps `PublishError`, and so `crate::error::Error`, small.)
     #[error(transparent)]
-    Unreadable(DigestError),
+    Unreadable(Box<DigestError>),
 }
 
 fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> PublishError + 'a {
@@ -411,7 +412,7 @@ fn assemble(
                     source,
                 })
             }
-            Err(e) => return Err(corrupt(CorruptObject::Unreadable(e))),
+            Err(e) => return Err(corrupt(CorruptObject::Unreadable(Box::new(e)))),
         };
         let into = tmp.join(&s.sub);
         // Folders first (once each), then the files in parallel.
@@ -429,7 +430,7 @@ fn assemble(
             .map(|f| copy_verified(&f.path, &into.join(&f.rel), &reflink, index, &f.rel))
             .collect::<Result<_, _>>()
             .map_err(|e| match e {
-                CopyError::Corrupt(e) => corrupt(CorruptObject::Unreadable(e)),
+                CopyError::Corrupt(e) => corrupt(CorruptObject::Unreadable(Box::new(e))),
                 CopyError::Io(e) => e,
             })?;
         let got = digest::combine(
