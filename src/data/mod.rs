@@ -1,6 +1,7 @@
 //! Dataset artifacts: the canonical on-disk form every data stage reads and writes.
 pub mod archive;
 pub mod dataset;
+pub mod error;
 pub mod fetch;
 pub mod idx;
 pub mod imagefolder;

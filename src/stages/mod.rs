@@ -97,8 +97,9 @@ impl StageCtx<'_> {
         let input = self.one_input(name)?;
         crate::data::dataset::Dataset::open(&input.path, &input.digest).map_err(|e| {
             StageError::user(format!(
-                "input `{name}` ({}) is not a dataset: {e}",
-                input.instance
+                "input `{name}` ({}) is not a dataset: {}",
+                input.instance,
+                e.render()
             ))
         })
     }
@@ -130,6 +131,16 @@ impl StageError {
 
     pub fn io(what: impl std::fmt::Display, e: std::io::Error) -> Self {
         StageError::internal(format!("{what}: {e}"))
+    }
+}
+
+/// A data error keeps its exit code (the user's files: 2) and its whole cause chain.
+impl From<crate::data::error::DataError> for StageError {
+    fn from(e: crate::data::error::DataError) -> StageError {
+        StageError {
+            user: e.is_user(),
+            message: e.render(),
+        }
     }
 }
 
