@@ -113,6 +113,6 @@ impl Runner<'_, '_> {
             }),
         );
         write_materialised(self.ctx.out, classes, splits, info)
-            .map_err(|e| StageError::internal(format!("cannot write the dataset: {e}")))
+            .map_err(|e| StageError::internal(format!("cannot write the dataset: {}", e.render())))
     }
 }
