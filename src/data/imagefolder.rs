@@ -140,8 +140,8 @@ pub fn read_list(
             .and_then(|c| c.as_os_str().to_str())
             .unwrap_or("");
         let Some(label) = classes.iter().position(|c| c == class) else {
-            let hint = crate::error::did_you_mean(class, classes.iter().map(String::as_str))
-                .map(|s| format!(" (did you mean `{s}`?)"))
+            let hint = crate::hint::did_you_mean(class, classes.iter().map(String::as_str))
+                .map(|h| format!(" ({h})"))
                 .unwrap_or_default();
             return Err(DataError::invalid(format!(
                 "{at}: `{class}` is not a class folder under the root{hint}"

@@ -682,8 +682,8 @@ fn aircraft(cx: &mut Cx) -> Result<Parts, DataError> {
             let (id, variant) = two_fields(&rel, no, &line, "<image id> <variant>")?;
             let at = format!("`{rel}` line {no}");
             let Some(&label) = id_of.get(variant) else {
-                let hint = crate::error::did_you_mean(variant, classes.iter().map(String::as_str))
-                    .map(|s| format!(" (did you mean `{s}`?)"))
+                let hint = crate::hint::did_you_mean(variant, classes.iter().map(String::as_str))
+                    .map(|h| format!(" ({h})"))
                     .unwrap_or_default();
                 return Err(DataError::invalid(format!(
                     "{at}: variant `{variant}` is not in `data/variants.txt`{hint}"

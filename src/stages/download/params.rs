@@ -138,18 +138,6 @@ impl FileSpec {
     }
 }
 
-pub(super) fn valid_name(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("must not be empty".into());
-    }
-    if name == "." || name == ".." || name.contains(['/', '\\', '\0']) {
-        return Err(format!(
-            "`{name}` must be a plain file name (no `/`, not `.` or `..`)"
-        ));
-    }
-    Ok(())
-}
-
 pub(super) fn valid_relative(value: &str) -> Result<(), String> {
     match safe_relative(Path::new(value)) {
         Some(_) if !value.is_empty() => Ok(()),
@@ -164,7 +152,8 @@ pub fn validate(p: &Params) -> Result<(), ParamError> {
     }
     let mut names: BTreeMap<&str, usize> = BTreeMap::new();
     for (i, f) in p.files.iter().enumerate() {
-        valid_name(&f.name).map_err(|m| ParamError::new(format!("files[{i}].name"), m))?;
+        crate::names::plain_file_name(&f.name)
+            .map_err(|m| ParamError::new(format!("files[{i}].name"), m))?;
         if let Some(first) = names.insert(&f.name, i) {
             return Err(ParamError::new(
                 format!("files[{i}].name"),
@@ -236,13 +225,14 @@ pub fn validate(p: &Params) -> Result<(), ParamError> {
                         path,
                         format!("`{value}` is not the name of any entry of `files`"),
                     );
-                    err = match crate::error::did_you_mean(value, declared()) {
-                        Some(s) => err.help(format!("did you mean `{s}`?")),
-                        None => err.help(format!(
-                            "declared files: {}",
-                            declared().collect::<Vec<_>>().join(", ")
-                        )),
-                    };
+                    err = err.help(crate::hint::did_you_mean(value, declared()).unwrap_or_else(
+                        || {
+                            format!(
+                                "declared files: {}",
+                                declared().collect::<Vec<_>>().join(", ")
+                            )
+                        },
+                    ));
                     return Err(err);
                 }
                 if archive_kind(value).is_some() {
