@@ -59,6 +59,14 @@ pub enum DataError {
         #[source]
         source: safetensors::SafeTensorError,
     },
+    /// `source`, said of `what` (a file as the user named it, `` `devkit/cars_meta.mat` ``):
+    /// a reader that does not know the name its caller shows.
+    #[error("{what}")]
+    In {
+        what: String,
+        #[source]
+        source: Box<DataError>,
+    },
     /// The decoding thread pool could not be started (out of threads or memory).
     #[error("cannot start decoding threads")]
     Threads(#[source] rayon::ThreadPoolBuildError),
@@ -82,6 +90,14 @@ impl DataError {
         move |source| DataError::Write { what, source }
     }
 
+    /// This error, said of `what` ([`DataError::In`]).
+    pub fn within(self, what: impl Into<String>) -> DataError {
+        DataError::In {
+            what: what.into(),
+            source: Box::new(self),
+        }
+    }
+
     /// Whether the user can fix it (their files, their parameters: exit 2) rather than it
     /// being the machine's or rst's (exit 1).
     pub fn is_user(&self) -> bool {
@@ -93,6 +109,7 @@ impl DataError {
             | DataError::Meta { .. }
             | DataError::Tensors { .. } => true,
             DataError::Write { .. } | DataError::Threads(_) => false,
+            DataError::In { source, .. } => source.is_user(),
         }
     }
 
@@ -130,5 +147,8 @@ mod tests {
         let e = DataError::write("cannot create out")(io::Error::other("disk full"));
         assert!(!e.is_user());
         assert_eq!(e.render(), "cannot create out: disk full");
+        let e = DataError::invalid("labels(3) is 0").within("`imagelabels.mat`");
+        assert_eq!(e.render(), "`imagelabels.mat`: labels(3) is 0");
+        assert!(e.is_user());
     }
 }

@@ -240,7 +240,7 @@ impl Cx<'_> {
 
     fn mat(&mut self, rel: &str) -> Result<BTreeMap<String, MatValue>, DataError> {
         let path = self.file(rel)?;
-        matfile::read_mat(&path).map_err(|e| DataError::invalid(format!("`{rel}`: {e}")))
+        matfile::read_mat(&path).map_err(|e| e.within(format!("`{rel}`")))
     }
 }
 

@@ -21,8 +21,8 @@ impl Runner<'_, '_> {
                     "idx.{key}: {name} is a directory, not an IDX file"
                 )));
             }
-            let arr = idx::read_idx(&f.path)
-                .map_err(|e| StageError::user(format!("idx.{key} ({name}): {e}")))?;
+            let arr =
+                idx::read_idx(&f.path).map_err(|e| e.within(format!("idx.{key} ({name})")))?;
             if arr.dims.len() != ndim {
                 let want = if ndim == 3 {
                     "images [N, H, W] (magic 0x00000803)"
