@@ -60,8 +60,10 @@ pub use verify::{name_hash, ACCEPT_NEW_CHECKSUMS_ENV};
 
 use params::{param_to_stage, parse, Net};
 
+/// The `download` stage kind (see the module docs).
 pub struct Download;
 
+/// The least time between two progress reports (the live view redraws no faster).
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 
 impl StageKind for Download {
@@ -137,6 +139,8 @@ struct Fetched {
     sha256: Option<String>,
 }
 
+/// One run of the stage: what every phase needs (the context, the HTTP agent made on
+/// first use, the unpack limits and the network patience from the params).
 struct Runner<'c, 'a> {
     ctx: &'c StageCtx<'a>,
     throttle: Throttle,
@@ -145,6 +149,7 @@ struct Runner<'c, 'a> {
     net: Net,
 }
 
+/// An I/O error in the work area or the artifact: the machine's, not the user's (exit 1).
 fn internal_io(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> StageError {
     move |e| StageError::internal(format!("{what}: {e}"))
 }
@@ -163,6 +168,7 @@ fn listing(items: &[String], max: usize) -> String {
 }
 
 impl Runner<'_, '_> {
+    /// Reports progress, at most every [`PROGRESS_EVERY`].
     fn progress(&self, pos: u64, len: u64, message: impl FnOnce() -> String) {
         if self.throttle.ready() {
             (self.ctx.progress)(Progress {
@@ -173,6 +179,7 @@ impl Runner<'_, '_> {
         }
     }
 
+    /// The `files` record of `dataset.json`: each entry's name and digest.
     fn files_info(fetched: &[Fetched]) -> Value {
         Value::Array(
             fetched
