@@ -1,5 +1,6 @@
 //! Dataset artifacts: the canonical on-disk form every data stage reads and writes.
 pub mod archive;
+pub mod copy;
 pub mod dataset;
 pub mod error;
 pub mod fetch;

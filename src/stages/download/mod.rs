@@ -30,8 +30,8 @@
 //!
 //! The files of this folder, in the order a run goes through them: `params` (types,
 //! defaults, checks before anything runs), `mirrors` (one file entry from its mirrors),
-//! `verify` (sha256 pins, the hash in a name, trust on first use), `unpack` (archives and
-//! directory copies), then one writer per `format`: `raw`, `idx`, `image_folder` (with
+//! `verify` (sha256 pins, the hash in a name, trust on first use), `unpack` (archives; a
+//! directory source is copied by `data::copy`), then one writer per `format`: `raw`, `idx`, `image_folder` (with
 //! `tree`, where its relative paths are looked up).
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;

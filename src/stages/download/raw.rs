@@ -1,7 +1,7 @@
 //! `format: raw`: the fetched files themselves.
-use super::unpack::copy_tree;
 use super::{internal_io, listing, Fetched, Runner};
 use crate::data::archive::archive_kind;
+use crate::data::copy::copy_tree;
 use crate::data::fetch;
 use crate::stages::StageError;
 

@@ -1,40 +1,9 @@
-//! Unpacking fetched archives and copying directory sources.
-use std::path::{Path, PathBuf};
+//! Unpacking fetched archives.
+use std::path::Path;
 
 use super::{internal_io, listing, Fetched, Runner};
 use crate::data::archive::{self, Unpacked};
 use crate::stages::StageError;
-
-/// Copies a directory tree; symbolic links and special files are skipped and listed.
-pub(super) fn copy_tree(
-    from: &Path,
-    to: &Path,
-    skipped: &mut Vec<PathBuf>,
-) -> Result<(), StageError> {
-    std::fs::create_dir_all(to).map_err(internal_io(format!("cannot create {}", to.display())))?;
-    let listing = std::fs::read_dir(from)
-        .map_err(|e| StageError::user(format!("cannot list {}: {e}", from.display())))?;
-    let mut entries = listing
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| StageError::user(format!("cannot list {}: {e}", from.display())))?;
-    entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
-        let src = entry.path();
-        let dst = to.join(entry.file_name());
-        let ft = entry
-            .file_type()
-            .map_err(|e| StageError::user(format!("cannot stat {}: {e}", src.display())))?;
-        if ft.is_dir() {
-            copy_tree(&src, &dst, skipped)?;
-        } else if ft.is_file() {
-            std::fs::copy(&src, &dst)
-                .map_err(|e| StageError::user(format!("cannot copy {}: {e}", src.display())))?;
-        } else {
-            skipped.push(src);
-        }
-    }
-    Ok(())
-}
 
 impl Runner<'_, '_> {
     pub(super) fn report_unpack(&self, name: &str, report: &Unpacked) {
