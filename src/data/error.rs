@@ -67,6 +67,16 @@ pub enum DataError {
         #[source]
         source: Box<DataError>,
     },
+    /// A mirror string is not a path or URL rst can fetch from; `help` says what is.
+    #[error("{message}")]
+    Mirror { message: String, help: String },
+    /// An http(s) mirror did not give the file: the server's answer, a connection lost
+    /// too often, a timeout (the message says which, and what to raise).
+    #[error("{0}")]
+    Fetch(String),
+    /// An http(s) request failed outright (a bad URL, a refused TLS handshake).
+    #[error("request failed")]
+    Http(#[source] Box<ureq::Error>),
     /// The decoding thread pool could not be started (out of threads or memory).
     #[error("cannot start decoding threads")]
     Threads(#[source] rayon::ThreadPoolBuildError),
@@ -107,9 +117,21 @@ impl DataError {
             | DataError::NotText { .. }
             | DataError::Artifact { .. }
             | DataError::Meta { .. }
-            | DataError::Tensors { .. } => true,
+            | DataError::Tensors { .. }
+            | DataError::Mirror { .. }
+            | DataError::Fetch(_)
+            | DataError::Http(_) => true,
             DataError::Write { .. } | DataError::Threads(_) => false,
             DataError::In { source, .. } => source.is_user(),
+        }
+    }
+
+    /// How to fix it, where the error knows more than its message says.
+    pub fn help(&self) -> Option<&str> {
+        match self {
+            DataError::Mirror { help, .. } => Some(help),
+            DataError::In { source, .. } => source.help(),
+            _ => None,
         }
     }
 

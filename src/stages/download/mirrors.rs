@@ -27,7 +27,7 @@ impl Runner<'_, '_> {
         let mut failures = Vec::new();
         for (j, m) in spec.mirrors.iter().enumerate() {
             let result = match fetch::parse_mirror(m) {
-                Err(e) => Err(Fail::Mirror(e.message)),
+                Err(e) => Err(Fail::Mirror(e.render())),
                 Ok(Mirror::Local(path)) => self.fetch_local(spec, expected.as_deref(), &path),
                 Ok(Mirror::Http(url)) => {
                     self.fetch_http(i, &label, spec, expected.as_deref(), &url)
@@ -146,7 +146,7 @@ impl Runner<'_, '_> {
                 progress: &progress,
                 log: &log,
             })
-            .map_err(Fail::Mirror)?;
+            .map_err(|e| Fail::Mirror(e.render()))?;
             (ctx.progress)(Progress {
                 pos: got.bytes,
                 len: got.bytes,

@@ -177,9 +177,11 @@ pub fn validate(p: &Params) -> Result<(), ParamError> {
         }
         for (j, m) in f.mirrors.iter().enumerate() {
             if let Err(e) = fetch::parse_mirror(m) {
-                return Err(
-                    ParamError::new(format!("files[{i}].mirrors[{j}]"), e.message).help(e.help),
-                );
+                let err = ParamError::new(format!("files[{i}].mirrors[{j}]"), e.render());
+                return Err(match e.help() {
+                    Some(help) => err.help(help),
+                    None => err,
+                });
             }
         }
     }
