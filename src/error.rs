@@ -179,31 +179,13 @@ pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
-/// Suggests the closest of `candidates` to `word`, for "did you mean" hints.
-pub fn did_you_mean<'a>(
-    word: &str,
-    candidates: impl IntoIterator<Item = &'a str>,
-) -> Option<&'a str> {
-    candidates
-        .into_iter()
-        .map(|c| (strsim::jaro_winkler(word, c), c))
-        .filter(|(score, _)| *score > 0.75)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, c)| c)
-}
+/// The closest of `candidates` to `word`: [`crate::hint::closest`], under the name that
+/// code written before `hint` uses (prefer `crate::hint`).
+pub use crate::hint::closest as did_you_mean;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn suggests_close_names_only() {
-        assert_eq!(
-            did_you_mean("inptus", ["inputs", "params", "kind"]),
-            Some("inputs")
-        );
-        assert_eq!(did_you_mean("zzz", ["inputs", "params"]), None);
-    }
 
     #[test]
     fn renders_location_snippet_and_help() {

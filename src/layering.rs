@@ -63,7 +63,6 @@ fn only_commands_and_main_use_the_cli() {
 }
 
 #[test]
-#[ignore = "data/ still returns stages::StageError on this branch; the data branch (one DataError) fixes it: un-ignore when both are merged"]
 fn data_does_not_use_stages() {
     let found = offenders(|p| p.starts_with("data"), &["crate::stages", "rst::stages"]);
     assert!(

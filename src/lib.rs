@@ -23,9 +23,11 @@ pub mod data;
 pub mod error;
 pub mod exec;
 pub mod graph;
+pub mod hint;
 pub mod human;
 #[cfg(test)]
 mod layering;
+pub mod names;
 pub mod prng;
 pub mod project;
 pub mod provenance;
@@ -34,4 +36,5 @@ pub mod report;
 pub mod spec;
 pub mod stages;
 pub mod status;
+pub mod time;
 pub mod verify;

@@ -392,10 +392,7 @@ impl Store {
             pipeline: pipeline.to_string(),
             instance: instance.to_string(),
             record,
-            created_unix: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs_f64())
-                .unwrap_or(0.0),
+            created_unix: crate::time::unix_now(),
             duration_s: run.duration_s,
             size_bytes,
             files,
@@ -504,10 +501,7 @@ impl Store {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let stamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let stamp = crate::time::unix_now() as u64;
         let dir = self.root.join("quarantine");
         fs::create_dir_all(&dir).map_err(io(&dir))?;
         let mut last = None;

@@ -9,7 +9,7 @@ use std::path::{Component, Path, PathBuf};
 
 use flate2::bufread::MultiGzDecoder;
 
-use crate::stages::StageError;
+use crate::data::error::DataError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ArchiveKind {
@@ -91,7 +91,7 @@ impl Budget<'_> {
         self.cap().saturating_sub(self.written)
     }
 
-    fn exceeded(&self, entry: &str, total: u64) -> StageError {
+    fn exceeded(&self, entry: &str, total: u64) -> DataError {
         let by_size = self.cap() == self.limits.max_bytes;
         let which = if by_size {
             format!(
@@ -104,7 +104,7 @@ impl Budget<'_> {
                 self.limits.max_ratio, self.archive_bytes, self.limits.max_ratio
             )
         };
-        StageError::user(format!(
+        DataError::invalid(format!(
             "archive {}: unpacking entry `{entry}` would bring it to at least {total} bytes, \
              over {which}; refusing it as a possible decompression bomb. If the archive is \
              genuine, raise {} in this download stage's params",
@@ -118,7 +118,7 @@ impl Budget<'_> {
     }
 
     /// Reserves `size` bytes for `entry`.
-    fn take(&mut self, entry: &str, size: u64) -> Result<(), StageError> {
+    fn take(&mut self, entry: &str, size: u64) -> Result<(), DataError> {
         if size > self.left() {
             return Err(self.exceeded(entry, self.written.saturating_add(size)));
         }
@@ -186,8 +186,8 @@ fn link_stays_inside(link: &Path, target: &Path) -> bool {
     true
 }
 
-fn escape_error(archive: &str, entry: &str, why: &str) -> StageError {
-    StageError::user(format!(
+fn escape_error(archive: &str, entry: &str, why: &str) -> DataError {
+    DataError::invalid(format!(
         "archive {archive}: entry `{entry}` {why}; refusing to unpack it"
     ))
 }
@@ -200,9 +200,10 @@ pub fn unpack(
     kind: ArchiveKind,
     dest: &Path,
     limits: Limits,
-) -> Result<Unpacked, StageError> {
-    let mut file = File::open(archive)
-        .map_err(|e| StageError::user(format!("archive {display}: cannot open: {e}")))?;
+) -> Result<Unpacked, DataError> {
+    let mut file = File::open(archive).map_err(DataError::read(format_args!(
+        "archive {display}: cannot open"
+    )))?;
     let archive_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
     let budget = Budget {
         limits,
@@ -216,7 +217,7 @@ pub fn unpack(
             let mut magic = [0u8; 2];
             let head = file.read_exact(&mut magic);
             if head.is_err() || magic != [0x1f, 0x8b] {
-                return Err(StageError::user(format!(
+                return Err(DataError::invalid(format!(
                     "archive {display}: not a gzip file ({archive_bytes} bytes that do not start \
                      with the gzip signature 1f 8b), so not a valid .tar.gz"
                 )));
@@ -241,9 +242,9 @@ fn unpack_tar(
     dest: &Path,
     mut budget: Budget<'_>,
     what: &str,
-) -> Result<Unpacked, StageError> {
+) -> Result<Unpacked, DataError> {
     let bad = |e: io::Error| {
-        StageError::user(format!(
+        DataError::invalid(format!(
             "archive {display}: not a valid {what} archive ({})",
             clean(&e)
         ))
@@ -327,7 +328,7 @@ fn unpack_tar(
                 ))
             }
             Err(e) => {
-                return Err(StageError::user(format!(
+                return Err(DataError::invalid(format!(
                     "archive {display}: cannot unpack entry `{shown}`: {}",
                     clean(&e)
                 )))
@@ -342,9 +343,9 @@ fn unpack_zip(
     display: &str,
     dest: &Path,
     mut budget: Budget<'_>,
-) -> Result<Unpacked, StageError> {
+) -> Result<Unpacked, DataError> {
     let bad = |e: zip::result::ZipError| {
-        StageError::user(format!(
+        DataError::invalid(format!(
             "archive {display}: not a valid zip archive ({})",
             clean(&e)
         ))
@@ -360,9 +361,11 @@ fn unpack_zip(
         };
         if entry.is_symlink() {
             let mut target = String::new();
-            entry.read_to_string(&mut target).map_err(|e| {
-                StageError::user(format!("archive {display}: cannot read link `{name}`: {e}"))
-            })?;
+            entry
+                .read_to_string(&mut target)
+                .map_err(DataError::read(format_args!(
+                    "archive {display}: cannot read link `{name}`"
+                )))?;
             if !link_stays_inside(&rel, Path::new(&target)) {
                 return Err(escape_error(
                     display,
@@ -377,10 +380,9 @@ fn unpack_zip(
             continue;
         }
         let out = dest.join(&rel);
-        let write_err = |e: io::Error| {
-            StageError::user(format!(
-                "archive {display}: cannot unpack entry `{name}`: {e}"
-            ))
+        let write_err = |source: io::Error| DataError::Read {
+            what: format!("archive {display}: cannot unpack entry `{name}`"),
+            source,
         };
         if entry.is_dir() {
             std::fs::create_dir_all(&out).map_err(write_err)?;
@@ -455,7 +457,7 @@ pub(crate) mod tests {
     fn unpack_bytes(
         bytes: &[u8],
         kind: ArchiveKind,
-    ) -> (tempfile::TempDir, Result<Unpacked, StageError>) {
+    ) -> (tempfile::TempDir, Result<Unpacked, DataError>) {
         let dir = tempfile::tempdir().unwrap();
         let archive = dir.path().join("a");
         std::fs::write(&archive, bytes).unwrap();
@@ -535,8 +537,8 @@ pub(crate) mod tests {
         for (bytes, kind, entry) in cases {
             let (dir, r) = unpack_bytes(&bytes, kind);
             let e = r.unwrap_err();
-            assert!(e.user, "{e}");
-            assert!(e.message.contains(&format!("`{entry}`")), "{e}");
+            assert!(e.is_user(), "{e}");
+            assert!(e.render().contains(&format!("`{entry}`")), "{e}");
             assert!(!dir.path().join("evil").exists());
         }
     }
@@ -584,7 +586,7 @@ mod limit_tests {
     use super::tests::{tar_bytes, zip_bytes};
     use super::*;
 
-    fn unpack_with(bytes: &[u8], kind: ArchiveKind, limits: Limits) -> Result<u64, StageError> {
+    fn unpack_with(bytes: &[u8], kind: ArchiveKind, limits: Limits) -> Result<u64, DataError> {
         let dir = tempfile::tempdir().unwrap();
         let archive = dir.path().join("a");
         std::fs::write(&archive, bytes).unwrap();
@@ -607,8 +609,11 @@ mod limit_tests {
             max_ratio: 0.0,
         };
         let e = unpack_with(&tar, ArchiveKind::Tar, small).unwrap_err();
-        assert!(e.user && e.message.contains("max_unpacked_bytes"), "{e:?}");
-        assert!(e.message.contains("`b.bin`"), "{e:?}");
+        assert!(
+            e.is_user() && e.render().contains("max_unpacked_bytes"),
+            "{e:?}"
+        );
+        assert!(e.render().contains("`b.bin`"), "{e:?}");
         // A tar is barely larger than its content: the default ratio lets it through.
         assert_eq!(
             unpack_with(&tar, ArchiveKind::Tar, Limits::default()).unwrap(),
@@ -617,7 +622,7 @@ mod limit_tests {
         // Deflated zeros are ~1000:1: over the default ratio, fine without one.
         let zip = zip_bytes(&[("z.bin", &zeros)]);
         let e = unpack_with(&zip, ArchiveKind::Zip, Limits::default()).unwrap_err();
-        assert!(e.message.contains("max_unpack_ratio"), "{e:?}");
+        assert!(e.render().contains("max_unpack_ratio"), "{e:?}");
         let no_ratio = Limits {
             max_ratio: 0.0,
             ..Limits::default()

@@ -15,6 +15,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::data::error::DataError;
 use safetensors::tensor::{Dtype, TensorView};
 use serde::{Deserialize, Serialize};
 
@@ -24,27 +25,15 @@ pub const META_FILE: &str = "dataset.json";
 pub const IMAGES_FILE: &str = "images.safetensors";
 pub const LABELS_FILE: &str = "labels.safetensors";
 
-#[derive(Debug, thiserror::Error)]
-pub enum DatasetError {
-    #[error("{path}: {message}")]
-    Invalid { path: PathBuf, message: String },
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-fn invalid(path: &Path, message: impl Into<String>) -> DatasetError {
-    DatasetError::Invalid {
+fn invalid(path: &Path, message: impl Into<String>) -> DataError {
+    DataError::Artifact {
         path: path.to_path_buf(),
         message: message.into(),
     }
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DatasetError + '_ {
-    move |source| DatasetError::Io {
+fn tensors_err(path: &Path) -> impl FnOnce(safetensors::SafeTensorError) -> DataError + '_ {
+    move |source| DataError::Tensors {
         path: path.to_path_buf(),
         source,
     }
@@ -212,16 +201,16 @@ fn i64_bytes(v: &[i64]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
-fn write_meta(out: &Path, meta: &DatasetMeta) -> Result<(), DatasetError> {
+fn write_meta(out: &Path, meta: &DatasetMeta) -> Result<(), DataError> {
     let path = out.join(META_FILE);
     let text = serde_json::to_string_pretty(meta).expect("meta serialises");
-    std::fs::write(&path, text + "\n").map_err(io_err(&path))
+    std::fs::write(&path, text + "\n").map_err(DataError::write(path.display()))
 }
 
 fn write_tensors(
     path: &Path,
     tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)>,
-) -> Result<(), DatasetError> {
+) -> Result<(), DataError> {
     let views: Vec<(String, TensorView<'_>)> = tensors
         .iter()
         .map(|(name, dtype, shape, data)| {
@@ -229,8 +218,8 @@ fn write_tensors(
                 .map_err(|e| invalid(path, format!("tensor {name}: {e}")))?;
             Ok((name.clone(), view))
         })
-        .collect::<Result<_, DatasetError>>()?;
-    safetensors::serialize_to_file(views, None, path).map_err(|e| invalid(path, e.to_string()))
+        .collect::<Result<_, DataError>>()?;
+    safetensors::serialize_to_file(views, None, path).map_err(tensors_err(path))
 }
 
 fn label_tensors(
@@ -270,7 +259,7 @@ pub fn write_materialised(
     classes: Vec<String>,
     splits: BTreeMap<String, MaterialSplit>,
     info: serde_json::Map<String, serde_json::Value>,
-) -> Result<(), DatasetError> {
+) -> Result<(), DataError> {
     let mut shapes = splits.values().map(|s| match &s.images {
         Images::Fixed { shape, .. } => Some(*shape),
         Images::Variable { .. } => None,
@@ -376,7 +365,7 @@ pub fn write_view(
     classes: Vec<String>,
     splits: BTreeMap<String, (String, LabelSplit)>,
     info: serde_json::Map<String, serde_json::Value>,
-) -> Result<(), DatasetError> {
+) -> Result<(), DataError> {
     let mut meta_splits = BTreeMap::new();
     let mut labels = BTreeMap::new();
     for (name, (source, split)) in splits {
@@ -426,7 +415,7 @@ fn read_i64(
     path: &Path,
     st: &safetensors::SafeTensors<'_>,
     name: &str,
-) -> Result<Option<Vec<i64>>, DatasetError> {
+) -> Result<Option<Vec<i64>>, DataError> {
     match st.tensor(name) {
         Ok(t) => {
             if t.dtype() != Dtype::I64 {
@@ -443,17 +432,20 @@ fn read_i64(
             ))
         }
         Err(safetensors::SafeTensorError::TensorNotFound(_)) => Ok(None),
-        Err(e) => Err(invalid(path, e.to_string())),
+        Err(e) => Err(tensors_err(path)(e)),
     }
 }
 
 impl Dataset {
     /// Opens the dataset artifact at `dir` whose digest is `digest`.
-    pub fn open(dir: &Path, digest: &str) -> Result<Dataset, DatasetError> {
+    pub fn open(dir: &Path, digest: &str) -> Result<Dataset, DataError> {
         let meta_path = dir.join(META_FILE);
-        let text = std::fs::read_to_string(&meta_path).map_err(io_err(&meta_path))?;
-        let meta: DatasetMeta = serde_json::from_str(&text)
-            .map_err(|e| invalid(&meta_path, format!("not a dataset artifact: {e}")))?;
+        let text =
+            std::fs::read_to_string(&meta_path).map_err(DataError::read(meta_path.display()))?;
+        let meta: DatasetMeta = serde_json::from_str(&text).map_err(|source| DataError::Meta {
+            path: meta_path.clone(),
+            source,
+        })?;
         if meta.format != FORMAT || meta.version != FORMAT_VERSION {
             return Err(invalid(
                 &meta_path,
@@ -464,9 +456,9 @@ impl Dataset {
             ));
         }
         let labels_path = dir.join(LABELS_FILE);
-        let bytes = std::fs::read(&labels_path).map_err(io_err(&labels_path))?;
-        let st = safetensors::SafeTensors::deserialize(&bytes)
-            .map_err(|e| invalid(&labels_path, e.to_string()))?;
+        let bytes = std::fs::read(&labels_path).map_err(DataError::read(labels_path.display()))?;
+        let st =
+            safetensors::SafeTensors::deserialize(&bytes).map_err(tensors_err(&labels_path))?;
         let mut splits = BTreeMap::new();
         for (name, sm) in &meta.splits {
             let labels = read_i64(&labels_path, &st, &format!("{name}.labels"))?
@@ -522,11 +514,10 @@ impl Dataset {
 }
 
 /// Loads the pixels of `split` from a materialised dataset directory.
-pub fn load_images(dir: &Path, split: &str) -> Result<Images, DatasetError> {
+pub fn load_images(dir: &Path, split: &str) -> Result<Images, DataError> {
     let path = dir.join(IMAGES_FILE);
-    let bytes = std::fs::read(&path).map_err(io_err(&path))?;
-    let st =
-        safetensors::SafeTensors::deserialize(&bytes).map_err(|e| invalid(&path, e.to_string()))?;
+    let bytes = std::fs::read(&path).map_err(DataError::read(path.display()))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(tensors_err(&path))?;
     if let Ok(t) = st.tensor(&format!("{split}.images")) {
         let s = t.shape();
         if s.len() != 4 {

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
+use crate::data::error::DataError;
+
 /// One entry of a file's `mirrors` list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mirror {
@@ -23,18 +25,11 @@ pub enum Mirror {
     Http(String),
 }
 
-/// Why a mirror string is not usable, with a hint.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MirrorError {
-    pub message: String,
-    pub help: String,
-}
-
 const MIRROR_HELP: &str = "a mirror is a local path (absolute, or relative to the project directory), a file:///absolute/path URL, or an http:// or https:// URL";
 
-/// Classifies a mirror string.
-pub fn parse_mirror(s: &str) -> Result<Mirror, MirrorError> {
-    let err = |message: String| MirrorError {
+/// Classifies a mirror string; one that is neither is a [`DataError::Mirror`].
+pub fn parse_mirror(s: &str) -> Result<Mirror, DataError> {
+    let err = |message: String| DataError::Mirror {
         message,
         help: MIRROR_HELP.to_string(),
     };
@@ -67,7 +62,7 @@ pub fn parse_mirror(s: &str) -> Result<Mirror, MirrorError> {
                 "file" => {
                     let path = rest.strip_prefix("localhost").unwrap_or(rest);
                     if !path.starts_with('/') {
-                        return Err(MirrorError {
+                        return Err(DataError::Mirror {
                             message: format!(
                                 "`{s}`: a file:// URL needs an absolute path on this machine"
                             ),
@@ -270,13 +265,18 @@ impl Write for HashWriter<'_> {
 }
 
 /// Downloads `d.url` into `d.partial`, resuming from what the partial file holds, and returns
-/// the sha256 of the complete file. Errors are messages for the user (which mirror failed
-/// and why); the partial file is kept on failure so a later run resumes.
-pub fn http_download(d: &HttpDownload<'_>) -> Result<Downloaded, String> {
-    let io_err = |what: &str, e: io::Error| format!("{what} {}: {e}", d.partial.display());
+/// the sha256 of the complete file. Errors say why this mirror failed (the caller names
+/// the mirror); the partial file is kept on failure so a later run resumes.
+pub fn http_download(d: &HttpDownload<'_>) -> Result<Downloaded, DataError> {
+    let io_err = |what: &str, source: io::Error| DataError::Write {
+        what: format!("{what} {}", d.partial.display()),
+        source,
+    };
     if let Some(dir) = d.partial.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create download directory {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(DataError::write(format_args!(
+            "cannot create download directory {}",
+            dir.display()
+        )))?;
     }
     let mut file = OpenOptions::new()
         .read(true)
@@ -313,7 +313,7 @@ pub fn http_download(d: &HttpDownload<'_>) -> Result<Downloaded, String> {
     file.seek(SeekFrom::Start(have))
         .map_err(|e| io_err("cannot seek in", e))?;
 
-    let restart = |file: &mut File, hasher: &mut Sha256, have: &mut u64| -> Result<(), String> {
+    let restart = |file: &mut File, hasher: &mut Sha256, have: &mut u64| -> Result<(), DataError> {
         file.set_len(0).map_err(|e| io_err("cannot truncate", e))?;
         file.seek(SeekFrom::Start(0))
             .map_err(|e| io_err("cannot seek in", e))?;
@@ -328,14 +328,14 @@ pub fn http_download(d: &HttpDownload<'_>) -> Result<Downloaded, String> {
     let mut use_range = true;
     let mut buf = vec![0u8; 256 * 1024];
     'attempt: loop {
-        let mut retry = |why: String| -> Result<(), String> {
+        let mut retry = |why: String| -> Result<(), DataError> {
             failed += 1;
             if failed >= attempts {
-                return Err(format!(
+                return Err(DataError::Fetch(format!(
                     "{why}; gave up after {attempts} attempt(s) (raise `attempts` (now \
                      {attempts}) or `idle_timeout_s` (now {}) in the download stage's params)",
                     idle.as_secs_f64()
-                ));
+                )));
             }
             (d.log)(&format!(
                 "{}: {why}; retrying (attempt {} of {attempts})",
@@ -363,7 +363,7 @@ pub fn http_download(d: &HttpDownload<'_>) -> Result<Downloaded, String> {
                 retry(format!("request failed: {}", what(&e)))?;
                 continue 'attempt;
             }
-            Err(e) => return Err(format!("request failed: {e}")),
+            Err(e) => return Err(DataError::Http(Box::new(e))),
         };
         let status = resp.status().as_u16();
         let content_length =
@@ -409,9 +409,11 @@ pub fn http_download(d: &HttpDownload<'_>) -> Result<Downloaded, String> {
             }
             _ => {
                 let reason = resp.status().canonical_reason().unwrap_or("");
-                return Err(format!("server answered HTTP {status} {reason}")
-                    .trim_end()
-                    .to_string());
+                return Err(DataError::Fetch(
+                    format!("server answered HTTP {status} {reason}")
+                        .trim_end()
+                        .to_string(),
+                ));
             }
         };
         (d.progress)(have, total);
@@ -496,7 +498,8 @@ mod tests {
         assert!(parse_mirror("file://rel/x").is_err());
         assert!(parse_mirror("https:///x").is_err());
         let e = parse_mirror("ftp://example.org/x").unwrap_err();
-        assert!(e.message.contains("ftp://"), "{}", e.message);
+        assert!(e.to_string().contains("ftp://"), "{e}");
+        assert!(e.help().is_some_and(|h| h.contains("http://")), "{e:?}");
         assert!(parse_mirror("").is_err());
     }
 

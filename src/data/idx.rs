@@ -5,6 +5,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
+use crate::data::error::DataError;
 use flate2::bufread::MultiGzDecoder;
 
 /// Element type byte of unsigned-byte IDX files, the only one read here.
@@ -30,12 +31,13 @@ fn type_name(t: u8) -> &'static str {
 }
 
 /// Reads an IDX file (plain or gzip) of unsigned bytes.
-pub fn read_idx(path: &Path) -> Result<IdxArray, String> {
-    let file = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+pub fn read_idx(path: &Path) -> Result<IdxArray, DataError> {
+    let file = File::open(path).map_err(DataError::read("cannot open"))?;
     let mut reader = BufReader::with_capacity(1 << 20, file);
-    let head = reader.fill_buf().map_err(|e| format!("cannot read: {e}"))?;
+    let head = reader.fill_buf().map_err(DataError::read("cannot read"))?;
     if head.starts_with(&[0x1f, 0x8b]) {
-        parse_idx(MultiGzDecoder::new(reader)).map_err(|e| format!("{e} (gzip-compressed file)"))
+        parse(MultiGzDecoder::new(reader))
+            .map_err(|e| DataError::Invalid(format!("{e} (gzip-compressed file)")))
     } else {
         parse_idx(reader)
     }
@@ -49,7 +51,12 @@ fn read_exact_or(reader: &mut impl Read, buf: &mut [u8], what: &str) -> Result<(
 }
 
 /// Parses an IDX stream of unsigned bytes.
-pub fn parse_idx(mut reader: impl Read) -> Result<IdxArray, String> {
+pub fn parse_idx(reader: impl Read) -> Result<IdxArray, DataError> {
+    parse(reader).map_err(DataError::Invalid)
+}
+
+/// The parser: its messages say what in the stream is wrong.
+fn parse(mut reader: impl Read) -> Result<IdxArray, String> {
     let mut magic = [0u8; 4];
     read_exact_or(&mut reader, &mut magic, "header")?;
     if magic[0] != 0 || magic[1] != 0 {
@@ -141,18 +148,25 @@ pub(crate) mod tests {
 
     #[test]
     fn rejects_bad_files() {
-        let e = parse_idx(&idx_bytes(&[3], &[1, 2])[..]).unwrap_err();
+        let e = parse_idx(&idx_bytes(&[3], &[1, 2])[..])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("truncated"), "{e}");
-        let e = parse_idx(&idx_bytes(&[1], &[1, 2])[..]).unwrap_err();
+        let e = parse_idx(&idx_bytes(&[1], &[1, 2])[..])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("trailing"), "{e}");
-        let e = parse_idx(&b"\x00\x00\x0d\x01\x00\x00\x00\x01abcd"[..]).unwrap_err();
+        let e = parse_idx(&b"\x00\x00\x0d\x01\x00\x00\x00\x01abcd"[..])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("float"), "{e}");
-        let e = parse_idx(&b"PK\x03\x04"[..]).unwrap_err();
+        let e = parse_idx(&b"PK\x03\x04"[..]).unwrap_err().to_string();
         assert!(e.contains("not an IDX file"), "{e}");
         let e = parse_idx(&b"\x00\x00\x08\x03\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff"[..])
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("too large"), "{e}");
-        let e = parse_idx(&b"\x00\x00"[..]).unwrap_err();
+        let e = parse_idx(&b"\x00\x00"[..]).unwrap_err().to_string();
         assert!(e.contains("header"), "{e}");
     }
 }

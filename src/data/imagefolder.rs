@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 
 use crate::data::archive::safe_relative;
-use crate::stages::StageError;
+use crate::data::error::DataError;
 
 /// One image to decode.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,17 +26,18 @@ pub struct ScanReport {
     pub ignored: Vec<String>,
 }
 
-fn io_user(what: impl std::fmt::Display, e: std::io::Error) -> StageError {
-    StageError::user(format!("{what}: {e}"))
+fn io_user(what: impl std::fmt::Display, e: std::io::Error) -> DataError {
+    DataError::read(what)(e)
 }
 
-fn utf8_name(name: std::ffi::OsString, dir: &Path) -> Result<String, StageError> {
-    name.into_string()
-        .map_err(|n| StageError::user(format!("{}: file name {:?} is not UTF-8", dir.display(), n)))
+fn utf8_name(name: std::ffi::OsString, dir: &Path) -> Result<String, DataError> {
+    name.into_string().map_err(|n| {
+        DataError::invalid(format!("{}: file name {:?} is not UTF-8", dir.display(), n))
+    })
 }
 
 /// The class folder names under `root`, sorted byte-wise (hidden folders are ignored).
-pub fn class_names(root: &Path) -> Result<Vec<String>, StageError> {
+pub fn class_names(root: &Path) -> Result<Vec<String>, DataError> {
     let mut names = Vec::new();
     for entry in std::fs::read_dir(root)
         .map_err(|e| io_user(format!("cannot list {}", root.display()), e))?
@@ -61,7 +62,7 @@ fn is_image_name(name: &str) -> bool {
 }
 
 /// Every JPEG/PNG (by extension) under each class folder, recursively, sorted by path.
-pub fn scan(root: &Path, classes: &[String]) -> Result<(Vec<Entry>, ScanReport), StageError> {
+pub fn scan(root: &Path, classes: &[String]) -> Result<(Vec<Entry>, ScanReport), DataError> {
     let mut entries = Vec::new();
     let mut report = ScanReport::default();
     for (label, class) in classes.iter().enumerate() {
@@ -113,11 +114,11 @@ pub fn read_list(
     shown: &str,
     root: &Path,
     classes: &[String],
-) -> Result<Vec<Entry>, StageError> {
+) -> Result<Vec<Entry>, DataError> {
     let text = std::fs::read(list)
         .map_err(|e| io_user(format!("cannot read list {shown} ({})", list.display()), e))?;
     let text = String::from_utf8(text)
-        .map_err(|_| StageError::user(format!("list {shown} is not UTF-8 text")))?;
+        .map_err(|_| DataError::invalid(format!("list {shown} is not UTF-8 text")))?;
     let mut entries = Vec::new();
     let mut seen = BTreeSet::new();
     for (no, line) in text.lines().enumerate() {
@@ -129,7 +130,7 @@ pub fn read_list(
         let rel = line.replace('\\', "/");
         let Some(rel_path) = safe_relative(Path::new(&rel)).filter(|p| p.components().count() >= 2)
         else {
-            return Err(StageError::user(format!(
+            return Err(DataError::invalid(format!(
                 "{at}: `{line}` is not a path of the form <class>/<file> relative to the root"
             )));
         };
@@ -139,16 +140,16 @@ pub fn read_list(
             .and_then(|c| c.as_os_str().to_str())
             .unwrap_or("");
         let Some(label) = classes.iter().position(|c| c == class) else {
-            let hint = crate::error::did_you_mean(class, classes.iter().map(String::as_str))
-                .map(|s| format!(" (did you mean `{s}`?)"))
+            let hint = crate::hint::did_you_mean(class, classes.iter().map(String::as_str))
+                .map(|h| format!(" ({h})"))
                 .unwrap_or_default();
-            return Err(StageError::user(format!(
+            return Err(DataError::invalid(format!(
                 "{at}: `{class}` is not a class folder under the root{hint}"
             )));
         };
         let path = root.join(&rel_path);
         if !path.metadata().map(|m| m.is_file()).unwrap_or(false) {
-            return Err(StageError::user(format!(
+            return Err(DataError::invalid(format!(
                 "{at}: `{line}` does not exist ({} is missing)",
                 path.display()
             )));
@@ -185,12 +186,12 @@ pub fn decode_all(
     threads: usize,
     resize: Option<usize>,
     done: &(dyn Fn() + Sync),
-) -> Result<Vec<Result<Decoded, String>>, StageError> {
+) -> Result<Vec<Result<Decoded, String>>, DataError> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads.max(1))
         .thread_name(|i| format!("rst-decode-{i}"))
         .build()
-        .map_err(|e| StageError::internal(format!("cannot start decoding threads: {e}")))?;
+        .map_err(DataError::Threads)?;
     Ok(pool.install(|| {
         paths
             .par_iter()
@@ -271,7 +272,7 @@ mod tests {
             std::fs::write(root.join("bad.txt"), format!("{line}\n")).unwrap();
             let e = read_list(&root.join("bad.txt"), "bad.txt", root, &classes).unwrap_err();
             assert!(
-                e.user && e.message.contains(needle) && e.message.contains("line 1"),
+                e.is_user() && e.render().contains(needle) && e.render().contains("line 1"),
                 "{e}"
             );
         }

@@ -16,9 +16,9 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 
 use crate::data::archive::safe_relative;
+use crate::data::error::DataError;
 use crate::data::imagefolder::{self, Entry};
 use crate::data::matfile::{self, MatValue};
-use crate::stages::StageError;
 
 /// An official dataset layout (`layout:` in a pipeline, kebab-case).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -114,7 +114,7 @@ impl Layout {
 pub fn read(
     layout: Layout,
     resolve: &dyn Fn(&str) -> Option<PathBuf>,
-) -> Result<LayoutData, StageError> {
+) -> Result<LayoutData, DataError> {
     let mut cx = Cx {
         layout,
         resolve,
@@ -181,14 +181,14 @@ struct Cx<'a> {
 }
 
 impl Cx<'_> {
-    fn missing(&self, rel: &str, what: &str) -> StageError {
+    fn missing(&self, rel: &str, what: &str) -> DataError {
         let needs: Vec<String> = self
             .layout
             .required_files()
             .iter()
             .map(|f| format!("`{f}`"))
             .collect();
-        StageError::user(format!(
+        DataError::invalid(format!(
             "{} layout: {what} `{rel}` is missing from the dataset root; the layout needs {} \
              (relative to the dataset root, as in the official archives)",
             self.layout.name(),
@@ -207,25 +207,28 @@ impl Cx<'_> {
         }
     }
 
-    fn file(&mut self, rel: &str) -> Result<PathBuf, StageError> {
+    fn file(&mut self, rel: &str) -> Result<PathBuf, DataError> {
         self.find(rel, false)
             .ok_or_else(|| self.missing(rel, "file"))
     }
 
-    fn dir(&mut self, rel: &str) -> Result<PathBuf, StageError> {
+    fn dir(&mut self, rel: &str) -> Result<PathBuf, DataError> {
         self.find(rel, true)
             .ok_or_else(|| self.missing(rel, "folder"))
     }
 
     /// The non-empty lines of a text file, with their 1-based numbers, trimmed (CRLF, a
     /// byte-order mark and surrounding blanks removed).
-    fn lines(&mut self, rel: &str) -> Result<Vec<(usize, String)>, StageError> {
+    fn lines(&mut self, rel: &str) -> Result<Vec<(usize, String)>, DataError> {
         let path = self.file(rel)?;
-        let bytes = std::fs::read(&path).map_err(|e| {
-            StageError::user(format!("cannot read `{rel}` ({}): {e}", path.display()))
+        let bytes = std::fs::read(&path).map_err(DataError::read(format_args!(
+            "cannot read `{rel}` ({})",
+            path.display()
+        )))?;
+        let text = String::from_utf8(bytes).map_err(|source| DataError::NotText {
+            file: format!("`{rel}`"),
+            source,
         })?;
-        let text = String::from_utf8(bytes)
-            .map_err(|e| StageError::user(format!("`{rel}` is not UTF-8 text: {e}")))?;
         let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
         Ok(text
             .lines()
@@ -235,9 +238,9 @@ impl Cx<'_> {
             .collect())
     }
 
-    fn mat(&mut self, rel: &str) -> Result<BTreeMap<String, MatValue>, StageError> {
+    fn mat(&mut self, rel: &str) -> Result<BTreeMap<String, MatValue>, DataError> {
         let path = self.file(rel)?;
-        matfile::read_mat(&path).map_err(|e| StageError::user(format!("`{rel}`: {e}")))
+        matfile::read_mat(&path).map_err(|e| e.within(format!("`{rel}`")))
     }
 }
 
@@ -247,12 +250,12 @@ fn two_fields<'a>(
     no: usize,
     line: &'a str,
     what: &str,
-) -> Result<(&'a str, &'a str), StageError> {
+) -> Result<(&'a str, &'a str), DataError> {
     line.split_once([' ', '\t'])
         .map(|(a, b)| (a, b.trim()))
         .filter(|(a, b)| !a.is_empty() && !b.is_empty())
         .ok_or_else(|| {
-            StageError::user(format!(
+            DataError::invalid(format!(
                 "`{rel}` line {no}: `{line}` is not of the form `{what}`"
             ))
         })
@@ -280,17 +283,17 @@ fn image(
     sub: &str,
     label: usize,
     at: &str,
-) -> Result<Entry, StageError> {
+) -> Result<Entry, DataError> {
     let sub = sub.replace('\\', "/");
     let Some(rel_path) = safe_relative(Path::new(&sub)).filter(|p| p.components().count() > 0)
     else {
-        return Err(StageError::user(format!(
+        return Err(DataError::invalid(format!(
             "{at}: `{sub}` is not a relative path inside `{base_rel}`"
         )));
     };
     let path = base.join(&rel_path);
     if !path.is_file() {
-        return Err(StageError::user(format!(
+        return Err(DataError::invalid(format!(
             "{at}: the image `{base_rel}/{sub}` does not exist ({} is missing)",
             path.display()
         )));
@@ -302,11 +305,11 @@ fn image(
     })
 }
 
-fn indoor(cx: &mut Cx) -> Result<Parts, StageError> {
+fn indoor(cx: &mut Cx) -> Result<Parts, DataError> {
     let images = cx.dir("Images")?;
     let classes = imagefolder::class_names(&images)?;
     if classes.is_empty() {
-        return Err(StageError::user(
+        return Err(DataError::invalid(
             "indoor layout: `Images` has no class folders",
         ));
     }
@@ -332,26 +335,26 @@ fn indoor(cx: &mut Cx) -> Result<Parts, StageError> {
     Ok((classes, splits, extra))
 }
 
-fn cub(cx: &mut Cx) -> Result<Parts, StageError> {
+fn cub(cx: &mut Cx) -> Result<Parts, DataError> {
     let images = cx.dir("images")?;
     // classes.txt: `<id> <name>`, ids 1..=K.
     let mut by_id: BTreeMap<usize, String> = BTreeMap::new();
     for (no, line) in cx.lines("classes.txt")? {
         let (id, name) = two_fields("classes.txt", no, &line, "<class id> <name>")?;
         let id = positive_int(id).ok_or_else(|| {
-            StageError::user(format!(
+            DataError::invalid(format!(
                 "`classes.txt` line {no}: class id `{id}` is not a positive integer"
             ))
         })?;
         if by_id.insert(id, name.to_string()).is_some() {
-            return Err(StageError::user(format!(
+            return Err(DataError::invalid(format!(
                 "`classes.txt` line {no}: class id {id} appears twice"
             )));
         }
     }
     let k = by_id.len();
     if k == 0 {
-        return Err(StageError::user("`classes.txt` lists no classes"));
+        return Err(DataError::invalid("`classes.txt` lists no classes"));
     }
     if let Some((&id, _)) = by_id
         .iter()
@@ -359,7 +362,7 @@ fn cub(cx: &mut Cx) -> Result<Parts, StageError> {
         .find(|(i, (&id, _))| id != i + 1)
         .map(|(_, p)| p)
     {
-        return Err(StageError::user(format!(
+        return Err(DataError::invalid(format!(
             "`classes.txt`: class ids must be 1..{k}, found {id} (ids missing before it)"
         )));
     }
@@ -376,12 +379,12 @@ fn cub(cx: &mut Cx) -> Result<Parts, StageError> {
         for (no, line) in cx.lines(rel)? {
             let (id, value) = two_fields(rel, no, &line, form)?;
             let id = positive_int(id).ok_or_else(|| {
-                StageError::user(format!(
+                DataError::invalid(format!(
                     "`{rel}` line {no}: image id `{id}` is not a positive integer"
                 ))
             })?;
             if map.insert(id, (no, value.to_string())).is_some() {
-                return Err(StageError::user(format!(
+                return Err(DataError::invalid(format!(
                     "`{rel}` line {no}: image id {id} appears twice"
                 )));
             }
@@ -395,7 +398,7 @@ fn cub(cx: &mut Cx) -> Result<Parts, StageError> {
         ("train_test_split.txt", &split_of),
     ] {
         if let Some((id, (no, _))) = map.iter().find(|(id, _)| !paths.contains_key(id)) {
-            return Err(StageError::user(format!(
+            return Err(DataError::invalid(format!(
                 "`{rel}` line {no}: image id {id} is not in `images.txt`"
             )));
         }
@@ -404,17 +407,17 @@ fn cub(cx: &mut Cx) -> Result<Parts, StageError> {
     for (id, (no, path)) in &paths {
         let at = format!("`images.txt` line {no}");
         let (lno, class) = labels.get(id).ok_or_else(|| {
-            StageError::user(format!(
+            DataError::invalid(format!(
                 "{at}: image id {id} has no line in `image_class_labels.txt`"
             ))
         })?;
         let label = positive_int(class).filter(|&c| c <= k).ok_or_else(|| {
-            StageError::user(format!(
+            DataError::invalid(format!(
                 "`image_class_labels.txt` line {lno}: class id `{class}` is outside 1..{k} (the ids of `classes.txt`)"
             ))
         })? - 1;
         let (sno, flag) = split_of.get(id).ok_or_else(|| {
-            StageError::user(format!(
+            DataError::invalid(format!(
                 "{at}: image id {id} has no line in `train_test_split.txt`"
             ))
         })?;
@@ -422,7 +425,7 @@ fn cub(cx: &mut Cx) -> Result<Parts, StageError> {
             "1" => true,
             "0" => false,
             other => {
-                return Err(StageError::user(format!(
+                return Err(DataError::invalid(format!(
                     "`train_test_split.txt` line {sno}: `{other}` is neither 1 (train) nor 0 (test)"
                 )))
             }
@@ -445,9 +448,9 @@ fn cub(cx: &mut Cx) -> Result<Parts, StageError> {
 }
 
 /// The strings of a cell array of char (`what` names it in messages).
-fn cell_strings(v: &MatValue, what: &str) -> Result<Vec<String>, StageError> {
+fn cell_strings(v: &MatValue, what: &str) -> Result<Vec<String>, DataError> {
     let MatValue::Cell { items, .. } = v else {
-        return Err(StageError::user(format!(
+        return Err(DataError::invalid(format!(
             "{what} is a {}, not a cell array of text",
             v.describe()
         )));
@@ -457,7 +460,7 @@ fn cell_strings(v: &MatValue, what: &str) -> Result<Vec<String>, StageError> {
         .enumerate()
         .map(|(i, item)| {
             item.as_str().map(str::to_string).ok_or_else(|| {
-                StageError::user(format!(
+                DataError::invalid(format!(
                     "{what}{{{}}} is a {}, not text",
                     i + 1,
                     item.describe()
@@ -467,17 +470,17 @@ fn cell_strings(v: &MatValue, what: &str) -> Result<Vec<String>, StageError> {
         .collect()
 }
 
-fn cars(cx: &mut Cx) -> Result<Parts, StageError> {
+fn cars(cx: &mut Cx) -> Result<Parts, DataError> {
     let meta = cx.mat("devkit/cars_meta.mat")?;
     let classes = cell_strings(
         meta.get("class_names").ok_or_else(|| {
-            StageError::user("`devkit/cars_meta.mat` has no variable `class_names`")
+            DataError::invalid("`devkit/cars_meta.mat` has no variable `class_names`")
         })?,
         "`devkit/cars_meta.mat`: class_names",
     )?;
     let k = classes.len();
     if k == 0 {
-        return Err(StageError::user(
+        return Err(DataError::invalid(
             "`devkit/cars_meta.mat`: class_names is empty",
         ));
     }
@@ -500,11 +503,11 @@ fn cars(cx: &mut Cx) -> Result<Parts, StageError> {
     ] {
         let dir = cx.dir(folder)?;
         let vars = cx.mat(annos)?;
-        let v = vars
-            .get("annotations")
-            .ok_or_else(|| StageError::user(format!("`{annos}` has no variable `annotations`")))?;
+        let v = vars.get("annotations").ok_or_else(|| {
+            DataError::invalid(format!("`{annos}` has no variable `annotations`"))
+        })?;
         let MatValue::Struct { fields, items, .. } = v else {
-            return Err(StageError::user(format!(
+            return Err(DataError::invalid(format!(
                 "`{annos}`: annotations is a {}, not a struct array",
                 v.describe()
             )));
@@ -516,7 +519,7 @@ fn cars(cx: &mut Cx) -> Result<Parts, StageError> {
                 } else {
                     ""
                 };
-                return Err(StageError::user(format!(
+                return Err(DataError::invalid(format!(
                     "`{annos}`: annotations has no field `{f}`{hint}"
                 )));
             }
@@ -525,19 +528,19 @@ fn cars(cx: &mut Cx) -> Result<Parts, StageError> {
         for (i, item) in items.iter().enumerate() {
             let at = format!("`{annos}` annotations({})", i + 1);
             let fname = item["fname"].as_str().ok_or_else(|| {
-                StageError::user(format!(
+                DataError::invalid(format!(
                     "{at}.fname is a {}, not text",
                     item["fname"].describe()
                 ))
             })?;
             let class = item["class"].as_scalar().ok_or_else(|| {
-                StageError::user(format!(
+                DataError::invalid(format!(
                     "{at}.class is a {}, not a number",
                     item["class"].describe()
                 ))
             })?;
             let label = mat_label(class, Some(k)).ok_or_else(|| {
-                StageError::user(format!(
+                DataError::invalid(format!(
                     "{at}.class is {class}, outside 1..{k} (the class_names of devkit/cars_meta.mat)"
                 ))
             })? - 1;
@@ -557,27 +560,28 @@ fn cars(cx: &mut Cx) -> Result<Parts, StageError> {
     Ok((classes, splits, extra))
 }
 
-fn dogs(cx: &mut Cx) -> Result<Parts, StageError> {
+fn dogs(cx: &mut Cx) -> Result<Parts, DataError> {
     let images = cx.dir("Images")?;
     let mut lists = Vec::new();
     for (split, rel) in [("train", "train_list.mat"), ("test", "test_list.mat")] {
         let vars = cx.mat(rel)?;
         let files = cell_strings(
-            vars.get("file_list")
-                .ok_or_else(|| StageError::user(format!("`{rel}` has no variable `file_list`")))?,
+            vars.get("file_list").ok_or_else(|| {
+                DataError::invalid(format!("`{rel}` has no variable `file_list`"))
+            })?,
             &format!("`{rel}`: file_list"),
         )?;
         let labels_v = vars
             .get("labels")
-            .ok_or_else(|| StageError::user(format!("`{rel}` has no variable `labels`")))?;
+            .ok_or_else(|| DataError::invalid(format!("`{rel}` has no variable `labels`")))?;
         let labels = labels_v.as_nums().ok_or_else(|| {
-            StageError::user(format!(
+            DataError::invalid(format!(
                 "`{rel}`: labels is a {}, not numbers",
                 labels_v.describe()
             ))
         })?;
         if labels.len() != files.len() {
-            return Err(StageError::user(format!(
+            return Err(DataError::invalid(format!(
                 "`{rel}`: file_list has {} entries but labels has {}",
                 files.len(),
                 labels.len()
@@ -591,17 +595,17 @@ fn dogs(cx: &mut Cx) -> Result<Parts, StageError> {
         for (i, (file, &x)) in files.iter().zip(labels).enumerate() {
             let at = format!("`{rel}` entry {}", i + 1);
             let label = mat_label(x, None).ok_or_else(|| {
-                StageError::user(format!("{at}: label {x} is not a positive integer"))
+                DataError::invalid(format!("{at}: label {x} is not a positive integer"))
             })?;
             let folder = file.replace('\\', "/");
             let Some((folder, _)) = folder.split_once('/') else {
-                return Err(StageError::user(format!(
+                return Err(DataError::invalid(format!(
                     "{at}: `{file}` is not of the form <class folder>/<file>"
                 )));
             };
             match folder_of.get(&label) {
                 Some((f, first)) if f != folder => {
-                    return Err(StageError::user(format!(
+                    return Err(DataError::invalid(format!(
                         "{at}: label {label} is given to folder `{folder}`, but {first} gave it to `{f}`"
                     )))
                 }
@@ -614,12 +618,12 @@ fn dogs(cx: &mut Cx) -> Result<Parts, StageError> {
     }
     let k = folder_of.keys().next_back().copied().unwrap_or(0);
     if k == 0 {
-        return Err(StageError::user(
+        return Err(DataError::invalid(
             "dogs layout: train_list.mat and test_list.mat list no images",
         ));
     }
     if let Some(missing) = (1..=k).find(|l| !folder_of.contains_key(l)) {
-        return Err(StageError::user(format!(
+        return Err(DataError::invalid(format!(
             "dogs layout: label {missing} is used by no file of train_list.mat or test_list.mat \
              (labels run to {k}), so its class folder is unknown"
         )));
@@ -628,7 +632,7 @@ fn dogs(cx: &mut Cx) -> Result<Parts, StageError> {
     let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
     for (i, c) in classes.iter().enumerate() {
         if let Some(j) = seen.insert(c, i) {
-            return Err(StageError::user(format!(
+            return Err(DataError::invalid(format!(
                 "dogs layout: folder `{c}` has two labels, {} and {}",
                 j + 1,
                 i + 1
@@ -654,20 +658,20 @@ fn dogs(cx: &mut Cx) -> Result<Parts, StageError> {
     Ok((classes, splits, extra))
 }
 
-fn aircraft(cx: &mut Cx) -> Result<Parts, StageError> {
+fn aircraft(cx: &mut Cx) -> Result<Parts, DataError> {
     let images = cx.dir("data/images")?;
     let mut classes: Vec<String> = Vec::new();
     let mut id_of: BTreeMap<String, usize> = BTreeMap::new();
     for (no, line) in cx.lines("data/variants.txt")? {
         if id_of.insert(line.clone(), classes.len()).is_some() {
-            return Err(StageError::user(format!(
+            return Err(DataError::invalid(format!(
                 "`data/variants.txt` line {no}: variant `{line}` appears twice"
             )));
         }
         classes.push(line);
     }
     if classes.is_empty() {
-        return Err(StageError::user("`data/variants.txt` lists no variants"));
+        return Err(DataError::invalid("`data/variants.txt` lists no variants"));
     }
     let mut splits = Vec::new();
     for split in ["train", "val", "test"] {
@@ -678,21 +682,21 @@ fn aircraft(cx: &mut Cx) -> Result<Parts, StageError> {
             let (id, variant) = two_fields(&rel, no, &line, "<image id> <variant>")?;
             let at = format!("`{rel}` line {no}");
             let Some(&label) = id_of.get(variant) else {
-                let hint = crate::error::did_you_mean(variant, classes.iter().map(String::as_str))
-                    .map(|s| format!(" (did you mean `{s}`?)"))
+                let hint = crate::hint::did_you_mean(variant, classes.iter().map(String::as_str))
+                    .map(|h| format!(" ({h})"))
                     .unwrap_or_default();
-                return Err(StageError::user(format!(
+                return Err(DataError::invalid(format!(
                     "{at}: variant `{variant}` is not in `data/variants.txt`{hint}"
                 )));
             };
             if id.contains('/') || id.contains('\\') {
-                return Err(StageError::user(format!(
+                return Err(DataError::invalid(format!(
                     "{at}: image id `{id}` contains a path separator"
                 )));
             }
             match seen.get(id) {
                 Some((first, v)) if v != variant => {
-                    return Err(StageError::user(format!(
+                    return Err(DataError::invalid(format!(
                         "{at}: image {id} is `{variant}` here but `{v}` on line {first}"
                     )))
                 }
@@ -725,13 +729,13 @@ fn aircraft(cx: &mut Cx) -> Result<Parts, StageError> {
 pub const CALTECH_SPLITS: [(&str, usize); 3] = [("train", 30), ("val", 20), ("test", 20)];
 const CALTECH_CLUTTER: &str = "257.clutter";
 
-fn caltech256(cx: &mut Cx) -> Result<Parts, StageError> {
+fn caltech256(cx: &mut Cx) -> Result<Parts, DataError> {
     let root = cx.dir(".")?;
     let mut classes = imagefolder::class_names(&root)?;
     let had_clutter = classes.iter().any(|c| c == CALTECH_CLUTTER);
     classes.retain(|c| c != CALTECH_CLUTTER);
     if classes.is_empty() {
-        return Err(StageError::user(format!(
+        return Err(DataError::invalid(format!(
             "caltech256 layout: no class folders in the dataset root ({})",
             root.display()
         )));
@@ -746,10 +750,9 @@ fn caltech256(cx: &mut Cx) -> Result<Parts, StageError> {
         let dir = root.join(class);
         let mut files = Vec::new();
         let listing = std::fs::read_dir(&dir)
-            .map_err(|e| StageError::user(format!("cannot list `{class}`: {e}")))?;
+            .map_err(DataError::read(format_args!("cannot list `{class}`")))?;
         for entry in listing {
-            let entry =
-                entry.map_err(|e| StageError::user(format!("cannot list `{class}`: {e}")))?;
+            let entry = entry.map_err(DataError::read(format_args!("cannot list `{class}`")))?;
             let Ok(name) = entry.file_name().into_string() else {
                 ignored.push(format!("{class}/{}", entry.file_name().to_string_lossy()));
                 continue;
@@ -802,27 +805,27 @@ fn caltech256(cx: &mut Cx) -> Result<Parts, StageError> {
     Ok((classes, splits, extra))
 }
 
-fn flowers102(cx: &mut Cx) -> Result<Parts, StageError> {
+fn flowers102(cx: &mut Cx) -> Result<Parts, DataError> {
     let jpg = cx.dir("jpg")?;
     let vars = cx.mat("imagelabels.mat")?;
     let v = vars
         .get("labels")
-        .ok_or_else(|| StageError::user("`imagelabels.mat` has no variable `labels`"))?;
+        .ok_or_else(|| DataError::invalid("`imagelabels.mat` has no variable `labels`"))?;
     let labels = v.as_nums().ok_or_else(|| {
-        StageError::user(format!(
+        DataError::invalid(format!(
             "`imagelabels.mat`: labels is a {}, not numbers",
             v.describe()
         ))
     })?;
     if labels.is_empty() {
-        return Err(StageError::user("`imagelabels.mat`: labels is empty"));
+        return Err(DataError::invalid("`imagelabels.mat`: labels is empty"));
     }
     let mut entries = Vec::with_capacity(labels.len());
     let mut k = 0;
     for (i, &x) in labels.iter().enumerate() {
         let at = format!("`imagelabels.mat` labels({})", i + 1);
         let label = mat_label(x, None)
-            .ok_or_else(|| StageError::user(format!("{at} is {x}, not a positive integer")))?;
+            .ok_or_else(|| DataError::invalid(format!("{at} is {x}, not a positive integer")))?;
         k = k.max(label);
         entries.push(image(
             &jpg,
@@ -864,7 +867,7 @@ mod tests {
         MAKERS.iter().find(|(l, _)| *l == layout).expect("maker").1
     }
 
-    fn read_dir(layout: Layout, root: &Path) -> Result<LayoutData, StageError> {
+    fn read_dir(layout: Layout, root: &Path) -> Result<LayoutData, DataError> {
         read(layout, &miniature::resolver(root))
     }
 
@@ -1009,19 +1012,19 @@ mod tests {
     }
 
     /// Makes `layout`'s miniature, applies `spoil`, and returns the error of reading it.
-    fn spoiled(layout: Layout, spoil: impl Fn(&Path)) -> StageError {
+    fn spoiled(layout: Layout, spoil: impl Fn(&Path)) -> DataError {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         maker(layout)(root, &MiniOpts::default());
         spoil(root);
         let e = read_dir(layout, root).expect_err("should fail");
-        assert!(e.user, "{e}");
+        assert!(e.is_user(), "{e}");
         e
     }
 
-    fn has(e: &StageError, needles: &[&str]) {
+    fn has(e: &DataError, needles: &[&str]) {
         for n in needles {
-            assert!(e.message.contains(n), "`{n}` not in: {}", e.message);
+            assert!(e.render().contains(n), "`{n}` not in: {}", e.render());
         }
     }
 

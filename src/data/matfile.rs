@@ -20,6 +20,7 @@
 //!
 //! All arrays keep MATLAB's column-major element order and their dimensions. Errors are
 //! plain messages (the caller names the file); malformed input never panics.
+use crate::data::error::DataError;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::Path;
@@ -196,13 +197,18 @@ const MAX_INFLATED: u64 = 1 << 32;
 
 /// Reads every variable of a Level 5 MAT-file. A v7.3 (HDF5) file, a Level 4 file or
 /// anything else is refused with a message saying what it is.
-pub fn read_mat(path: &Path) -> Result<BTreeMap<String, MatValue>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+pub fn read_mat(path: &Path) -> Result<BTreeMap<String, MatValue>, DataError> {
+    let bytes = std::fs::read(path).map_err(DataError::read("cannot read"))?;
     parse_mat(&bytes)
 }
 
 /// [`read_mat`] on bytes in memory.
-pub fn parse_mat(bytes: &[u8]) -> Result<BTreeMap<String, MatValue>, String> {
+pub fn parse_mat(bytes: &[u8]) -> Result<BTreeMap<String, MatValue>, DataError> {
+    parse_file(bytes).map_err(DataError::Invalid)
+}
+
+/// The parser: its messages say what in the file is wrong (the file's name is the caller's).
+fn parse_file(bytes: &[u8]) -> Result<BTreeMap<String, MatValue>, String> {
     if bytes.len() >= 8 && bytes[..8] == *b"\x89HDF\r\n\x1a\n" {
         return Err(v73_message());
     }
@@ -654,13 +660,20 @@ fn chars(el: &Element, big: bool) -> Result<String, String> {
 /// each variable is an miCOMPRESSED element (as MATLAB's default `-v7`), otherwise plain
 /// (`-v6`). Numbers are stored as miDOUBLE with class double, chars as miUINT16. Meant for
 /// tests and miniature datasets; [`MatValue::Other`] cannot be written.
-pub fn write_mat(path: &Path, vars: &[(&str, &MatValue)], compress: bool) -> Result<(), String> {
+pub fn write_mat(path: &Path, vars: &[(&str, &MatValue)], compress: bool) -> Result<(), DataError> {
     let bytes = mat_bytes(vars, compress)?;
-    std::fs::write(path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    std::fs::write(path, bytes).map_err(DataError::write(format_args!(
+        "cannot write {}",
+        path.display()
+    )))
 }
 
-/// [`write_mat`] into memory.
-pub fn mat_bytes(vars: &[(&str, &MatValue)], compress: bool) -> Result<Vec<u8>, String> {
+/// [`write_mat`] into memory; a value it cannot write ([`MatValue::Other`]) is refused.
+pub fn mat_bytes(vars: &[(&str, &MatValue)], compress: bool) -> Result<Vec<u8>, DataError> {
+    encode(vars, compress).map_err(DataError::Invalid)
+}
+
+fn encode(vars: &[(&str, &MatValue)], compress: bool) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
     let mut text = b"MATLAB 5.0 MAT-file, Platform: rst, Created by: rst matfile writer".to_vec();
     text.resize(116, b' ');
@@ -867,15 +880,18 @@ mod tests {
 
     #[test]
     fn refuses_v73_and_garbage() {
-        let e = read_mat(&fixture("v73_header.mat")).unwrap_err();
+        let e = read_mat(&fixture("v73_header.mat")).unwrap_err().render();
         assert!(e.contains("v7.3"), "{e}");
         let mut fake = vec![0u8; 600];
         fake[..19].copy_from_slice(b"MATLAB 7.3 MAT-file");
-        assert!(parse_mat(&fake).unwrap_err().contains("v7.3"));
-        assert!(parse_mat(b"hello").unwrap_err().contains("not a MATLAB"));
+        assert!(parse_mat(&fake).unwrap_err().to_string().contains("v7.3"));
+        assert!(parse_mat(b"hello")
+            .unwrap_err()
+            .to_string()
+            .contains("not a MATLAB"));
         let mut v4 = vec![0u8; 200];
         v4[0] = 1;
-        assert!(parse_mat(&v4).unwrap_err().contains("Level 4"));
+        assert!(parse_mat(&v4).unwrap_err().to_string().contains("Level 4"));
         // Truncation anywhere gives an error, never a panic.
         let good = std::fs::read(fixture("cars_annos_plain.mat")).unwrap();
         for cut in (128..good.len()).step_by(7) {

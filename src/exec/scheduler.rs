@@ -85,8 +85,8 @@ pub fn forced_set(p: &Pipeline, force: &[String]) -> Result<Vec<bool>, UserError
                 "--force {f}: no stage or instance of that name in {}",
                 p.file.display()
             ));
-            u.help = Some(match crate::error::did_you_mean(f, names.iter().copied()) {
-                Some(s) => format!("did you mean `{s}`?"),
+            u.help = Some(match crate::hint::did_you_mean(f, names.iter().copied()) {
+                Some(h) => h,
                 None => format!("stages: {}", names.join(", ")),
             });
             return Err(u);

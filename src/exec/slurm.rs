@@ -344,8 +344,8 @@ impl SlurmExecutor {
                     .unwrap_or_default();
                 let known: Vec<&str> = known.split_whitespace().collect();
                 let mut u = UserError::new(format!("--partition {p}: no such Slurm partition"));
-                u.help = Some(match crate::error::did_you_mean(p, known.iter().copied()) {
-                    Some(s) => format!("did you mean `{s}`?"),
+                u.help = Some(match crate::hint::did_you_mean(p, known.iter().copied()) {
+                    Some(h) => h,
                     None if known.is_empty() => {
                         "is the Slurm controller up? (`sinfo` lists partitions)".into()
                     }
@@ -604,10 +604,7 @@ impl Monitor {
                 return;
             }
         };
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0);
+        let now = crate::time::unix_now();
         let alone = group.len() == 1;
         for (n, s) in group.into_iter().enumerate() {
             let paths = paths(&s.job.cache_dir, &s.job.key, &id, n);

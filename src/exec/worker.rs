@@ -22,13 +22,6 @@ fn emit(ev: &WorkerEvent) {
     let _ = out.flush();
 }
 
-fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
-
 fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
@@ -156,7 +149,7 @@ fn compute(job: &Job, kinds: &[&dyn StageKind]) -> Result<WorkerEvent, StageErro
         progress: &progress,
     };
     let t0 = Instant::now();
-    let started_unix = unix_now();
+    let started_unix = crate::time::unix_now();
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| kind.run(&ctx)))
         .unwrap_or_else(|panic| {
             let msg = panic
@@ -181,7 +174,7 @@ fn compute(job: &Job, kinds: &[&dyn StageKind]) -> Result<WorkerEvent, StageErro
                     RunFacts {
                         host: host_name(),
                         started_unix,
-                        ended_unix: unix_now(),
+                        ended_unix: crate::time::unix_now(),
                         duration_s,
                         threads: job.threads.max(1),
                         peak_rss_kib: peak_rss_kib(),

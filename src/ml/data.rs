@@ -77,7 +77,7 @@ pub fn load_split(
     })?;
     let (source, rows) = ds.base_rows(split).expect("split exists");
     let images = dataset::load_images(base, &source)
-        .map_err(|e| StageError::user(format!("input `{name}`: {e}")))?;
+        .map_err(|e| StageError::user(format!("input `{name}`: {}", e.render())))?;
     if let (Some(shape), Some(found)) = (ds.meta.image_shape, images.fixed_shape()) {
         if shape != found {
             return Err(StageError::user(format!(

@@ -416,8 +416,8 @@ pub fn stage_roots(p: &Pipeline, store: &Store, stage: &str) -> Result<Vec<Entry
             p.file.display()
         ));
         u.help = Some(
-            match crate::error::did_you_mean(stage, names.iter().copied()) {
-                Some(s) => format!("did you mean `{s}`?"),
+            match crate::hint::did_you_mean(stage, names.iter().copied()) {
+                Some(h) => h,
                 None => format!("stages: {}", names.join(", ")),
             },
         );

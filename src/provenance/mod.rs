@@ -37,12 +37,7 @@ pub fn iso_time(unix: f64) -> String {
     )
 }
 
-pub fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
+pub use crate::time::unix_now;
 
 /// Cache entries by artifact digest, to walk from an input record (instance + digest) to
 /// the entry that produced it.

@@ -38,7 +38,7 @@ impl Scope<'_> {
                 .keys()
                 .chain(self.params.keys())
                 .map(String::as_str);
-            let help = match crate::error::did_you_mean(var, candidates) {
+            let help = match crate::hint::closest(var, candidates) {
                 Some(s) => format!("did you mean `${{{s}}}`?"),
                 None => {
                     let mut known: Vec<&str> = self.params.keys().map(String::as_str).collect();

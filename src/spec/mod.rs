@@ -12,7 +12,9 @@ use indexmap::IndexMap;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::error::{did_you_mean, Location, UserError};
+use crate::error::{Location, UserError};
+use crate::hint::did_you_mean;
+use crate::names::valid_name;
 use crate::stages::{self, Arity, StageKind};
 use interp::Scope;
 use source_map::{Pos, SourceMap};
@@ -209,13 +211,6 @@ fn type_name(v: &Value) -> &'static str {
     }
 }
 
-fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-}
-
 /// A reference to another stage's output: `stage` or `stage[key=value, ...]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InputRef {
@@ -306,7 +301,7 @@ fn serde_error(cx: &Ctx<'_>, e: serde_yaml::Error) -> UserError {
     }
     let hint = msg
         .find("unknown field `")
-        .and_then(|i| stages::unknown_field_hint(&msg[i..]));
+        .and_then(|i| crate::hint::serde_unknown(&msg[i..]));
     let mut u = UserError::new(msg.clone()).located(loc, cx.text);
     u.help = hint.or_else(|| {
         msg.contains("missing field")
@@ -341,7 +336,7 @@ fn build(
             let mut u = UserError::new(format!("--set {k}: the pipeline has no parameter `{k}`"));
             u.help = Some(
                 match did_you_mean(k, raw.params.keys().map(String::as_str)) {
-                    Some(s) => format!("did you mean `{s}`?"),
+                    Some(h) => h,
                     None => format!(
                         "parameters of {}: {}",
                         cx.file.display(),
@@ -383,7 +378,7 @@ fn build(
                 format!("unknown stage kind `{}`", rs.kind),
             );
             u.help = Some(match did_you_mean(&rs.kind, stages::kind_names()) {
-                Some(s) => format!("did you mean `{s}`?"),
+                Some(h) => h,
                 None => format!("kinds: {}", stages::kind_names().join(", ")),
             });
             u
@@ -608,7 +603,7 @@ fn build(
                         format!("stage kind `{}` has no input `{iname}`", kind.name()),
                     );
                     u.help = Some(match did_you_mean(iname, decls.iter().map(|d| d.name)) {
-                        Some(s) => format!("did you mean `{s}`?"),
+                        Some(h) => h,
                         None if decls.is_empty() => {
                             format!("`{}` stages take no inputs", kind.name())
                         }
@@ -678,7 +673,7 @@ fn build(
                     let Some(ti) = stages_out.iter().position(|s| s.name == r.stage) else {
                         let mut u = cx.at_value(item_path, format!("input `{iname}` of stage `{}` refers to a stage `{}` that does not exist", stage.name, r.stage));
                         u.help = Some(match did_you_mean(&r.stage, names.iter().copied()) {
-                            Some(s) => format!("did you mean `{s}`?"),
+                            Some(h) => h,
                             None => format!("stages: {}", names.join(", ")),
                         });
                         return Err(u);

@@ -153,26 +153,8 @@ impl AggregateParams {
 }
 
 fn parse(params: &Value) -> Result<AggregateParams, ParamError> {
-    let p: AggregateParams = parse_params(params).map_err(|mut e| {
-        // serde says "unknown variant `x`, expected one of `a`, `b`": suggest the closest.
-        if e.help.is_none() {
-            if let Some(rest) = e.message.strip_prefix("unknown variant `") {
-                if let Some((word, rest)) = rest.split_once('`') {
-                    let expected: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
-                    let normalised = word.to_ascii_lowercase().replace(['-', '_', ' '], "");
-                    let hint = if expected.contains(&normalised.as_str()) {
-                        Some(normalised.as_str())
-                    } else {
-                        crate::error::did_you_mean(word, expected.iter().copied())
-                    };
-                    if let Some(s) = hint {
-                        e.help = Some(format!("did you mean `{s}`?"));
-                    }
-                }
-            }
-        }
-        e
-    })?;
+    // parse_params hints at unknown variants too (crate::hint::serde_unknown).
+    let p: AggregateParams = parse_params(params)?;
     for (key, value) in [("rows", &p.rows), ("columns", &p.columns)] {
         if value.trim().is_empty() {
             return Err(ParamError::new(
@@ -398,7 +380,7 @@ fn build_table(
                         .collect::<Vec<_>>()
                         .join(", ")
                 };
-                let typo = crate::error::did_you_mean(axis, p.over().iter().map(String::as_str))
+                let typo = crate::hint::closest(axis, p.over().iter().map(String::as_str))
                     .map(|o| format!(" (params.over has `{o}`: did you mean `{axis}`?)"))
                     .unwrap_or_default();
                 return Err(StageError::user(format!(
@@ -569,10 +551,9 @@ impl StageKind for Aggregate {
             for key in order {
                 if !table.rows.iter().any(|r| &r.key == key) {
                     let keys = table.rows.iter().map(|r| r.key.as_str());
-                    let hint = match crate::error::did_you_mean(key, keys) {
-                        Some(s) => format!(" (did you mean `{s}`?)"),
-                        None => String::new(),
-                    };
+                    let hint = crate::hint::did_you_mean(key, keys)
+                        .map(|h| format!(" ({h})"))
+                        .unwrap_or_default();
                     ctx.log(&format!(
                         "aggregate: params.row_order: no evaluation has row `{key}`; left out{hint}"
                     ));

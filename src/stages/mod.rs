@@ -97,8 +97,9 @@ impl StageCtx<'_> {
         let input = self.one_input(name)?;
         crate::data::dataset::Dataset::open(&input.path, &input.digest).map_err(|e| {
             StageError::user(format!(
-                "input `{name}` ({}) is not a dataset: {e}",
-                input.instance
+                "input `{name}` ({}) is not a dataset: {}",
+                input.instance,
+                e.render()
             ))
         })
     }
@@ -130,6 +131,16 @@ impl StageError {
 
     pub fn io(what: impl std::fmt::Display, e: std::io::Error) -> Self {
         StageError::internal(format!("{what}: {e}"))
+    }
+}
+
+/// A data error keeps its exit code (the user's files: 2) and its whole cause chain.
+impl From<crate::data::error::DataError> for StageError {
+    fn from(e: crate::data::error::DataError) -> StageError {
+        StageError {
+            user: e.is_user(),
+            message: e.render(),
+        }
     }
 }
 
@@ -172,31 +183,19 @@ impl From<ParamError> for StageError {
 }
 
 /// Deserialises `params` into the kind's type, reporting the failing key path, and a
-/// "did you mean" hint for unknown keys.
+/// "did you mean" hint for unknown keys and values ([`crate::hint::serde_unknown`]).
 pub fn parse_params<T: DeserializeOwned>(params: &Value) -> Result<T, ParamError> {
     serde_path_to_error::deserialize(params).map_err(|e| {
         let path = e.path().to_string();
         let path = if path == "." { String::new() } else { path };
         let message = e.inner().to_string();
-        let help = unknown_field_hint(&message);
+        let help = crate::hint::serde_unknown(&message);
         ParamError {
             path,
             message,
             help,
         }
     })
-}
-
-/// Turns serde's "unknown field `x`, expected one of `a`, `b`" into a suggestion.
-pub fn unknown_field_hint(message: &str) -> Option<String> {
-    let rest = message.strip_prefix("unknown field `")?;
-    let (field, rest) = rest.split_once('`')?;
-    let expected: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
-    match crate::error::did_you_mean(field, expected.iter().copied()) {
-        Some(s) => Some(format!("did you mean `{s}`?")),
-        None if !expected.is_empty() => Some(format!("valid keys: {}", expected.join(", "))),
-        None => None,
-    }
 }
 
 /// How many artifacts an input name takes.

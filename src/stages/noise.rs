@@ -93,20 +93,8 @@ fn default_split() -> String {
 }
 
 fn parse(params: &Value) -> Result<NoiseParams, ParamError> {
-    let p: NoiseParams = parse_params(params).map_err(|mut e| {
-        // serde says "unknown variant `x`, expected one of `a`, `b`": suggest the closest.
-        if e.help.is_none() {
-            if let Some(rest) = e.message.strip_prefix("unknown variant `") {
-                if let Some((word, rest)) = rest.split_once('`') {
-                    let expected: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
-                    if let Some(s) = crate::error::did_you_mean(word, expected.iter().copied()) {
-                        e.help = Some(format!("did you mean `{s}`?"));
-                    }
-                }
-            }
-        }
-        e
-    })?;
+    // parse_params hints at unknown variants too (crate::hint::serde_unknown).
+    let p: NoiseParams = parse_params(params)?;
     match (p.mode, p.rate) {
         (NoiseMode::Correlated, Some(_)) => {
             return Err(ParamError::new(
@@ -161,10 +149,9 @@ impl StageKind for Noise {
         let k = input.num_classes();
         let Some(target) = input.splits.get(&p.split) else {
             let names: Vec<&str> = input.splits.keys().map(String::as_str).collect();
-            let hint = match crate::error::did_you_mean(&p.split, names.iter().copied()) {
-                Some(s) => format!(" (did you mean `{s}`?)"),
-                None => String::new(),
-            };
+            let hint = crate::hint::did_you_mean(&p.split, names.iter().copied())
+                .map(|h| format!(" ({h})"))
+                .unwrap_or_default();
             return Err(StageError::user(format!(
                 "params.split: the input has no split `{}`; it has {}{hint}",
                 p.split,

@@ -42,6 +42,7 @@ use super::{
     parse_params, Arity, InputDecl, ParamError, Progress, StageCtx, StageError, StageKind,
 };
 use crate::data::dataset::{write_view, Dataset, LabelSplit};
+use crate::names::valid_name;
 use crate::prng::Prng;
 
 pub struct Split;
@@ -113,14 +114,6 @@ impl SplitRule {
             Size::Rest => json!("rest"),
         }
     }
-}
-
-/// Split and class names become tensor names (`<split>.labels`) and YAML references.
-fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 /// The semantic checks serde cannot do.
@@ -542,10 +535,9 @@ fn make_pool(
 ) -> Result<Pool, StageError> {
     let Some(split) = input.splits.get(source) else {
         let names: Vec<&str> = input.splits.keys().map(String::as_str).collect();
-        let hint = match crate::error::did_you_mean(source, names.iter().copied()) {
-            Some(s) => format!(" (did you mean `{s}`?)"),
-            None => String::new(),
-        };
+        let hint = crate::hint::did_you_mean(source, names.iter().copied())
+            .map(|h| format!(" ({h})"))
+            .unwrap_or_default();
         return Err(StageError::user(format!(
             "params.splits[{rule}].from: the input has no split `{source}`; it has {}{hint}",
             names

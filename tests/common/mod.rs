@@ -173,16 +173,7 @@ pub fn read_dir_sorted(dir: &Path) -> Vec<PathBuf> {
 
 /// Copies a directory tree (regular files and directories), keeping permissions.
 pub fn copy_tree(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap().flatten() {
-        let ft = entry.file_type().unwrap();
-        let dest = to.join(entry.file_name());
-        if ft.is_dir() {
-            copy_tree(&entry.path(), &dest);
-        } else if ft.is_file() {
-            fs::copy(entry.path(), &dest).unwrap();
-        }
-    }
+    rst::data::copy::copy_tree(from, to, &mut Vec::new()).unwrap();
 }
 
 /// Waits until `cond` holds, panicking with `what` after `timeout`.
