@@ -14,3 +14,8 @@ pub fn human_bytes(b: u64) -> String {
         format!("{v:.1} {}", UNITS[u])
     }
 }
+
+/// The first 12 characters of a digest or key, for messages.
+pub fn short(s: &str) -> &str {
+    &s[..12.min(s.len())]
+}

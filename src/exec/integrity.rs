@@ -80,10 +80,7 @@ pub fn view_base(object: &Path) -> Option<String> {
         .map(str::to_string)
 }
 
-/// The first 12 characters of a digest or key, for messages.
-pub fn short(s: &str) -> &str {
-    &s[..12.min(s.len())]
-}
+pub use crate::human::short;
 
 /// What was found wrong with an input: `{what} (artifact D) is corrupt in the cache: {why};
 /// quarantined to …` (callers add what happens next).

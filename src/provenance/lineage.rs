@@ -2,6 +2,7 @@
 //! to the downloaded files and their checksums, built from the cache entries alone (each
 //! entry records its inputs' digests and the keys of the entries it read them from;
 //! [`super::EntryIndex`] finds those entries, or for older entries the likeliest producer).
+use crate::human::short;
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
@@ -171,10 +172,6 @@ pub fn all_downloads(node: &Node, out: &mut Vec<(String, Downloaded)>) {
             all_downloads(n, out);
         }
     }
-}
-
-fn short(s: &str) -> &str {
-    &s[..12.min(s.len())]
 }
 
 fn human_kib(kib: u64) -> String {

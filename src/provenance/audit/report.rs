@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::compare::{Comparison, Verdict};
 use crate::cache::store::write_atomic;
 use crate::error::{Error, Result};
-use crate::exec::integrity::short;
+use crate::human::short;
 use crate::report::table::md_escape;
 
 /// One audited stage instance.
