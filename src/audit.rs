@@ -718,7 +718,7 @@ fn audit_one(
                 _ => {}
             };
             if let Err(e) = executor.run_job(&job_file, &w.job, cancel, &mut on_event) {
-                failed.get_or_insert(e);
+                failed.get_or_insert(e.report());
             }
         }
     }
