@@ -877,7 +877,10 @@ fn bench_peers(dir: &Path, rst_1013: Option<(Duration, Duration)>) -> PeersResul
         });
     }
 
-    println!("(d) {} stages planned: rst check / rst status vs snakemake -n", DAG_10K.stages());
+    println!(
+        "(d) {} stages planned: rst check / rst status vs snakemake -n",
+        DAG_10K.stages()
+    );
     let d = dir.join("dry-10k");
     std::fs::create_dir_all(&d).unwrap();
     std::fs::write(d.join("pipeline.yaml"), dag_yaml(DAG_10K)).unwrap();
@@ -902,7 +905,10 @@ fn bench_peers(dir: &Path, rst_1013: Option<(Duration, Duration)>) -> PeersResul
         "    rst check {:.1} ms, rst status {:.1} ms, snakemake -n {}",
         ms(check),
         ms(status),
-        dry.map_or("not installed".to_string(), |t| format!("{:.2} s", t.as_secs_f64()))
+        dry.map_or("not installed".to_string(), |t| format!(
+            "{:.2} s",
+            t.as_secs_f64()
+        ))
     );
     PeersResult {
         sizes,
@@ -930,7 +936,8 @@ fn print_peers(r: &PeersResult) {
     println!();
     println!("| Stages | What | rst | Snakemake | DVC | Snakemake / rst | DVC / rst |");
     println!("|---|---|---|---|---|---|---|");
-    let secs = |d: Option<Duration>| d.map_or("—".to_string(), |d| format!("{:.2} s", d.as_secs_f64()));
+    let secs =
+        |d: Option<Duration>| d.map_or("—".to_string(), |d| format!("{:.2} s", d.as_secs_f64()));
     let msec = |d: Option<Duration>| d.map_or("—".to_string(), |d| format!("{:.1} ms", ms(d)));
     for s in &r.sizes {
         let big = s.stages == DAG_1013.stages();
@@ -940,7 +947,11 @@ fn print_peers(r: &PeersResult) {
             secs(Some(s.rst.0)),
             secs(s.snakemake.map(|t| t.0)),
             secs(s.dvc.map(|t| t.0)),
-            ratio(s.snakemake.map(|t| t.0), s.rst.0, big.then_some(FIRST_RUN_RATIO_TARGET)),
+            ratio(
+                s.snakemake.map(|t| t.0),
+                s.rst.0,
+                big.then_some(FIRST_RUN_RATIO_TARGET)
+            ),
             ratio(s.dvc.map(|t| t.0), s.rst.0, None),
         );
         println!(
@@ -949,7 +960,11 @@ fn print_peers(r: &PeersResult) {
             msec(Some(s.rst.1)),
             msec(s.snakemake.map(|t| t.1)),
             msec(s.dvc.map(|t| t.1)),
-            ratio(s.snakemake.map(|t| t.1), s.rst.1, big.then_some(NOOP_RATIO_TARGET)),
+            ratio(
+                s.snakemake.map(|t| t.1),
+                s.rst.1,
+                big.then_some(NOOP_RATIO_TARGET)
+            ),
             ratio(s.dvc.map(|t| t.1), s.rst.1, None),
         );
     }

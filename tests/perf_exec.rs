@@ -49,7 +49,11 @@ stages:
         .assert_stderr_contains("was killed by signal 11");
     let s = o.summary();
     assert_eq!((s.ran, s.failed), (1, 1), "{}", o.stderr);
-    assert_eq!(t.entries().len(), 1, "only the stage that succeeded is cached");
+    assert_eq!(
+        t.entries().len(),
+        1,
+        "only the stage that succeeded is cached"
+    );
     assert_eq!(t.artifact_file("fine", "x").trim(), "ok");
     // The next run computes only the failed stage again.
     let o = t.rst(&["run", "p.yaml", "--keep-going"]);
@@ -115,8 +119,10 @@ stages:
     assert_eq!(child.wait().unwrap().code(), Some(130));
     wait_for("the sleepers to end", Duration::from_secs(5), || {
         pids.iter().all(|&p| {
-            std::fs::read_to_string(format!("/proc/{p}/stat"))
-                .map_or(true, |s| s.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with(['Z', 'X'])))
+            std::fs::read_to_string(format!("/proc/{p}/stat")).map_or(true, |s| {
+                s.rsplit_once(')')
+                    .is_some_and(|(_, r)| r.trim_start().starts_with(['Z', 'X']))
+            })
         })
     });
     assert!(t.entries().is_empty(), "nothing cached: {:?}", t.entries());

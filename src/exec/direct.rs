@@ -159,10 +159,7 @@ fn wait_with_rusage(pid: u32) -> std::io::Result<(ExitStatus, u64)> {
         // SAFETY: as above; `pid` is our own child, not yet waited for.
         let r = unsafe { libc::wait4(pid as libc::pid_t, &mut status, 0, &mut usage) };
         if r == pid as libc::pid_t {
-            return Ok((
-                ExitStatus::from_raw(status),
-                usage.ru_maxrss.max(0) as u64,
-            ));
+            return Ok((ExitStatus::from_raw(status), usage.ru_maxrss.max(0) as u64));
         }
         let e = std::io::Error::last_os_error();
         if e.kind() != std::io::ErrorKind::Interrupted {

@@ -273,7 +273,11 @@ impl Executor for LocalExecutor {
 }
 
 /// (a result was reported, it was another run's artifact, how the worker exited).
-type WorkerEnd = (bool, bool, Option<std::io::Result<std::process::ExitStatus>>);
+type WorkerEnd = (
+    bool,
+    bool,
+    Option<std::io::Result<std::process::ExitStatus>>,
+);
 
 impl LocalExecutor {
     /// Runs `job` in a worker process (`rst worker JOB`, or `rst-torch worker JOB`) whose

@@ -9,7 +9,7 @@ use super::plan::Planner;
 use super::progress::{Report, Reporter};
 use super::{Cancel, Executor, Job, JobError, WorkerEvent};
 use crate::cache::key::KeyRecord;
-use crate::cache::store::{write_atomic, Store};
+use crate::cache::store::{write_replace, Store};
 use crate::error::{Error, UserError};
 use crate::spec::Pipeline;
 use crate::stages::StageError;
@@ -522,7 +522,7 @@ pub fn run(
                 }
                 // Per instance: two instances may share a key (a cluster job reads its file later).
                 let job_file = jobs_dir.join(format!("{key}.{}.{i}.json", std::process::id()));
-                write_atomic(
+                write_replace(
                     &job_file,
                     &serde_json::to_vec_pretty(&job).expect("job serialises"),
                 )

@@ -502,7 +502,8 @@ impl Monitor {
 
     fn cancel_all(&mut self, subs: Vec<Submission>) {
         for s in subs {
-            let _ = s.tx.send(Update::End(Err(JobError::Interrupted { detail: None })));
+            let _ =
+                s.tx.send(Update::End(Err(JobError::Interrupted { detail: None })));
         }
         if self.active.is_empty() {
             return;

@@ -425,8 +425,12 @@ mod tests {
         let store = Store::open(d.path()).unwrap();
         let a = stored(&store, "good");
         tamper(&store, &a, "evil");
-        let err = compute(&job(&store, &a), &crate::stages::command::Command, &WorkerProcess)
-            .unwrap_err();
+        let err = compute(
+            &job(&store, &a),
+            &crate::stages::command::Command,
+            &WorkerProcess,
+        )
+        .unwrap_err();
         assert!(
             err.message.contains("input in (from a)")
                 && err.message.contains(&a)
