@@ -178,3 +178,32 @@ pub fn worker_exe(engine: &Path, job: &Job) -> Result<PathBuf, JobError> {
     }
     Ok(exe)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_error_reports_its_causes_and_says_whether_it_was_an_interruption() {
+        let e = JobError::Spawn {
+            exe: PathBuf::from("/x/rst"),
+            source: std::io::Error::from_raw_os_error(libc::ENOENT),
+        };
+        assert!(!e.is_interrupted());
+        let text = e.report();
+        assert!(
+            text.starts_with("cannot start worker /x/rst: ") && text.contains("No such file"),
+            "{text}"
+        );
+        assert!(std::error::Error::source(&e).is_some(), "the cause is kept");
+        let i = JobError::Interrupted {
+            detail: Some("slurm job 7 cancelled".into()),
+        };
+        assert!(i.is_interrupted());
+        assert_eq!(i.report(), "interrupted (slurm job 7 cancelled)");
+        assert_eq!(
+            JobError::Interrupted { detail: None }.report(),
+            "interrupted"
+        );
+    }
+}
