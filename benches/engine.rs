@@ -12,6 +12,13 @@
 //!     re-run with results/ removed (everything copied again), and no-op re-runs (nothing
 //!     to copy). Issue #10 measured 34.3 s to store them and 1.3 s per no-op re-run.
 //!
+//! (d) `peers`: the same trivial DAG as rst `command` stages, Snakemake rules and DVC stages
+//!     (55 and 1,013 stages: first run and the median of 3 no-op re-runs), and the plan of
+//!     10,013 stages: `rst check` / `rst status` against `snakemake -n`; the ratios are
+//!     printed. Snakemake and DVC come from the virtualenv `scripts/bench-peers` makes
+//!     (target/peers, or `RST_PEERS_VENV`); without it their columns are skipped with a
+//!     loud note. `RST_BENCH_DVC_1013=0` skips DVC's (many minutes long) 1,013-stage runs.
+//!
 //! Everything lives in a temporary directory under `target/tmp` (removed at the end).
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -58,6 +65,12 @@ fn main() {
     let pipeline = want("pipeline").then(|| bench_pipeline(&tmp.path().join("pipeline")));
     let hash = want("hash").then(|| bench_hash(&tmp.path().join("hash")));
     let files = want("files").then(|| bench_files(&tmp.path().join("files")));
+    let peers = want("peers").then(|| {
+        bench_peers(
+            &tmp.path().join("peers"),
+            pipeline.as_ref().map(|p| (p.cold, p.noop_median)),
+        )
+    });
 
     println!();
     println!("## Results ({cores} cores, {})", cpu_model());
@@ -125,6 +138,9 @@ fn main() {
         );
     }
     println!("| Machine | {cores} cores | — |");
+    if let Some(r) = &peers {
+        print_peers(r);
+    }
 }
 
 fn verdict(ok: bool) -> &'static str {
@@ -175,14 +191,52 @@ struct PipelineResult {
     check_median: Duration,
 }
 
+/// The trivial DAG of the bench: download → split → `rates` noise → `rates`×`seeds` train →
+/// as many eval → aggregate, the same for rst, Snakemake and DVC.
+#[derive(Clone, Copy)]
+struct Dag {
+    rates: usize,
+    seeds: usize,
+}
+
+/// 1 + 1 + 10 + 10×50 + 10×50 + 1 = 1,013 stages.
+const DAG_1013: Dag = Dag {
+    rates: RATES,
+    seeds: SEEDS,
+};
+/// 1 + 1 + 4 + 4×6 + 4×6 + 1 = 55 stages.
+const DAG_55: Dag = Dag { rates: 4, seeds: 6 };
+/// 1 + 1 + 10 + 10×500 + 10×500 + 1 = 10,013 stages (planned only: dry runs).
+const DAG_10K: Dag = Dag {
+    rates: 10,
+    seeds: 500,
+};
+
+impl Dag {
+    fn stages(self) -> usize {
+        3 + self.rates + 2 * self.rates * self.seeds
+    }
+    fn rates(self) -> Vec<String> {
+        (0..self.rates)
+            .map(|i| format!("{:.2}", i as f64 / self.rates as f64))
+            .collect()
+    }
+    fn seeds(self) -> Vec<String> {
+        (0..self.seeds).map(|s| s.to_string()).collect()
+    }
+}
+
 fn pipeline_yaml() -> String {
-    let rates: Vec<String> = (0..RATES)
-        .map(|i| format!("{:.1}", i as f64 / 10.0))
-        .collect();
-    let seeds: Vec<String> = (0..SEEDS).map(|s| s.to_string()).collect();
+    dag_yaml(DAG_1013)
+}
+
+/// The DAG as rst `command` stages. The aggregate reads its inputs through
+/// `RST_IN_EVALS_COUNT`/`RST_IN_EVALS_<i>`: `RST_IN_EVALS` (the joined paths) is not set
+/// once they exceed 64 KiB, which 500 paths under a long target/tmp path do.
+fn dag_yaml(dag: Dag) -> String {
     format!(
         r#"name: bench1000
-description: 1,013 trivial command stages (engine benchmark)
+description: {n} trivial command stages (engine benchmark)
 params:
   rates: [{rates}]
   seeds: [{seeds}]
@@ -218,10 +272,11 @@ stages:
     kind: command
     inputs: {{evals: eval}}
     params:
-      shell: "for d in $(echo $RST_IN_EVALS | tr ':' ' '); do cat $d/metrics.txt; done > $RST_OUT/summary.txt"
+      shell: "i=0; while [ $i -lt $RST_IN_EVALS_COUNT ]; do eval cat \"\\$RST_IN_EVALS_$i/metrics.txt\"; i=$((i+1)); done > $RST_OUT/summary.txt"
 "#,
-        rates = rates.join(", "),
-        seeds = seeds.join(", "),
+        n = dag.stages(),
+        rates = dag.rates().join(", "),
+        seeds = dag.seeds().join(", "),
     )
 }
 
@@ -595,4 +650,332 @@ fn bench_files(dir: &Path) -> FilesResult {
         noop_min,
         noop_median,
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// (d) the same DAG in Snakemake and DVC (installed by scripts/bench-peers)
+// ---------------------------------------------------------------------------------------
+
+const PEER_REPS: usize = 3;
+const FIRST_RUN_RATIO_TARGET: f64 = 10.0;
+const NOOP_RATIO_TARGET: f64 = 100.0;
+
+/// The peers' commands, from the virtualenv scripts/bench-peers makes.
+struct Peers {
+    snakemake: Option<PathBuf>,
+    dvc: Option<PathBuf>,
+}
+
+fn find_peers() -> Peers {
+    let venv = std::env::var_os("RST_PEERS_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/peers"));
+    let tool = |name: &str| {
+        let exe = venv.join("bin").join(name);
+        Command::new(&exe)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+            .then_some(exe)
+    };
+    Peers {
+        snakemake: tool("snakemake"),
+        dvc: tool("dvc"),
+    }
+}
+
+/// The DAG as Snakemake rules, each writing one file under out/.
+fn snakefile(dag: Dag) -> String {
+    let quoted = |v: Vec<String>| {
+        v.iter()
+            .map(|x| format!("\"{x}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        r#"RATES = [{rates}]
+SEEDS = [{seeds}]
+wildcard_constraints:
+    rate="[0-9.]+",
+    seed="[0-9]+"
+rule all:
+    input: "out/summary.txt"
+rule download:
+    output: "out/data.txt"
+    shell: "echo raw-data > {{output}}"
+rule split:
+    input: "out/data.txt"
+    output: train="out/train.txt", test="out/test.txt"
+    shell: "cp {{input}} {{output.train}} && echo test > {{output.test}}"
+rule noise:
+    input: "out/train.txt"
+    output: "out/noisy_{{rate}}.txt"
+    shell: "cat {{input}} > {{output}} && echo rate={{wildcards.rate}} >> {{output}}"
+rule train:
+    input: "out/noisy_{{rate}}.txt"
+    output: "out/model_{{rate}}_{{seed}}.txt"
+    shell: "cat {{input}} > {{output}} && echo seed={{wildcards.seed}} >> {{output}}"
+rule eval:
+    input: "out/model_{{rate}}_{{seed}}.txt"
+    output: "out/metrics_{{rate}}_{{seed}}.txt"
+    shell: "echo eval rate={{wildcards.rate}} seed={{wildcards.seed}} $(wc -l < {{input}}) > {{output}}"
+rule aggregate:
+    input: expand("out/metrics_{{rate}}_{{seed}}.txt", rate=RATES, seed=SEEDS)
+    output: "out/summary.txt"
+    shell: "cat {{input}} > {{output}}"
+"#,
+        rates = quoted(dag.rates()),
+        seeds = quoted(dag.seeds()),
+    )
+}
+
+/// The DAG as DVC stages (one per instance, as `dvc.yaml` lists them).
+fn dvc_yaml(dag: Dag) -> String {
+    let mut y = String::from("stages:\n");
+    y += "  download:\n    cmd: mkdir -p out && echo raw-data > out/data.txt\n    outs: [out/data.txt]\n";
+    y += "  split:\n    cmd: cp out/data.txt out/train.txt && echo test > out/test.txt\n    deps: [out/data.txt]\n    outs: [out/train.txt, out/test.txt]\n";
+    let mut metrics = Vec::new();
+    for (i, r) in dag.rates().iter().enumerate() {
+        y += &format!("  noise-{i}:\n    cmd: cat out/train.txt > out/noisy_{r}.txt && echo rate={r} >> out/noisy_{r}.txt\n    deps: [out/train.txt]\n    outs: [out/noisy_{r}.txt]\n");
+        for s in dag.seeds() {
+            y += &format!("  train-{i}-{s}:\n    cmd: cat out/noisy_{r}.txt > out/model_{r}_{s}.txt && echo seed={s} >> out/model_{r}_{s}.txt\n    deps: [out/noisy_{r}.txt]\n    outs: [out/model_{r}_{s}.txt]\n");
+            y += &format!("  eval-{i}-{s}:\n    cmd: echo eval rate={r} seed={s} $(wc -l < out/model_{r}_{s}.txt) > out/metrics_{r}_{s}.txt\n    deps: [out/model_{r}_{s}.txt]\n    outs: [out/metrics_{r}_{s}.txt]\n");
+            metrics.push(format!("out/metrics_{r}_{s}.txt"));
+        }
+    }
+    y += &format!(
+        "  aggregate:\n    cmd: cat out/metrics_*.txt > out/summary.txt\n    deps: [{}]\n    outs: [out/summary.txt]\n",
+        metrics.join(", ")
+    );
+    y
+}
+
+/// Runs `cmd` in `dir`, output discarded; its wall time. Panics with its output's tail
+/// when it fails.
+fn timed(what: &str, cmd: &mut Command) -> Duration {
+    let t = Instant::now();
+    let out = cmd.stdin(Stdio::null()).output().expect("start a peer");
+    let wall = t.elapsed();
+    if !out.status.success() {
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let tail: Vec<&str> = text.lines().rev().take(20).collect();
+        panic!(
+            "{what} failed ({}):\n{}",
+            out.status,
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    }
+    wall
+}
+
+/// First run, then the median of [`PEER_REPS`] no-op re-runs.
+fn first_and_noop(what: &str, make: &dyn Fn() -> Command) -> (Duration, Duration) {
+    let first = timed(&format!("{what}, first run"), &mut make());
+    let noops: Vec<Duration> = (0..PEER_REPS)
+        .map(|_| timed(&format!("{what}, no-op"), &mut make()))
+        .collect();
+    let (_, median) = min_median(noops);
+    println!(
+        "    {what}: first run {:.2} s, no-op median of {PEER_REPS} {:.1} ms",
+        first.as_secs_f64(),
+        ms(median)
+    );
+    (first, median)
+}
+
+/// Per tool: (first run, no-op median); None when not measured.
+type Times = Option<(Duration, Duration)>;
+
+struct SizeResult {
+    stages: usize,
+    rst: (Duration, Duration),
+    snakemake: Times,
+    dvc: Times,
+}
+
+struct PeersResult {
+    sizes: Vec<SizeResult>,
+    /// 10k jobs: `rst check`, `rst status` (medians), `snakemake -n` (one run).
+    dry: (Duration, Duration, Option<Duration>),
+}
+
+fn bench_peers(dir: &Path, rst_1013: Option<(Duration, Duration)>) -> PeersResult {
+    let peers = find_peers();
+    if peers.snakemake.is_none() || peers.dvc.is_none() {
+        println!();
+        println!("    !!! Snakemake and/or DVC are NOT installed: their columns are skipped.");
+        println!("    !!! Install them with ./scripts/bench-peers (a virtualenv in target/peers).");
+        println!();
+    }
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .to_string();
+    // DVC runs one stage at a time; its first run of 1,013 stages takes many minutes.
+    let dvc_large = std::env::var("RST_BENCH_DVC_1013").map_or(true, |v| v != "0");
+    let mut sizes = Vec::new();
+    for dag in [DAG_55, DAG_1013] {
+        let n = dag.stages();
+        println!("(d) {n} stages: rst, Snakemake, DVC");
+        let rst_times = match rst_1013.filter(|_| n == DAG_1013.stages()) {
+            Some(t) => t,
+            None => {
+                let d = dir.join(format!("rst-{n}"));
+                std::fs::create_dir_all(&d).unwrap();
+                std::fs::write(d.join("pipeline.yaml"), dag_yaml(dag)).unwrap();
+                first_and_noop(&format!("rst {n}"), &|| {
+                    let mut c = rst(&d, &["run", "pipeline.yaml"]);
+                    c.current_dir(&d);
+                    c
+                })
+            }
+        };
+        let snakemake = peers.snakemake.as_ref().map(|exe| {
+            let d = dir.join(format!("snakemake-{n}"));
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("Snakefile"), snakefile(dag)).unwrap();
+            first_and_noop(&format!("snakemake {n}"), &|| {
+                let mut c = Command::new(exe);
+                c.args(["--cores", &cores, "--quiet"]).current_dir(&d);
+                c
+            })
+        });
+        let dvc = peers
+            .dvc
+            .as_ref()
+            .filter(|_| dvc_large || n != DAG_1013.stages())
+            .map(|exe| {
+                let d = dir.join(format!("dvc-{n}"));
+                std::fs::create_dir_all(d.join("out")).unwrap();
+                std::fs::write(d.join("dvc.yaml"), dvc_yaml(dag)).unwrap();
+                timed(
+                    "dvc init",
+                    Command::new(exe)
+                        .args(["init", "--no-scm", "-q"])
+                        .current_dir(&d),
+                );
+                first_and_noop(&format!("dvc {n}"), &|| {
+                    let mut c = Command::new(exe);
+                    c.args(["repro", "-q"]).current_dir(&d);
+                    c
+                })
+            });
+        if peers.dvc.is_some() && dvc.is_none() {
+            println!("    dvc {n}: skipped (RST_BENCH_DVC_1013=0)");
+        }
+        sizes.push(SizeResult {
+            stages: n,
+            rst: rst_times,
+            snakemake,
+            dvc,
+        });
+    }
+
+    println!(
+        "(d) {} stages planned: rst check / rst status vs snakemake -n",
+        DAG_10K.stages()
+    );
+    let d = dir.join("dry-10k");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("pipeline.yaml"), dag_yaml(DAG_10K)).unwrap();
+    std::fs::write(d.join("Snakefile"), snakefile(DAG_10K)).unwrap();
+    let median_of = |args: &[&str]| {
+        let v: Vec<Duration> = (0..PEER_REPS)
+            .map(|_| timed(&format!("rst {}", args[0]), &mut rst(&d, args)))
+            .collect();
+        min_median(v).1
+    };
+    let check = median_of(&["check", "pipeline.yaml"]);
+    let status = median_of(&["status", "pipeline.yaml"]);
+    let dry = peers.snakemake.as_ref().map(|exe| {
+        timed(
+            "snakemake -n",
+            Command::new(exe)
+                .args(["-n", "--cores", &cores, "--quiet"])
+                .current_dir(&d),
+        )
+    });
+    println!(
+        "    rst check {:.1} ms, rst status {:.1} ms, snakemake -n {}",
+        ms(check),
+        ms(status),
+        dry.map_or("not installed".to_string(), |t| format!(
+            "{:.2} s",
+            t.as_secs_f64()
+        ))
+    );
+    PeersResult {
+        sizes,
+        dry: (check, status, dry),
+    }
+}
+
+/// `peer / rst` as text, with the target's verdict when there is one.
+fn ratio(peer: Option<Duration>, rst: Duration, target: Option<f64>) -> String {
+    match peer {
+        None => "—".to_string(),
+        Some(p) => {
+            let r = p.as_secs_f64() / rst.as_secs_f64();
+            match target {
+                Some(t) => format!("{r:.1}× (target ≥ {t:.0}×: {})", verdict(r >= t)),
+                None => format!("{r:.1}×"),
+            }
+        }
+    }
+}
+
+fn print_peers(r: &PeersResult) {
+    println!();
+    println!("### rst, Snakemake and DVC on the same trivial DAG");
+    println!();
+    println!("| Stages | What | rst | Snakemake | DVC | Snakemake / rst | DVC / rst |");
+    println!("|---|---|---|---|---|---|---|");
+    let secs =
+        |d: Option<Duration>| d.map_or("—".to_string(), |d| format!("{:.2} s", d.as_secs_f64()));
+    let msec = |d: Option<Duration>| d.map_or("—".to_string(), |d| format!("{:.1} ms", ms(d)));
+    for s in &r.sizes {
+        let big = s.stages == DAG_1013.stages();
+        println!(
+            "| {} | first run | {} | {} | {} | {} | {} |",
+            s.stages,
+            secs(Some(s.rst.0)),
+            secs(s.snakemake.map(|t| t.0)),
+            secs(s.dvc.map(|t| t.0)),
+            ratio(
+                s.snakemake.map(|t| t.0),
+                s.rst.0,
+                big.then_some(FIRST_RUN_RATIO_TARGET)
+            ),
+            ratio(s.dvc.map(|t| t.0), s.rst.0, None),
+        );
+        println!(
+            "| {} | no-op (median of {PEER_REPS}) | {} | {} | {} | {} | {} |",
+            s.stages,
+            msec(Some(s.rst.1)),
+            msec(s.snakemake.map(|t| t.1)),
+            msec(s.dvc.map(|t| t.1)),
+            ratio(
+                s.snakemake.map(|t| t.1),
+                s.rst.1,
+                big.then_some(NOOP_RATIO_TARGET)
+            ),
+            ratio(s.dvc.map(|t| t.1), s.rst.1, None),
+        );
+    }
+    let (check, status, dry) = r.dry;
+    println!(
+        "| {} | plan only: `rst check` / `rst status` vs `snakemake -n` | {} / {} | {} | — | {} / {} | — |",
+        DAG_10K.stages(),
+        msec(Some(check)),
+        msec(Some(status)),
+        secs(dry),
+        ratio(dry, check, None),
+        ratio(dry, status, None),
+    );
 }

@@ -1,5 +1,7 @@
 //! The local executor: each stage runs in a worker process (`rst worker JOB`), which
-//! isolates tch's process-global RNG and thread settings and contains crashes.
+//! isolates tch's process-global RNG and thread settings and contains crashes; `command`
+//! stages, whose code is a program of their own anyway, are started by rst itself
+//! (`exec::direct`), one process fewer per stage.
 //!
 //! Each worker leads its own process group, which the stage's programs (a command
 //! stage's `sh -c …` and whatever it starts) inherit. On Ctrl-C or SIGTERM rst ends the
@@ -16,14 +18,15 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{Cancel, Executor, Job, WorkerEvent};
+use super::guard::Guard;
+use super::{Cancel, Executor, Job, JobError, WorkerEvent};
 use crate::stages::command::STOP_REQUESTED;
 
 /// How long a stage's processes get between SIGTERM and SIGKILL.
 pub const GRACE: Duration = Duration::from_millis(1000);
 
 /// Process groups (= worker pids) of running workers, shared with the Ctrl-C handler.
-type Groups = Arc<Mutex<Vec<u32>>>;
+pub(super) type Groups = Arc<Mutex<Vec<u32>>>;
 
 pub struct LocalExecutor {
     exe: PathBuf,
@@ -31,6 +34,9 @@ pub struct LocalExecutor {
     /// Set on every worker's command on top of this process's environment (e.g. what
     /// `--accept-new-checksums` tells the download stages), so nobody calls `set_var`.
     env: Vec<(String, String)>,
+    /// The guardian of the groups of command stages, started with the first one; None if
+    /// it could not be (then they run in workers, as other stages).
+    guard: std::sync::OnceLock<Option<Guard>>,
 }
 
 /// Whether a live process (not a zombie waiting for its reaper) is in process group `pgid`.
@@ -67,7 +73,7 @@ fn group_alive(pgid: u32) -> bool {
     })
 }
 
-fn signal_group(pgid: u32, sig: libc::c_int) {
+pub(super) fn signal_group(pgid: u32, sig: libc::c_int) {
     // SAFETY: plain syscall; an ended group gives ESRCH, which is fine.
     unsafe {
         libc::killpg(pgid as libc::pid_t, sig);
@@ -106,6 +112,7 @@ impl LocalExecutor {
             exe: std::env::current_exe()?,
             groups: Arc::new(Mutex::new(Vec::new())),
             env: Vec::new(),
+            guard: std::sync::OnceLock::new(),
         })
     }
 
@@ -230,16 +237,79 @@ impl Executor for LocalExecutor {
         job: &Job,
         cancel: &Cancel,
         on_event: &mut dyn FnMut(WorkerEvent),
-    ) -> Result<(), String> {
+    ) -> Result<(), JobError> {
         if cancel.is_cancelled() {
-            return Err("cancelled".into());
+            return Err(JobError::Interrupted { detail: None });
         }
-        let log_tmp =
-            job.cache_dir
-                .join("logs")
-                .join(format!("{}.{}.log", job.key, std::process::id()));
-        let log = std::fs::File::create(&log_tmp)
-            .map_err(|e| format!("cannot create log {}: {e}", log_tmp.display()))?;
+        let logs = job.cache_dir.join("logs");
+        let log_tmp = logs.join(format!("{}.{}.log", job.key, std::process::id()));
+        let log = std::fs::File::create(&log_tmp).map_err(|source| JobError::Log {
+            path: log_tmp.clone(),
+            source,
+        })?;
+        let log_path = logs.join(format!("{}.log", job.key));
+        let guard = (job.kind == "command")
+            .then(|| self.guard.get_or_init(|| Guard::start().ok()).as_ref())
+            .flatten();
+        let ran = match guard {
+            Some(guard) => {
+                let (finished, reused) =
+                    super::direct::run(job, &log, &self.groups, guard, cancel, on_event);
+                Ok((finished, reused, None))
+            }
+            None => self.run_worker(job_file, job, log, cancel, on_event),
+        };
+        let (finished, reused, status) = match ran {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = std::fs::remove_file(&log_tmp);
+                return Err(e);
+            }
+        };
+        if reused {
+            // Another process computed the artifact: its log (the entry's) stays.
+            let _ = std::fs::remove_file(&log_tmp);
+        } else {
+            let _ = std::fs::rename(&log_tmp, &log_path);
+        }
+        if finished {
+            return Ok(());
+        }
+        Err(match status {
+            Some(Ok(s)) if cancel.is_cancelled() || s.signal() == Some(libc::SIGINT) => {
+                JobError::Interrupted {
+                    detail: Some(s.to_string()),
+                }
+            }
+            _ if cancel.is_cancelled() => JobError::Interrupted { detail: None },
+            Some(Ok(status)) => JobError::NoResult {
+                status,
+                log: log_path,
+            },
+            Some(Err(e)) => JobError::Wait(e),
+            None => JobError::Internal("the stage reported no result"),
+        })
+    }
+}
+
+/// (a result was reported, it was another run's artifact, how the worker exited).
+type WorkerEnd = (
+    bool,
+    bool,
+    Option<std::io::Result<std::process::ExitStatus>>,
+);
+
+impl LocalExecutor {
+    /// Runs `job` in a worker process (`rst worker JOB`, or `rst-torch worker JOB`) whose
+    /// stderr is `log`, forwarding the events it prints.
+    fn run_worker(
+        &self,
+        job_file: &Path,
+        job: &Job,
+        log: std::fs::File,
+        cancel: &Cancel,
+        on_event: &mut dyn FnMut(WorkerEvent),
+    ) -> Result<WorkerEnd, JobError> {
         let exe = super::worker_exe(&self.exe, job)?;
         let mut cmd = Command::new(&exe);
         cmd.arg("worker")
@@ -254,10 +324,14 @@ impl Executor for LocalExecutor {
             .process_group(0);
         die_with_parent(&mut cmd);
         // Registered under the lock, so a Ctrl-C between spawn and push cannot miss it.
-        let mut groups = self.groups.lock().map_err(|_| "worker list poisoned")?;
-        let mut child: Child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot start worker {}: {e}", exe.display()))?;
+        let mut groups = self
+            .groups
+            .lock()
+            .map_err(|_| JobError::Internal("the list of running workers is poisoned"))?;
+        let mut child: Child = cmd.spawn().map_err(|source| JobError::Spawn {
+            exe: exe.clone(),
+            source,
+        })?;
         let pid = child.id();
         groups.push(pid);
         drop(groups);
@@ -269,7 +343,7 @@ impl Executor for LocalExecutor {
         let Some(stdout) = child.stdout.take() else {
             end_group(pid);
             let _ = child.wait();
-            return Err("the worker's stdout was not piped".into());
+            return Err(JobError::Internal("the worker's stdout was not piped"));
         };
         let mut finished = false;
         let mut reused = false;
@@ -287,31 +361,7 @@ impl Executor for LocalExecutor {
         if let Ok(mut groups) = self.groups.lock() {
             groups.retain(|p| *p != pid);
         }
-        if reused {
-            // Another process computed the artifact: its log (the entry's) stays.
-            let _ = std::fs::remove_file(&log_tmp);
-        } else {
-            let _ = std::fs::rename(
-                &log_tmp,
-                job.cache_dir.join("logs").join(format!("{}.log", job.key)),
-            );
-        }
-        if !finished {
-            return Err(match status {
-                Ok(s) if cancel.is_cancelled() || s.signal() == Some(2) => {
-                    format!("interrupted ({s})")
-                }
-                Ok(s) => format!(
-                    "the worker process ended without a result ({s}); see {}",
-                    job.cache_dir
-                        .join("logs")
-                        .join(format!("{}.log", job.key))
-                        .display()
-                ),
-                Err(e) => format!("cannot wait for the worker: {e}"),
-            });
-        }
-        Ok(())
+        Ok((finished, reused, Some(status)))
     }
 }
 

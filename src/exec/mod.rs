@@ -1,5 +1,7 @@
 //! Execution: planning (keys, cache hits, reasons), the scheduler, executors and the
 //! worker entry point (the `rst` binary re-invoked on one stage).
+mod direct;
+mod guard;
 pub mod integrity;
 pub mod local;
 pub mod plan;
@@ -84,6 +86,68 @@ impl Cancel {
     }
 }
 
+/// Why an executor could not run a job or read its result. A stage that ran and failed
+/// is not one of these: it is a [`WorkerEvent::Failed`] with the stage's own error.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// The run was interrupted (Ctrl-C, SIGTERM, `scancel` of the whole run) before or
+    /// while the job ran; `detail` says how, when known.
+    #[error("interrupted{}", detail.as_ref().map(|d| format!(" ({d})")).unwrap_or_default())]
+    Interrupted { detail: Option<String> },
+    /// The worker binary for the job's kind is not built.
+    #[error(
+        "{} not found: build it with `cargo build --release` (it is the worker for {kind} stages)",
+        exe.display()
+    )]
+    WorkerMissing { exe: PathBuf, kind: String },
+    #[error("cannot create log {}", path.display())]
+    Log {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start worker {}", exe.display())]
+    Spawn {
+        exe: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot wait for the worker")]
+    Wait(#[source] std::io::Error),
+    /// The worker exited (or was killed) without reporting `Done` or `Failed`.
+    #[error("the worker process ended without a result ({status}); see {}", log.display())]
+    NoResult {
+        status: std::process::ExitStatus,
+        log: PathBuf,
+    },
+    /// rst's own bookkeeping broke (a poisoned lock, a worker started without a pipe).
+    #[error("{0}")]
+    Internal(&'static str),
+    /// A cluster job ended without reporting a result; the message is what the cluster
+    /// said (state, exit code, reason, the last line of its log).
+    #[error("{0}")]
+    Cluster(String),
+}
+
+impl JobError {
+    /// Whether the job ended because the run was interrupted (not a stage failure).
+    pub fn is_interrupted(&self) -> bool {
+        matches!(self, JobError::Interrupted { .. })
+    }
+
+    /// The message with every cause, `outer: cause: cause`, for a stage's failure line.
+    pub fn report(&self) -> String {
+        let mut text = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(c) = cause {
+            text.push_str(": ");
+            text.push_str(&c.to_string());
+            cause = c.source();
+        }
+        text
+    }
+}
+
 /// Runs stage jobs somewhere: in a local worker process, or as a Slurm job.
 pub trait Executor: Sync {
     /// Runs the job described by `job_file` to completion, forwarding worker events.
@@ -94,12 +158,12 @@ pub trait Executor: Sync {
         job: &Job,
         cancel: &Cancel,
         on_event: &mut dyn FnMut(WorkerEvent),
-    ) -> Result<(), String>;
+    ) -> Result<(), JobError>;
 }
 
 /// The program that computes `job`: `rst-torch` for torch stages (the engine binary does
 /// not load libtorch), else `engine` (this `rst`); an error when it is not built.
-pub fn worker_exe(engine: &Path, job: &Job) -> Result<PathBuf, String> {
+pub fn worker_exe(engine: &Path, job: &Job) -> Result<PathBuf, JobError> {
     let torch = crate::stages::lookup(&job.kind).is_some_and(|k| k.uses_torch());
     let exe = if torch {
         plan::torch_exe()
@@ -107,12 +171,39 @@ pub fn worker_exe(engine: &Path, job: &Job) -> Result<PathBuf, String> {
         engine.to_path_buf()
     };
     if !exe.is_file() {
-        return Err(format!(
-            "{} not found: build it with `cargo build --release` (it is the worker for {} \
-             stages)",
-            exe.display(),
-            job.kind
-        ));
+        return Err(JobError::WorkerMissing {
+            exe,
+            kind: job.kind.clone(),
+        });
     }
     Ok(exe)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_error_reports_its_causes_and_says_whether_it_was_an_interruption() {
+        let e = JobError::Spawn {
+            exe: PathBuf::from("/x/rst"),
+            source: std::io::Error::from_raw_os_error(libc::ENOENT),
+        };
+        assert!(!e.is_interrupted());
+        let text = e.report();
+        assert!(
+            text.starts_with("cannot start worker /x/rst: ") && text.contains("No such file"),
+            "{text}"
+        );
+        assert!(std::error::Error::source(&e).is_some(), "the cause is kept");
+        let i = JobError::Interrupted {
+            detail: Some("slurm job 7 cancelled".into()),
+        };
+        assert!(i.is_interrupted());
+        assert_eq!(i.report(), "interrupted (slurm job 7 cancelled)");
+        assert_eq!(
+            JobError::Interrupted { detail: None }.report(),
+            "interrupted"
+        );
+    }
 }

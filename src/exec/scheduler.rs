@@ -7,9 +7,9 @@ use std::time::Instant;
 use super::integrity::{corrupt_input_message, short, view_base, Checked, ObjectState};
 use super::plan::Planner;
 use super::progress::{Report, Reporter};
-use super::{Cancel, Executor, Job, WorkerEvent};
+use super::{Cancel, Executor, Job, JobError, WorkerEvent};
 use crate::cache::key::KeyRecord;
-use crate::cache::store::{write_atomic, Store};
+use crate::cache::store::{write_replace, Store};
 use crate::error::{Error, UserError};
 use crate::spec::Pipeline;
 use crate::stages::StageError;
@@ -65,7 +65,7 @@ pub struct RunResult {
 
 enum Msg {
     Event(usize, WorkerEvent),
-    Exit(usize, Result<(), String>),
+    Exit(usize, Result<(), JobError>),
 }
 
 /// Checks `--force` names against the pipeline.
@@ -522,7 +522,7 @@ pub fn run(
                 }
                 // Per instance: two instances may share a key (a cluster job reads its file later).
                 let job_file = jobs_dir.join(format!("{key}.{}.{i}.json", std::process::id()));
-                write_atomic(
+                write_replace(
                     &job_file,
                     &serde_json::to_vec_pretty(&job).expect("job serialises"),
                 )?;
@@ -595,14 +595,13 @@ pub fn run(
                         }
                         continue;
                     }
-                    if let Err(message) = r {
+                    if let Err(e) = r {
                         if s.outcomes[i].is_none() {
-                            let error =
-                                if cancel.is_cancelled() || message.starts_with("interrupted") {
-                                    StageError::internal("interrupted")
-                                } else {
-                                    StageError::internal(message)
-                                };
+                            let error = if cancel.is_cancelled() || e.is_interrupted() {
+                                StageError::internal("interrupted")
+                            } else {
+                                StageError::internal(e.report())
+                            };
                             reporter.report(Report::Failed {
                                 name: &p.instances[i].name,
                                 message: &error.message,

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Cancel, Executor, Job, WorkerEvent};
+use super::{Cancel, Executor, Job, JobError, WorkerEvent};
 use crate::error::UserError;
 use crate::spec::resources::slurm_time;
 use crate::stages::StageError;
@@ -254,7 +254,7 @@ pub fn parse_scontrol(out: &str) -> Option<JobInfo> {
 /// What the monitor sends a waiting `run_job`.
 enum Update {
     Event(WorkerEvent),
-    End(Result<(), String>),
+    End(Result<(), JobError>),
 }
 
 struct Submission {
@@ -403,16 +403,16 @@ impl Executor for SlurmExecutor {
         job: &Job,
         cancel: &Cancel,
         on_event: &mut dyn FnMut(WorkerEvent),
-    ) -> Result<(), String> {
+    ) -> Result<(), JobError> {
         if cancel.is_cancelled() {
-            return Err("cancelled".into());
+            return Err(JobError::Interrupted { detail: None });
         }
         let exe = super::worker_exe(&self.exe, job)?;
         let (tx, rx) = mpsc::channel();
         {
             let mut st = self.shared.state.lock().unwrap();
             if st.cancelled {
-                return Err("cancelled".into());
+                return Err(JobError::Interrupted { detail: None });
             }
             st.queue.push(Submission {
                 job: job.clone(),
@@ -428,7 +428,7 @@ impl Executor for SlurmExecutor {
                 Update::End(r) => return r,
             }
         }
-        Err("the Slurm monitor stopped".into())
+        Err(JobError::Internal("the Slurm monitor stopped"))
     }
 }
 
@@ -505,7 +505,8 @@ impl Monitor {
 
     fn cancel_all(&mut self, subs: Vec<Submission>) {
         for s in subs {
-            let _ = s.tx.send(Update::End(Err("interrupted".into())));
+            let _ =
+                s.tx.send(Update::End(Err(JobError::Interrupted { detail: None })));
         }
         if self.active.is_empty() {
             return;
@@ -518,10 +519,9 @@ impl Monitor {
                 &a.paths.stage_log,
                 a.paths.stage_log.with_file_name(format!("{}.log", a.key)),
             );
-            let _ = a.tx.send(Update::End(Err(format!(
-                "interrupted (slurm job {} cancelled)",
-                a.id
-            ))));
+            let _ = a.tx.send(Update::End(Err(JobError::Interrupted {
+                detail: Some(format!("slurm job {} cancelled", a.id)),
+            })));
         }
     }
 
@@ -799,7 +799,7 @@ fn tail(a: &mut Active) {
     }
 }
 
-fn finish(a: &mut Active, r: Result<(), String>) {
+fn finish(a: &mut Active, r: Result<(), JobError>) {
     a.finished = true;
     let _ = std::fs::rename(
         &a.paths.stage_log,
@@ -839,7 +839,7 @@ fn ended_without_result(a: &mut Active) {
         a.id,
         a.paths.slurm_out.display()
     );
-    finish(a, Err(msg));
+    finish(a, Err(JobError::Cluster(msg)));
 }
 
 /// For `rst status`: the submitted jobs recorded in the cache that Slurm still lists,

@@ -12,17 +12,61 @@ use super::{Job, WorkerEvent};
 use crate::cache::store::{RunFacts, Store};
 use crate::stages::{self, InputArtifact, Inputs, Progress, StageCtx, StageError, StageKind};
 
-fn emit(ev: &WorkerEvent) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(
-        out,
-        "{}",
-        serde_json::to_string(ev).expect("event serialises")
-    );
-    let _ = out.flush();
+/// Where the code of a job's stage runs, and where its events and log lines go: in
+/// `rst worker` ([`WorkerProcess`]: events as JSON lines on stdout, the log on stderr), or,
+/// for `command` stages, in the local executor's own process (`exec::direct`: events to
+/// the scheduler, the log to the log file, the program started by rst itself). The rest
+/// of a job (lock, reuse, verified inputs, staging, publish) is the same code for both.
+pub(crate) trait Host: Sync {
+    fn emit(&self, ev: WorkerEvent);
+    /// One line of the stage's log.
+    fn log(&self, line: &str);
+    /// Runs the stage's code on `ctx`.
+    fn run(&self, kind: &dyn StageKind, ctx: &StageCtx<'_>) -> Result<(), StageError>;
+    /// Peak resident memory of what computed the stage (KiB), for the entry.
+    fn peak_rss_kib(&self) -> u64;
 }
 
-fn host_name() -> String {
+/// The `rst worker` process itself.
+pub(crate) struct WorkerProcess;
+
+impl Host for WorkerProcess {
+    fn emit(&self, ev: WorkerEvent) {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(
+            out,
+            "{}",
+            serde_json::to_string(&ev).expect("event serialises")
+        );
+        let _ = out.flush();
+    }
+    fn log(&self, line: &str) {
+        crate::elog!("{line}");
+    }
+    fn run(&self, kind: &dyn StageKind, ctx: &StageCtx<'_>) -> Result<(), StageError> {
+        // This process runs one stage: size the global thread pool to what it declared.
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(ctx.threads)
+            .build_global();
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| kind.run(ctx))).unwrap_or_else(
+            |panic| {
+                let msg = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                Err(StageError::internal(format!(
+                    "stage crashed (a bug in rst, please report it): {msg}"
+                )))
+            },
+        )
+    }
+    fn peak_rss_kib(&self) -> u64 {
+        peak_rss_kib()
+    }
+}
+
+pub(crate) fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_default()
@@ -64,43 +108,62 @@ fn resolved_device(job: &Job, kind: &dyn StageKind) -> Option<String> {
 /// implementations this binary has beyond the engine's registry (`rst-torch` passes the
 /// train and evaluate kinds).
 pub fn run(job_file: &Path, kinds: &[&dyn StageKind]) -> i32 {
+    let host = WorkerProcess;
     let job: Job = match std::fs::read(job_file)
         .map_err(|e| e.to_string())
         .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
     {
         Ok(j) => j,
         Err(e) => {
-            emit(&WorkerEvent::Failed(StageError::internal(format!(
+            host.emit(WorkerEvent::Failed(StageError::internal(format!(
                 "cannot read job {}: {e}",
                 job_file.display()
             ))));
             return 1;
         }
     };
-    match compute(&job, kinds) {
+    let kind = kinds
+        .iter()
+        .copied()
+        .find(|k| k.name() == job.kind)
+        .or_else(|| stages::lookup(&job.kind));
+    let Some(kind) = kind else {
+        host.emit(WorkerEvent::Failed(StageError::internal(format!(
+            "unknown stage kind {}",
+            job.kind
+        ))));
+        return 1;
+    };
+    finish(&host, compute(&job, kind, &host))
+}
+
+/// Reports the result of [`compute`] as the job's last event; the exit code of a worker.
+pub(crate) fn finish(host: &dyn Host, result: Result<WorkerEvent, StageError>) -> i32 {
+    match result {
         Ok(ev) => {
-            emit(&ev);
+            host.emit(ev);
             0
         }
         Err(e) => {
-            crate::elog!("error: {e}");
-            emit(&WorkerEvent::Failed(e));
+            host.log(&format!("error: {e}"));
+            host.emit(WorkerEvent::Failed(e));
             1
         }
     }
 }
 
-fn compute(job: &Job, kinds: &[&dyn StageKind]) -> Result<WorkerEvent, StageError> {
-    let kind = kinds
-        .iter()
-        .copied()
-        .find(|k| k.name() == job.kind)
-        .or_else(|| stages::lookup(&job.kind))
-        .ok_or_else(|| StageError::internal(format!("unknown stage kind {}", job.kind)))?;
+/// Computes `job` into the cache: takes the key's lock, reuses what another process
+/// finished meanwhile, verifies the inputs, runs the stage on `host` in a fresh staging
+/// area and publishes it. Returns the `Done` event; the stage's error otherwise.
+pub(crate) fn compute(
+    job: &Job,
+    kind: &dyn StageKind,
+    host: &dyn Host,
+) -> Result<WorkerEvent, StageError> {
     let store =
         Store::open(&job.cache_dir).map_err(|e| StageError::internal(crate::error::chain(&e)))?;
     let _lock = store
-        .lock(&job.key, || emit(&WorkerEvent::LockWait))
+        .lock(&job.key, || host.emit(WorkerEvent::LockWait))
         .map_err(|e| StageError::internal(crate::error::chain(&e)))?;
     if let Some(entry) = store.entry(&job.key) {
         return Ok(WorkerEvent::Done {
@@ -109,32 +172,28 @@ fn compute(job: &Job, kinds: &[&dyn StageKind]) -> Result<WorkerEvent, StageErro
             duration_s: 0.0,
         });
     }
-    let inputs = verified_inputs(&store, job)?;
+    let inputs = verified_inputs(&store, job, host)?;
     let staging = store
         .staging(&job.key)
         .map_err(|e| StageError::internal(crate::error::chain(&e)))?;
-    emit(&WorkerEvent::Started);
-    crate::elog!(
+    host.emit(WorkerEvent::Started);
+    host.log(&format!(
         "rst worker: {} ({} v{}), key {}",
         job.instance,
         job.kind,
         kind.version(),
         job.key
-    );
-    // This process runs one stage: size the global thread pool to what it declared.
-    let _ = rayon::ThreadPoolBuilder::new()
-        .num_threads(job.threads.max(1))
-        .build_global();
+    ));
     let last = Mutex::new(Instant::now() - Duration::from_secs(1));
     let progress = |p: Progress| {
         let mut l = last.lock().unwrap();
         if l.elapsed() >= Duration::from_millis(100) || p.pos == p.len {
             *l = Instant::now();
-            emit(&WorkerEvent::Progress(p));
+            host.emit(WorkerEvent::Progress(p));
         }
     };
     let resolved = Mutex::new(BTreeSet::new());
-    let resolve = verified_resolver(&store, &resolved);
+    let resolve = verified_resolver(&store, &resolved, host);
     let downloads = store.downloads_dir();
     let ctx = StageCtx {
         instance: &job.instance,
@@ -150,17 +209,7 @@ fn compute(job: &Job, kinds: &[&dyn StageKind]) -> Result<WorkerEvent, StageErro
     };
     let t0 = Instant::now();
     let started_unix = crate::time::unix_now();
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| kind.run(&ctx)))
-        .unwrap_or_else(|panic| {
-            let msg = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            Err(StageError::internal(format!(
-                "stage crashed (a bug in rst, please report it): {msg}"
-            )))
-        });
+    let result = host.run(kind, &ctx);
     let duration_s = t0.elapsed().as_secs_f64();
     match result {
         Ok(()) => {
@@ -177,7 +226,7 @@ fn compute(job: &Job, kinds: &[&dyn StageKind]) -> Result<WorkerEvent, StageErro
                         ended_unix: crate::time::unix_now(),
                         duration_s,
                         threads: job.threads.max(1),
-                        peak_rss_kib: peak_rss_kib(),
+                        peak_rss_kib: host.peak_rss_kib(),
                         rst_version: env!("CARGO_PKG_VERSION").to_string(),
                         rst_git_commit: option_env!("RST_GIT_COMMIT").map(str::to_string),
                         libtorch: env!("RST_LIBTORCH_VERSION").to_string(),
@@ -210,19 +259,19 @@ fn compute(job: &Job, kinds: &[&dyn StageKind]) -> Result<WorkerEvent, StageErro
 /// error, a corrupt one is quarantined and the stage does not run (the scheduler has
 /// checked them already; this is the final guard, right before the stage reads them, and
 /// the only one when a worker runs without rst's scheduler).
-fn verified_inputs(store: &Store, job: &Job) -> Result<Inputs, StageError> {
+fn verified_inputs(store: &Store, job: &Job, host: &dyn Host) -> Result<Inputs, StageError> {
     // Hash with the threads the stage declared, in a pool of its own: the global pool is
     // sized for the stage later and can be sized only once.
     match rayon::ThreadPoolBuilder::new()
         .num_threads(job.threads.max(1))
         .build()
     {
-        Ok(pool) => pool.install(|| verify_each_input(store, job)),
-        Err(_) => verify_each_input(store, job),
+        Ok(pool) => pool.install(|| verify_each_input(store, job, host)),
+        Err(_) => verify_each_input(store, job, host),
     }
 }
 
-fn verify_each_input(store: &Store, job: &Job) -> Result<Inputs, StageError> {
+fn verify_each_input(store: &Store, job: &Job, host: &dyn Host) -> Result<Inputs, StageError> {
     let mut inputs = Inputs::new();
     let mut checked: HashSet<&str> = HashSet::new();
     for (name, recs) in &job.inputs {
@@ -240,7 +289,7 @@ fn verify_each_input(store: &Store, job: &Job) -> Result<Inputs, StageError> {
                     }
                     ObjectState::Corrupt { why } => {
                         let moved = store.quarantine(&r.digest).ok().flatten();
-                        emit(&WorkerEvent::Corrupt {
+                        host.emit(WorkerEvent::Corrupt {
                             digest: r.digest.clone(),
                         });
                         return Err(StageError::internal(format!(
@@ -274,6 +323,7 @@ fn verify_each_input(store: &Store, job: &Job) -> Result<Inputs, StageError> {
 fn verified_resolver<'a>(
     store: &'a Store,
     resolved: &'a Mutex<BTreeSet<String>>,
+    host: &'a dyn Host,
 ) -> impl Fn(&str) -> Option<PathBuf> + Sync + 'a {
     let memo: Mutex<HashMap<String, bool>> = Mutex::new(HashMap::new());
     move |digest: &str| {
@@ -288,11 +338,10 @@ fn verified_resolver<'a>(
                 ObjectState::Missing => false,
                 ObjectState::Corrupt { why } => {
                     let moved = store.quarantine(digest).ok().flatten();
-                    emit(&WorkerEvent::Corrupt {
+                    host.emit(WorkerEvent::Corrupt {
                         digest: digest.to_string(),
                     });
-                    let _ = writeln!(
-                        std::io::stderr(),
+                    host.log(&format!(
                         "rst worker: {}; run again to recompute it",
                         corrupt_input_message(
                             &format!("resolved artifact {}", short(digest)),
@@ -300,7 +349,7 @@ fn verified_resolver<'a>(
                             &why,
                             moved.as_deref(),
                         )
-                    );
+                    ));
                     false
                 }
             };
@@ -375,7 +424,12 @@ mod tests {
         let store = Store::open(d.path()).unwrap();
         let a = stored(&store, "good");
         tamper(&store, &a, "evil");
-        let err = compute(&job(&store, &a), &[]).unwrap_err();
+        let err = compute(
+            &job(&store, &a),
+            &crate::stages::command::Command,
+            &WorkerProcess,
+        )
+        .unwrap_err();
         assert!(
             err.message.contains("input in (from a)")
                 && err.message.contains(&a)
@@ -397,7 +451,7 @@ mod tests {
         let bad = stored(&store, "bad");
         tamper(&store, &bad, "evil");
         let resolved = Mutex::new(BTreeSet::new());
-        let resolve = verified_resolver(&store, &resolved);
+        let resolve = verified_resolver(&store, &resolved, &WorkerProcess);
         assert_eq!(resolve(&good), Some(store.object_path(&good)));
         assert_eq!(resolve(&bad), None);
         assert!(!store.object_path(&bad).exists(), "quarantined");

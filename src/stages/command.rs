@@ -106,77 +106,115 @@ impl StageKind for Command {
         Params::parse(params).map(|p| p.deps).unwrap_or_default()
     }
     fn run(&self, ctx: &StageCtx<'_>) -> Result<(), StageError> {
-        let p = Params::parse(ctx.params)
-            .map_err(|e| StageError::user(format!("params {}: {}", e.path, e.message)))?;
-        let mut cmd = if let Some(shell) = &p.shell {
-            let mut c = std::process::Command::new("sh");
-            c.arg("-c").arg(shell);
-            c
-        } else {
-            let argv: Vec<String> = p
-                .argv
-                .iter()
-                .flatten()
-                .map(|a| scalar_text(a, "argv").unwrap_or_default())
-                .collect();
-            let mut c = std::process::Command::new(&argv[0]);
-            c.args(&argv[1..]);
-            c
-        };
-        // The inputs as JSON in a file: with hundreds of inputs it would exceed the
-        // kernel's 128 KiB limit for one environment string.
-        let inputs_file = ctx.work.join("rst-inputs.json");
-        std::fs::write(
-            &inputs_file,
-            serde_json::to_vec_pretty(ctx.inputs).unwrap_or_default(),
-        )
-        .map_err(|e| StageError::io(inputs_file.display(), e))?;
-        cmd.current_dir(ctx.work)
-            .env("RST_OUT", ctx.out)
-            .env("RST_WORK", ctx.work)
-            .env("RST_PROJECT", ctx.project_dir)
-            .env("RST_THREADS", ctx.threads.to_string())
-            .env("OMP_NUM_THREADS", ctx.threads.to_string())
-            .env("RST_INPUTS", &inputs_file)
-            .stdin(Stdio::null())
-            // stdout is rst's progress channel: send the program's stdout to the log.
-            .stdout(Stdio::from(
-                std::io::stderr()
-                    .as_fd()
-                    .try_clone_to_owned()
-                    .map_err(|e| StageError::io("stderr", e))?,
-            ))
-            .stderr(Stdio::inherit());
-        for (name, arts) in ctx.inputs {
-            let var = format!("RST_IN_{}", name.to_uppercase().replace('-', "_"));
-            let paths: Vec<String> = arts.iter().map(|a| a.path.display().to_string()).collect();
-            let joined = paths.join(":");
-            if joined.len() < 64 * 1024 {
-                cmd.env(&var, joined);
-            }
-            cmd.env(format!("{var}_COUNT"), paths.len().to_string());
-            for (i, path) in paths.iter().enumerate() {
-                cmd.env(format!("{var}_{i}"), path);
-            }
+        let mut program = prepare(ctx)?;
+        // stdout is rst's progress channel: send the program's stdout to the log.
+        program.cmd.stdout(Stdio::from(
+            std::io::stderr()
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| StageError::io("stderr", e))?,
+        ));
+        program.cmd.stderr(Stdio::inherit());
+        let status = program.cmd.status().map_err(|e| program.start_error(e))?;
+        program.judge(ctx, status, STOP_REQUESTED.load(Ordering::SeqCst))
+    }
+}
+
+/// A command stage's program, ready to start: the caller sets where its stdout and stderr
+/// go and how it is started (`rst worker` waits for it as its child; the local executor
+/// starts it in a process group of its own, see `exec::direct`).
+pub struct Program {
+    pub cmd: std::process::Command,
+    /// The program as the user wrote it, for messages.
+    pub what: String,
+}
+
+/// Builds the stage's program: its argv or `sh -c`, the working directory, and the
+/// environment (`RST_OUT`, `RST_IN_*`, the inputs file, the stage's `env`).
+pub fn prepare(ctx: &StageCtx<'_>) -> Result<Program, StageError> {
+    let p = Params::parse(ctx.params)
+        .map_err(|e| StageError::user(format!("params {}: {}", e.path, e.message)))?;
+    let mut cmd = if let Some(shell) = &p.shell {
+        let mut c = std::process::Command::new("sh");
+        c.arg("-c").arg(shell);
+        c
+    } else {
+        let argv: Vec<String> = p
+            .argv
+            .iter()
+            .flatten()
+            .map(|a| scalar_text(a, "argv").unwrap_or_default())
+            .collect();
+        let mut c = std::process::Command::new(&argv[0]);
+        c.args(&argv[1..]);
+        c
+    };
+    // The inputs as JSON in a file: with hundreds of inputs it would exceed the
+    // kernel's 128 KiB limit for one environment string.
+    let inputs_file = ctx.work.join("rst-inputs.json");
+    std::fs::write(
+        &inputs_file,
+        serde_json::to_vec_pretty(ctx.inputs).unwrap_or_default(),
+    )
+    .map_err(|e| StageError::io(inputs_file.display(), e))?;
+    cmd.current_dir(ctx.work)
+        .env("RST_OUT", ctx.out)
+        .env("RST_WORK", ctx.work)
+        .env("RST_PROJECT", ctx.project_dir)
+        .env("RST_THREADS", ctx.threads.to_string())
+        .env("OMP_NUM_THREADS", ctx.threads.to_string())
+        .env("RST_INPUTS", &inputs_file)
+        .stdin(Stdio::null());
+    for (name, arts) in ctx.inputs {
+        let var = format!("RST_IN_{}", name.to_uppercase().replace('-', "_"));
+        let paths: Vec<String> = arts.iter().map(|a| a.path.display().to_string()).collect();
+        let joined = paths.join(":");
+        if joined.len() < 64 * 1024 {
+            cmd.env(&var, joined);
         }
-        for (k, v) in &p.env {
-            cmd.env(k, scalar_text(v, k).unwrap_or_default());
+        cmd.env(format!("{var}_COUNT"), paths.len().to_string());
+        for (i, path) in paths.iter().enumerate() {
+            cmd.env(format!("{var}_{i}"), path);
         }
-        let what = p.shell.clone().unwrap_or_else(|| {
-            p.argv
-                .iter()
-                .flatten()
-                .map(|a| scalar_text(a, "").unwrap_or_default())
-                .collect::<Vec<_>>()
-                .join(" ")
-        });
-        let status = cmd.status().map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => StageError::user(format!("command not found: {what}")),
-            _ => StageError::io(format!("cannot start `{what}`"), e),
-        })?;
+    }
+    for (k, v) in &p.env {
+        cmd.env(k, scalar_text(v, k).unwrap_or_default());
+    }
+    let what = p.shell.clone().unwrap_or_else(|| {
+        p.argv
+            .iter()
+            .flatten()
+            .map(|a| scalar_text(a, "").unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join(" ")
+    });
+    Ok(Program { cmd, what })
+}
+
+impl Program {
+    /// The stage's error when the program cannot be started.
+    pub fn start_error(&self, e: std::io::Error) -> StageError {
+        match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                StageError::user(format!("command not found: {}", self.what))
+            }
+            _ => StageError::io(format!("cannot start `{}`", self.what), e),
+        }
+    }
+
+    /// The stage's result from how its program ended. `stop_requested`: rst was told to
+    /// stop meanwhile, so even a 0 exit (a `trap` on SIGTERM) may have left half an
+    /// artifact, which must not be stored.
+    pub fn judge(
+        &self,
+        ctx: &StageCtx<'_>,
+        status: std::process::ExitStatus,
+        stop_requested: bool,
+    ) -> Result<(), StageError> {
         use std::os::unix::process::ExitStatusExt;
+        let what = &self.what;
         let stopped = matches!(status.signal(), Some(libc::SIGINT | libc::SIGTERM));
-        if STOP_REQUESTED.load(Ordering::SeqCst) || stopped {
+        if stop_requested || stopped {
             return Err(StageError::internal(format!(
                 "interrupted: `{what}` was stopped ({status})"
             )));
@@ -185,26 +223,26 @@ impl StageKind for Command {
             let wrote = std::fs::read_dir(ctx.out)
                 .map(|mut d| d.next().is_some())
                 .unwrap_or(false);
-            if wrote {
+            return if wrote {
                 Ok(())
             } else {
                 Err(StageError::user(format!("`{what}` succeeded but wrote nothing to $RST_OUT; a stage's output is what it writes there")))
-            }
-        } else {
-            let why = match status.code() {
-                Some(code) => format!("`{what}` exited with status {code}"),
-                None => format!("`{what}` was killed by a signal"),
             };
-            // The usual cause of a write error in a stage is a full cache disk, and its log
-            // (on the same disk) may not say so: check, and name it.
-            match crate::cache::space::nearly_full(ctx.out) {
-                Some(free) => Err(StageError::user(format!(
-                    "{why}: the cache's file system ({}) is full (No space left on device, \
-                     {free} bytes free); free space there or use --cache-dir on a larger disk",
-                    ctx.downloads.parent().unwrap_or(ctx.out).display()
-                ))),
-                None => Err(StageError::internal(why)),
-            }
+        }
+        let why = match (status.code(), status.signal()) {
+            (Some(code), _) => format!("`{what}` exited with status {code}"),
+            (None, Some(sig)) => format!("`{what}` was killed by signal {sig}"),
+            (None, None) => format!("`{what}` was killed by a signal"),
+        };
+        // The usual cause of a write error in a stage is a full cache disk, and its log
+        // (on the same disk) may not say so: check, and name it.
+        match crate::cache::space::nearly_full(ctx.out) {
+            Some(free) => Err(StageError::user(format!(
+                "{why}: the cache's file system ({}) is full (No space left on device, \
+                 {free} bytes free); free space there or use --cache-dir on a larger disk",
+                ctx.downloads.parent().unwrap_or(ctx.out).display()
+            ))),
+            None => Err(StageError::internal(why)),
         }
     }
 }

@@ -128,7 +128,7 @@ pub fn recompute(w: &Planned, executor: &LocalExecutor, cancel: &Cancel) -> Reco
                 _ => {}
             };
             if let Err(e) = executor.run_job(&job_file, &w.job, cancel, &mut on_event) {
-                failed.get_or_insert(e.to_string());
+                failed.get_or_insert(e.report());
             }
             failed
         }

@@ -1,0 +1,169 @@
+//! `command` stages run by the local executor without a worker process: rst starts the
+//! stage's program (`sh -c …` or its argv) itself, in a process group of its own, waits
+//! for it on one of the scheduler's threads, then stores and publishes the artifact
+//! in-process with the same code as `rst worker` (`worker::compute`: the key's lock, reuse
+//! of what another run finished, verified inputs, staging, atomic publish).
+//!
+//! Why: a worker process per stage (rst → `rst worker` → `sh`) doubled the processes of a
+//! run of small stages. What the worker gave a command stage is kept:
+//! - crash isolation: the stage's code is a separate program anyway; a crashing program is
+//!   a failed stage (its exit status or signal), and a panic in rst's own storing code is
+//!   caught and reported as the stage's failure;
+//! - the process-group kill: Ctrl-C and SIGTERM end the group as for a worker
+//!   ([`LocalExecutor::killer`](super::local::LocalExecutor::killer)); when rst dies without a
+//!   chance to clean up (SIGKILL), the [guardian](super::guard) ends the group;
+//! - nothing half-done is stored: a program that exits 0 after rst was told to stop (a
+//!   `trap` on SIGTERM) fails as interrupted;
+//! - the log: the program's stdout and stderr, and rst's lines about the stage, go to the
+//!   stage's log file, which the executor moves into the cache's `logs/`.
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Mutex};
+
+use super::guard::Guard;
+use super::local::{end_group, signal_group, Groups};
+use super::worker::{self, Host};
+use super::{Cancel, Job, WorkerEvent};
+use crate::stages::{command, StageCtx, StageError, StageKind};
+
+/// Runs the command stage `job` in this process, its program under `guard`; forwards its
+/// events. Returns (a result was reported, the result was another run's artifact).
+pub(super) fn run(
+    job: &Job,
+    log: &File,
+    groups: &Groups,
+    guard: &Guard,
+    cancel: &Cancel,
+    on_event: &mut dyn FnMut(WorkerEvent),
+) -> (bool, bool) {
+    let (tx, rx) = mpsc::channel();
+    let host = Direct {
+        events: Mutex::new(tx),
+        log,
+        groups,
+        guard,
+        cancel,
+        rss: AtomicU64::new(0),
+    };
+    std::thread::scope(|scope| {
+        // Computed on a thread of its own so that its events (a lock wait) reach the
+        // scheduler while it runs.
+        scope.spawn(move || {
+            let host = host;
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                worker::compute(job, &command::Command, &host)
+            }))
+            .unwrap_or_else(|panic| {
+                let msg = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                Err(StageError::internal(format!(
+                    "storing the stage's artifact crashed (a bug in rst, please report it): {msg}"
+                )))
+            });
+            worker::finish(&host, result);
+        });
+        let mut finished = false;
+        let mut reused = false;
+        for ev in rx {
+            finished |= matches!(ev, WorkerEvent::Done { .. } | WorkerEvent::Failed(_));
+            reused |= matches!(ev, WorkerEvent::Done { reused: true, .. });
+            on_event(ev);
+        }
+        (finished, reused)
+    })
+}
+
+struct Direct<'a> {
+    events: Mutex<mpsc::Sender<WorkerEvent>>,
+    log: &'a File,
+    groups: &'a Groups,
+    guard: &'a Guard,
+    cancel: &'a Cancel,
+    /// Peak resident memory of the program and what it waited for (KiB).
+    rss: AtomicU64,
+}
+
+impl Host for Direct<'_> {
+    fn emit(&self, ev: WorkerEvent) {
+        if let Ok(tx) = self.events.lock() {
+            let _ = tx.send(ev);
+        }
+    }
+
+    fn log(&self, line: &str) {
+        // A lost log line (full disk) is the lesser harm, as with `elog!`.
+        let _ = writeln!(&mut &*self.log, "{line}");
+    }
+
+    fn run(&self, _kind: &dyn StageKind, ctx: &StageCtx<'_>) -> Result<(), StageError> {
+        let mut program = command::prepare(ctx)?;
+        let out = self
+            .log
+            .try_clone()
+            .map_err(|e| StageError::io("the stage's log", e))?;
+        let err = self
+            .log
+            .try_clone()
+            .map_err(|e| StageError::io("the stage's log", e))?;
+        program
+            .cmd
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            .env("RAYON_NUM_THREADS", ctx.threads.to_string())
+            // Its own process group, so that ending the stage ends all it started.
+            .process_group(0);
+        self.guard.arm(&mut program.cmd);
+        // Registered under the lock, so a Ctrl-C between spawn and push cannot miss it.
+        let pid = {
+            let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+            let child = program.cmd.spawn().map_err(|e| program.start_error(e))?;
+            groups.push(child.id());
+            child.id()
+        };
+        // Ctrl-C sets the flag before it reads the list: either it saw this group, or we
+        // see the flag.
+        if self.cancel.is_cancelled() {
+            signal_group(pid, libc::SIGTERM);
+        }
+        let waited = wait_with_rusage(pid);
+        // The program is gone; whatever it started that still runs goes with it.
+        end_group(pid);
+        self.guard.disarm(pid);
+        if let Ok(mut groups) = self.groups.lock() {
+            groups.retain(|p| *p != pid);
+        }
+        let (status, rss) =
+            waited.map_err(|e| StageError::io(format!("cannot wait for `{}`", program.what), e))?;
+        self.rss.store(rss, Ordering::Relaxed);
+        program.judge(ctx, status, self.cancel.is_cancelled())
+    }
+
+    fn peak_rss_kib(&self) -> u64 {
+        self.rss.load(Ordering::Relaxed)
+    }
+}
+
+/// Waits for child `pid`; its exit status and peak resident memory (KiB, including the
+/// children it waited for).
+fn wait_with_rusage(pid: u32) -> std::io::Result<(ExitStatus, u64)> {
+    let mut status = 0;
+    // SAFETY: wait4 only writes into the zeroed struct and the int we pass.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: as above; `pid` is our own child, not yet waited for.
+        let r = unsafe { libc::wait4(pid as libc::pid_t, &mut status, 0, &mut usage) };
+        if r == pid as libc::pid_t {
+            return Ok((ExitStatus::from_raw(status), usage.ru_maxrss.max(0) as u64));
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
