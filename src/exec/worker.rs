@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use super::integrity::{check_object, corrupt_input_message, short, ObjectState};
 use super::{Job, WorkerEvent};
 use crate::cache::store::{RunFacts, Store};
-use crate::stages::{self, InputArtifact, Inputs, Progress, StageCtx, StageError, StageKind};
+use crate::stages::{
+    self, InputArtifact, Inputs, Progress, StageCtx, StageError, StageKind, StageRunner,
+};
 
 fn emit(ev: &WorkerEvent) {
     let mut out = std::io::stdout().lock();
@@ -68,9 +70,9 @@ fn resolved_device(job: &Job, kind: &dyn StageKind) -> Option<String> {
 }
 
 /// Runs the job; returns the process exit code (0 done, 1 failed). `kinds` supplies the
-/// implementations this binary has beyond the engine's registry (`rst-torch` passes the
+/// runners this binary has beyond the engine's (`rst-torch` passes the
 /// train and evaluate kinds).
-pub fn run(job_file: &Path, kinds: &[&dyn StageKind]) -> i32 {
+pub fn run(job_file: &Path, kinds: &[&dyn StageRunner]) -> i32 {
     let job: Job = match std::fs::read(job_file)
         .map_err(|e| e.to_string())
         .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
@@ -97,13 +99,14 @@ pub fn run(job_file: &Path, kinds: &[&dyn StageKind]) -> i32 {
     }
 }
 
-fn compute(job: &Job, kinds: &[&dyn StageKind]) -> Result<WorkerEvent, StageError> {
-    let kind = kinds
+fn compute(job: &Job, kinds: &[&dyn StageRunner]) -> Result<WorkerEvent, StageError> {
+    let runner = kinds
         .iter()
         .copied()
-        .find(|k| k.name() == job.kind)
-        .or_else(|| stages::lookup(&job.kind))
-        .ok_or_else(|| StageError::internal(format!("unknown stage kind {}", job.kind)))?;
+        .find(|r| r.kind().name() == job.kind)
+        .or_else(|| stages::runner(&job.kind))
+        .ok_or_else(|| StageError::internal(format!("no runner for stage kind {}", job.kind)))?;
+    let kind = runner.kind();
     let store = Store::open(&job.cache_dir).map_err(|e| StageError::internal(e.to_string()))?;
     let _lock = store
         .lock(&job.key, || emit(&WorkerEvent::LockWait))
@@ -156,7 +159,7 @@ fn compute(job: &Job, kinds: &[&dyn StageKind]) -> Result<WorkerEvent, StageErro
     };
     let t0 = Instant::now();
     let started_unix = unix_now();
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| kind.run(&ctx)))
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runner.run(&ctx)))
         .unwrap_or_else(|panic| {
             let msg = panic
                 .downcast_ref::<String>()

@@ -42,7 +42,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{
-    parse_params, Arity, InputArtifact, InputDecl, ParamError, StageCtx, StageError, StageKind,
+    parse_params, Arity, InputArtifact, InputDecl, ParamError, StageCtx, StageError, StageKind, StageRunner,
 };
 use crate::report::plot::{self, AccuracyFigure, Curve, CurvesFigure};
 use crate::report::{fill_template, template_placeholders, value_text, Column, Row, Run, Table};
@@ -554,6 +554,12 @@ impl StageKind for Aggregate {
     }
     fn inputs(&self) -> Option<&'static [InputDecl]> {
         Some(INPUTS)
+    }
+}
+
+impl StageRunner for Aggregate {
+    fn kind(&self) -> &'static dyn StageKind {
+        &Aggregate
     }
     fn run(&self, ctx: &StageCtx<'_>) -> Result<(), StageError> {
         let p = parse(ctx.params).map_err(StageError::from)?;

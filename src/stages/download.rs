@@ -36,7 +36,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{parse_params, InputDecl, ParamError, Progress, StageCtx, StageError, StageKind};
+use super::{parse_params, InputDecl, ParamError, Progress, StageCtx, StageError, StageKind, StageRunner};
 use crate::data::archive::{self, archive_kind, safe_relative, Unpacked};
 use crate::data::dataset::{write_materialised, Images, MaterialSplit};
 use crate::data::fetch::{self, HttpDownload, Mirror, Throttle};
@@ -477,6 +477,12 @@ impl StageKind for Download {
                 None
             })
             .collect()
+    }
+}
+
+impl StageRunner for Download {
+    fn kind(&self) -> &'static dyn StageKind {
+        &Download
     }
     fn run(&self, ctx: &StageCtx<'_>) -> Result<(), StageError> {
         let p = parse(ctx.params).map_err(param_to_stage)?;

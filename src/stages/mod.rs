@@ -1,6 +1,8 @@
 //! Stage kinds. Each kind declares its parameter type (checked before anything runs), the
 //! inputs it accepts, a VERSION folded into every cache key (bump it when the kind's
-//! output for the same inputs changes), and `run`, which writes the artifact into `ctx.out`.
+//! output for the same inputs changes), and its defaults ([`StageKind`], the declaration
+//! the planner uses); `run`, which writes the artifact into `ctx.out`, is a separate
+//! [`StageRunner`] registered by the binary that can run it.
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -213,7 +215,28 @@ pub struct InputDecl {
     pub required: bool,
 }
 
-/// What the planner needs to know about a kind, and how to run it.
+/// What the pipeline knows, before anything runs, about one artifact an input refers to:
+/// enough for a consumer to check its params against its inputs (`aggregate`'s axes,
+/// `train`'s split names) in `rst check`, instead of failing an hour into a run.
+#[derive(Debug, Clone, Copy)]
+pub struct Upstream<'a> {
+    /// The producing stage's name (`noisy`).
+    pub stage: &'a str,
+    /// The producing instance (`noisy[rate=0.4]`).
+    pub instance: &'a str,
+    /// The names the producing stage's matrix binds (what the artifact's `matrix` holds).
+    pub axes: &'a [String],
+    /// The dataset splits the artifact will have, when its kind declares them.
+    pub splits: Option<&'a [String]>,
+}
+
+/// Upstream facts by input name, in the order the input lists them.
+pub type Upstreams<'a> = BTreeMap<&'a str, Vec<Upstream<'a>>>;
+
+/// The declaration of a stage kind: everything the planner needs (name, version, params,
+/// inputs, what enters the key), and nothing that runs it. The engine's [`registry`] holds
+/// declarations only, so a kind whose runner lives elsewhere (`train` and `evaluate` in the
+/// `rst-torch` binary) needs no placeholder here; see [`StageRunner`].
 pub trait StageKind: Sync {
     fn name(&self) -> &'static str;
     /// Folded into the cache key: bump it when the same inputs would give other output.
@@ -231,10 +254,49 @@ pub trait StageKind: Sync {
     fn uses_torch(&self) -> bool {
         false
     }
+    /// The params as they enter the cache key: checked params with every default filled
+    /// in, so writing a default (`split: test`) and leaving it out are one stage. The
+    /// default is the params as written (kinds without defaults, or not yet converted).
+    fn canonical_params(&self, params: &Value) -> Value {
+        params.clone()
+    }
+    /// Checks the params against what the pipeline knows of the inputs (their matrix axes,
+    /// their splits). Called after every input is resolved, before anything runs.
+    fn check_upstream(&self, _params: &Value, _inputs: &Upstreams<'_>) -> Result<(), ParamError> {
+        Ok(())
+    }
+    /// The dataset splits this kind's artifact will have, when known from its params and
+    /// inputs alone (`split` declares them; `noise` keeps its input's). None: not known.
+    fn output_splits(&self, _params: &Value, _inputs: &Upstreams<'_>) -> Option<Vec<String>> {
+        None
+    }
+}
+
+/// How a kind runs: a binary registers the runners it has (the engine's [`runners`], the
+/// torch ones in `rst-torch`); the worker finds a job's runner by its declaration's name.
+pub trait StageRunner: Sync {
+    /// The declaration this runner implements.
+    fn kind(&self) -> &'static dyn StageKind;
+    /// Writes the artifact into `ctx.out`.
     fn run(&self, ctx: &StageCtx<'_>) -> Result<(), StageError>;
 }
 
-/// All stage kinds, by name.
+/// A runner that is a plain function: what `rst-torch` registers for `train`/`evaluate`.
+pub struct FnRunner {
+    pub kind: &'static dyn StageKind,
+    pub run: fn(&StageCtx<'_>) -> Result<(), StageError>,
+}
+
+impl StageRunner for FnRunner {
+    fn kind(&self) -> &'static dyn StageKind {
+        self.kind
+    }
+    fn run(&self, ctx: &StageCtx<'_>) -> Result<(), StageError> {
+        (self.run)(ctx)
+    }
+}
+
+/// All stage kinds' declarations, by name.
 pub fn registry() -> &'static [&'static dyn StageKind] {
     static KINDS: [&dyn StageKind; 7] = [
         &download::Download,
@@ -248,8 +310,25 @@ pub fn registry() -> &'static [&'static dyn StageKind] {
     &KINDS
 }
 
+/// The runners the engine binary has (every kind without libtorch).
+pub fn runners() -> &'static [&'static dyn StageRunner] {
+    static RUNNERS: [&dyn StageRunner; 5] = [
+        &download::Download,
+        &split::Split,
+        &noise::Noise,
+        &command::Command,
+        &aggregate::Aggregate,
+    ];
+    &RUNNERS
+}
+
 pub fn lookup(name: &str) -> Option<&'static dyn StageKind> {
     registry().iter().copied().find(|k| k.name() == name)
+}
+
+/// The engine's runner of the kind `name`; None for kinds another binary runs.
+pub fn runner(name: &str) -> Option<&'static dyn StageRunner> {
+    runners().iter().copied().find(|r| r.kind().name() == name)
 }
 
 pub fn kind_names() -> Vec<&'static str> {
@@ -264,13 +343,14 @@ pub(crate) mod testing {
     /// Checks `params`, then runs `kind` into a fresh directory under `dir` (with `dir`
     /// as project dir and `downloads` for partial downloads); returns the artifact dir.
     pub fn run_kind(
-        kind: &dyn StageKind,
+        runner: &dyn StageRunner,
         params: &Value,
         inputs: &Inputs,
         dir: &Path,
         downloads: &Path,
         threads: usize,
     ) -> Result<PathBuf, StageError> {
+        let kind = runner.kind();
         kind.check(params)?;
         let out = tempfile::tempdir_in(dir).unwrap().keep();
         let work = tempfile::tempdir_in(dir).unwrap();
@@ -288,7 +368,7 @@ pub(crate) mod testing {
             resolve: &resolve,
             progress: &progress,
         };
-        kind.run(&ctx).map(|()| out)
+        runner.run(&ctx).map(|()| out)
     }
 }
 

@@ -24,7 +24,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{
-    parse_params, Arity, InputDecl, ParamError, Progress, StageCtx, StageError, StageKind,
+    parse_params, Arity, InputDecl, ParamError, Progress, StageCtx, StageError, StageKind, StageRunner,
 };
 use crate::data::dataset::{write_view, LabelSplit};
 use crate::prng::Prng;
@@ -154,6 +154,12 @@ impl StageKind for Noise {
     }
     fn inputs(&self) -> Option<&'static [InputDecl]> {
         Some(INPUTS)
+    }
+}
+
+impl StageRunner for Noise {
+    fn kind(&self) -> &'static dyn StageKind {
+        &Noise
     }
     fn run(&self, ctx: &StageCtx<'_>) -> Result<(), StageError> {
         let p = parse(ctx.params).map_err(StageError::from)?;

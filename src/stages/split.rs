@@ -39,7 +39,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{
-    parse_params, Arity, InputDecl, ParamError, Progress, StageCtx, StageError, StageKind,
+    parse_params, Arity, InputDecl, ParamError, Progress, StageCtx, StageError, StageKind, StageRunner,
 };
 use crate::data::dataset::{write_view, Dataset, LabelSplit};
 use crate::prng::Prng;
@@ -313,6 +313,12 @@ impl StageKind for Split {
     }
     fn inputs(&self) -> Option<&'static [InputDecl]> {
         Some(INPUTS)
+    }
+}
+
+impl StageRunner for Split {
+    fn kind(&self) -> &'static dyn StageKind {
+        &Split
     }
     fn run(&self, ctx: &StageCtx<'_>) -> Result<(), StageError> {
         let p: SplitParams = parse_params(ctx.params).map_err(StageError::from)?;
@@ -619,7 +625,7 @@ pub(crate) mod tests {
 
     /// Runs `kind` on the artifact at `input` (digest `digest`) into a fresh dir under `dir`.
     pub fn run_stage(
-        kind: &dyn StageKind,
+        kind: &dyn StageRunner,
         dir: &Path,
         input: &Path,
         digest: &str,
@@ -636,7 +642,7 @@ pub(crate) mod tests {
             }],
         );
         let out = crate::stages::testing::run_kind(kind, &params, &inputs, dir, dir, 1)?;
-        let ds = Dataset::open(&out, &format!("{digest}+{}", kind.name())).unwrap();
+        let ds = Dataset::open(&out, &format!("{digest}+{}", kind.kind().name())).unwrap();
         Ok((out, ds))
     }
 

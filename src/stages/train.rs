@@ -1,6 +1,7 @@
 //! The `train` and `evaluate` stage kinds: their parameters, checked before anything runs.
-//! Their `run` lives in `src/ml/` and is compiled into the `rst-torch` worker binary (the
-//! engine never loads libtorch); the local executor starts `rst-torch worker` for them.
+//! These are declarations only ([`StageKind`]): their runners live in `src/ml/` and are
+//! registered by the `rst-torch` worker binary (the engine never loads libtorch); the
+//! local executor starts `rst-torch worker` for them.
 //!
 //! ```yaml
 //! kind: train
@@ -34,7 +35,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{parse_params, Arity, InputDecl, ParamError, StageCtx, StageError, StageKind};
+use super::{parse_params, Arity, InputDecl, ParamError, StageKind};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -443,7 +444,8 @@ const EVAL_INPUTS: &[InputDecl] = &[
     },
 ];
 
-/// A torch stage kind as the engine sees it; `rst-torch` supplies the runner.
+/// A torch stage kind's declaration; `rst-torch` registers its runner (`src/ml/`), so the
+/// engine has none and needs no placeholder.
 pub struct TorchKind {
     name: &'static str,
     version: u32,
@@ -492,12 +494,6 @@ impl StageKind for TorchKind {
     }
     fn uses_torch(&self) -> bool {
         true
-    }
-    fn run(&self, _ctx: &StageCtx<'_>) -> Result<(), StageError> {
-        Err(StageError::internal(format!(
-            "`{}` stages run in the rst-torch worker; this process cannot run them",
-            self.name
-        )))
     }
 }
 
