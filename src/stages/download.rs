@@ -36,7 +36,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{parse_params, InputDecl, ParamError, Progress, StageCtx, StageError, StageKind, StageRunner};
+use super::{
+    parse_params, InputDecl, ParamError, Progress, StageCtx, StageError, StageKind, StageRunner,
+};
 use crate::data::archive::{self, archive_kind, safe_relative, Unpacked};
 use crate::data::dataset::{write_materialised, Images, MaterialSplit};
 use crate::data::fetch::{self, HttpDownload, Mirror, Throttle};

@@ -173,20 +173,78 @@ impl From<ParamError> for StageError {
     }
 }
 
-/// Deserialises `params` into the kind's type, reporting the failing key path, and a
-/// "did you mean" hint for unknown keys.
+/// Deserialises `params` into the kind's type, reporting the failing key path, the
+/// expected type in words, and a "did you mean" hint for unknown keys and values.
 pub fn parse_params<T: DeserializeOwned>(params: &Value) -> Result<T, ParamError> {
     serde_path_to_error::deserialize(params).map_err(|e| {
         let path = e.path().to_string();
         let path = if path == "." { String::new() } else { path };
-        let message = e.inner().to_string();
-        let help = unknown_field_hint(&message);
+        let message = expected_in_words(&e.inner().to_string());
+        let help = unknown_field_hint(&message)
+            .or_else(|| unknown_variant_hint(&message))
+            .or_else(|| type_hint(&message, &path));
         ParamError {
             path,
             message,
             help,
         }
     })
+}
+
+/// The params of type `T` with every default filled in, as JSON: what enters the cache key
+/// (see [`StageKind::canonical_params`]). Params that do not parse are keyed as written:
+/// they never get that far (the planner checks them first).
+pub fn canonical_as<T: DeserializeOwned + serde::Serialize>(params: &Value) -> Value {
+    parse_params::<T>(params)
+        .ok()
+        .and_then(|p| serde_json::to_value(p).ok())
+        .unwrap_or_else(|| params.clone())
+}
+
+/// Rust's primitive type names in serde's messages, as a newcomer reads them.
+const TYPE_WORDS: &[(&str, &str)] = &[
+    ("usize", "a whole number (0 or more)"),
+    ("u64", "a whole number (0 or more)"),
+    ("u32", "a whole number (0 or more)"),
+    ("u16", "a whole number (0 or more)"),
+    ("u8", "a whole number (0 or more)"),
+    ("i64", "a whole number"),
+    ("i32", "a whole number"),
+    ("f64", "a number"),
+    ("f32", "a number"),
+    ("a boolean", "true or false"),
+];
+
+/// `invalid type: string "one", expected usize` → `..., expected a whole number (0 or more)`.
+fn expected_in_words(message: &str) -> String {
+    if let Some((head, ty)) = message.rsplit_once(", expected ") {
+        if let Some((_, words)) = TYPE_WORDS.iter().find(|(t, _)| *t == ty) {
+            return format!("{head}, expected {words}");
+        }
+    }
+    message.to_string()
+}
+
+/// A help line for a value of the wrong type: what to write instead.
+fn type_hint(message: &str, path: &str) -> Option<String> {
+    if !message.starts_with("invalid type") {
+        return None;
+    }
+    let key = path.rsplit('.').next().filter(|k| !k.is_empty())?;
+    let example =
+        if message.ends_with("a whole number (0 or more)") || message.ends_with("a whole number") {
+            "10"
+        } else if message.ends_with("a number") {
+            "0.5"
+        } else if message.ends_with("true or false") {
+            "true"
+        } else {
+            return None;
+        };
+    Some(format!(
+        "write {}, e.g. `{key}: {example}`",
+        &message[message.rfind("expected ")? + 9..]
+    ))
 }
 
 /// Turns serde's "unknown field `x`, expected one of `a`, `b`" into a suggestion.
@@ -199,6 +257,57 @@ pub fn unknown_field_hint(message: &str) -> Option<String> {
         None if !expected.is_empty() => Some(format!("valid keys: {}", expected.join(", "))),
         None => None,
     }
+}
+
+/// Turns serde's "unknown variant `resnet_mini`, expected one of `resnet-mini`, ..." into
+/// a suggestion: the variant that differs only in case and separators (`Top1`, `resnet_mini`),
+/// else the closest; else the list.
+pub fn unknown_variant_hint(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("unknown variant `")?;
+    let (word, rest) = rest.split_once('`')?;
+    let expected: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
+    let squash = |s: &str| s.to_ascii_lowercase().replace(['-', '_', ' '], "");
+    let same = expected.iter().copied().find(|e| squash(e) == squash(word));
+    match same.or_else(|| crate::error::did_you_mean(word, expected.iter().copied())) {
+        Some(s) => Some(format!("did you mean `{s}`?")),
+        None if !expected.is_empty() => Some(format!("one of: {}", expected.join(", "))),
+        None => None,
+    }
+}
+
+/// Checks that every artifact of `input` whose splits are known has the split `split`
+/// (named by the param `param`): the static form of "the input has no split `x`".
+pub fn check_split_name(
+    inputs: &Upstreams<'_>,
+    input: &str,
+    param: &str,
+    split: &str,
+) -> Result<(), ParamError> {
+    for up in inputs.get(input).into_iter().flatten() {
+        let Some(splits) = up.splits else { continue };
+        if splits.iter().any(|s| s == split) {
+            continue;
+        }
+        let listed: Vec<String> = splits.iter().map(|s| format!("`{s}`")).collect();
+        let help = match crate::error::did_you_mean(split, splits.iter().map(String::as_str)) {
+            Some(s) => format!("did you mean `{s}`?"),
+            None => format!(
+                "name one of {}, or add a split `{split}` to `{}`",
+                listed.join(", "),
+                up.stage
+            ),
+        };
+        return Err(ParamError::new(
+            param,
+            format!(
+                "input `{input}` (`{}`) has no split `{split}`; it has {}",
+                up.instance,
+                listed.join(", ")
+            ),
+        )
+        .help(help));
+    }
+    Ok(())
 }
 
 /// How many artifacts an input name takes.

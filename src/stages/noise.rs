@@ -24,7 +24,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{
-    parse_params, Arity, InputDecl, ParamError, Progress, StageCtx, StageError, StageKind, StageRunner,
+    canonical_as, check_split_name, parse_params, Arity, InputDecl, ParamError, Progress, StageCtx,
+    StageError, StageKind, StageRunner, Upstreams,
 };
 use crate::data::dataset::{write_view, LabelSplit};
 use crate::prng::Prng;
@@ -70,7 +71,7 @@ impl NoiseMode {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NoiseParams {
     /// Required for the random modes; not used by `correlated`.
@@ -93,20 +94,7 @@ fn default_split() -> String {
 }
 
 fn parse(params: &Value) -> Result<NoiseParams, ParamError> {
-    let p: NoiseParams = parse_params(params).map_err(|mut e| {
-        // serde says "unknown variant `x`, expected one of `a`, `b`": suggest the closest.
-        if e.help.is_none() {
-            if let Some(rest) = e.message.strip_prefix("unknown variant `") {
-                if let Some((word, rest)) = rest.split_once('`') {
-                    let expected: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
-                    if let Some(s) = crate::error::did_you_mean(word, expected.iter().copied()) {
-                        e.help = Some(format!("did you mean `{s}`?"));
-                    }
-                }
-            }
-        }
-        e
-    })?;
+    let p: NoiseParams = parse_params(params)?;
     match (p.mode, p.rate) {
         (NoiseMode::Correlated, Some(_)) => {
             return Err(ParamError::new(
@@ -154,6 +142,17 @@ impl StageKind for Noise {
     }
     fn inputs(&self) -> Option<&'static [InputDecl]> {
         Some(INPUTS)
+    }
+    fn canonical_params(&self, params: &Value) -> Value {
+        canonical_as::<NoiseParams>(params)
+    }
+    fn check_upstream(&self, params: &Value, inputs: &Upstreams<'_>) -> Result<(), ParamError> {
+        let p = parse(params)?;
+        check_split_name(inputs, "data", "split", &p.split)
+    }
+    /// A noisy view keeps every split of its input.
+    fn output_splits(&self, _params: &Value, inputs: &Upstreams<'_>) -> Option<Vec<String>> {
+        Some(inputs.get("data")?.first()?.splits?.to_vec())
     }
 }
 

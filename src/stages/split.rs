@@ -39,7 +39,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{
-    parse_params, Arity, InputDecl, ParamError, Progress, StageCtx, StageError, StageKind, StageRunner,
+    canonical_as, parse_params, Arity, InputDecl, ParamError, Progress, StageCtx, StageError,
+    StageKind, StageRunner, Upstreams,
 };
 use crate::data::dataset::{write_view, Dataset, LabelSplit};
 use crate::prng::Prng;
@@ -56,7 +57,7 @@ const INPUTS: &[InputDecl] = &[InputDecl {
     required: true,
 }];
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SplitParams {
     #[serde(default)]
@@ -67,7 +68,7 @@ pub struct SplitParams {
     pub splits: Vec<SplitRule>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SplitRule {
     pub name: String,
@@ -313,6 +314,13 @@ impl StageKind for Split {
     }
     fn inputs(&self) -> Option<&'static [InputDecl]> {
         Some(INPUTS)
+    }
+    fn canonical_params(&self, params: &Value) -> Value {
+        canonical_as::<SplitParams>(params)
+    }
+    fn output_splits(&self, params: &Value, _inputs: &Upstreams<'_>) -> Option<Vec<String>> {
+        let p: SplitParams = parse_params(params).ok()?;
+        Some(p.splits.into_iter().map(|r| r.name).collect())
     }
 }
 
