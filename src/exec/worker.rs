@@ -70,8 +70,8 @@ fn resolved_device(job: &Job, kind: &dyn StageKind) -> Option<String> {
 }
 
 /// Runs the job; returns the process exit code (0 done, 1 failed). `kinds` supplies the
-/// runners this binary has beyond the engine's (`rst-torch` passes the
-/// train and evaluate kinds).
+/// runners this binary has beyond the engine's (`rst-torch` passes those of train and
+/// evaluate).
 pub fn run(job_file: &Path, kinds: &[&dyn StageRunner]) -> i32 {
     let job: Job = match std::fs::read(job_file)
         .map_err(|e| e.to_string())
