@@ -36,10 +36,11 @@ pub fn serde_unknown(message: &str) -> Option<String> {
     }
     let rest = message.strip_prefix("unknown variant `")?;
     let (word, expected) = word_and_expected(rest)?;
-    let normalised = word.to_ascii_lowercase().replace(['-', '_', ' '], "");
-    match expected.iter().find(|e| **e == normalised) {
-        Some(exact) => Some(format!("did you mean `{exact}`?")),
-        None => did_you_mean(word, expected.iter().copied()),
+    let squash = |s: &str| s.to_ascii_lowercase().replace(['-', '_', ' '], "");
+    match expected.iter().find(|e| squash(e) == squash(word)) {
+        Some(same) => Some(format!("did you mean `{same}`?")),
+        None => did_you_mean(word, expected.iter().copied())
+            .or_else(|| (!expected.is_empty()).then(|| format!("one of: {}", expected.join(", ")))),
     }
 }
 

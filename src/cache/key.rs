@@ -1,7 +1,8 @@
 //! What goes into a stage's cache key.
 //!
 //! Key = blake3 over the canonical JSON of a [`KeyRecord`]'s hashed part: `CACHE_VERSION`,
-//! the stage kind and its version, the canonicalised params, the digests of the inputs
+//! the stage kind and its version, the canonicalised params (defaults filled in by the
+//! kind, then objects sorted and integral floats written as integers), the digests of the inputs
 //! and their matrix values (not their names: renaming an upstream stage keeps the cache,
 //! while relabelling a sweep reruns what groups by it), the digests of declared
 //! local files, and an allow-list of environment facts that change results (libtorch
@@ -15,7 +16,9 @@ use serde_json::Value;
 /// Change this whenever what goes into a key, or how it is encoded, changes: every
 /// existing cache entry then misses, which is the point.
 /// v2: integral floats are canonicalised as integers (`2.0` and `2` give one key).
-pub const CACHE_VERSION: u32 = 2;
+/// v3: params are keyed with the kind's defaults filled in (`StageKind::canonical_params`),
+/// so writing a default (`split: test`) and leaving it out are one key.
+pub const CACHE_VERSION: u32 = 3;
 
 /// One input artifact as recorded beside the key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -217,6 +220,70 @@ mod tests {
             local_deps: local,
             env,
         }
+    }
+
+    /// The key layout, pinned (as sccache's `test_generate_hash_key`): the expected bytes
+    /// are rebuilt here input by input, and the digest is pinned as hex, so any change of
+    /// what goes into a key, or of its encoding, fails here first. When it is deliberate,
+    /// bump CACHE_VERSION and pin the new digest.
+    #[test]
+    fn golden_key() {
+        let mut matrix = BTreeMap::new();
+        matrix.insert("rate".to_string(), json!(0.4));
+        let mut inputs = BTreeMap::new();
+        inputs.insert(
+            "data".to_string(),
+            vec![InputRecord {
+                instance: "noisy[rate=0.4]".into(),
+                digest: "ab".repeat(32),
+                matrix,
+            }],
+        );
+        // The pin was made with this version: a bump re-pins (every cache entry misses anyway).
+        assert_eq!(
+            CACHE_VERSION, 3,
+            "CACHE_VERSION changed: update this test and its pin"
+        );
+        let record = KeyRecord {
+            cache_version: 3,
+            kind: "evaluate".into(),
+            kind_version: 1,
+            // Unsorted, with an integral float: the key sees `{"batch_size":256,"lr":2,...}`.
+            params: serde_json::from_str(r#"{"split": "test", "lr": 2.0, "batch_size": 256}"#)
+                .unwrap(),
+            inputs,
+            local_deps: [("w.pth".to_string(), "cd".repeat(32))].into(),
+            env: [
+                ("device".to_string(), "cpu".to_string()),
+                ("libtorch".to_string(), "2.13.0".to_string()),
+                ("threads".to_string(), "1".to_string()),
+            ]
+            .into(),
+        };
+        let mut expected = blake3::Hasher::new();
+        // Domain separation.
+        expected.update(b"rst-stage-key\0");
+        // The cache version, then the kind and its version.
+        expected.update(br#"{"cache_version":3,"kind":"evaluate","kind_version":1,"#);
+        // Params: keys sorted, `2.0` written as `2`.
+        expected.update(br#""params":{"batch_size":256,"lr":2,"split":"test"},"#);
+        // Inputs by name: (digest, matrix values) per artifact; no instance names.
+        let input = format!(
+            r#""inputs":{{"data":[["{}",{{"rate":0.4}}]]}},"#,
+            "ab".repeat(32)
+        );
+        expected.update(input.as_bytes());
+        // Local files by path: their content digests.
+        let local = format!(r#""local_deps":{{"w.pth":"{}"}},"#, "cd".repeat(32));
+        expected.update(local.as_bytes());
+        // The allow-listed environment facts.
+        expected.update(br#""env":{"device":"cpu","libtorch":"2.13.0","threads":"1"}}"#);
+        let expected = expected.finalize().to_hex().to_string();
+        assert_eq!(record.key(), expected, "the key's layout changed");
+        assert_eq!(
+            expected, "722e9b1871553ecc580a401a51005961abe07ca11cf5d2e55539e18889218af2",
+            "the pinned key changed: bump CACHE_VERSION if this is deliberate"
+        );
     }
 
     #[test]

@@ -27,7 +27,7 @@ use super::guard::Guard;
 use super::local::{end_group, signal_group, Groups};
 use super::worker::{self, Host};
 use super::{Cancel, Job, WorkerEvent};
-use crate::stages::{command, StageCtx, StageError, StageKind};
+use crate::stages::{command, StageCtx, StageError, StageRunner};
 
 /// Runs the command stage `job` in this process, its program under `guard`; forwards its
 /// events. Returns (a result was reported, the result was another run's artifact).
@@ -101,7 +101,7 @@ impl Host for Direct<'_> {
         let _ = writeln!(&mut &*self.log, "{line}");
     }
 
-    fn run(&self, _kind: &dyn StageKind, ctx: &StageCtx<'_>) -> Result<(), StageError> {
+    fn run(&self, _runner: &dyn StageRunner, ctx: &StageCtx<'_>) -> Result<(), StageError> {
         let mut program = command::prepare(ctx)?;
         let out = self
             .log

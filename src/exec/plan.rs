@@ -147,7 +147,7 @@ impl<'a> Planner<'a> {
             cache_version: CACHE_VERSION,
             kind: kind.name().to_string(),
             kind_version: kind.version(),
-            params: canonical(&inst.params),
+            params: canonical(&kind.canonical_params(&inst.params)),
             inputs,
             local_deps,
             env: if kind.uses_torch() {

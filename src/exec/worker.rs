@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use super::integrity::{check_object, corrupt_input_message, short, ObjectState};
 use super::{Job, WorkerEvent};
 use crate::cache::store::{RunFacts, Store};
-use crate::stages::{self, InputArtifact, Inputs, Progress, StageCtx, StageError, StageKind};
+use crate::stages::{
+    self, InputArtifact, Inputs, Progress, StageCtx, StageError, StageKind, StageRunner,
+};
 
 /// Where the code of a job's stage runs, and where its events and log lines go: in
 /// `rst worker` ([`WorkerProcess`]: events as JSON lines on stdout, the log on stderr), or,
@@ -22,7 +24,7 @@ pub(crate) trait Host: Sync {
     /// One line of the stage's log.
     fn log(&self, line: &str);
     /// Runs the stage's code on `ctx`.
-    fn run(&self, kind: &dyn StageKind, ctx: &StageCtx<'_>) -> Result<(), StageError>;
+    fn run(&self, runner: &dyn StageRunner, ctx: &StageCtx<'_>) -> Result<(), StageError>;
     /// Peak resident memory of what computed the stage (KiB), for the entry.
     fn peak_rss_kib(&self) -> u64;
 }
@@ -43,12 +45,12 @@ impl Host for WorkerProcess {
     fn log(&self, line: &str) {
         crate::elog!("{line}");
     }
-    fn run(&self, kind: &dyn StageKind, ctx: &StageCtx<'_>) -> Result<(), StageError> {
+    fn run(&self, runner: &dyn StageRunner, ctx: &StageCtx<'_>) -> Result<(), StageError> {
         // This process runs one stage: size the global thread pool to what it declared.
         let _ = rayon::ThreadPoolBuilder::new()
             .num_threads(ctx.threads)
             .build_global();
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| kind.run(ctx))).unwrap_or_else(
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runner.run(ctx))).unwrap_or_else(
             |panic| {
                 let msg = panic
                     .downcast_ref::<String>()
@@ -105,9 +107,9 @@ fn resolved_device(job: &Job, kind: &dyn StageKind) -> Option<String> {
 }
 
 /// Runs the job; returns the process exit code (0 done, 1 failed). `kinds` supplies the
-/// implementations this binary has beyond the engine's registry (`rst-torch` passes the
-/// train and evaluate kinds).
-pub fn run(job_file: &Path, kinds: &[&dyn StageKind]) -> i32 {
+/// runners this binary has beyond the engine's (`rst-torch` passes those of train and
+/// evaluate).
+pub fn run(job_file: &Path, kinds: &[&dyn StageRunner]) -> i32 {
     let host = WorkerProcess;
     let job: Job = match std::fs::read(job_file)
         .map_err(|e| e.to_string())
@@ -122,19 +124,19 @@ pub fn run(job_file: &Path, kinds: &[&dyn StageKind]) -> i32 {
             return 1;
         }
     };
-    let kind = kinds
+    let runner = kinds
         .iter()
         .copied()
-        .find(|k| k.name() == job.kind)
-        .or_else(|| stages::lookup(&job.kind));
-    let Some(kind) = kind else {
+        .find(|r| r.kind().name() == job.kind)
+        .or_else(|| stages::runner(&job.kind));
+    let Some(runner) = runner else {
         host.emit(WorkerEvent::Failed(StageError::internal(format!(
-            "unknown stage kind {}",
+            "no runner for stage kind {}",
             job.kind
         ))));
         return 1;
     };
-    finish(&host, compute(&job, kind, &host))
+    finish(&host, compute(&job, runner, &host))
 }
 
 /// Reports the result of [`compute`] as the job's last event; the exit code of a worker.
@@ -157,9 +159,10 @@ pub(crate) fn finish(host: &dyn Host, result: Result<WorkerEvent, StageError>) -
 /// area and publishes it. Returns the `Done` event; the stage's error otherwise.
 pub(crate) fn compute(
     job: &Job,
-    kind: &dyn StageKind,
+    runner: &dyn StageRunner,
     host: &dyn Host,
 ) -> Result<WorkerEvent, StageError> {
+    let kind = runner.kind();
     let store =
         Store::open(&job.cache_dir).map_err(|e| StageError::internal(crate::error::chain(&e)))?;
     let _lock = store
@@ -209,7 +212,7 @@ pub(crate) fn compute(
     };
     let t0 = Instant::now();
     let started_unix = crate::time::unix_now();
-    let result = host.run(kind, &ctx);
+    let result = host.run(runner, &ctx);
     let duration_s = t0.elapsed().as_secs_f64();
     match result {
         Ok(()) => {

@@ -8,11 +8,10 @@
 //! them (`labels: "clean"`), else its labels (`labels: "given"`). With `predictions: true`
 //! also `predictions.json` (the argmax class per image, for correlated noise).
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use tch::nn;
 
 use rst::stages::train::{EvalParams, Predictions, WhichWeights, EVALUATE, PREDICTIONS_FILE};
-use rst::stages::{InputDecl, ParamError, Progress, StageCtx, StageError, StageKind};
+use rst::stages::{Progress, StageCtx, StageError, StageKind, StageRunner};
 
 use super::train::{self, ModelMeta};
 use super::{data, model};
@@ -186,24 +185,9 @@ pub struct EvaluateStage;
 
 pub static EVALUATE_STAGE: EvaluateStage = EvaluateStage;
 
-impl StageKind for EvaluateStage {
-    fn name(&self) -> &'static str {
-        EVALUATE.name()
-    }
-    fn version(&self) -> u32 {
-        EVALUATE.version()
-    }
-    fn check(&self, params: &Value) -> Result<(), ParamError> {
-        EVALUATE.check(params)
-    }
-    fn inputs(&self) -> Option<&'static [InputDecl]> {
-        EVALUATE.inputs()
-    }
-    fn local_deps(&self, params: &Value) -> Vec<String> {
-        EVALUATE.local_deps(params)
-    }
-    fn uses_torch(&self) -> bool {
-        true
+impl StageRunner for EvaluateStage {
+    fn kind(&self) -> &'static dyn StageKind {
+        &EVALUATE
     }
     fn run(&self, ctx: &StageCtx<'_>) -> Result<(), StageError> {
         run(ctx)

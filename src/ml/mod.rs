@@ -10,9 +10,9 @@ pub mod pth;
 pub mod regsl;
 pub mod train;
 
-use rst::stages::StageKind;
+use rst::stages::StageRunner;
 
-/// The stage kinds this binary implements (they override the engine's placeholders).
-pub fn kinds() -> Vec<&'static dyn StageKind> {
+/// The runners this binary adds to the engine's (the engine declares these kinds only).
+pub fn kinds() -> Vec<&'static dyn StageRunner> {
     vec![&train::TRAIN_STAGE, &evaluate::EVALUATE_STAGE]
 }

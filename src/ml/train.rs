@@ -33,7 +33,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
@@ -43,7 +42,7 @@ use rst::data::dataset::Images;
 use rst::data::transform::RandomResizedCrop;
 use rst::prng::Prng;
 use rst::stages::train::{OptimizerKind, TrainParams, TRAIN};
-use rst::stages::{InputDecl, ParamError, Progress, StageCtx, StageError, StageKind};
+use rst::stages::{Progress, StageCtx, StageError, StageKind, StageRunner};
 
 use super::data::{self, Normalisation, RawSplit};
 use super::{device, imagenet, model, regsl};
@@ -846,24 +845,9 @@ pub struct TrainStage;
 
 pub static TRAIN_STAGE: TrainStage = TrainStage;
 
-impl StageKind for TrainStage {
-    fn name(&self) -> &'static str {
-        TRAIN.name()
-    }
-    fn version(&self) -> u32 {
-        TRAIN.version()
-    }
-    fn check(&self, params: &Value) -> Result<(), ParamError> {
-        TRAIN.check(params)
-    }
-    fn inputs(&self) -> Option<&'static [InputDecl]> {
-        TRAIN.inputs()
-    }
-    fn local_deps(&self, params: &Value) -> Vec<String> {
-        TRAIN.local_deps(params)
-    }
-    fn uses_torch(&self) -> bool {
-        true
+impl StageRunner for TrainStage {
+    fn kind(&self) -> &'static dyn StageKind {
+        &TRAIN
     }
     fn run(&self, ctx: &StageCtx<'_>) -> Result<(), StageError> {
         run(ctx)
@@ -873,7 +857,7 @@ impl StageKind for TrainStage {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     /// A learnable set of `n` grey `s`x`s` images of `k` classes: class c has a bright
     /// horizontal band at rows [c·s/k, (c+1)·s/k), on noise.

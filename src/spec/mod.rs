@@ -4,6 +4,7 @@
 pub mod interp;
 pub mod resources;
 pub mod source_map;
+mod stage_checks;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -512,25 +513,9 @@ fn build(
                 return Err(cx.at_value(&format!("{sp}.params"), "params must be a mapping"));
             }
             kind.check(&iparams).map_err(|e| {
-                let path = join_path(&format!("{sp}.params"), &e.path);
-                let mut u = cx.at_value(
-                    &path,
-                    format!(
-                        "stage `{name}` ({} params{}): {}",
-                        kind.name(),
-                        if e.path.is_empty() {
-                            String::new()
-                        } else {
-                            format!(" `{}`", e.path)
-                        },
-                        e.message
-                    ),
-                );
-                if e.message.starts_with("unknown field") {
-                    u = cx.at_key(&path, u.message.clone());
-                }
-                u.help = e.help;
-                u
+                let overridden = |k: &str| overrides.iter().any(|(o, _)| o == k);
+                let written = &params_json;
+                stage_checks::param_error(cx, &sp, &name, kind, written, &combo, &overridden, e)
             })?;
             let threads = match &rs.threads {
                 None => 1,
@@ -743,8 +728,14 @@ fn build(
                 {
                     if decl.arity == Arity::One && ids.len() != 1 {
                         let ip = format!("stages.{}.inputs.{iname}", stage.name);
+                        let target = &stages_out[instances[ids[0]].stage];
+                        let own: BTreeMap<&str, &Value> = instances[id]
+                            .matrix
+                            .iter()
+                            .map(|(k, v)| (k.as_str(), v))
+                            .collect();
                         return Err(cx.at_value(&ip, format!("input `{iname}` of `{}` takes one artifact, but the reference selects {}", instances[id].name, ids.len()))
-                            .help("pick one instance with a slice, e.g. `noisy[rate=${rate}]`"));
+                            .help(stage_checks::slice_example(target, &instances, &own)));
                     }
                 }
                 resolved.insert(iname.clone(), ids);
@@ -779,6 +770,7 @@ fn build(
             *i = new_id[*i];
         }
     }
+    stage_checks::check_upstreams(cx, &stages_out, &sorted)?;
     Ok(Pipeline {
         name: raw.name,
         file: cx.file.to_path_buf(),

@@ -42,7 +42,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{
-    parse_params, Arity, InputArtifact, InputDecl, ParamError, StageCtx, StageError, StageKind,
+    canonical_as, parse_params, Arity, InputArtifact, InputDecl, ParamError, StageCtx, StageError,
+    StageKind, StageRunner, Upstreams,
 };
 use crate::report::plot::{self, AccuracyFigure, Curve, CurvesFigure};
 use crate::report::{fill_template, template_placeholders, value_text, Column, Row, Run, Table};
@@ -69,7 +70,7 @@ const INPUTS: &[InputDecl] = &[
 const STAGE: &str = "stage";
 const MAX_DECIMALS: usize = 6;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Metric {
     #[default]
@@ -94,7 +95,7 @@ impl Metric {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AggregateParams {
     #[serde(default)]
@@ -153,7 +154,6 @@ impl AggregateParams {
 }
 
 fn parse(params: &Value) -> Result<AggregateParams, ParamError> {
-    // parse_params hints at unknown variants too (crate::hint::serde_unknown).
     let p: AggregateParams = parse_params(params)?;
     for (key, value) in [("rows", &p.rows), ("columns", &p.columns)] {
         if value.trim().is_empty() {
@@ -357,6 +357,63 @@ fn capitalise(s: &str) -> String {
 }
 
 /// Groups the evaluations into the table.
+/// What `build_table` would find wrong with the axes of the `evals`, known from the
+/// pipeline before anything runs: `rows`/`columns` that an evaluation lacks, and axes it
+/// varies that are neither rows, columns nor averaged `over`.
+fn check_axes(p: &AggregateParams, inputs: &Upstreams<'_>) -> Result<(), ParamError> {
+    for up in inputs.get("evals").into_iter().flatten() {
+        let listed = || {
+            if up.axes.is_empty() {
+                format!("`{}` has no matrix", up.stage)
+            } else {
+                let names: Vec<String> = up.axes.iter().map(|a| format!("`{a}`")).collect();
+                format!("its axes: {}", names.join(", "))
+            }
+        };
+        for (param, by) in [("columns", &p.columns), ("rows", &p.rows)] {
+            if by == STAGE || up.axes.contains(by) {
+                continue;
+            }
+            let help = match crate::error::did_you_mean(by, up.axes.iter().map(String::as_str)) {
+                Some(s) => format!("did you mean `{s}`?"),
+                None => format!(
+                    "give `{}` a `{by}` matrix axis, or set {param} to one of its axes (or `stage`)",
+                    up.stage
+                ),
+            };
+            return Err(ParamError::new(
+                param,
+                format!(
+                    "`{by}` is not a matrix axis of `{}` (input `evals`); {}",
+                    up.instance,
+                    listed()
+                ),
+            )
+            .help(help));
+        }
+        if let Some(axis) = up
+            .axes
+            .iter()
+            .find(|a| *a != &p.rows && *a != &p.columns && !p.over().contains(a))
+        {
+            return Err(ParamError::new(
+                "over",
+                format!(
+                    "`{}` (input `evals`) varies the axis `{axis}`, which is neither rows (`{}`) \
+                     nor columns (`{}`) nor averaged over",
+                    up.instance, p.rows, p.columns
+                ),
+            )
+            .help(format!(
+                "add `{axis}` to over to average over it, or take one value of it in the input \
+                 (e.g. `{}[{axis}=...]`)",
+                up.stage
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn build_table(
     p: &AggregateParams,
     evals: &[InputArtifact],
@@ -536,6 +593,18 @@ impl StageKind for Aggregate {
     }
     fn inputs(&self) -> Option<&'static [InputDecl]> {
         Some(INPUTS)
+    }
+    fn canonical_params(&self, params: &Value) -> Value {
+        canonical_as::<AggregateParams>(params)
+    }
+    fn check_upstream(&self, params: &Value, inputs: &Upstreams<'_>) -> Result<(), ParamError> {
+        check_axes(&parse(params)?, inputs)
+    }
+}
+
+impl StageRunner for Aggregate {
+    fn kind(&self) -> &'static dyn StageKind {
+        &Aggregate
     }
     fn run(&self, ctx: &StageCtx<'_>) -> Result<(), StageError> {
         let p = parse(ctx.params).map_err(StageError::from)?;

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{parse_params, InputDecl, ParamError, StageCtx, StageError, StageKind};
+use super::{parse_params, InputDecl, ParamError, StageCtx, StageError, StageKind, StageRunner};
 
 pub struct Command;
 
@@ -104,6 +104,12 @@ impl StageKind for Command {
     }
     fn local_deps(&self, params: &Value) -> Vec<String> {
         Params::parse(params).map(|p| p.deps).unwrap_or_default()
+    }
+}
+
+impl StageRunner for Command {
+    fn kind(&self) -> &'static dyn StageKind {
+        &Command
     }
     fn run(&self, ctx: &StageCtx<'_>) -> Result<(), StageError> {
         let mut program = prepare(ctx)?;

@@ -1,6 +1,8 @@
 //! Stage kinds. Each kind declares its parameter type (checked before anything runs), the
 //! inputs it accepts, a VERSION folded into every cache key (bump it when the kind's
-//! output for the same inputs changes), and `run`, which writes the artifact into `ctx.out`.
+//! output for the same inputs changes), and its defaults ([`StageKind`], the declaration
+//! the planner uses); `run`, which writes the artifact into `ctx.out`, is a separate
+//! [`StageRunner`] registered by the binary that can run it.
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -182,20 +184,111 @@ impl From<ParamError> for StageError {
     }
 }
 
-/// Deserialises `params` into the kind's type, reporting the failing key path, and a
-/// "did you mean" hint for unknown keys and values ([`crate::hint::serde_unknown`]).
+/// Deserialises `params` into the kind's type, reporting the failing key path, the
+/// expected type in words, and a "did you mean" hint for unknown keys and values.
 pub fn parse_params<T: DeserializeOwned>(params: &Value) -> Result<T, ParamError> {
     serde_path_to_error::deserialize(params).map_err(|e| {
         let path = e.path().to_string();
         let path = if path == "." { String::new() } else { path };
-        let message = e.inner().to_string();
-        let help = crate::hint::serde_unknown(&message);
+        let message = expected_in_words(&e.inner().to_string());
+        let help = crate::hint::serde_unknown(&message).or_else(|| type_hint(&message, &path));
         ParamError {
             path,
             message,
             help,
         }
     })
+}
+
+/// The params of type `T` with every default filled in, as JSON: what enters the cache key
+/// (see [`StageKind::canonical_params`]). Params that do not parse are keyed as written:
+/// they never get that far (the planner checks them first).
+pub fn canonical_as<T: DeserializeOwned + serde::Serialize>(params: &Value) -> Value {
+    parse_params::<T>(params)
+        .ok()
+        .and_then(|p| serde_json::to_value(p).ok())
+        .unwrap_or_else(|| params.clone())
+}
+
+/// Rust's primitive type names in serde's messages, as a newcomer reads them.
+const TYPE_WORDS: &[(&str, &str)] = &[
+    ("usize", "a whole number (0 or more)"),
+    ("u64", "a whole number (0 or more)"),
+    ("u32", "a whole number (0 or more)"),
+    ("u16", "a whole number (0 or more)"),
+    ("u8", "a whole number (0 or more)"),
+    ("i64", "a whole number"),
+    ("i32", "a whole number"),
+    ("f64", "a number"),
+    ("f32", "a number"),
+    ("a boolean", "true or false"),
+];
+
+/// `invalid type: string "one", expected usize` → `..., expected a whole number (0 or more)`.
+fn expected_in_words(message: &str) -> String {
+    if let Some((head, ty)) = message.rsplit_once(", expected ") {
+        if let Some((_, words)) = TYPE_WORDS.iter().find(|(t, _)| *t == ty) {
+            return format!("{head}, expected {words}");
+        }
+    }
+    message.to_string()
+}
+
+/// A help line for a value of the wrong type: what to write instead.
+fn type_hint(message: &str, path: &str) -> Option<String> {
+    if !message.starts_with("invalid type") {
+        return None;
+    }
+    let key = path.rsplit('.').next().filter(|k| !k.is_empty())?;
+    let example =
+        if message.ends_with("a whole number (0 or more)") || message.ends_with("a whole number") {
+            "10"
+        } else if message.ends_with("a number") {
+            "0.5"
+        } else if message.ends_with("true or false") {
+            "true"
+        } else {
+            return None;
+        };
+    Some(format!(
+        "write {}, e.g. `{key}: {example}`",
+        &message[message.rfind("expected ")? + 9..]
+    ))
+}
+
+/// Checks that every artifact of `input` whose splits are known has the split `split`
+/// (named by the param `param`): the static form of "the input has no split `x`".
+pub fn check_split_name(
+    inputs: &Upstreams<'_>,
+    input: &str,
+    param: &str,
+    split: &str,
+) -> Result<(), ParamError> {
+    for up in inputs.get(input).into_iter().flatten() {
+        let Some(splits) = up.splits else { continue };
+        if splits.iter().any(|s| s == split) {
+            continue;
+        }
+        let listed: Vec<String> = splits.iter().map(|s| format!("`{s}`")).collect();
+        let help = match crate::hint::closest(split, splits.iter().map(String::as_str)) {
+            Some(s) => format!("did you mean `{s}`?"),
+            None => format!(
+                "name one of {}, or add a split `{split}` to `{}`",
+                listed.join(", "),
+                up.stage
+            ),
+        };
+        return Err(ParamError::new(
+            param,
+            format!(
+                "input `{input}` (`{}`) has no split `{split}`; it has {}",
+                up.instance,
+                listed.join(", ")
+            ),
+        )
+        .help(help));
+    }
+    Ok(())
 }
 
 /// How many artifacts an input name takes.
@@ -212,7 +305,28 @@ pub struct InputDecl {
     pub required: bool,
 }
 
-/// What the planner needs to know about a kind, and how to run it.
+/// What the pipeline knows, before anything runs, about one artifact an input refers to:
+/// enough for a consumer to check its params against its inputs (`aggregate`'s axes,
+/// `train`'s split names) in `rst check`, instead of failing an hour into a run.
+#[derive(Debug, Clone, Copy)]
+pub struct Upstream<'a> {
+    /// The producing stage's name (`noisy`).
+    pub stage: &'a str,
+    /// The producing instance (`noisy[rate=0.4]`).
+    pub instance: &'a str,
+    /// The names the producing stage's matrix binds (what the artifact's `matrix` holds).
+    pub axes: &'a [String],
+    /// The dataset splits the artifact will have, when its kind declares them.
+    pub splits: Option<&'a [String]>,
+}
+
+/// Upstream facts by input name, in the order the input lists them.
+pub type Upstreams<'a> = BTreeMap<&'a str, Vec<Upstream<'a>>>;
+
+/// The declaration of a stage kind: everything the planner needs (name, version, params,
+/// inputs, what enters the key), and nothing that runs it. The engine's [`registry`] holds
+/// declarations only, so a kind whose runner lives elsewhere (`train` and `evaluate` in the
+/// `rst-torch` binary) needs no placeholder here; see [`StageRunner`].
 pub trait StageKind: Sync {
     fn name(&self) -> &'static str;
     /// Folded into the cache key: bump it when the same inputs would give other output.
@@ -230,10 +344,49 @@ pub trait StageKind: Sync {
     fn uses_torch(&self) -> bool {
         false
     }
+    /// The params as they enter the cache key: checked params with every default filled
+    /// in, so writing a default (`split: test`) and leaving it out are one stage. The
+    /// default is the params as written (kinds without defaults, or not yet converted).
+    fn canonical_params(&self, params: &Value) -> Value {
+        params.clone()
+    }
+    /// Checks the params against what the pipeline knows of the inputs (their matrix axes,
+    /// their splits). Called after every input is resolved, before anything runs.
+    fn check_upstream(&self, _params: &Value, _inputs: &Upstreams<'_>) -> Result<(), ParamError> {
+        Ok(())
+    }
+    /// The dataset splits this kind's artifact will have, when known from its params and
+    /// inputs alone (`split` declares them; `noise` keeps its input's). None: not known.
+    fn output_splits(&self, _params: &Value, _inputs: &Upstreams<'_>) -> Option<Vec<String>> {
+        None
+    }
+}
+
+/// How a kind runs: a binary registers the runners it has (the engine's [`runners`], the
+/// torch ones in `rst-torch`); the worker finds a job's runner by its declaration's name.
+pub trait StageRunner: Sync {
+    /// The declaration this runner implements.
+    fn kind(&self) -> &'static dyn StageKind;
+    /// Writes the artifact into `ctx.out`.
     fn run(&self, ctx: &StageCtx<'_>) -> Result<(), StageError>;
 }
 
-/// All stage kinds, by name.
+/// A runner that is a plain function: what `rst-torch` registers for `train`/`evaluate`.
+pub struct FnRunner {
+    pub kind: &'static dyn StageKind,
+    pub run: fn(&StageCtx<'_>) -> Result<(), StageError>,
+}
+
+impl StageRunner for FnRunner {
+    fn kind(&self) -> &'static dyn StageKind {
+        self.kind
+    }
+    fn run(&self, ctx: &StageCtx<'_>) -> Result<(), StageError> {
+        (self.run)(ctx)
+    }
+}
+
+/// All stage kinds' declarations, by name.
 pub fn registry() -> &'static [&'static dyn StageKind] {
     static KINDS: [&dyn StageKind; 7] = [
         &download::Download,
@@ -247,8 +400,25 @@ pub fn registry() -> &'static [&'static dyn StageKind] {
     &KINDS
 }
 
+/// The runners the engine binary has (every kind without libtorch).
+pub fn runners() -> &'static [&'static dyn StageRunner] {
+    static RUNNERS: [&dyn StageRunner; 5] = [
+        &download::Download,
+        &split::Split,
+        &noise::Noise,
+        &command::Command,
+        &aggregate::Aggregate,
+    ];
+    &RUNNERS
+}
+
 pub fn lookup(name: &str) -> Option<&'static dyn StageKind> {
     registry().iter().copied().find(|k| k.name() == name)
+}
+
+/// The engine's runner of the kind `name`; None for kinds another binary runs.
+pub fn runner(name: &str) -> Option<&'static dyn StageRunner> {
+    runners().iter().copied().find(|r| r.kind().name() == name)
 }
 
 pub fn kind_names() -> Vec<&'static str> {
@@ -263,13 +433,14 @@ pub(crate) mod testing {
     /// Checks `params`, then runs `kind` into a fresh directory under `dir` (with `dir`
     /// as project dir and `downloads` for partial downloads); returns the artifact dir.
     pub fn run_kind(
-        kind: &dyn StageKind,
+        runner: &dyn StageRunner,
         params: &Value,
         inputs: &Inputs,
         dir: &Path,
         downloads: &Path,
         threads: usize,
     ) -> Result<PathBuf, StageError> {
+        let kind = runner.kind();
         kind.check(params)?;
         let out = tempfile::tempdir_in(dir).unwrap().keep();
         let work = tempfile::tempdir_in(dir).unwrap();
@@ -287,7 +458,7 @@ pub(crate) mod testing {
             resolve: &resolve,
             progress: &progress,
         };
-        kind.run(&ctx).map(|()| out)
+        runner.run(&ctx).map(|()| out)
     }
 }
 

@@ -24,7 +24,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{
-    parse_params, Arity, InputDecl, ParamError, Progress, StageCtx, StageError, StageKind,
+    canonical_as, check_split_name, parse_params, Arity, InputDecl, ParamError, Progress, StageCtx,
+    StageError, StageKind, StageRunner, Upstreams,
 };
 use crate::data::dataset::{write_view, LabelSplit};
 use crate::prng::Prng;
@@ -70,7 +71,7 @@ impl NoiseMode {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NoiseParams {
     /// Required for the random modes; not used by `correlated`.
@@ -93,7 +94,6 @@ fn default_split() -> String {
 }
 
 fn parse(params: &Value) -> Result<NoiseParams, ParamError> {
-    // parse_params hints at unknown variants too (crate::hint::serde_unknown).
     let p: NoiseParams = parse_params(params)?;
     match (p.mode, p.rate) {
         (NoiseMode::Correlated, Some(_)) => {
@@ -142,6 +142,23 @@ impl StageKind for Noise {
     }
     fn inputs(&self) -> Option<&'static [InputDecl]> {
         Some(INPUTS)
+    }
+    fn canonical_params(&self, params: &Value) -> Value {
+        canonical_as::<NoiseParams>(params)
+    }
+    fn check_upstream(&self, params: &Value, inputs: &Upstreams<'_>) -> Result<(), ParamError> {
+        let p = parse(params)?;
+        check_split_name(inputs, "data", "split", &p.split)
+    }
+    /// A noisy view keeps every split of its input.
+    fn output_splits(&self, _params: &Value, inputs: &Upstreams<'_>) -> Option<Vec<String>> {
+        Some(inputs.get("data")?.first()?.splits?.to_vec())
+    }
+}
+
+impl StageRunner for Noise {
+    fn kind(&self) -> &'static dyn StageKind {
+        &Noise
     }
     fn run(&self, ctx: &StageCtx<'_>) -> Result<(), StageError> {
         let p = parse(ctx.params).map_err(StageError::from)?;

@@ -39,7 +39,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{
-    parse_params, Arity, InputDecl, ParamError, Progress, StageCtx, StageError, StageKind,
+    canonical_as, parse_params, Arity, InputDecl, ParamError, Progress, StageCtx, StageError,
+    StageKind, StageRunner, Upstreams,
 };
 use crate::data::dataset::{write_view, Dataset, LabelSplit};
 use crate::names::valid_name;
@@ -57,7 +58,7 @@ const INPUTS: &[InputDecl] = &[InputDecl {
     required: true,
 }];
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SplitParams {
     #[serde(default)]
@@ -68,7 +69,7 @@ pub struct SplitParams {
     pub splits: Vec<SplitRule>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SplitRule {
     pub name: String,
@@ -243,6 +244,49 @@ impl Pool {
         }
         r
     }
+
+    /// Marks the samples `quota` takes, in the pool's shuffled order; their pool positions.
+    fn take(&mut self, quota: &Quota) -> Vec<usize> {
+        let mut left = match quota {
+            Quota::PerClass(want) => want.clone(),
+            _ => Vec::new(),
+        };
+        let mut left_total = match quota {
+            Quota::Total(n) => *n,
+            _ => 0,
+        };
+        let mut picked = Vec::new();
+        for j in 0..self.order.len() {
+            if self.taken[j] {
+                continue;
+            }
+            let take = match quota {
+                Quota::All => true,
+                Quota::PerClass(_) => {
+                    let c = self.class[j];
+                    if left[c] > 0 {
+                        left[c] -= 1;
+                        true
+                    } else {
+                        false
+                    }
+                }
+                Quota::Total(_) => {
+                    if left_total > 0 {
+                        left_total -= 1;
+                        true
+                    } else {
+                        false
+                    }
+                }
+            };
+            if take {
+                self.taken[j] = true;
+                picked.push(j);
+            }
+        }
+        picked
+    }
 }
 
 /// Shares `n` among classes in proportion to `avail` (largest remainder; ties go to the
@@ -307,14 +351,66 @@ impl StageKind for Split {
     fn inputs(&self) -> Option<&'static [InputDecl]> {
         Some(INPUTS)
     }
+    fn canonical_params(&self, params: &Value) -> Value {
+        canonical_as::<SplitParams>(params)
+    }
+    fn output_splits(&self, params: &Value, _inputs: &Upstreams<'_>) -> Option<Vec<String>> {
+        let p: SplitParams = parse_params(params).ok()?;
+        Some(p.splits.into_iter().map(|r| r.name).collect())
+    }
+}
+
+impl StageRunner for Split {
+    fn kind(&self) -> &'static dyn StageKind {
+        &Split
+    }
+    /// The phases: check params, open the input, the class subset, one shuffled pool per
+    /// source split, then per rule its quota, the samples it takes and their labels, and
+    /// last the view written.
     fn run(&self, ctx: &StageCtx<'_>) -> Result<(), StageError> {
         let p: SplitParams = parse_params(ctx.params).map_err(StageError::from)?;
         validate(&p).map_err(StageError::from)?;
         let input = ctx.dataset_input("data")?;
-        let k_in = input.num_classes();
+        let subset = ClassSubset::of(&input, p.classes.as_deref())?;
+        let mut pools = make_pools(&input, &p, &subset)?;
+        let mut carved = Carved::default();
+        for (i, r) in p.splits.iter().enumerate() {
+            let pool = pools.get_mut(&r.from).expect("pool made for every source");
+            let quota = Quota::of_rule(i, r, pool, &subset.names)?;
+            let picked = pool.take(&quota);
+            let (split, counts) = labelled_split(&input, r, pool, &picked, &subset)?;
+            carved.rules.push(json!({
+                "name": r.name,
+                "from": r.from,
+                "size": r.size_json(),
+                "stratify": r.stratify,
+                "n": picked.len(),
+                "class_counts": counts,
+            }));
+            carved
+                .splits
+                .insert(r.name.clone(), (pool.base_split.clone(), split));
+            (ctx.progress)(Progress {
+                pos: i as u64 + 1,
+                len: p.splits.len() as u64,
+                message: format!("split {}", r.name),
+            });
+        }
+        write_split_view(ctx, &input, &p, subset.names, carved)
+    }
+}
 
-        // The class subset: input id -> new id.
-        let kept: Vec<usize> = p.classes.clone().unwrap_or_else(|| (0..k_in).collect());
+/// The classes a split keeps: input id → new id, and the kept classes' names in new-id order.
+struct ClassSubset {
+    new_id: Vec<Option<usize>>,
+    names: Vec<String>,
+}
+
+impl ClassSubset {
+    /// `classes` (input ids, in their new order), or every class of the input.
+    fn of(input: &Dataset, classes: Option<&[usize]>) -> Result<ClassSubset, StageError> {
+        let k_in = input.num_classes();
+        let kept: Vec<usize> = classes.map_or_else(|| (0..k_in).collect(), <[usize]>::to_vec);
         let mut new_id: Vec<Option<usize>> = vec![None; k_in];
         for (j, &c) in kept.iter().enumerate() {
             if c >= k_in {
@@ -325,204 +421,198 @@ impl StageKind for Split {
             }
             new_id[c] = Some(j);
         }
-        let classes: Vec<String> = kept
+        let names = kept
             .iter()
             .map(|&c| input.meta.classes[c].clone())
             .collect();
-        let k = classes.len();
+        Ok(ClassSubset { new_id, names })
+    }
 
-        let mut pools: BTreeMap<String, Pool> = BTreeMap::new();
-        for (i, r) in p.splits.iter().enumerate() {
-            if pools.contains_key(&r.from) {
-                continue;
-            }
-            pools.insert(
-                r.from.clone(),
-                make_pool(&input, &r.from, p.seed, &new_id, i)?,
-            );
+    fn len(&self) -> usize {
+        self.names.len()
+    }
+}
+
+/// One shuffled pool per source split, in the order the rules first name them.
+fn make_pools(
+    input: &Dataset,
+    p: &SplitParams,
+    subset: &ClassSubset,
+) -> Result<BTreeMap<String, Pool>, StageError> {
+    let mut pools = BTreeMap::new();
+    for (i, r) in p.splits.iter().enumerate() {
+        if !pools.contains_key(&r.from) {
+            let pool = make_pool(input, &r.from, p.seed, &subset.new_id, i)?;
+            pools.insert(r.from.clone(), pool);
         }
+    }
+    Ok(pools)
+}
 
-        let mut out_splits: BTreeMap<String, (String, LabelSplit)> = BTreeMap::new();
-        let mut rules_info = Vec::new();
-        for (i, r) in p.splits.iter().enumerate() {
-            let pool = pools.get_mut(&r.from).expect("pool made above");
-            let avail = pool.remaining(k);
-            let avail_total: usize = avail.iter().sum();
-            let short = |want: &str, got: String| {
-                StageError::user(format!(
-                    "splits[{i}] (`{}`) asks for {want} of `{}`, but {got}; available after the earlier rules: {}",
-                    r.name,
-                    r.from,
-                    describe_avail(&avail, &classes)
-                ))
-            };
-            // Quota per class (stratified) or in total (unstratified).
-            let quota: Quota = match (r.size(), r.stratify) {
-                (Size::Rest, _) => Quota::All,
-                (Size::PerClass(n), _) => Quota::PerClass(vec![n; k]),
-                (Size::Fraction(f), true) => {
-                    Quota::PerClass(pool.total.iter().map(|&t| floor_fraction(f, t)).collect())
-                }
-                (Size::Fraction(f), false) => {
-                    Quota::Total(floor_fraction(f, pool.total.iter().sum()))
-                }
-                (Size::Count(n), true) => {
-                    if n > avail_total {
-                        return Err(short(
-                            &format!("{n} samples"),
-                            format!("only {avail_total} remain"),
-                        ));
-                    }
-                    Quota::PerClass(proportional(n, &avail))
-                }
-                (Size::Count(n), false) => Quota::Total(n),
-            };
-            match &quota {
-                Quota::PerClass(want) => {
-                    let lacking: Vec<String> = (0..k)
-                        .filter(|&c| want[c] > avail[c])
-                        .map(|c| {
-                            format!(
-                                "class {c} (`{}`) has {} of the {} wanted",
-                                classes[c], avail[c], want[c]
-                            )
-                        })
-                        .collect();
-                    if !lacking.is_empty() {
-                        let what = match r.size() {
-                            Size::PerClass(n) => format!("{n} per class"),
-                            Size::Fraction(f) => format!("a fraction {f} of each class"),
-                            _ => "samples".to_string(),
-                        };
-                        return Err(short(&what, lacking.join(", ")));
-                    }
-                }
-                Quota::Total(n) if *n > avail_total => {
+/// What the rules carved out: the new splits (by name, with their base split) and each
+/// rule's record for `info.json`.
+#[derive(Default)]
+struct Carved {
+    splits: BTreeMap<String, (String, LabelSplit)>,
+    rules: Vec<Value>,
+}
+
+/// How many samples a rule takes.
+enum Quota {
+    /// Every remaining sample.
+    All,
+    /// So many of each (new) class.
+    PerClass(Vec<usize>),
+    /// So many in all, whatever their class.
+    Total(usize),
+}
+
+impl Quota {
+    /// Rule `i`'s quota on `pool`, checked against what the earlier rules left.
+    fn of_rule(
+        i: usize,
+        r: &SplitRule,
+        pool: &Pool,
+        classes: &[String],
+    ) -> Result<Quota, StageError> {
+        let k = classes.len();
+        let avail = pool.remaining(k);
+        let avail_total: usize = avail.iter().sum();
+        let short = |want: &str, got: String| {
+            StageError::user(format!(
+                "splits[{i}] (`{}`) asks for {want} of `{}`, but {got}; available after the earlier rules: {}",
+                r.name,
+                r.from,
+                describe_avail(&avail, classes)
+            ))
+        };
+        // Quota per class (stratified) or in total (unstratified).
+        let quota = match (r.size(), r.stratify) {
+            (Size::Rest, _) => Quota::All,
+            (Size::PerClass(n), _) => Quota::PerClass(vec![n; k]),
+            (Size::Fraction(f), true) => {
+                Quota::PerClass(pool.total.iter().map(|&t| floor_fraction(f, t)).collect())
+            }
+            (Size::Fraction(f), false) => Quota::Total(floor_fraction(f, pool.total.iter().sum())),
+            (Size::Count(n), true) => {
+                if n > avail_total {
                     return Err(short(
                         &format!("{n} samples"),
                         format!("only {avail_total} remain"),
                     ));
                 }
-                _ => {}
+                Quota::PerClass(proportional(n, &avail))
             }
-
-            let mut left = match &quota {
-                Quota::PerClass(want) => want.clone(),
-                _ => Vec::new(),
-            };
-            let mut left_total = match quota {
-                Quota::Total(n) => n,
-                _ => 0,
-            };
-            let mut picked = Vec::new();
-            for j in 0..pool.order.len() {
-                if pool.taken[j] {
-                    continue;
-                }
-                let take = match quota {
-                    Quota::All => true,
-                    Quota::PerClass(_) => {
-                        let c = pool.class[j];
-                        if left[c] > 0 {
-                            left[c] -= 1;
-                            true
-                        } else {
-                            false
-                        }
-                    }
-                    Quota::Total(_) => {
-                        if left_total > 0 {
-                            left_total -= 1;
-                            true
-                        } else {
-                            false
-                        }
-                    }
-                };
-                if take {
-                    pool.taken[j] = true;
-                    picked.push(j);
+            (Size::Count(n), false) => Quota::Total(n),
+        };
+        match &quota {
+            Quota::PerClass(want) => {
+                let lacking: Vec<String> = (0..k)
+                    .filter(|&c| want[c] > avail[c])
+                    .map(|c| {
+                        format!(
+                            "class {c} (`{}`) has {} of the {} wanted",
+                            classes[c], avail[c], want[c]
+                        )
+                    })
+                    .collect();
+                if !lacking.is_empty() {
+                    let what = match r.size() {
+                        Size::PerClass(n) => format!("{n} per class"),
+                        Size::Fraction(f) => format!("a fraction {f} of each class"),
+                        _ => "samples".to_string(),
+                    };
+                    return Err(short(&what, lacking.join(", ")));
                 }
             }
-
-            let (_, base_index) = input
-                .base_rows(&r.from)
-                .expect("source checked in make_pool");
-            let src = &input.splits[&r.from];
-            let mut split = LabelSplit {
-                index: Some(Vec::with_capacity(picked.len())),
-                labels: Vec::with_capacity(picked.len()),
-                clean_labels: src
-                    .clean_labels
-                    .as_ref()
-                    .map(|_| Vec::with_capacity(picked.len())),
-            };
-            let mut counts = vec![0usize; k];
-            for &j in &picked {
-                let pos = pool.order[j];
-                split.index.as_mut().unwrap().push(base_index[pos]);
-                split.labels.push(pool.class[j] as i64);
-                counts[pool.class[j]] += 1;
-                if let (Some(out), Some(clean)) =
-                    (split.clean_labels.as_mut(), src.clean_labels.as_ref())
-                {
-                    let c = clean[pos];
-                    let mapped = usize::try_from(c)
-                        .ok()
-                        .and_then(|c| new_id.get(c).copied().flatten());
-                    match mapped {
-                        Some(m) => out.push(m as i64),
-                        None => {
-                            return Err(StageError::user(format!(
-                                "split `{}` row {pos} has clean label {c}, which the class subset drops; take the class subset before adding noise",
-                                r.from
-                            )))
-                        }
-                    }
-                }
+            Quota::Total(n) if *n > avail_total => {
+                return Err(short(
+                    &format!("{n} samples"),
+                    format!("only {avail_total} remain"),
+                ));
             }
-            rules_info.push(json!({
-                "name": r.name,
-                "from": r.from,
-                "size": r.size_json(),
-                "stratify": r.stratify,
-                "n": picked.len(),
-                "class_counts": counts,
-            }));
-            out_splits.insert(r.name.clone(), (pool.base_split.clone(), split));
-            (ctx.progress)(Progress {
-                pos: i as u64 + 1,
-                len: p.splits.len() as u64,
-                message: format!("split {}", r.name),
-            });
+            _ => {}
         }
-
-        let mut info = input.meta.info.clone();
-        info.insert(
-            "split".into(),
-            json!({
-                "seed": p.seed,
-                "classes": p.classes,
-                "order": "seeded permutation of the source split",
-                "rules": rules_info,
-            }),
-        );
-        write_view(
-            ctx.out,
-            input.base_digest(),
-            input.meta.image_shape,
-            classes,
-            out_splits,
-            info,
-        )
-        .map_err(|e| StageError::internal(format!("writing the split view: {e}")))
+        Ok(quota)
     }
 }
 
-enum Quota {
-    All,
-    PerClass(Vec<usize>),
-    Total(usize),
+/// The new split of the `picked` pool positions: base rows, new labels, clean labels mapped
+/// through the subset; and its count per new class.
+fn labelled_split(
+    input: &Dataset,
+    r: &SplitRule,
+    pool: &Pool,
+    picked: &[usize],
+    subset: &ClassSubset,
+) -> Result<(LabelSplit, Vec<usize>), StageError> {
+    let (_, base_index) = input
+        .base_rows(&r.from)
+        .expect("source checked in make_pool");
+    let src = &input.splits[&r.from];
+    let mut index = Vec::with_capacity(picked.len());
+    let mut split = LabelSplit {
+        index: None,
+        labels: Vec::with_capacity(picked.len()),
+        clean_labels: src
+            .clean_labels
+            .as_ref()
+            .map(|_| Vec::with_capacity(picked.len())),
+    };
+    let mut counts = vec![0usize; subset.len()];
+    for &j in picked {
+        let pos = pool.order[j];
+        index.push(base_index[pos]);
+        split.labels.push(pool.class[j] as i64);
+        counts[pool.class[j]] += 1;
+        if let (Some(out), Some(clean)) = (split.clean_labels.as_mut(), src.clean_labels.as_ref()) {
+            let c = clean[pos];
+            let mapped = usize::try_from(c)
+                .ok()
+                .and_then(|c| subset.new_id.get(c).copied().flatten());
+            match mapped {
+                Some(m) => out.push(m as i64),
+                None => {
+                    return Err(StageError::user(format!(
+                        "split `{}` row {pos} has clean label {c}, which the class subset drops; take the class subset before adding noise",
+                        r.from
+                    )))
+                }
+            }
+        }
+    }
+    split.index = Some(index);
+    Ok((split, counts))
+}
+
+/// Writes the view: the carved splits over the input's base, with the split's record
+/// added to the input's `info`.
+fn write_split_view(
+    ctx: &StageCtx<'_>,
+    input: &Dataset,
+    p: &SplitParams,
+    classes: Vec<String>,
+    carved: Carved,
+) -> Result<(), StageError> {
+    let mut info = input.meta.info.clone();
+    info.insert(
+        "split".into(),
+        json!({
+            "seed": p.seed,
+            "classes": p.classes,
+            "order": "seeded permutation of the source split",
+            "rules": carved.rules,
+        }),
+    );
+    write_view(
+        ctx.out,
+        input.base_digest(),
+        input.meta.image_shape,
+        classes,
+        carved.splits,
+        info,
+    )
+    .map_err(|e| StageError::internal(format!("writing the split view: {e}")))
 }
 
 /// Shuffles the samples of `source` that the class subset keeps.
@@ -611,7 +701,7 @@ pub(crate) mod tests {
 
     /// Runs `kind` on the artifact at `input` (digest `digest`) into a fresh dir under `dir`.
     pub fn run_stage(
-        kind: &dyn StageKind,
+        kind: &dyn StageRunner,
         dir: &Path,
         input: &Path,
         digest: &str,
@@ -628,7 +718,7 @@ pub(crate) mod tests {
             }],
         );
         let out = crate::stages::testing::run_kind(kind, &params, &inputs, dir, dir, 1)?;
-        let ds = Dataset::open(&out, &format!("{digest}+{}", kind.name())).unwrap();
+        let ds = Dataset::open(&out, &format!("{digest}+{}", kind.kind().name())).unwrap();
         Ok((out, ds))
     }
 

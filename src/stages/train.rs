@@ -1,6 +1,7 @@
 //! The `train` and `evaluate` stage kinds: their parameters, checked before anything runs.
-//! Their `run` lives in `src/ml/` and is compiled into the `rst-torch` worker binary (the
-//! engine never loads libtorch); the local executor starts `rst-torch worker` for them.
+//! These are declarations only ([`StageKind`]): their runners live in `src/ml/` and are
+//! registered by the `rst-torch` worker binary (the engine never loads libtorch); the
+//! local executor starts `rst-torch worker` for them.
 //!
 //! ```yaml
 //! kind: train
@@ -34,7 +35,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{parse_params, Arity, InputDecl, ParamError, StageCtx, StageError, StageKind};
+use super::{
+    canonical_as, check_split_name, parse_params, Arity, InputDecl, ParamError, StageKind,
+    Upstreams,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -443,7 +447,8 @@ const EVAL_INPUTS: &[InputDecl] = &[
     },
 ];
 
-/// A torch stage kind as the engine sees it; `rst-torch` supplies the runner.
+/// A torch stage kind's declaration; `rst-torch` registers its runner (`src/ml/`), so the
+/// engine has none and needs no placeholder.
 pub struct TorchKind {
     name: &'static str,
     version: u32,
@@ -493,11 +498,24 @@ impl StageKind for TorchKind {
     fn uses_torch(&self) -> bool {
         true
     }
-    fn run(&self, _ctx: &StageCtx<'_>) -> Result<(), StageError> {
-        Err(StageError::internal(format!(
-            "`{}` stages run in the rst-torch worker; this process cannot run them",
-            self.name
-        )))
+    fn canonical_params(&self, params: &Value) -> Value {
+        match self.name {
+            "train" => canonical_as::<TrainParams>(params),
+            _ => canonical_as::<EvalParams>(params),
+        }
+    }
+    fn check_upstream(&self, params: &Value, inputs: &Upstreams<'_>) -> Result<(), ParamError> {
+        match self.name {
+            "train" => {
+                let p = TrainParams::parse(params)?;
+                check_split_name(inputs, "data", "train_split", &p.train_split)?;
+                check_split_name(inputs, "data", "val_split", &p.val_split)
+            }
+            _ => {
+                let p = EvalParams::parse(params)?;
+                check_split_name(inputs, "data", "split", &p.split)
+            }
+        }
     }
 }
 
@@ -505,6 +523,54 @@ impl StageKind for TorchKind {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Writing a default and leaving it out are one key (issue #11).
+    #[test]
+    fn canonical_params_fill_in_defaults() {
+        let bare = EVALUATE.canonical_params(&json!({}));
+        let written = EVALUATE.canonical_params(&json!({"split": "test", "batch_size": 256}));
+        assert_eq!(bare, written);
+        assert_eq!(bare["split"], "test");
+        let other = EVALUATE.canonical_params(&json!({"split": "val"}));
+        assert_ne!(bare, other);
+        let t = |extra: Value| {
+            let mut p = json!({"model": "resnet-mini", "epochs": 3, "batch_size": 32});
+            p.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            TRAIN.canonical_params(&p)
+        };
+        assert_eq!(
+            t(json!({})),
+            t(json!({"optimizer": "adam", "lr": 1e-4, "device": "auto"}))
+        );
+        // Params that do not parse are keyed as written (the planner rejects them first).
+        assert_eq!(TRAIN.canonical_params(&json!({"x": 1})), json!({"x": 1}));
+    }
+
+    #[test]
+    fn newcomer_errors_name_the_type_and_the_variant() {
+        let e = TrainParams::parse(&json!({"model": "resnet_mini", "epochs": 3, "batch_size": 32}))
+            .unwrap_err();
+        assert_eq!(e.help.as_deref(), Some("did you mean `resnet-mini`?"));
+        let e =
+            TrainParams::parse(&json!({"model": "resnet-mini", "epochs": "one", "batch_size": 32}))
+                .unwrap_err();
+        assert_eq!(e.path, "epochs");
+        assert_eq!(
+            e.message,
+            "invalid type: string \"one\", expected a whole number (0 or more)"
+        );
+        assert_eq!(
+            e.help.as_deref(),
+            Some("write a whole number (0 or more), e.g. `epochs: 10`")
+        );
+        let e = TrainParams::parse(&json!({"epochs": 3, "batch_size": 32})).unwrap_err();
+        assert_eq!(
+            (e.path.as_str(), e.message.as_str()),
+            ("", "missing field `model`")
+        );
+    }
 
     #[test]
     fn train_params_defaults_and_errors() {

@@ -39,7 +39,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::{parse_params, InputDecl, ParamError, Progress, StageCtx, StageError, StageKind};
+use super::{
+    parse_params, InputDecl, ParamError, Progress, StageCtx, StageError, StageKind, StageRunner,
+};
 use crate::data::archive;
 use crate::data::fetch::{self, Mirror, Throttle};
 
@@ -102,6 +104,12 @@ impl StageKind for Download {
                 None
             })
             .collect()
+    }
+}
+
+impl StageRunner for Download {
+    fn kind(&self) -> &'static dyn StageKind {
+        &Download
     }
     fn run(&self, ctx: &StageCtx<'_>) -> Result<(), StageError> {
         let p = parse(ctx.params).map_err(param_to_stage)?;
