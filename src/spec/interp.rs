@@ -120,6 +120,38 @@ impl Scope<'_> {
     }
 }
 
+/// The variables `value` names (`${x}`, `${params.x}`, ...), in order, as written inside
+/// the braces; `$${` is a literal and names nothing. Used to order pipeline parameters
+/// that refer to each other before interpolating them.
+pub fn references(value: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    collect_references(value, &mut out);
+    out
+}
+
+fn collect_references(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::String(s) => {
+            let mut rest = s.as_str();
+            while let Some(i) = rest.find('$') {
+                let tail = &rest[i..];
+                if let Some(t) = tail.strip_prefix("$${") {
+                    rest = t;
+                } else if let Some(t) = tail.strip_prefix("${") {
+                    let Some(end) = t.find('}') else { return };
+                    out.push(t[..end].trim().to_string());
+                    rest = &t[end + 1..];
+                } else {
+                    rest = &tail[1..];
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| collect_references(v, out)),
+        Value::Object(map) => map.values().for_each(|v| collect_references(v, out)),
+        _ => {}
+    }
+}
+
 /// How a value reads inside a string and in instance names (`0.4`, `regsl`, `[1,2]`).
 pub fn display(v: &Value) -> String {
     match v {
@@ -176,5 +208,11 @@ mod tests {
         assert_eq!(e.help.as_deref(), Some("did you mean `${noise_rates}`?"));
         let (path, _) = s.apply(&json!({"a": {"b": ["${nope}"]}})).unwrap_err();
         assert_eq!(path, "a.b[0]");
+    }
+
+    #[test]
+    fn references_skip_literal_dollars() {
+        let v = serde_json::json!({"a": ["${x}-${ params.y }", "$${z} $5"], "b": 1});
+        assert_eq!(references(&v), vec!["x", "params.y"]);
     }
 }
