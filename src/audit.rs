@@ -558,7 +558,7 @@ pub fn command(args: &PipelineArgs, opts: &AuditOptions) -> Result<bool> {
             instance: inst.name.clone(),
             key: key.clone(),
             kind: entry.record.kind.clone(),
-            params: inst.params.clone(),
+            params: p.params_of(inst),
             inputs: entry.record.inputs.clone(),
             record: entry.record.clone(),
             threads,

@@ -17,7 +17,10 @@ use crate::spec::Pipeline;
 use crate::status::status_lines;
 
 pub fn load(args: &PipelineArgs) -> Result<Pipeline> {
-    project::load(&args.file, &args.set)
+    let opts = crate::spec::Options {
+        max_instances: args.max_instances,
+    };
+    project::load_with(&args.file, &args.set, &opts)
 }
 
 pub fn check(args: &PipelineArgs) -> Result<()> {
@@ -31,8 +34,8 @@ pub fn check(args: &PipelineArgs) -> Result<()> {
     Ok(())
 }
 
-pub fn graph(args: &PipelineArgs, format: GraphFormat) -> Result<()> {
-    let p = load(args)?;
+pub fn graph(args: &PipelineArgs, targets: &[String], format: GraphFormat) -> Result<()> {
+    let p = load(args)?.select(targets)?;
     print!(
         "{}",
         match format {
@@ -45,13 +48,14 @@ pub fn graph(args: &PipelineArgs, format: GraphFormat) -> Result<()> {
 
 pub fn run(
     args: &PipelineArgs,
+    targets: &[String],
     jobs: Option<usize>,
     force: Vec<String>,
     keep_going: bool,
     exec: &ExecArgs,
 ) -> Result<()> {
     let started_unix = crate::provenance::unix_now();
-    let p = load(args)?;
+    let p = load(args)?.select(targets)?;
     if jobs == Some(0) {
         return Err(UserError::new("--jobs must be at least 1").into());
     }
@@ -223,8 +227,8 @@ fn print_summary(p: &Pipeline, r: &scheduler::RunResult) {
     );
 }
 
-pub fn status(args: &PipelineArgs, json: bool) -> Result<()> {
-    let p = load(args)?;
+pub fn status(args: &PipelineArgs, targets: &[String], json: bool) -> Result<()> {
+    let p = load(args)?.select(targets)?;
     let store = open_store(&cache_dir(&args.cache_dir))?;
     let mut lines = status_lines(&p, &store)?;
     // Stages submitted to Slurm and still queued or running there.

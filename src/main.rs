@@ -17,6 +17,7 @@ fn main() {
         }
         Cmd::Run {
             p,
+            targets,
             jobs,
             force,
             keep_going,
@@ -28,10 +29,10 @@ fn main() {
                 // before any thread exists); sbatch passes the environment on to Slurm jobs.
                 std::env::set_var(rst::stages::download::ACCEPT_NEW_CHECKSUMS_ENV, "1");
             }
-            commands::run(&p, jobs, force, keep_going, &exec)
+            commands::run(&p, &targets.targets, jobs, force, keep_going, &exec)
         }
-        Cmd::Status { p, json } => commands::status(&p, json),
-        Cmd::Graph { p, format } => commands::graph(&p, format),
+        Cmd::Status { p, targets, json } => commands::status(&p, &targets.targets, json),
+        Cmd::Graph { p, targets, format } => commands::graph(&p, &targets.targets, format),
         Cmd::Check { p } => commands::check(&p),
         Cmd::Verify { cache_dir } => commands::verify(&cache_dir).map(|ok| {
             if !ok {

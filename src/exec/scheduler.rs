@@ -510,7 +510,7 @@ pub fn run(
                     instance: inst.name.clone(),
                     key: key.clone(),
                     kind: p.stages[inst.stage].kind.name().to_string(),
-                    params: inst.params.clone(),
+                    params: p.params_of(inst),
                     inputs: record.inputs.clone(),
                     record,
                     threads: inst.threads.min(jobs),

@@ -15,6 +15,8 @@ pub(super) struct Declared<'r> {
     pub raw: &'r RawStage,
     pub kind: &'static dyn StageKind,
     pub matrix: Matrix,
+    /// `params:` as JSON, not yet interpolated.
+    pub params: serde_json::Value,
     pub publish: Option<String>,
 }
 
@@ -38,11 +40,16 @@ pub(super) fn declare<'r>(
             let matrix = matrix::parse(cx, name, &rs.matrix, params)?;
             check_input_names(cx, &sp, name, rs, kind)?;
             let publish = publish(cx, &sp, name, rs)?;
+            let params = match &rs.params {
+                None => serde_json::Value::Object(Default::default()),
+                Some(p) => cx.json(&format!("{sp}.params"), p)?,
+            };
             Ok(Declared {
                 name,
                 raw: rs,
                 kind,
                 matrix,
+                params,
                 publish,
             })
         })

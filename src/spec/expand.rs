@@ -2,6 +2,7 @@
 //! instance name, interpolated params (checked by the kind), threads, resources and the
 //! input references (interpolated and parsed; resolved to instances in the next phase).
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -71,10 +72,6 @@ fn expand_stage(
             )
             .help("remove the repeated value from the axis"));
     }
-    let params_json = match &d.raw.params {
-        None => Value::Object(Default::default()),
-        Some(p) => cx.json(&format!("{sp}.params"), p)?,
-    };
     let threads_json = match &d.raw.threads {
         None => None,
         Some(t) => Some(cx.json(&format!("{sp}.threads"), t)?),
@@ -89,12 +86,15 @@ fn expand_stage(
     for combo in d.matrix.combinations() {
         let bindings = d.matrix.bindings(&combo);
         let name = instance_name(d.name, &bindings);
-        let mvals: BTreeMap<String, Value> = bindings.iter().cloned().collect();
+        let mvals: BTreeMap<String, Value> = bindings
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
         let scope = Scope {
             params,
             matrix: &mvals,
         };
-        let iparams = instance_params(cx, &sp, d, &name, &scope, &params_json)?;
+        let iparams = instance_params(cx, &sp, d, &name, &scope)?;
         let threads = match &threads_json {
             None => 1,
             Some(t) => threads(cx, &sp, &scope, t)?,
@@ -115,7 +115,6 @@ fn expand_stage(
             name,
             matrix: bindings,
             local_deps: d.kind.local_deps(&iparams),
-            params: iparams,
             inputs: BTreeMap::new(),
             threads,
             resources,
@@ -128,7 +127,7 @@ fn expand_stage(
 }
 
 /// `stage` or `stage[a=1, b=x]`.
-pub(super) fn instance_name(stage: &str, bindings: &[(String, Value)]) -> String {
+pub(super) fn instance_name(stage: &str, bindings: &[(Arc<str>, Value)]) -> String {
     if bindings.is_empty() {
         return stage.to_string();
     }
@@ -146,11 +145,10 @@ fn instance_params(
     d: &Declared<'_>,
     name: &str,
     scope: &Scope<'_>,
-    params_json: &Value,
 ) -> Result<Value, UserError> {
     let pp = format!("{sp}.params");
     let iparams = scope
-        .apply(params_json)
+        .apply(&d.params)
         .map_err(|(p, e)| cx.interp(&join_path(&pp, &p), e))?;
     if !iparams.is_object() {
         return Err(cx.at_value(&pp, "params must be a mapping"));

@@ -57,30 +57,47 @@ impl Scope<'_> {
         })
     }
 
-    /// Interpolates every string inside `value`.
+    /// Interpolates every string inside `value`; on failure, the path of the string
+    /// (`a.b[0]`) relative to `value`.
     pub fn apply(&self, value: &Value) -> Result<Value, (String, InterpError)> {
-        self.apply_at(value, String::new())
+        // The path is built only on failure (it used to cost two allocations per node of
+        // every instance's params).
+        self.apply_in(value).map_err(|(mut rev, e)| {
+            rev.reverse();
+            (rev.concat(), e)
+        })
     }
 
-    fn apply_at(&self, value: &Value, path: String) -> Result<Value, (String, InterpError)> {
+    /// Like [`Scope::apply`], with the path as segments innermost first.
+    fn apply_in(&self, value: &Value) -> Result<Value, (Vec<String>, InterpError)> {
         Ok(match value {
-            Value::String(s) => self.string(s).map_err(|e| (path, e))?,
+            Value::String(s) => self.string(s).map_err(|e| (Vec::new(), e))?,
             Value::Array(items) => Value::Array(
                 items
                     .iter()
                     .enumerate()
-                    .map(|(i, v)| self.apply_at(v, format!("{path}[{i}]")))
+                    .map(|(i, v)| {
+                        self.apply_in(v).map_err(|(mut p, e)| {
+                            p.push(format!("[{i}]"));
+                            (p, e)
+                        })
+                    })
                     .collect::<Result<_, _>>()?,
             ),
             Value::Object(map) => Value::Object(
                 map.iter()
-                    .map(|(k, v)| {
-                        let p = if path.is_empty() {
-                            k.clone()
-                        } else {
-                            format!("{path}.{k}")
-                        };
-                        Ok((k.clone(), self.apply_at(v, p)?))
+                    .map(|(k, v)| match self.apply_in(v) {
+                        Ok(v) => Ok((k.clone(), v)),
+                        Err((mut p, e)) => {
+                            // `a.b`, but `a[0]`: a dot only before a key that follows another.
+                            if let Some(last) = p.last_mut() {
+                                if !last.starts_with('[') {
+                                    last.insert(0, '.');
+                                }
+                            }
+                            p.push(k.clone());
+                            Err((p, e))
+                        }
                     })
                     .collect::<Result<_, _>>()?,
             ),

@@ -2,7 +2,7 @@
 //! expanded (so a 100^5 sweep is refused at once), then walked one combination at a time
 //! (an odometer) instead of materialising the Cartesian product.
 use std::collections::HashMap;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use indexmap::IndexMap;
 use serde_json::Value;
@@ -22,7 +22,7 @@ pub struct Axis {
     /// The axis's key under `matrix:`.
     pub key: String,
     /// The variables each entry binds, in order (the key itself for a list of scalars).
-    pub names: Vec<String>,
+    pub names: Vec<Arc<str>>,
     /// Per entry, the value of each of `names`.
     pub entries: Vec<Vec<Value>>,
     /// Per variable, entry indices by canonical value text (built on first slice).
@@ -61,7 +61,7 @@ pub struct Matrix {
 impl Matrix {
     /// Every variable the matrix binds, in instance-name order.
     pub fn variables(&self) -> impl Iterator<Item = &str> {
-        self.axes.iter().flat_map(|a| a.names.iter().map(String::as_str))
+        self.axes.iter().flat_map(|a| a.names.iter().map(|n| &**n))
     }
 
     /// The number of instances (saturating: only compared against a limit).
@@ -90,7 +90,7 @@ impl Matrix {
                 .axes
                 .iter()
                 .enumerate()
-                .find_map(|(ai, a)| a.names.iter().position(|n| n == key).map(|ni| (ai, ni)))
+                .find_map(|(ai, a)| a.names.iter().position(|n| **n == **key).map(|ni| (ai, ni)))
                 .ok_or(key.as_str())?;
             let hits = self.axes[ai].entries_with(ni, want);
             allowed[ai] = Some(match allowed[ai].take() {
@@ -124,7 +124,7 @@ impl Matrix {
     }
 
     /// The bindings of the combination at entry indices `at`.
-    pub fn bindings(&self, at: &[usize]) -> Vec<(String, Value)> {
+    pub fn bindings(&self, at: &[usize]) -> Vec<(Arc<str>, Value)> {
         self.axes
             .iter()
             .zip(at)
@@ -212,7 +212,7 @@ pub(super) fn parse(
         let v = top.apply(&v).map_err(|(_, e)| cx.interp(&ap, e))?;
         let axis = parse_axis(cx, &ap, key, expand_count(cx, &ap, key, v)?)?;
         for name in &axis.names {
-            if m.variables().any(|n| n == name) {
+            if m.variables().any(|n| n == &**name) {
                 return Err(cx.at_key(&ap, format!("matrix variable `{name}` is bound twice")));
             }
         }
@@ -310,7 +310,11 @@ fn parse_axis(cx: &Ctx<'_>, ap: &str, key: &str, v: Value) -> Result<Axis, UserE
     }
     Ok(Axis {
         key: key.to_string(),
-        names: names.unwrap_or_else(|| vec![key.to_string()]),
+        names: names
+            .unwrap_or_else(|| vec![key.to_string()])
+            .into_iter()
+            .map(Arc::from)
+            .collect(),
         entries,
         index: OnceLock::new(),
     })
@@ -338,20 +342,24 @@ pub(super) fn check_size(
             .axes
             .iter()
             .fold(1u128, |n, a| n.saturating_mul(a.entries.len() as u128));
-        let whole = if total == m.size() {
-            String::new()
+        let what = if m.size() > limit {
+            format!(
+                "stage `{sname}` expands to {product} instances: {} = {product}",
+                axes.join(" × ")
+            )
         } else {
-            format!(" (the pipeline would have {total} or more)")
+            format!(
+                "the stages up to `{sname}` expand to {total} instances (`{sname}`: {} = {product})",
+                axes.join(" × ")
+            )
+        };
+        let path = if m.axes.is_empty() {
+            format!("stages.{sname}")
+        } else {
+            format!("stages.{sname}.matrix")
         };
         return Err(cx
-            .at_key(
-                &format!("stages.{sname}.matrix"),
-                format!(
-                    "stage `{sname}` expands to {product} instances: {} = {product}{whole}, more \
-                     than the limit of {limit}",
-                    axes.join(" × ")
-                ),
-            )
+            .at_key(&path, format!("{what}, more than the limit of {limit}"))
             .help(
                 "shrink the matrix (or split the sweep into several pipelines), or raise the \
                  limit with --max-instances N or RST_MAX_INSTANCES=N",

@@ -17,6 +17,7 @@ mod targets;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -37,8 +38,8 @@ pub struct Instance {
     pub stage: usize,
     /// `stage` or `stage[a=1, b=x]`.
     pub name: String,
-    pub matrix: Vec<(String, Value)>,
-    pub params: Value,
+    /// Matrix variable → value (the names shared by all instances of the stage).
+    pub matrix: Vec<(Arc<str>, Value)>,
     /// Input name → upstream instance ids (in their stage's expansion order).
     pub inputs: BTreeMap<String, Vec<usize>>,
     pub threads: usize,
@@ -57,6 +58,9 @@ pub struct StageDef {
     pub instances: Vec<usize>,
     /// The matrix the instances were expanded from (slices are matched on it).
     pub matrix: Matrix,
+    /// `params:` as written; each instance's are these interpolated
+    /// ([`Pipeline::params_of`]), derived when needed rather than kept per instance.
+    pub params: Value,
     /// Results sub-directory, when the stage is published.
     pub publish: Option<String>,
 }
@@ -93,6 +97,24 @@ impl Pipeline {
 
     pub fn find_stage(&self, name: &str) -> Option<usize> {
         self.stages.iter().position(|s| s.name == name)
+    }
+
+    /// The params of `inst`: its stage's `params:` interpolated with the pipeline
+    /// parameters and the instance's matrix values (what its kind reads and its key hashes).
+    pub fn params_of(&self, inst: &Instance) -> Value {
+        let matrix = inst
+            .matrix
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        let scope = interp::Scope {
+            params: &self.params,
+            matrix: &matrix,
+        };
+        // Building interpolated and checked these very values, so this cannot fail.
+        scope
+            .apply(&self.stages[inst.stage].params)
+            .unwrap_or(Value::Null)
     }
 }
 
@@ -298,6 +320,7 @@ fn build(
             axes: d.matrix.variables().map(str::to_string).collect(),
             instances: ids.clone().collect(),
             matrix: d.matrix,
+            params: d.params,
             publish: d.publish,
         })
         .collect();

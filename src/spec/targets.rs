@@ -62,7 +62,7 @@ impl Pipeline {
                 let m = &self.instances[id].matrix;
                 wanted.iter().all(|(k, want)| {
                     m.iter()
-                        .any(|(a, v)| a == k && canon_text(&interp::display(v)) == *want)
+                        .any(|(a, v)| &**a == *k && canon_text(&interp::display(v)) == *want)
                 })
             })
             .collect();

@@ -46,7 +46,7 @@ fn matrix_expands_with_readable_names_and_slices() {
         .iter()
         .find(|i| i.name == "noisy[rate=0.2]")
         .unwrap();
-    assert_eq!(n.params, json!({"argv": ["echo", 0.2, 7]}));
+    assert_eq!(p.params_of(n), json!({"argv": ["echo", 0.2, 7]}));
     // Topological order: every input precedes its consumer.
     for inst in &p.instances {
         for ups in inst.inputs.values() {
@@ -146,12 +146,12 @@ fn yaml_key_order_and_comments_do_not_change_instances() {
     let pa: Vec<_> = a
         .instances
         .iter()
-        .map(|i| (i.name.clone(), i.params.clone()))
+        .map(|i| (i.name.clone(), a.params_of(i)))
         .collect();
     let pb: Vec<_> = b
         .instances
         .iter()
-        .map(|i| (i.name.clone(), i.params.clone()))
+        .map(|i| (i.name.clone(), b.params_of(i)))
         .collect();
     assert_eq!(pa, pb);
 }
