@@ -72,7 +72,11 @@ fn a_slice_target_runs_only_it_and_its_ancestors() {
         "{}",
         s.stdout
     );
-    assert!(s.stdout.contains("noisy[rate=0.6]") && !s.stdout.contains("train"), "{}", s.stdout);
+    assert!(
+        s.stdout.contains("noisy[rate=0.6]") && !s.stdout.contains("train"),
+        "{}",
+        s.stdout
+    );
     let g = t.ok(&["graph", "p.yaml", "--format", "mermaid", "noisy[rate=0.2]"]);
     assert_eq!(g.stdout.matches("[\"").count(), 2, "{}", g.stdout);
 }
@@ -115,11 +119,14 @@ fn params_refer_to_params_and_cycles_are_errors() {
     let t = TestDir::new();
     t.write("p.yaml", SWEEP);
     // `tag` is `r-${base}`: overriding `base` changes it.
-    t.ok(&["run", "p.yaml", "--set", "base=b2", "train[rate=0.2, method=ce]"]);
-    assert_eq!(
-        ran(&t),
-        sorted(&["prep", "noisy-0.2", "train-ce-0.2-r-b2"])
-    );
+    t.ok(&[
+        "run",
+        "p.yaml",
+        "--set",
+        "base=b2",
+        "train[rate=0.2, method=ce]",
+    ]);
+    assert_eq!(ran(&t), sorted(&["prep", "noisy-0.2", "train-ce-0.2-r-b2"]));
     t.write(
         "c.yaml",
         "name: c\nparams: {p: \"${q}\", q: \"${p}\"}\nstages:\n  s:\n    kind: command\n    params: {argv: [echo, \"${p}\"]}\n",

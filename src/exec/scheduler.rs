@@ -566,9 +566,12 @@ impl<'a> Run<'a> {
         let (p, store, jobs) = (self.p, self.store, self.jobs);
         while !self.stop_launching && !self.cancel.is_cancelled() {
             let (running, used) = (self.running, self.used_threads);
-            let Some(pos) = self.s.ready.iter().position(|&i| {
-                running == 0 || used + p.instances[i].threads.min(jobs) <= jobs
-            }) else {
+            let Some(pos) = self
+                .s
+                .ready
+                .iter()
+                .position(|&i| running == 0 || used + p.instances[i].threads.min(jobs) <= jobs)
+            else {
                 break;
             };
             let i = self.s.ready.remove(pos).expect("position is in range");
@@ -577,9 +580,9 @@ impl<'a> Run<'a> {
                 store.remove_entry(&job.key);
             }
             // Per instance: two instances may share a key (a cluster job reads its file later).
-            let job_file = self
-                .jobs_dir
-                .join(format!("{}.{}.{i}.json", job.key, std::process::id()));
+            let job_file =
+                self.jobs_dir
+                    .join(format!("{}.{}.{i}.json", job.key, std::process::id()));
             write_atomic(
                 &job_file,
                 &serde_json::to_vec_pretty(&job).expect("job serialises"),
@@ -699,12 +702,11 @@ impl<'a> Run<'a> {
         }
         if let Err(message) = r {
             if s.outcomes[i].is_none() {
-                let error =
-                    if cancel.is_cancelled() || message.starts_with("interrupted") {
-                        StageError::internal("interrupted")
-                    } else {
-                        StageError::internal(message)
-                    };
+                let error = if cancel.is_cancelled() || message.starts_with("interrupted") {
+                    StageError::internal("interrupted")
+                } else {
+                    StageError::internal(message)
+                };
                 reporter.report(Report::Failed {
                     name: &p.instances[i].name,
                     message: &error.message,
@@ -738,11 +740,7 @@ impl<'a> Run<'a> {
         }
         match &s.outcomes[i] {
             Some(o) if o.artifact().is_some() => {
-                let _ = store.set_ref(
-                    &p.name,
-                    &p.instances[i].name,
-                    s.keys[i].as_ref().unwrap(),
-                );
+                let _ = store.set_ref(&p.name, &p.instances[i].name, s.keys[i].as_ref().unwrap());
             }
             Some(_) => {
                 if !opts.keep_going {

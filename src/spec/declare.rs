@@ -117,7 +117,12 @@ fn check_input_names(
 }
 
 /// The results sub-directory of a published stage (relative, inside `results/`).
-fn publish(cx: &Ctx<'_>, sp: &str, sname: &str, rs: &RawStage) -> Result<Option<String>, UserError> {
+fn publish(
+    cx: &Ctx<'_>,
+    sp: &str,
+    sname: &str,
+    rs: &RawStage,
+) -> Result<Option<String>, UserError> {
     Ok(match &rs.publish {
         None | Some(Publish::Flag(false)) => None,
         Some(Publish::Flag(true)) => Some(sname.to_string()),

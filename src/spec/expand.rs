@@ -99,8 +99,7 @@ fn expand_stage(
             None => 1,
             Some(t) => threads(cx, &sp, &scope, t)?,
         };
-        let resources =
-            resources::instance(cx, &raw.resources, &d.raw.resources, &sp, &scope)?;
+        let resources = resources::instance(cx, &raw.resources, &d.raw.resources, &sp, &scope)?;
         if !shared || shared_refs.is_none() {
             let refs = instance_refs(cx, &sp, d, &scope)?;
             if shared {
@@ -182,7 +181,10 @@ fn threads(cx: &Ctx<'_>, sp: &str, scope: &Scope<'_>, t: &Value) -> Result<usize
     let tv = scope.apply(t).map_err(|(_, e)| cx.interp(&tp, e))?;
     match tv.as_u64() {
         Some(n) if n >= 1 => Ok(n as usize),
-        _ => Err(cx.at_value(&tp, format!("threads must be a whole number >= 1, got {tv}"))),
+        _ => Err(cx.at_value(
+            &tp,
+            format!("threads must be a whole number >= 1, got {tv}"),
+        )),
     }
 }
 

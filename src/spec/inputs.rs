@@ -52,7 +52,11 @@ fn resolve_instance(
         for ((item_path, _), r) in rin.items(&ip).zip(items) {
             ids.extend(select(cx, stages, ex, d.name, iname, &item_path, r)?);
         }
-        if let Some(decl) = d.kind.inputs().and_then(|ds| ds.iter().find(|x| x.name == iname)) {
+        if let Some(decl) = d
+            .kind
+            .inputs()
+            .and_then(|ds| ds.iter().find(|x| x.name == iname))
+        {
             if decl.arity == Arity::One && ids.len() != 1 {
                 let example = items
                     .first()

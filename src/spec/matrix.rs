@@ -95,7 +95,10 @@ impl Matrix {
             let hits = self.axes[ai].entries_with(ni, want);
             allowed[ai] = Some(match allowed[ai].take() {
                 None => hits.to_vec(),
-                Some(prev) => prev.into_iter().filter(|e| hits.binary_search(e).is_ok()).collect(),
+                Some(prev) => prev
+                    .into_iter()
+                    .filter(|e| hits.binary_search(e).is_ok())
+                    .collect(),
             });
         }
         let lists: Vec<Vec<usize>> = allowed

@@ -141,7 +141,8 @@ pub fn parse_override(s: &str) -> Result<(String, Value), UserError> {
         }
         Err(_) => serde_yaml::Value::String(v.to_string()),
     };
-    let value = ctx::yaml_to_json(&parsed).map_err(|e| UserError::new(format!("--set {k}: {e}")))?;
+    let value =
+        ctx::yaml_to_json(&parsed).map_err(|e| UserError::new(format!("--set {k}: {e}")))?;
     Ok((k.trim().to_string(), value))
 }
 

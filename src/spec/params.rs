@@ -117,7 +117,10 @@ fn interpolate(
                     return Err(cx
                         .at_value(
                             &format!("params.{name}"),
-                            format!("the parameters refer to each other in a cycle: {}", names.join(" -> ")),
+                            format!(
+                                "the parameters refer to each other in a cycle: {}",
+                                names.join(" -> ")
+                            ),
                         )
                         .help("give one of them a value that names no other parameter"));
                 }

@@ -90,7 +90,11 @@ impl Pipeline {
         let instances = self
             .instances
             .iter()
-            .take(if self.instances.len() <= 10_000 { usize::MAX } else { 0 })
+            .take(if self.instances.len() <= 10_000 {
+                usize::MAX
+            } else {
+                0
+            })
             .map(|i| i.name.as_str());
         let mut u = UserError::new(format!(
             "no stage or instance `{t}` in {}",
@@ -154,7 +158,10 @@ impl Pipeline {
 
 fn axes_help(stage: &StageDef) -> String {
     if stage.axes.is_empty() {
-        format!("`{}` has no matrix; name it as `{}`", stage.name, stage.name)
+        format!(
+            "`{}` has no matrix; name it as `{}`",
+            stage.name, stage.name
+        )
     } else {
         format!("axes of `{}`: {}", stage.name, stage.axes.join(", "))
     }

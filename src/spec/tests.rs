@@ -277,7 +277,10 @@ fn params_resolve_from_params_in_dependency_order() {
     let text = "name: t\nparams:\n  tag: \"${base}-${lr}\"\n  base: run\n  lr: 0.1\n  lit: \"$${base}\"\nstages:\n  s:\n    kind: command\n    params: {argv: [echo, \"${tag}\", \"${lit}\"]}\n";
     let p = parse_text(text).unwrap();
     assert_eq!(p.params["tag"], json!("run-0.1"));
-    assert_eq!(p.params_of(&p.instances[0]), json!({"argv": ["echo", "run-0.1", "${base}"]}));
+    assert_eq!(
+        p.params_of(&p.instances[0]),
+        json!({"argv": ["echo", "run-0.1", "${base}"]})
+    );
     // An override of what others name changes them too.
     let p = parse(
         Path::new("p.yaml"),
@@ -289,7 +292,11 @@ fn params_resolve_from_params_in_dependency_order() {
     assert_eq!(p.params["tag"], json!("x-0.1"));
     let e = err_of("name: t\nparams:\n  a: \"${b}\"\n  b: [\"${c}\"]\n  c: \"${a}\"\nstages: {}\n");
     assert!(e.message.contains("cycle: a -> b -> c -> a"), "{e}");
-    assert_eq!(e.location.unwrap().line, 5, "the value that closes the cycle");
+    assert_eq!(
+        e.location.unwrap().line,
+        5,
+        "the value that closes the cycle"
+    );
     let e = err_of("name: t\nparams:\n  a: \"${matrix.x}\"\nstages: {}\n");
     assert!(e.message.contains("unknown variable `${matrix.x}`"), "{e}");
     assert_eq!(e.location.unwrap().line, 3);
@@ -300,7 +307,8 @@ fn the_instance_limit_is_checked_before_expanding() {
     let text = "name: t\nstages:\n  a:\n    kind: command\n    matrix: {x: {count: 100000}, y: {count: 100000}}\n    params: {argv: [echo]}\n";
     let e = err_of(text);
     assert!(
-        e.message.contains("stage `a` expands to 10000000000 instances: x (100000) × y (100000)"),
+        e.message
+            .contains("stage `a` expands to 10000000000 instances: x (100000) × y (100000)"),
         "{e}"
     );
     assert_eq!(e.location.unwrap().line, 5);
@@ -308,7 +316,8 @@ fn the_instance_limit_is_checked_before_expanding() {
     let e = parse_with(Path::new("p.yaml"), SWEEP, &[], Path::new("."), &small).unwrap_err();
     // cmd (1) + noisy (2) fit; `one` makes 4.
     assert!(
-        e.message.contains("the stages up to `one` expand to 4 instances"),
+        e.message
+            .contains("the stages up to `one` expand to 4 instances"),
         "{e}"
     );
     let ok = Options { max_instances: 5 };
