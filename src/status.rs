@@ -53,7 +53,7 @@ pub fn status_lines(p: &Pipeline, store: &Store) -> Result<Vec<StatusLine>> {
         }
     }
     // `filter_map` (not `flatten`) collects in place, into the same allocation.
-    #[allow(clippy::manual_flatten)]
+    #[allow(clippy::filter_map_identity)]
     Ok(lines.into_iter().filter_map(|l| l).collect())
 }
 

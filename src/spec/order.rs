@@ -110,14 +110,11 @@ fn find_cycle(g: &DiGraph<usize, ()>) -> Vec<usize> {
         };
         let mut path = vec![start];
         let mut cur = start;
-        loop {
-            let Some(next) = g
-                .neighbors(cur)
-                .filter(|n| scc.contains(n))
-                .min_by_key(|n| g[*n])
-            else {
-                break;
-            };
+        while let Some(next) = g
+            .neighbors(cur)
+            .filter(|n| scc.contains(n))
+            .min_by_key(|n| g[*n])
+        {
             if let Some(pos) = path.iter().position(|&p| p == next) {
                 path.drain(..pos);
                 break;
