@@ -20,6 +20,17 @@ pub struct PipelineArgs {
     /// Cache directory [default: ./cache]
     #[arg(long, env = "RST_CACHE_DIR", value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// Refuse a pipeline that would expand to more stage instances than N (checked before expanding).
+    #[arg(long, env = "RST_MAX_INSTANCES", value_name = "N", default_value_t = crate::spec::DEFAULT_MAX_INSTANCES)]
+    pub max_instances: u64,
+}
+
+/// Stages, instances or slices (`'regsl[rate=0.4]'`) to work on, with what they need.
+#[derive(Args, Debug, Clone, Default)]
+pub struct TargetArgs {
+    /// Only these stages, instances (`noisy[rate=0.4]`) or slices, and what they need [default: all]
+    #[arg(value_name = "TARGET")]
+    pub targets: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -28,6 +39,8 @@ pub enum Cmd {
     Run {
         #[command(flatten)]
         p: PipelineArgs,
+        #[command(flatten)]
+        targets: TargetArgs,
         /// Thread budget for concurrent stages [default: number of cores]
         #[arg(long, short = 'j')]
         jobs: Option<usize>,
@@ -47,6 +60,8 @@ pub enum Cmd {
     Status {
         #[command(flatten)]
         p: PipelineArgs,
+        #[command(flatten)]
+        targets: TargetArgs,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
@@ -55,6 +70,8 @@ pub enum Cmd {
     Graph {
         #[command(flatten)]
         p: PipelineArgs,
+        #[command(flatten)]
+        targets: TargetArgs,
         #[arg(long, value_enum, default_value = "dot")]
         format: GraphFormat,
     },

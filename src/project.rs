@@ -40,6 +40,11 @@ pub fn open_store(dir: &Path) -> Result<Store> {
 
 /// Loads `file` with `--set` overrides, relative to the current directory (the project).
 pub fn load(file: &Path, set: &[String]) -> Result<Pipeline> {
+    load_with(file, set, &spec::Options::default())
+}
+
+/// [`load`] with explicit build options (`--max-instances`).
+pub fn load_with(file: &Path, set: &[String], opts: &spec::Options) -> Result<Pipeline> {
     let overrides = set
         .iter()
         .map(|s| spec::parse_override(s))
@@ -47,7 +52,7 @@ pub fn load(file: &Path, set: &[String]) -> Result<Pipeline> {
     let project = std::env::current_dir().map_err(|e| Error::io("current directory", e))?;
     utf8_path("pipeline file", file)?;
     utf8_path("project directory (the current directory)", &project)?;
-    Ok(spec::load(file, &overrides, &project)?)
+    Ok(spec::load_with(file, &overrides, &project, opts)?)
 }
 
 /// How many threads rst uses at once when `--jobs` is not given: one per core (the same

@@ -1,11 +1,12 @@
 //! The state of every instance of a pipeline against a store: cached, stale (with the
 //! reasons) or blocked on a stale input. Used by `rst status`, lineage, export and audits.
+use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::cache::store::Store;
 use crate::error::Result;
 use crate::exec::plan::Planner;
-use crate::spec::Pipeline;
+use crate::spec::{Instance, Pipeline};
 
 #[derive(Serialize)]
 pub struct StatusLine {
@@ -29,65 +30,114 @@ pub fn uncached<'a>(lines: impl IntoIterator<Item = &'a StatusLine>) -> Vec<&'a 
 }
 
 /// The state of every instance: cached, stale (with reasons) or blocked on a stale input.
+///
+/// An instance's key needs its inputs' artifacts, so instances are looked up level by
+/// level (a level: those whose inputs are all in earlier levels), each level in parallel:
+/// a sweep of a million instances is one level of a million independent lookups.
 pub fn status_lines(p: &Pipeline, store: &Store) -> Result<Vec<StatusLine>> {
     let planner = Planner::new(p);
     let mut digests: Vec<Option<String>> = vec![None; p.instances.len()];
-    let mut lines = Vec::new();
+    let mut lines: Vec<Option<StatusLine>> = Vec::new();
+    lines.resize_with(p.instances.len(), || None);
+    for level in levels(p) {
+        // In chunks, so that what is computed but not yet moved stays small.
+        for chunk in level.chunks(1 << 16) {
+            let done: Vec<(StatusLine, Option<String>)> = chunk
+                .par_iter()
+                .map(|&i| status_line(p, store, &planner, &digests, &p.instances[i]))
+                .collect::<Result<_>>()?;
+            for (&i, (line, digest)) in chunk.iter().zip(done) {
+                digests[i] = digest;
+                lines[i] = Some(line);
+            }
+        }
+    }
+    // `filter_map` (not `flatten`) collects in place, into the same allocation.
+    #[allow(clippy::filter_map_identity)]
+    Ok(lines.into_iter().filter_map(|l| l).collect())
+}
+
+/// Instance ids by depth (0: no inputs; else one more than the deepest input), each level
+/// in id order. Instances are topologically ordered, so one pass suffices.
+fn levels(p: &Pipeline) -> Vec<Vec<usize>> {
+    let mut depth = vec![0usize; p.instances.len()];
+    let mut levels: Vec<Vec<usize>> = Vec::new();
     for inst in &p.instances {
-        let stage = &p.stages[inst.stage];
-        let mut line = StatusLine {
-            instance: inst.name.clone(),
-            stage: stage.name.clone(),
-            kind: stage.kind.name().into(),
-            state: String::new(),
-            reasons: Vec::new(),
-            key: None,
-            artifact: None,
-        };
-        let unknown: Vec<&str> = inst
+        let d = inst
             .inputs
             .values()
             .flatten()
-            .filter(|&&u| digests[u].is_none())
-            .map(|&u| p.instances[u].name.as_str())
-            .collect();
-        if !unknown.is_empty() {
-            let mut u = unknown.clone();
-            u.dedup();
-            line.state = "stale".into();
-            line.reasons.push(format!(
-                "runs after its stale input{} {}",
-                if u.len() > 1 { "s" } else { "" },
-                u.join(", ")
-            ));
-            lines.push(line);
-            continue;
+            .map(|&u| depth[u] + 1)
+            .max()
+            .unwrap_or(0);
+        depth[inst.id] = d;
+        if levels.len() <= d {
+            levels.resize_with(d + 1, Vec::new);
         }
-        let record = planner.record(inst, &|u| digests[u].clone().unwrap_or_default())?;
-        let key = record.key();
-        if let Some(entry) = store.entry(&key) {
-            line.state = "cached".into();
-            line.artifact = Some(entry.artifact.clone());
-            digests[inst.id] = Some(entry.artifact);
-        } else {
-            line.state = "stale".into();
-            line.reasons = match store.last_entry(&p.name, &inst.name) {
-                None => vec!["never run".to_string()],
-                Some(old) if old.key == key => {
-                    vec!["its cached artifact is missing (removed or quarantined)".to_string()]
-                }
-                Some(old) => {
-                    let d = record.diff(&old.record);
-                    if d.is_empty() {
-                        vec!["cache entry missing".to_string()]
-                    } else {
-                        d
-                    }
-                }
-            };
-        }
-        line.key = Some(key);
-        lines.push(line);
+        levels[d].push(inst.id);
     }
-    Ok(lines)
+    levels
+}
+
+/// One instance's line, and its artifact when cached (its consumers' keys need it).
+fn status_line(
+    p: &Pipeline,
+    store: &Store,
+    planner: &Planner<'_>,
+    digests: &[Option<String>],
+    inst: &Instance,
+) -> Result<(StatusLine, Option<String>)> {
+    let stage = &p.stages[inst.stage];
+    let mut line = StatusLine {
+        instance: inst.name.clone(),
+        stage: stage.name.clone(),
+        kind: stage.kind.name().into(),
+        state: String::new(),
+        reasons: Vec::new(),
+        key: None,
+        artifact: None,
+    };
+    let mut unknown: Vec<&str> = inst
+        .inputs
+        .values()
+        .flatten()
+        .filter(|&&u| digests[u].is_none())
+        .map(|&u| p.instances[u].name.as_str())
+        .collect();
+    if !unknown.is_empty() {
+        unknown.dedup();
+        line.state = "stale".into();
+        line.reasons.push(format!(
+            "runs after its stale input{} {}",
+            if unknown.len() > 1 { "s" } else { "" },
+            unknown.join(", ")
+        ));
+        return Ok((line, None));
+    }
+    let record = planner.record(inst, &|u| digests[u].clone().unwrap_or_default())?;
+    let key = record.key();
+    let mut digest = None;
+    if let Some(entry) = store.entry(&key) {
+        line.state = "cached".into();
+        line.artifact = Some(entry.artifact.clone());
+        digest = Some(entry.artifact);
+    } else {
+        line.state = "stale".into();
+        line.reasons = match store.last_entry(&p.name, &inst.name) {
+            None => vec!["never run".to_string()],
+            Some(old) if old.key == key => {
+                vec!["its cached artifact is missing (removed or quarantined)".to_string()]
+            }
+            Some(old) => {
+                let d = record.diff(&old.record);
+                if d.is_empty() {
+                    vec!["cache entry missing".to_string()]
+                } else {
+                    d
+                }
+            }
+        };
+    }
+    line.key = Some(key);
+    Ok((line, digest))
 }

@@ -4,8 +4,8 @@ use std::process::ExitCode;
 use crate::cli::{GraphFormat, PipelineArgs};
 use crate::error::Result;
 
-pub fn run(args: &PipelineArgs, format: GraphFormat) -> Result<ExitCode> {
-    let p = super::load(args)?;
+pub fn run(args: &PipelineArgs, targets: &[String], format: GraphFormat) -> Result<ExitCode> {
+    let p = super::load(args)?.select(targets)?;
     print!(
         "{}",
         match format {

@@ -30,6 +30,7 @@ pub fn dispatch(cmd: Cmd) -> Result<ExitCode> {
         Cmd::Worker { job } => Ok(worker::run(&job)),
         Cmd::Run {
             p,
+            targets,
             jobs,
             force,
             keep_going,
@@ -38,6 +39,7 @@ pub fn dispatch(cmd: Cmd) -> Result<ExitCode> {
         } => run::run(
             &p,
             &run::RunFlags {
+                targets: targets.targets,
                 jobs,
                 force,
                 keep_going,
@@ -45,8 +47,8 @@ pub fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             },
             &exec,
         ),
-        Cmd::Status { p, json } => status::run(&p, json),
-        Cmd::Graph { p, format } => graph::run(&p, format),
+        Cmd::Status { p, targets, json } => status::run(&p, &targets.targets, json),
+        Cmd::Graph { p, targets, format } => graph::run(&p, &targets.targets, format),
         Cmd::Check { p } => check::run(&p),
         Cmd::Verify { cache_dir } => verify::run(&cache_dir),
         Cmd::Gc {
@@ -91,7 +93,10 @@ pub fn dispatch(cmd: Cmd) -> Result<ExitCode> {
 
 /// Loads the pipeline `args` name, with its `--set` overrides.
 fn load(args: &PipelineArgs) -> Result<Pipeline> {
-    crate::project::load(&args.file, &args.set)
+    let opts = crate::spec::Options {
+        max_instances: args.max_instances,
+    };
+    crate::project::load_with(&args.file, &args.set, &opts)
 }
 
 /// Exit 0 when `ok`, else 1 (an audit or verification that found differences).

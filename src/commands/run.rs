@@ -19,6 +19,8 @@ use crate::spec::Pipeline;
 
 /// `run`'s own flags (besides the pipeline and the executor's).
 pub struct RunFlags {
+    /// Stages, instances or slices to run (with what they need); empty: all.
+    pub targets: Vec<String>,
     pub jobs: Option<usize>,
     pub force: Vec<String>,
     pub keep_going: bool,
@@ -46,7 +48,7 @@ struct Backend {
 }
 
 fn prepare(args: &PipelineArgs, flags: &RunFlags, exec: &ExecArgs) -> Result<(Prepared, Backend)> {
-    let pipeline = super::load(args)?;
+    let pipeline = super::load(args)?.select(&flags.targets)?;
     if flags.jobs == Some(0) {
         return Err(UserError::new("--jobs must be at least 1").into());
     }

@@ -8,8 +8,8 @@ use crate::exec::slurm;
 use crate::project::{cache_dir, open_store};
 use crate::status::{status_lines, StatusLine};
 
-pub fn run(args: &PipelineArgs, json: bool) -> Result<ExitCode> {
-    let p = super::load(args)?;
+pub fn run(args: &PipelineArgs, targets: &[String], json: bool) -> Result<ExitCode> {
+    let p = super::load(args)?.select(targets)?;
     let store = open_store(&cache_dir(&args.cache_dir))?;
     let mut lines = status_lines(&p, &store)?;
     mark_slurm_jobs(&mut lines, &store);

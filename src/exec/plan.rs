@@ -9,14 +9,13 @@ use crate::error::UserError;
 use crate::spec::{Instance, Pipeline};
 
 /// Environment facts folded into torch stages' keys (allow-list).
-pub fn torch_env(inst: &Instance) -> BTreeMap<String, String> {
+pub fn torch_env(inst: &Instance, params: &serde_json::Value) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
     env.insert(
         "libtorch".to_string(),
         env!("RST_LIBTORCH_VERSION").to_string(),
     );
-    let device = inst
-        .params
+    let device = params
         .get("device")
         .and_then(|d| d.as_str())
         .unwrap_or("auto")
@@ -123,6 +122,7 @@ impl<'a> Planner<'a> {
         digest_of: &dyn Fn(usize) -> String,
     ) -> Result<KeyRecord, UserError> {
         let kind = self.pipeline.stages[inst.stage].kind;
+        let params = self.pipeline.params_of(inst);
         let inputs = inst
             .inputs
             .iter()
@@ -133,7 +133,11 @@ impl<'a> Planner<'a> {
                         .map(|&u| InputRecord {
                             instance: self.pipeline.instances[u].name.clone(),
                             digest: digest_of(u),
-                            matrix: self.pipeline.instances[u].matrix.iter().cloned().collect(),
+                            matrix: self.pipeline.instances[u]
+                                .matrix
+                                .iter()
+                                .map(|(k, v)| (k.to_string(), v.clone()))
+                                .collect(),
                         })
                         .collect(),
                 )
@@ -147,11 +151,11 @@ impl<'a> Planner<'a> {
             cache_version: CACHE_VERSION,
             kind: kind.name().to_string(),
             kind_version: kind.version(),
-            params: canonical(&kind.canonical_params(&inst.params)),
+            params: canonical(&kind.canonical_params(&params)),
             inputs,
             local_deps,
             env: if kind.uses_torch() {
-                torch_env(inst)
+                torch_env(inst, &params)
             } else {
                 BTreeMap::new()
             },

@@ -357,6 +357,11 @@ fn producers_to_recompute(
     Some(reset)
 }
 
+/// Runs the pipeline: the cached instances are answered at once, the rest run on
+/// `executor` within the thread budget, in dependency order. Phases: [`Run::new`]
+/// (bookkeeping, the first lookups), then until nothing runs: [`Run::resolve_frontier`]
+/// (cache lookups), [`Run::launch_ready`] (start jobs), and [`Run::on_event`] /
+/// [`Run::on_exit`] (what the workers report); [`Run::finish`] gives the outcomes.
 pub fn run(
     p: &Pipeline,
     store: &Store,
@@ -365,326 +370,421 @@ pub fn run(
     reporter: &dyn Reporter,
     cancel: &Cancel,
 ) -> Result<RunResult, Error> {
-    let t0 = Instant::now();
-    let n = p.instances.len();
-    let forced = forced_set(p, &opts.force)?;
-    let planner = Planner::new(p);
-    let checked = Checked::default();
-    let jobs = opts.jobs.max(1);
-    let mut running = 0usize;
-    let mut used_threads = 0usize;
-    let mut stop_launching = false;
-    let mut started = vec![Instant::now(); n];
-    let jobs_dir = store.root().join("tmp").join("jobs");
-    std::fs::create_dir_all(&jobs_dir)
-        .map_err(|e| Error::io_path("cannot create", &jobs_dir, e))?;
-    let mut consumers: Vec<Vec<usize>> = vec![Vec::new(); n];
-    for inst in &p.instances {
-        let mut ups: Vec<usize> = inst.inputs.values().flatten().copied().collect();
-        ups.sort();
-        ups.dedup();
-        for u in ups {
-            consumers[u].push(inst.id);
-        }
-    }
-    let mut s = State {
-        st: vec![St::Pending; n],
-        outcomes: vec![None; n],
-        keys: vec![None; n],
-        records: vec![None; n],
-        frontier: VecDeque::new(),
-        ready: VecDeque::new(),
-        consumers,
-        recovering: vec![None; n],
-        recovered: vec![false; n],
-        stale: vec![false; n],
-        blocked: Vec::new(),
-        corrupt_seen: vec![Vec::new(); n],
-    };
-    for i in 0..n {
-        if s.inputs_done(p, i) {
-            s.push_frontier(i);
-        }
-    }
-
+    let mut run = Run::new(p, store, executor, opts, reporter, cancel)?;
     std::thread::scope(|scope| -> Result<(), Error> {
         let (tx, rx) = mpsc::channel::<Msg>();
         loop {
-            // Resolve everything whose inputs are known: cache hit or ready to run.
-            while let Some(i) = s.frontier.pop_front() {
-                if s.st[i] != St::Frontier {
-                    continue;
-                }
-                let inst = &p.instances[i];
-                if let Some(cause) = State::inputs(p, i)
-                    .find(|&u| s.outcomes[u].as_ref().and_then(Outcome::artifact).is_none())
-                {
-                    let cause_name = p.instances[cause].name.clone();
-                    reporter.report(Report::Skipped {
-                        name: &inst.name,
-                        cause: &cause_name,
+            run.resolve_frontier()?;
+            run.launch_ready(scope, &tx)?;
+            if run.running == 0 {
+                break;
+            }
+            let Ok(msg) = rx.recv() else { break };
+            match msg {
+                Msg::Event(i, ev) => run.on_event(i, ev),
+                Msg::Exit(i, r) => run.on_exit(i, r),
+            }
+        }
+        Ok(())
+    })?;
+    Ok(run.finish())
+}
+
+/// One run in progress: what it was given and where every instance stands.
+struct Run<'a> {
+    p: &'a Pipeline,
+    store: &'a Store,
+    executor: &'a dyn Executor,
+    opts: &'a RunOptions,
+    reporter: &'a dyn Reporter,
+    cancel: &'a Cancel,
+    t0: Instant,
+    forced: Vec<bool>,
+    planner: Planner<'a>,
+    checked: Checked,
+    /// The thread budget (at least 1).
+    jobs: usize,
+    running: usize,
+    used_threads: usize,
+    /// A stage failed (without --keep-going): start nothing more.
+    stop_launching: bool,
+    started: Vec<Instant>,
+    jobs_dir: std::path::PathBuf,
+    s: State,
+}
+
+impl<'a> Run<'a> {
+    /// Checks `--force`, creates the job-file folder, indexes consumers, and puts the
+    /// instances without inputs on the frontier.
+    fn new(
+        p: &'a Pipeline,
+        store: &'a Store,
+        executor: &'a dyn Executor,
+        opts: &'a RunOptions,
+        reporter: &'a dyn Reporter,
+        cancel: &'a Cancel,
+    ) -> Result<Self, Error> {
+        let t0 = Instant::now();
+        let n = p.instances.len();
+        let forced = forced_set(p, &opts.force)?;
+        let jobs_dir = store.root().join("tmp").join("jobs");
+        std::fs::create_dir_all(&jobs_dir)
+            .map_err(|e| Error::io_path("cannot create", &jobs_dir, e))?;
+        let mut consumers: Vec<Vec<usize>> = vec![Vec::new(); n];
+        for inst in &p.instances {
+            let mut ups: Vec<usize> = inst.inputs.values().flatten().copied().collect();
+            ups.sort();
+            ups.dedup();
+            for u in ups {
+                consumers[u].push(inst.id);
+            }
+        }
+        let mut s = State {
+            st: vec![St::Pending; n],
+            outcomes: vec![None; n],
+            keys: vec![None; n],
+            records: vec![None; n],
+            frontier: VecDeque::new(),
+            ready: VecDeque::new(),
+            consumers,
+            recovering: vec![None; n],
+            recovered: vec![false; n],
+            stale: vec![false; n],
+            blocked: Vec::new(),
+            corrupt_seen: vec![Vec::new(); n],
+        };
+        for i in 0..n {
+            if s.inputs_done(p, i) {
+                s.push_frontier(i);
+            }
+        }
+        Ok(Run {
+            p,
+            store,
+            executor,
+            opts,
+            reporter,
+            cancel,
+            t0,
+            forced,
+            planner: Planner::new(p),
+            checked: Checked::default(),
+            jobs: opts.jobs.max(1),
+            running: 0,
+            used_threads: 0,
+            stop_launching: false,
+            started: vec![Instant::now(); n],
+            jobs_dir,
+            s,
+        })
+    }
+
+    /// Resolves everything whose inputs are known: skipped (an input failed), a cache
+    /// hit, or ready to run once its cached inputs check out.
+    fn resolve_frontier(&mut self) -> Result<(), Error> {
+        let (p, store, reporter) = (self.p, self.store, self.reporter);
+        let s = &mut self.s;
+        while let Some(i) = s.frontier.pop_front() {
+            if s.st[i] != St::Frontier {
+                continue;
+            }
+            let inst = &p.instances[i];
+            if let Some(cause) = State::inputs(p, i)
+                .find(|&u| s.outcomes[u].as_ref().and_then(Outcome::artifact).is_none())
+            {
+                let cause_name = p.instances[cause].name.clone();
+                reporter.report(Report::Skipped {
+                    name: &inst.name,
+                    cause: &cause_name,
+                });
+                s.outcomes[i] = Some(Outcome::Skipped { cause: cause_name });
+                s.st[i] = St::Done;
+                s.release(p, i);
+                continue;
+            }
+            let record = self.planner.record(inst, &|u| {
+                s.outcomes[u]
+                    .as_ref()
+                    .and_then(Outcome::artifact)
+                    .unwrap_or_default()
+                    .to_string()
+            })?;
+            let key = record.key();
+            if !self.forced[i] {
+                if let Some(entry) = store.entry(&key) {
+                    let _ = store.set_ref(&p.name, &inst.name, &key);
+                    reporter.report(Report::Cached(&inst.name));
+                    s.outcomes[i] = Some(Outcome::Cached {
+                        artifact: entry.artifact,
                     });
-                    s.outcomes[i] = Some(Outcome::Skipped { cause: cause_name });
+                    s.keys[i] = Some(key);
                     s.st[i] = St::Done;
                     s.release(p, i);
                     continue;
                 }
-                let record = planner.record(inst, &|u| {
-                    s.outcomes[u]
-                        .as_ref()
-                        .and_then(Outcome::artifact)
-                        .unwrap_or_default()
-                        .to_string()
-                })?;
-                let key = record.key();
-                if !forced[i] {
-                    if let Some(entry) = store.entry(&key) {
-                        let _ = store.set_ref(&p.name, &inst.name, &key);
-                        reporter.report(Report::Cached(&inst.name));
-                        s.outcomes[i] = Some(Outcome::Cached {
-                            artifact: entry.artifact,
-                        });
-                        s.keys[i] = Some(key);
-                        s.st[i] = St::Done;
-                        s.release(p, i);
-                        continue;
-                    }
-                }
-                match check_reads(p, store, &checked, &s, i, reporter) {
-                    Reads::Intact => {
-                        s.keys[i] = Some(key);
-                        s.records[i] = Some(record);
-                        s.st[i] = St::Ready;
-                        s.ready.push_back(i);
-                    }
-                    Reads::Recompute { reset, wait } => {
-                        for &v in &reset {
-                            s.recompute(v, &checked);
-                        }
-                        s.st[i] = St::Pending;
-                        s.blocked.push((i, reset.into_iter().chain(wait).collect()));
-                    }
-                    Reads::Fail(message) => {
-                        reporter.report(Report::Failed {
-                            name: &inst.name,
-                            message: &message,
-                        });
-                        s.outcomes[i] = Some(Outcome::Failed {
-                            error: StageError::internal(message),
-                            log: None,
-                        });
-                        s.keys[i] = Some(key);
-                        s.st[i] = St::Done;
-                        stop_launching |= !opts.keep_going;
-                        s.release(p, i);
-                    }
-                }
             }
-            // Launch what fits in the thread budget.
-            while !stop_launching && !cancel.is_cancelled() {
-                let Some(pos) = s.ready.iter().position(|&i| {
-                    running == 0 || used_threads + p.instances[i].threads.min(jobs) <= jobs
-                }) else {
-                    break;
-                };
-                let i = s.ready.remove(pos).unwrap();
-                let inst = &p.instances[i];
-                let key = s.keys[i].clone().unwrap();
-                let record = s.records[i].take().unwrap();
-                let consumed = inst
-                    .inputs
-                    .iter()
-                    .map(|(name, ids)| {
-                        (
-                            name.clone(),
-                            ids.iter()
-                                .map(|&u| s.keys[u].clone().unwrap_or_default())
-                                .collect(),
-                        )
-                    })
-                    .collect();
-                let job = Job {
-                    cache_dir: store.root().to_path_buf(),
-                    project_dir: p.project_dir.clone(),
-                    pipeline: p.name.clone(),
-                    instance: inst.name.clone(),
-                    key: key.clone(),
-                    kind: p.stages[inst.stage].kind.name().to_string(),
-                    params: inst.params.clone(),
-                    inputs: record.inputs.clone(),
-                    record,
-                    threads: inst.threads.min(jobs),
-                    resources: inst.resources.clone(),
-                    consumed,
-                };
-                if forced[i] {
-                    store.remove_entry(&key);
+            match check_reads(p, store, &self.checked, s, i, reporter) {
+                Reads::Intact => {
+                    s.keys[i] = Some(key);
+                    s.records[i] = Some(record);
+                    s.st[i] = St::Ready;
+                    s.ready.push_back(i);
                 }
-                // Per instance: two instances may share a key (a cluster job reads its file later).
-                let job_file = jobs_dir.join(format!("{key}.{}.{i}.json", std::process::id()));
-                write_replace(
-                    &job_file,
-                    &serde_json::to_vec_pretty(&job).expect("job serialises"),
-                )?;
-                running += 1;
-                used_threads += job.threads;
-                started[i] = Instant::now();
-                s.st[i] = St::Running;
-                let tx = tx.clone();
-                scope.spawn(move || {
-                    let tx2 = tx.clone();
-                    let mut on_event = |ev: WorkerEvent| {
-                        let _ = tx2.send(Msg::Event(i, ev));
-                    };
-                    let r = executor.run_job(&job_file, &job, cancel, &mut on_event);
-                    let _ = std::fs::remove_file(&job_file);
-                    let _ = tx.send(Msg::Exit(i, r));
-                });
-            }
-            if running == 0 {
-                break;
-            }
-            // Wait for events.
-            let Ok(msg) = rx.recv() else { break };
-            match msg {
-                Msg::Event(i, ev) => {
-                    let name = &p.instances[i].name;
-                    match ev {
-                        WorkerEvent::Queued { job } => reporter.report(Report::Queued(name, &job)),
-                        WorkerEvent::LockWait => reporter.report(Report::LockWait(name)),
-                        WorkerEvent::Started => reporter.report(Report::Started(name)),
-                        WorkerEvent::Progress(pr) => reporter.report(Report::Progress(name, &pr)),
-                        WorkerEvent::Done {
-                            artifact, reused, ..
-                        } => {
-                            let secs = started[i].elapsed().as_secs_f64();
-                            reporter.report(Report::Done { name, secs, reused });
-                            s.outcomes[i] = Some(if reused {
-                                Outcome::Reused { artifact }
-                            } else {
-                                Outcome::Ran { artifact, secs }
-                            });
-                        }
-                        WorkerEvent::Corrupt { digest } => {
-                            checked.set(&digest, Some(false));
-                            s.corrupt_seen[i].push(digest);
-                        }
-                        WorkerEvent::Failed(error) => {
-                            reporter.report(Report::Failed {
-                                name,
-                                message: &error.message,
-                            });
-                            let log = s.keys[i]
-                                .as_ref()
-                                .map(|k| store.log_path(k).display().to_string());
-                            s.outcomes[i] = Some(Outcome::Failed { error, log });
-                        }
+                Reads::Recompute { reset, wait } => {
+                    for &v in &reset {
+                        s.recompute(v, &self.checked);
                     }
+                    s.st[i] = St::Pending;
+                    s.blocked.push((i, reset.into_iter().chain(wait).collect()));
                 }
-                Msg::Exit(i, r) => {
-                    running -= 1;
-                    used_threads -= p.instances[i].threads.min(jobs);
-                    if std::mem::replace(&mut s.stale[i], false) {
-                        // An input was recomputed meanwhile: look it up again with its
-                        // new key (what it computed stays cached under the old one).
-                        s.outcomes[i] = None;
-                        s.keys[i] = None;
-                        s.st[i] = St::Pending;
-                        if s.inputs_done(p, i) {
-                            s.push_frontier(i);
-                        }
-                        continue;
-                    }
-                    if let Err(e) = r {
-                        if s.outcomes[i].is_none() {
-                            let error = if cancel.is_cancelled() || e.is_interrupted() {
-                                StageError::internal("interrupted")
-                            } else {
-                                StageError::internal(e.report())
-                            };
-                            reporter.report(Report::Failed {
-                                name: &p.instances[i].name,
-                                message: &error.message,
-                            });
-                            s.outcomes[i] = Some(Outcome::Failed {
-                                error,
-                                log: s.keys[i]
-                                    .as_ref()
-                                    .map(|k| store.log_path(k).display().to_string()),
-                            });
-                        }
-                    }
-                    let corrupt = std::mem::take(&mut s.corrupt_seen[i]);
-                    if !corrupt.is_empty()
-                        && matches!(s.outcomes[i], Some(Outcome::Failed { .. }))
-                        && !cancel.is_cancelled()
-                    {
-                        if let Some(reset) = producers_to_recompute(p, &s, i, &corrupt, reporter) {
-                            // The worker refused a corrupt input that the run had not
-                            // hashed (computed in this run, or changed since): recompute
-                            // its producer, then run this stage again.
-                            for &v in &reset {
-                                s.recompute(v, &checked);
-                            }
-                            s.outcomes[i] = None;
-                            s.keys[i] = None;
-                            s.st[i] = St::Pending;
-                            s.blocked.push((i, reset));
-                            continue;
-                        }
-                    }
-                    match &s.outcomes[i] {
-                        Some(o) if o.artifact().is_some() => {
-                            let _ = store.set_ref(
-                                &p.name,
-                                &p.instances[i].name,
-                                s.keys[i].as_ref().unwrap(),
-                            );
-                        }
-                        Some(_) => {
-                            if !opts.keep_going {
-                                stop_launching = true;
-                            }
-                        }
-                        None => {
-                            s.outcomes[i] = Some(Outcome::Failed {
-                                error: StageError::internal("the worker reported no result"),
-                                log: None,
-                            });
-                            stop_launching |= !opts.keep_going;
-                        }
-                    }
+                Reads::Fail(message) => {
+                    reporter.report(Report::Failed {
+                        name: &inst.name,
+                        message: &message,
+                    });
+                    s.outcomes[i] = Some(Outcome::Failed {
+                        error: StageError::internal(message),
+                        log: None,
+                    });
+                    s.keys[i] = Some(key);
                     s.st[i] = St::Done;
-                    let artifact = s.outcomes[i]
-                        .as_ref()
-                        .and_then(Outcome::artifact)
-                        .map(str::to_string);
-                    if let Some(a) = &artifact {
-                        // Just hashed by the worker that stored it (or by another rst).
-                        checked.set(a, Some(true));
-                    }
-                    if let Some(old) = s.recovering[i].take() {
-                        if artifact.as_deref() != Some(old.as_str()) {
-                            // Recomputed to other bytes: what was looked up downstream
-                            // with the old artifact has other keys now.
-                            s.reset_downstream(i);
-                        }
-                    }
+                    self.stop_launching |= !self.opts.keep_going;
                     s.release(p, i);
                 }
             }
         }
         Ok(())
-    })?;
-    let interrupted = cancel.is_cancelled();
-    Ok(RunResult {
-        outcomes: s
-            .outcomes
-            .into_iter()
-            .map(|o| o.unwrap_or(Outcome::NotRun))
-            .collect(),
-        keys: s.keys,
-        interrupted,
-        wall_s: t0.elapsed().as_secs_f64(),
-    })
+    }
+
+    /// Starts ready instances while they fit in the thread budget (one always may, so a
+    /// stage asking for more threads than the budget still runs, alone).
+    fn launch_ready<'s>(
+        &mut self,
+        scope: &'s std::thread::Scope<'s, 'a>,
+        tx: &mpsc::Sender<Msg>,
+    ) -> Result<(), Error> {
+        let (p, store, jobs) = (self.p, self.store, self.jobs);
+        while !self.stop_launching && !self.cancel.is_cancelled() {
+            let (running, used) = (self.running, self.used_threads);
+            let Some(pos) = self
+                .s
+                .ready
+                .iter()
+                .position(|&i| running == 0 || used + p.instances[i].threads.min(jobs) <= jobs)
+            else {
+                break;
+            };
+            let i = self.s.ready.remove(pos).expect("position is in range");
+            let job = self.job(i);
+            if self.forced[i] {
+                store.remove_entry(&job.key);
+            }
+            // Per instance: two instances may share a key (a cluster job reads its file later).
+            let job_file =
+                self.jobs_dir
+                    .join(format!("{}.{}.{i}.json", job.key, std::process::id()));
+            write_replace(
+                &job_file,
+                &serde_json::to_vec_pretty(&job).expect("job serialises"),
+            )?;
+            self.running += 1;
+            self.used_threads += job.threads;
+            self.started[i] = Instant::now();
+            self.s.st[i] = St::Running;
+            let tx = tx.clone();
+            let (executor, cancel) = (self.executor, self.cancel);
+            scope.spawn(move || {
+                let tx2 = tx.clone();
+                let mut on_event = |ev: WorkerEvent| {
+                    let _ = tx2.send(Msg::Event(i, ev));
+                };
+                let r = executor.run_job(&job_file, &job, cancel, &mut on_event);
+                let _ = std::fs::remove_file(&job_file);
+                let _ = tx.send(Msg::Exit(i, r));
+            });
+        }
+        Ok(())
+    }
+
+    /// The job description of ready instance `i` (its key and record taken from lookup).
+    fn job(&mut self, i: usize) -> Job {
+        let (p, s) = (self.p, &mut self.s);
+        let inst = &p.instances[i];
+        let key = s.keys[i].clone().expect("a ready instance has a key");
+        let record = s.records[i].take().expect("a ready instance has a record");
+        let consumed = inst
+            .inputs
+            .iter()
+            .map(|(name, ids)| {
+                (
+                    name.clone(),
+                    ids.iter()
+                        .map(|&u| s.keys[u].clone().unwrap_or_default())
+                        .collect(),
+                )
+            })
+            .collect();
+        Job {
+            cache_dir: self.store.root().to_path_buf(),
+            project_dir: p.project_dir.clone(),
+            pipeline: p.name.clone(),
+            instance: inst.name.clone(),
+            key,
+            kind: p.stages[inst.stage].kind.name().to_string(),
+            params: p.params_of(inst),
+            inputs: record.inputs.clone(),
+            record,
+            threads: inst.threads.min(self.jobs),
+            resources: inst.resources.clone(),
+            consumed,
+        }
+    }
+
+    /// A worker's report while it runs: progress, its result, corrupt inputs it refused.
+    fn on_event(&mut self, i: usize, ev: WorkerEvent) {
+        let (p, store, reporter) = (self.p, self.store, self.reporter);
+        let (s, started, checked) = (&mut self.s, &self.started, &self.checked);
+        let name = &p.instances[i].name;
+        match ev {
+            WorkerEvent::Queued { job } => reporter.report(Report::Queued(name, &job)),
+            WorkerEvent::LockWait => reporter.report(Report::LockWait(name)),
+            WorkerEvent::Started => reporter.report(Report::Started(name)),
+            WorkerEvent::Progress(pr) => reporter.report(Report::Progress(name, &pr)),
+            WorkerEvent::Done {
+                artifact, reused, ..
+            } => {
+                let secs = started[i].elapsed().as_secs_f64();
+                reporter.report(Report::Done { name, secs, reused });
+                s.outcomes[i] = Some(if reused {
+                    Outcome::Reused { artifact }
+                } else {
+                    Outcome::Ran { artifact, secs }
+                });
+            }
+            WorkerEvent::Corrupt { digest } => {
+                checked.set(&digest, Some(false));
+                s.corrupt_seen[i].push(digest);
+            }
+            WorkerEvent::Failed(error) => {
+                reporter.report(Report::Failed {
+                    name,
+                    message: &error.message,
+                });
+                let log = s.keys[i]
+                    .as_ref()
+                    .map(|k| store.log_path(k).display().to_string());
+                s.outcomes[i] = Some(Outcome::Failed { error, log });
+            }
+        }
+    }
+
+    /// A worker finished: record its outcome, or recompute what it found corrupt and run
+    /// it again, then release its consumers.
+    fn on_exit(&mut self, i: usize, r: Result<(), JobError>) {
+        let (p, store, reporter, cancel, opts) =
+            (self.p, self.store, self.reporter, self.cancel, self.opts);
+        let jobs = self.jobs;
+        let checked = &self.checked;
+        self.running -= 1;
+        self.used_threads -= p.instances[i].threads.min(jobs);
+        let s = &mut self.s;
+        if std::mem::replace(&mut s.stale[i], false) {
+            // An input was recomputed meanwhile: look it up again with its
+            // new key (what it computed stays cached under the old one).
+            s.outcomes[i] = None;
+            s.keys[i] = None;
+            s.st[i] = St::Pending;
+            if s.inputs_done(p, i) {
+                s.push_frontier(i);
+            }
+            return;
+        }
+        if let Err(e) = r {
+            if s.outcomes[i].is_none() {
+                let error = if cancel.is_cancelled() || e.is_interrupted() {
+                    StageError::internal("interrupted")
+                } else {
+                    StageError::internal(e.report())
+                };
+                reporter.report(Report::Failed {
+                    name: &p.instances[i].name,
+                    message: &error.message,
+                });
+                s.outcomes[i] = Some(Outcome::Failed {
+                    error,
+                    log: s.keys[i]
+                        .as_ref()
+                        .map(|k| store.log_path(k).display().to_string()),
+                });
+            }
+        }
+        let corrupt = std::mem::take(&mut s.corrupt_seen[i]);
+        if !corrupt.is_empty()
+            && matches!(s.outcomes[i], Some(Outcome::Failed { .. }))
+            && !cancel.is_cancelled()
+        {
+            if let Some(reset) = producers_to_recompute(p, s, i, &corrupt, reporter) {
+                // The worker refused a corrupt input that the run had not
+                // hashed (computed in this run, or changed since): recompute
+                // its producer, then run this stage again.
+                for &v in &reset {
+                    s.recompute(v, checked);
+                }
+                s.outcomes[i] = None;
+                s.keys[i] = None;
+                s.st[i] = St::Pending;
+                s.blocked.push((i, reset));
+                return;
+            }
+        }
+        match &s.outcomes[i] {
+            Some(o) if o.artifact().is_some() => {
+                let _ = store.set_ref(&p.name, &p.instances[i].name, s.keys[i].as_ref().unwrap());
+            }
+            Some(_) => {
+                if !opts.keep_going {
+                    self.stop_launching = true;
+                }
+            }
+            None => {
+                s.outcomes[i] = Some(Outcome::Failed {
+                    error: StageError::internal("the worker reported no result"),
+                    log: None,
+                });
+                self.stop_launching |= !opts.keep_going;
+            }
+        }
+        s.st[i] = St::Done;
+        let artifact = s.outcomes[i]
+            .as_ref()
+            .and_then(Outcome::artifact)
+            .map(str::to_string);
+        if let Some(a) = &artifact {
+            // Just hashed by the worker that stored it (or by another rst).
+            checked.set(a, Some(true));
+        }
+        if let Some(old) = s.recovering[i].take() {
+            if artifact.as_deref() != Some(old.as_str()) {
+                // Recomputed to other bytes: what was looked up downstream
+                // with the old artifact has other keys now.
+                s.reset_downstream(i);
+            }
+        }
+        s.release(p, i);
+    }
+
+    /// The outcome of every instance (NotRun for what never started).
+    fn finish(self) -> RunResult {
+        RunResult {
+            outcomes: self
+                .s
+                .outcomes
+                .into_iter()
+                .map(|o| o.unwrap_or(Outcome::NotRun))
+                .collect(),
+            keys: self.s.keys,
+            interrupted: self.cancel.is_cancelled(),
+            wall_s: self.t0.elapsed().as_secs_f64(),
+        }
+    }
 }

@@ -57,30 +57,47 @@ impl Scope<'_> {
         })
     }
 
-    /// Interpolates every string inside `value`.
+    /// Interpolates every string inside `value`; on failure, the path of the string
+    /// (`a.b[0]`) relative to `value`.
     pub fn apply(&self, value: &Value) -> Result<Value, (String, InterpError)> {
-        self.apply_at(value, String::new())
+        // The path is built only on failure (it used to cost two allocations per node of
+        // every instance's params).
+        self.apply_in(value).map_err(|(mut rev, e)| {
+            rev.reverse();
+            (rev.concat(), e)
+        })
     }
 
-    fn apply_at(&self, value: &Value, path: String) -> Result<Value, (String, InterpError)> {
+    /// Like [`Scope::apply`], with the path as segments innermost first.
+    fn apply_in(&self, value: &Value) -> Result<Value, (Vec<String>, InterpError)> {
         Ok(match value {
-            Value::String(s) => self.string(s).map_err(|e| (path, e))?,
+            Value::String(s) => self.string(s).map_err(|e| (Vec::new(), e))?,
             Value::Array(items) => Value::Array(
                 items
                     .iter()
                     .enumerate()
-                    .map(|(i, v)| self.apply_at(v, format!("{path}[{i}]")))
+                    .map(|(i, v)| {
+                        self.apply_in(v).map_err(|(mut p, e)| {
+                            p.push(format!("[{i}]"));
+                            (p, e)
+                        })
+                    })
                     .collect::<Result<_, _>>()?,
             ),
             Value::Object(map) => Value::Object(
                 map.iter()
-                    .map(|(k, v)| {
-                        let p = if path.is_empty() {
-                            k.clone()
-                        } else {
-                            format!("{path}.{k}")
-                        };
-                        Ok((k.clone(), self.apply_at(v, p)?))
+                    .map(|(k, v)| match self.apply_in(v) {
+                        Ok(v) => Ok((k.clone(), v)),
+                        Err((mut p, e)) => {
+                            // `a.b`, but `a[0]`: a dot only before a key that follows another.
+                            if let Some(last) = p.last_mut() {
+                                if !last.starts_with('[') {
+                                    last.insert(0, '.');
+                                }
+                            }
+                            p.push(k.clone());
+                            Err((p, e))
+                        }
                     })
                     .collect::<Result<_, _>>()?,
             ),
@@ -117,6 +134,38 @@ impl Scope<'_> {
         }
         out.push_str(rest);
         Ok(Value::String(out))
+    }
+}
+
+/// The variables `value` names (`${x}`, `${params.x}`, ...), in order, as written inside
+/// the braces; `$${` is a literal and names nothing. Used to order pipeline parameters
+/// that refer to each other before interpolating them.
+pub fn references(value: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    collect_references(value, &mut out);
+    out
+}
+
+fn collect_references(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::String(s) => {
+            let mut rest = s.as_str();
+            while let Some(i) = rest.find('$') {
+                let tail = &rest[i..];
+                if let Some(t) = tail.strip_prefix("$${") {
+                    rest = t;
+                } else if let Some(t) = tail.strip_prefix("${") {
+                    let Some(end) = t.find('}') else { return };
+                    out.push(t[..end].trim().to_string());
+                    rest = &t[end + 1..];
+                } else {
+                    rest = &tail[1..];
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| collect_references(v, out)),
+        Value::Object(map) => map.values().for_each(|v| collect_references(v, out)),
+        _ => {}
     }
 }
 
@@ -176,5 +225,11 @@ mod tests {
         assert_eq!(e.help.as_deref(), Some("did you mean `${noise_rates}`?"));
         let (path, _) = s.apply(&json!({"a": {"b": ["${nope}"]}})).unwrap_err();
         assert_eq!(path, "a.b[0]");
+    }
+
+    #[test]
+    fn references_skip_literal_dollars() {
+        let v = serde_json::json!({"a": ["${x}-${ params.y }", "$${z} $5"], "b": 1});
+        assert_eq!(references(&v), vec!["x", "params.y"]);
     }
 }

@@ -147,6 +147,37 @@ pub fn slurm_time(secs: u64) -> String {
     )
 }
 
+/// One instance's resources: each key from the stage, else from the pipeline's defaults;
+/// values interpolated in the instance's scope, then checked.
+pub(super) fn instance(
+    cx: &super::ctx::Ctx<'_>,
+    top: &RawResources,
+    stage: &RawResources,
+    sp: &str,
+    scope: &super::interp::Scope<'_>,
+) -> Result<Resources, crate::error::UserError> {
+    type Parse = fn(&Value) -> Result<u64, String>;
+    let pick = |name: &str,
+                st: &Option<serde_yaml::Value>,
+                tp: &Option<serde_yaml::Value>,
+                parse: Parse|
+     -> Result<Option<u64>, crate::error::UserError> {
+        let (v, path) = match (st, tp) {
+            (Some(v), _) => (v, format!("{sp}.resources.{name}")),
+            (None, Some(v)) => (v, format!("resources.{name}")),
+            (None, None) => return Ok(None),
+        };
+        let v = cx.json(&path, v)?;
+        let v = scope.apply(&v).map_err(|(_, e)| cx.interp(&path, e))?;
+        parse(&v).map(Some).map_err(|m| cx.at_value(&path, m))
+    };
+    Ok(Resources {
+        memory_mib: pick("memory", &stage.memory, &top.memory, parse_memory)?,
+        gpus: pick("gpus", &stage.gpus, &top.gpus, parse_gpus)?,
+        time_s: pick("time", &stage.time, &top.time, parse_time)?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,11 +3,12 @@
 //! axis a `${name}` took it from, with the use named), a missing field at the stage's
 //! `params:` key, and the kind's own checks against what the pipeline knows of its inputs
 //! (their axes and splits, [`StageKind::check_upstream`]) before anything runs.
-use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::{join_path, Ctx, Instance, StageDef};
+use super::ctx::{join_path, Ctx};
+use super::Pipeline;
 use crate::error::UserError;
 use crate::stages::{ParamError, StageKind, Upstream, Upstreams};
 
@@ -38,10 +39,10 @@ fn value_at<'v>(v: &'v Value, path: &str) -> Option<&'v Value> {
 }
 
 /// Whether the param at `path` was written as exactly `${name}`, and where `name` is bound.
-fn origin(written: &Value, path: &str, matrix: &[(String, Value)]) -> Option<Origin> {
+fn origin(written: &Value, path: &str, matrix: &[(Arc<str>, Value)]) -> Option<Origin> {
     let text = value_at(written, path)?.as_str()?.trim();
     let name = text.strip_prefix("${")?.strip_suffix('}')?.trim();
-    let in_matrix = |n: &str| matrix.iter().any(|(k, _)| k == n);
+    let in_matrix = |n: &str| matrix.iter().any(|(k, _)| &**k == n);
     Some(match name.split_once('.') {
         Some(("params", n)) => Origin::Param(n.to_string()),
         Some(("matrix", n)) => Origin::Matrix(n.to_string()),
@@ -60,7 +61,7 @@ pub(super) fn param_error(
     instance: &str,
     kind: &dyn StageKind,
     written: &Value,
-    matrix: &[(String, Value)],
+    matrix: &[(Arc<str>, Value)],
     overridden: &dyn Fn(&str) -> bool,
     e: ParamError,
 ) -> UserError {
@@ -124,14 +125,19 @@ pub(super) fn param_error(
 /// Calls every instance's [`StageKind::check_upstream`] with what the pipeline knows of its
 /// inputs; `instances` in topological order (each input before its consumer), so the splits
 /// a stage will have are known from those of its inputs.
-pub(super) fn check_upstreams(
-    cx: &Ctx<'_>,
-    stages: &[StageDef],
-    instances: &[Instance],
-) -> Result<(), UserError> {
+pub(super) fn check_upstreams(cx: &Ctx<'_>, p: &Pipeline) -> Result<(), UserError> {
+    let (stages, instances) = (&p.stages, &p.instances);
+    if !stages.iter().any(|s| s.kind.checks_upstream()) {
+        return Ok(());
+    }
     let mut splits: Vec<Option<Vec<String>>> = Vec::with_capacity(instances.len());
     for inst in instances {
         let stage = &stages[inst.stage];
+        if !stage.kind.checks_upstream() {
+            splits.push(None);
+            continue;
+        }
+        let params = p.params_of(inst);
         let upstreams: Upstreams<'_> = inst
             .inputs
             .iter()
@@ -148,7 +154,7 @@ pub(super) fn check_upstreams(
                 (name.as_str(), ups)
             })
             .collect();
-        if let Err(e) = stage.kind.check_upstream(&inst.params, &upstreams) {
+        if let Err(e) = stage.kind.check_upstream(&params, &upstreams) {
             let sp = format!("stages.{}", stage.name);
             let path = join_path(&format!("{sp}.params"), &e.path);
             // The stage's params as written (a default that is not written: the stage).
@@ -176,41 +182,9 @@ pub(super) fn check_upstreams(
             u.help = e.help;
             return Err(u);
         }
-        splits.push(stage.kind.output_splits(&inst.params, &upstreams));
+        splits.push(stage.kind.output_splits(&params, &upstreams));
     }
     Ok(())
-}
-
-/// The help for a one-artifact input whose reference selects several: a slice of the real
-/// producing stage on one of its real axes, `${axis}` when the consumer's own matrix binds
-/// it (the usual sweep), else its first value.
-pub(super) fn slice_example(
-    target: &StageDef,
-    instances: &[Instance],
-    consumer_matrix: &BTreeMap<&str, &Value>,
-) -> String {
-    let Some(axis) = target
-        .axes
-        .iter()
-        .find(|a| consumer_matrix.contains_key(a.as_str()))
-        .or_else(|| target.axes.first())
-    else {
-        return format!("refer to one stage: `{}` has no matrix", target.name);
-    };
-    let value = if consumer_matrix.contains_key(axis.as_str()) {
-        format!("${{{axis}}}")
-    } else {
-        target
-            .instances
-            .first()
-            .and_then(|&i| instances[i].matrix.iter().find(|(k, _)| k == axis))
-            .map(|(_, v)| super::interp::display(v))
-            .unwrap_or_else(|| "...".to_string())
-    };
-    format!(
-        "pick one instance with a slice, e.g. `{}[{axis}={value}]`",
-        target.name
-    )
 }
 
 #[cfg(test)]
@@ -230,7 +204,7 @@ mod tests {
     #[test]
     fn origin_tells_parameters_from_matrix_values() {
         let written = json!({"epochs": "${epochs}", "lr": "${matrix.lr}", "seed": "${seed}", "x": "a${epochs}"});
-        let m = vec![("seed".to_string(), json!(1))];
+        let m = vec![(Arc::from("seed"), json!(1))];
         assert!(matches!(origin(&written, "epochs", &m), Some(Origin::Param(n)) if n == "epochs"));
         assert!(matches!(origin(&written, "lr", &m), Some(Origin::Matrix(n)) if n == "lr"));
         assert!(matches!(origin(&written, "seed", &m), Some(Origin::Matrix(n)) if n == "seed"));

@@ -46,7 +46,7 @@ fn matrix_expands_with_readable_names_and_slices() {
         .iter()
         .find(|i| i.name == "noisy[rate=0.2]")
         .unwrap();
-    assert_eq!(n.params, json!({"argv": ["echo", 0.2, 7]}));
+    assert_eq!(p.params_of(n), json!({"argv": ["echo", 0.2, 7]}));
     // Topological order: every input precedes its consumer.
     for inst in &p.instances {
         for ups in inst.inputs.values() {
@@ -146,12 +146,12 @@ fn yaml_key_order_and_comments_do_not_change_instances() {
     let pa: Vec<_> = a
         .instances
         .iter()
-        .map(|i| (i.name.clone(), i.params.clone()))
+        .map(|i| (i.name.clone(), a.params_of(i)))
         .collect();
     let pb: Vec<_> = b
         .instances
         .iter()
-        .map(|i| (i.name.clone(), i.params.clone()))
+        .map(|i| (i.name.clone(), b.params_of(i)))
         .collect();
     assert_eq!(pa, pb);
 }
@@ -184,7 +184,7 @@ stages:
     assert_eq!(fit.len(), 4);
     // The names a mapping binds appear in alphabetical order.
     assert_eq!(fit[0].name, "fit[d=7.8, rate=0.2, seed=1]");
-    assert_eq!(fit[0].params, json!({"argv": ["echo", 7.8, 1]}));
+    assert_eq!(p.params_of(fit[0]), json!({"argv": ["echo", 7.8, 1]}));
     assert_eq!(
         p.instances[fit[3].inputs["data"][0]].name,
         "noisy[rate=0.4]"
@@ -270,4 +270,72 @@ fn broken_structured_overrides_are_refused_not_strings() {
     assert_eq!(parse_override("a=abc").unwrap().1, json!("abc"));
     assert_eq!(parse_override("a=[1, 2]").unwrap().1, json!([1, 2]));
     assert_eq!(parse_override("a=\"[1,\"").unwrap().1, json!("[1,"));
+}
+
+#[test]
+fn params_resolve_from_params_in_dependency_order() {
+    let text = "name: t\nparams:\n  tag: \"${base}-${lr}\"\n  base: run\n  lr: 0.1\n  lit: \"$${base}\"\nstages:\n  s:\n    kind: command\n    params: {argv: [echo, \"${tag}\", \"${lit}\"]}\n";
+    let p = parse_text(text).unwrap();
+    assert_eq!(p.params["tag"], json!("run-0.1"));
+    assert_eq!(
+        p.params_of(&p.instances[0]),
+        json!({"argv": ["echo", "run-0.1", "${base}"]})
+    );
+    // An override of what others name changes them too.
+    let p = parse(
+        Path::new("p.yaml"),
+        text,
+        &[parse_override("base=x").unwrap()],
+        Path::new("."),
+    )
+    .unwrap();
+    assert_eq!(p.params["tag"], json!("x-0.1"));
+    let e = err_of("name: t\nparams:\n  a: \"${b}\"\n  b: [\"${c}\"]\n  c: \"${a}\"\nstages: {}\n");
+    assert!(e.message.contains("cycle: a -> b -> c -> a"), "{e}");
+    assert_eq!(
+        e.location.unwrap().line,
+        5,
+        "the value that closes the cycle"
+    );
+    let e = err_of("name: t\nparams:\n  a: \"${matrix.x}\"\nstages: {}\n");
+    assert!(e.message.contains("unknown variable `${matrix.x}`"), "{e}");
+    assert_eq!(e.location.unwrap().line, 3);
+}
+
+#[test]
+fn the_instance_limit_is_checked_before_expanding() {
+    let text = "name: t\nstages:\n  a:\n    kind: command\n    matrix: {x: {count: 100000}, y: {count: 100000}}\n    params: {argv: [echo]}\n";
+    let e = err_of(text);
+    assert!(
+        e.message
+            .contains("stage `a` expands to 10000000000 instances: x (100000) × y (100000)"),
+        "{e}"
+    );
+    assert_eq!(e.location.unwrap().line, 5);
+    let small = Options { max_instances: 3 };
+    let e = parse_with(Path::new("p.yaml"), SWEEP, &[], Path::new("."), &small).unwrap_err();
+    // cmd (1) + noisy (2) fit; `one` makes 4.
+    assert!(
+        e.message
+            .contains("the stages up to `one` expand to 4 instances"),
+        "{e}"
+    );
+    let ok = Options { max_instances: 5 };
+    assert!(parse_with(Path::new("p.yaml"), SWEEP, &[], Path::new("."), &ok).is_ok());
+}
+
+#[test]
+fn consumers_written_first_are_ordered_after_their_inputs() {
+    let text = "name: t\nstages:\n  all:\n    kind: command\n    inputs: {xs: m}\n    params: {argv: [true]}\n  m:\n    kind: command\n    matrix: {k: [1, 2]}\n    inputs: {x: \"base\"}\n    params: {argv: [true]}\n  base:\n    kind: command\n    params: {argv: [true]}\n";
+    let p = parse_text(text).unwrap();
+    let names: Vec<&str> = p.instances.iter().map(|i| i.name.as_str()).collect();
+    assert_eq!(names, ["base", "m[k=1]", "m[k=2]", "all"]);
+    assert_eq!(p.stages[0].instances, vec![3]);
+    assert_eq!(p.instances[3].inputs["xs"], vec![1, 2]);
+    // Selecting a slice keeps it and its ancestors, renumbered.
+    let q = p.select(&["m[k=2]".to_string()]).unwrap();
+    let names: Vec<&str> = q.instances.iter().map(|i| i.name.as_str()).collect();
+    assert_eq!(names, ["base", "m[k=2]"]);
+    assert_eq!(q.instances[1].inputs["x"], vec![0]);
+    assert_eq!(q.stages.len(), 2);
 }

@@ -582,6 +582,9 @@ fn build_curves(
 }
 
 impl StageKind for Aggregate {
+    fn checks_upstream(&self) -> bool {
+        true
+    }
     fn name(&self) -> &'static str {
         "aggregate"
     }

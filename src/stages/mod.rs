@@ -360,6 +360,12 @@ pub trait StageKind: Sync {
     fn output_splits(&self, _params: &Value, _inputs: &Upstreams<'_>) -> Option<Vec<String>> {
         None
     }
+    /// Whether [`Self::check_upstream`] or [`Self::output_splits`] do anything for this
+    /// kind: the spec derives an instance's params for those checks only when they do (a
+    /// sweep of a million `command` stages costs nothing here).
+    fn checks_upstream(&self) -> bool {
+        false
+    }
 }
 
 /// How a kind runs: a binary registers the runners it has (the engine's [`runners`], the

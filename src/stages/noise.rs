@@ -131,6 +131,9 @@ fn noisy_count(rate: f64, n: usize) -> usize {
 }
 
 impl StageKind for Noise {
+    fn checks_upstream(&self) -> bool {
+        true
+    }
     fn name(&self) -> &'static str {
         "noise"
     }

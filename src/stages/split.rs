@@ -338,6 +338,9 @@ fn describe_avail(avail: &[usize], classes: &[String]) -> String {
 }
 
 impl StageKind for Split {
+    fn checks_upstream(&self) -> bool {
+        true
+    }
     fn name(&self) -> &'static str {
         "split"
     }

@@ -466,6 +466,9 @@ pub const EVALUATE: TorchKind = TorchKind {
 };
 
 impl StageKind for TorchKind {
+    fn checks_upstream(&self) -> bool {
+        true
+    }
     fn name(&self) -> &'static str {
         self.name
     }

@@ -95,7 +95,7 @@ fn prepare_one(
         instance: inst.name.clone(),
         key: chosen.key.clone(),
         kind: entry.record.kind.clone(),
-        params: inst.params.clone(),
+        params: p.params_of(inst),
         inputs: entry.record.inputs.clone(),
         record: entry.record.clone(),
         threads,
