@@ -179,10 +179,6 @@ pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
-/// The closest of `candidates` to `word`: [`crate::hint::closest`], under the name that
-/// code written before `hint` uses (prefer `crate::hint`).
-pub use crate::hint::closest as did_you_mean;
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,8 @@ use super::ctx::Ctx;
 use super::matrix::{self, Matrix};
 use super::params::Params;
 use super::raw::{Publish, RawPipeline, RawStage};
-use crate::error::{did_you_mean, UserError};
+use crate::error::UserError;
+use crate::hint::did_you_mean;
 use crate::stages::{self, StageKind};
 
 /// A stage as declared, ready to expand.
@@ -63,7 +64,7 @@ fn kind(cx: &Ctx<'_>, sp: &str, rs: &RawStage) -> Result<&'static dyn StageKind,
             format!("unknown stage kind `{}`", rs.kind),
         );
         u.help = Some(match did_you_mean(&rs.kind, stages::kind_names()) {
-            Some(s) => format!("did you mean `{s}`?"),
+            Some(h) => h,
             None => format!("kinds: {}", stages::kind_names().join(", ")),
         });
         u
@@ -88,7 +89,7 @@ fn check_input_names(
                 format!("stage kind `{}` has no input `{iname}`", kind.name()),
             );
             u.help = Some(match did_you_mean(iname, decls.iter().map(|d| d.name)) {
-                Some(s) => format!("did you mean `{s}`?"),
+                Some(h) => h,
                 None if decls.is_empty() => format!("`{}` stages take no inputs", kind.name()),
                 None => format!(
                     "inputs of `{}`: {}",

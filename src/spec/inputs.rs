@@ -6,7 +6,8 @@ use super::ctx::Ctx;
 use super::declare::Declared;
 use super::expand::{Expanded, Refs, StageRefs};
 use super::InputRef;
-use crate::error::{did_you_mean, UserError};
+use crate::error::UserError;
+use crate::hint::did_you_mean;
 use crate::stages::Arity;
 
 /// Fills `inputs` of every instance in `ex`.
@@ -112,7 +113,7 @@ fn select(
             ),
         );
         u.help = Some(match did_you_mean(&r.stage, names.clone()) {
-            Some(s) => format!("did you mean `{s}`?"),
+            Some(h) => h,
             None => format!("stages: {}", names.collect::<Vec<_>>().join(", ")),
         });
         return Err(u);

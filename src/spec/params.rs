@@ -8,7 +8,8 @@ use serde_json::Value;
 
 use super::ctx::Ctx;
 use super::interp::{self, Scope};
-use crate::error::{did_you_mean, UserError};
+use crate::error::UserError;
+use crate::hint::did_you_mean;
 
 /// Pipeline parameters by name, every `${}` resolved.
 pub type Params = BTreeMap<String, Value>;
@@ -41,7 +42,7 @@ fn check_override(cx: &Ctx<'_>, defaults: &Params, k: &str, v: &Value) -> Result
     let Some(old) = defaults.get(k) else {
         let mut u = UserError::new(format!("--set {k}: the pipeline has no parameter `{k}`"));
         u.help = Some(match did_you_mean(k, defaults.keys().map(String::as_str)) {
-            Some(s) => format!("did you mean `{s}`?"),
+            Some(h) => h,
             None => format!(
                 "parameters of {}: {}",
                 cx.file.display(),

@@ -4,7 +4,8 @@
 //! of a stage's matrix (`regsl[rate=0.4]`, matching numbers by value).
 use super::matrix::canon_text;
 use super::{interp, parse_input_ref, Pipeline, StageDef};
-use crate::error::{did_you_mean, UserError};
+use crate::error::UserError;
+use crate::hint::did_you_mean;
 
 impl Pipeline {
     /// The pipeline cut down to `targets` and their ancestors (all of it when `targets` is
@@ -101,7 +102,7 @@ impl Pipeline {
             self.file.display()
         ));
         u.help = Some(match did_you_mean(t, stages.clone().chain(instances)) {
-            Some(s) => format!("did you mean `{s}`?"),
+            Some(h) => h,
             None => format!(
                 "a target is a stage, an instance or a slice such as `stage[axis=value]`; stages: {}",
                 stages.collect::<Vec<_>>().join(", ")

@@ -374,8 +374,8 @@ fn check_axes(p: &AggregateParams, inputs: &Upstreams<'_>) -> Result<(), ParamEr
             if by == STAGE || up.axes.contains(by) {
                 continue;
             }
-            let help = match crate::error::did_you_mean(by, up.axes.iter().map(String::as_str)) {
-                Some(s) => format!("did you mean `{s}`?"),
+            let help = match crate::hint::did_you_mean(by, up.axes.iter().map(String::as_str)) {
+                Some(h) => h,
                 None => format!(
                     "give `{}` a `{by}` matrix axis, or set {param} to one of its axes (or `stage`)",
                     up.stage

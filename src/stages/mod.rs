@@ -270,8 +270,8 @@ pub fn check_split_name(
             continue;
         }
         let listed: Vec<String> = splits.iter().map(|s| format!("`{s}`")).collect();
-        let help = match crate::hint::closest(split, splits.iter().map(String::as_str)) {
-            Some(s) => format!("did you mean `{s}`?"),
+        let help = match crate::hint::did_you_mean(split, splits.iter().map(String::as_str)) {
+            Some(h) => h,
             None => format!(
                 "name one of {}, or add a split `{split}` to `{}`",
                 listed.join(", "),
