@@ -1,5 +1,4 @@
 //! Test harness: a temporary project directory in which the real `rst` binary runs.
-#![allow(dead_code)]
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -331,6 +330,7 @@ pub fn idx(magic: u32, dims: &[u32], data: &[u8]) -> Vec<u8> {
     v
 }
 
+#[cfg(feature = "torch")]
 /// Writes a ResNet-18 state dict with torchvision's names and random values to `dest`,
 /// saved by the project venv's PyTorch (`tests/support/resnet18_pth.py`).
 pub fn write_resnet18_pth(dest: &Path) {
@@ -399,6 +399,7 @@ pub const BAND_DATA_STAGES: &str = r#"  data:
         - {name: test, from: test}
 "#;
 
+#[cfg(feature = "torch")]
 /// `pipeline` with its line `  # BAND DATA STAGES ...` replaced by [`BAND_DATA_STAGES`].
 pub fn with_band_stages(pipeline: &str) -> String {
     let marker = "  # BAND DATA STAGES (tests/common: `data` and `target`)\n";
