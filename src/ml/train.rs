@@ -666,7 +666,7 @@ impl Schedules {
     /// After `epoch`: StepLR (`lr_step`, `lr_gamma`) and the temperature schedule.
     fn advance(&mut self, p: &TrainParams, epoch: usize, opt: &mut nn::Optimizer) {
         if let Some(step) = p.lr_step {
-            if epoch % step == 0 {
+            if epoch.is_multiple_of(step) {
                 self.lr *= p.lr_gamma;
                 opt.set_lr(self.lr);
             }
