@@ -17,6 +17,8 @@ fn main() {
         }
     }
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
+    // Set by torch-sys, so absent without the `torch` feature: no libtorch, no rpath, and no
+    // RST_LIBTORCH_VERSION (its users read it with `option_env!`).
     let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
         return;
     };

@@ -1,13 +1,14 @@
 //! Provenance end to end: `rst audit` (recompute and compare), `rst lineage`, run records
 //! and `rst log`, and the Workflow Run RO-Crate export.
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
 
-use common::{with_band_stages, write_band_idx, TestDir};
+use crate::common::TestDir;
+#[cfg(feature = "torch")]
+use crate::common::{with_band_stages, write_band_idx};
 use serde_json::Value;
 
+#[cfg(feature = "torch")]
 /// download → split → (noise → train → evaluate → table), plus a command stage.
 const ML: &str = r#"
 name: tiny
@@ -39,6 +40,7 @@ stages:
     params: {rows: stage, columns: seed}
 "#;
 
+#[cfg(feature = "torch")]
 fn ml_project() -> TestDir {
     let t = TestDir::new();
     write_band_idx(&t);
@@ -111,6 +113,7 @@ fn sha256_hex(path: &std::path::Path) -> String {
 }
 
 #[test]
+#[cfg(feature = "torch")]
 fn audit_of_a_cached_pipeline_is_bit_identical_and_entries_record_the_device() {
     let t = ml_project();
     t.ok(&["run", "p.yaml"]);

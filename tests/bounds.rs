@@ -2,7 +2,7 @@
 //! odd paths or a full disk, bounded archives and HTTP waits, and the smaller holes
 //! (`rst log` on a missing cache, `export-crate` into a read-only dir, garbage archives,
 //! broken `--set` values, leftovers of killed runs).
-mod common;
+use crate::common;
 
 use std::ffi::OsStr;
 use std::io::{Read, Write};
@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{wait_for, Output, TestDir};
+use crate::common::{wait_for, Output, TestDir};
 
 fn is_root() -> bool {
     // SAFETY: geteuid cannot fail.

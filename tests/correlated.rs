@@ -2,9 +2,7 @@
 //! label replaced by the prediction of an auxiliary model trained upstream, the realised
 //! noise rate recorded. Fashion-MNIST comes from Debian's dataset-fashion-mnist package
 //! (scripts/setup installs it), read in place and pinned as in pipelines/demo.yaml.
-mod common;
-
-use common::TestDir;
+use crate::common::TestDir;
 
 const PIPELINE: &str = r#"
 name: correlated

@@ -3,11 +3,9 @@
 //! class, some grey; `.mat` files where the dataset ships them), one noise rate and one
 //! run at 32 pixels: download (layout + decode) → split → noise → Fine-tuning and Ours
 //! from a PyTorch-written ResNet-18 `.pth` → evaluate → table.
-mod common;
-
 use std::path::Path;
 
-use common::{write_resnet18_pth, TestDir};
+use crate::common::{write_resnet18_pth, TestDir};
 use rst::data::miniature::{self, MiniInfo, MiniOpts};
 
 type Generator = fn(&Path, &MiniOpts) -> MiniInfo;

@@ -1,11 +1,9 @@
 //! The data stages through the binary: a download from a local HTTP server (127.0.0.1)
 //! with mirror fallback and checksum errors, and IDX → split → noise on a generated set.
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpListener;
 
-use common::{idx, TestDir};
+use crate::common::{idx, TestDir};
 
 /// Serves `body` for any GET on 127.0.0.1; returns the base URL. Stops after `max` requests.
 fn serve(body: Vec<u8>, max: usize) -> String {

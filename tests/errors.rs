@@ -1,8 +1,6 @@
 //! Bad input: every problem is a user error (exit 2) that says where (`p.yaml:LINE:COL`)
 //! and, where it can, how to fix it; nothing runs, nothing is cached, nothing panics.
-mod common;
-
-use common::{Output, TestDir};
+use crate::common::{Output, TestDir};
 
 /// Writes `yaml` to p.yaml and runs `rst run p.yaml EXTRA...`; asserts a clean user error.
 fn run_bad(yaml: &str, extra: &[&str]) -> (TestDir, Output) {

@@ -1,8 +1,7 @@
 //! "Did you mean" for a misspelt value of any stage kind's parameter (serde's "unknown
 //! variant"), not only for the kinds that used to write the hint out themselves.
-mod common;
 
-use common::TestDir;
+use crate::common::TestDir;
 
 /// A download stage (never run: the planner rejects the pipeline first) feeding `stage`.
 fn pipeline(stage: &str) -> String {

@@ -2,11 +2,9 @@
 //! miniature of MIT Indoor 67 (the official folder layout and list files, a few JPEGs per
 //! class, some grey, one corrupt) and a ResNet-18 `.pth` written by the project venv's
 //! PyTorch, with the quick settings.
-mod common;
-
 use std::path::Path;
 
-use common::{write_resnet18_pth, TestDir};
+use crate::common::{write_resnet18_pth, TestDir};
 use rst::data::miniature::{self, MiniOpts};
 
 fn logs_containing(t: &TestDir, needle: &str) -> Vec<String> {

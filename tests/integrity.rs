@@ -3,13 +3,11 @@
 //! the same run), `rst verify` invalidates every entry computed from a corrupt object,
 //! survives an existing quarantine name and a second `rst verify` at once, and lineage
 //! follows the entry a consumer actually read.
-mod common;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use common::{write_band_idx, TestDir, BAND_DATA_STAGES};
+use crate::common::{write_band_idx, TestDir, BAND_DATA_STAGES};
 
 /// `a` alone: writes `good`.
 const ONLY_A: &str = r#"

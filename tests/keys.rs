@@ -1,9 +1,9 @@
 //! Keys and errors a newcomer meets (issue #11): a default written or left out is one
 //! stage; a bad value is reported where it was written, with its type in words; what the
 //! pipeline knows about inputs (axes, splits) is checked before anything runs.
-mod common;
+use crate::common;
 
-use common::{with_band_stages, write_band_idx, TestDir};
+use crate::common::{with_band_stages, write_band_idx, TestDir};
 
 /// The band data, then a noise stage whose `split` and `seed` are left to their defaults
 /// (`NOISE_PARAMS` is replaced by the params under test).

@@ -1,9 +1,8 @@
 //! The binary's contract as `main` and `commands/` keep it: exit codes (0 ok, 1 a stage
 //! failed or an audit/verify found a difference, 2 a user error) and errors printed with
 //! each cause once.
-mod common;
 
-use common::TestDir;
+use crate::common::TestDir;
 
 const PIPELINE: &str = r#"
 name: p

@@ -1,11 +1,10 @@
 //! The libtorch side links through the rpath that build.rs sets: `rst-torch` runs with a
 //! cleared environment (no LD_LIBRARY_PATH, which `cargo test` would otherwise provide),
 //! and the engine binary `rst` does not load libtorch at all.
-use std::process::Command;
-
 #[test]
+#[cfg(feature = "torch")]
 fn rst_torch_runs_with_nothing_exported() {
-    let out = Command::new(env!("CARGO_BIN_EXE_rst-torch"))
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rst-torch"))
         .arg("probe")
         .env_clear()
         .env("PATH", "/usr/bin:/bin")

@@ -2,12 +2,11 @@
 //! process group of its own and stores the artifact itself). What the worker gave them
 //! must hold: crash isolation, the stage's log, the process-group kill (also when rst is
 //! killed by SIGKILL: tests/bounds.rs), nothing stored from an interrupted program.
-mod common;
 
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{wait_for, TestDir};
+use crate::common::{wait_for, TestDir};
 
 /// The program's parent is rst itself: no `rst worker` in between.
 #[test]

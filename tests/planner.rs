@@ -2,11 +2,10 @@
 //! they need, parameters resolved from parameters, and the instance limit.
 //!
 //! Every stage is a `sh` one-liner that appends its instance to `$RST_PROJECT/ran.log`.
-mod common;
 
 use std::time::{Duration, Instant};
 
-use common::TestDir;
+use crate::common::TestDir;
 
 /// prep → noisy[rate] → train[rate, method] → report (all of train); `other` apart.
 const SWEEP: &str = r#"

@@ -1,15 +1,13 @@
 //! Storing artifacts and publishing them to results/ (issue #10, items 2, 3, 4, 6 and the
 //! performance note): atomic and concurrent publishing, verified copies, special files,
 //! hard links out, non-UTF-8 names, the umask, and no-op runs that copy nothing.
-mod common;
-
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Output, TestDir};
+use crate::common::{Output, TestDir};
 
 fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }

@@ -1,10 +1,8 @@
 //! Training and evaluation through the binaries: `rst` plans and caches, `rst-torch` trains
 //! (resnet-mini on a generated IDX set of 8x8 images of 3 classes), deterministically.
-mod common;
-
 use std::collections::BTreeMap;
 
-use common::{with_band_stages, write_band_idx, TestDir};
+use crate::common::{with_band_stages, write_band_idx, TestDir};
 
 const PIPELINE: &str = r#"
 name: tiny

@@ -14,7 +14,7 @@ fn main() {
             println!(
                 "{}",
                 serde_json::json!({
-                    "libtorch": env!("RST_LIBTORCH_VERSION"),
+                    "libtorch": rst::exec::plan::LIBTORCH_VERSION.unwrap_or("unknown"),
                     "cuda_available": tch::Cuda::is_available(),
                     "cuda_devices": tch::Cuda::device_count(),
                     "auto_device": auto,

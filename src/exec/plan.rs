@@ -8,12 +8,16 @@ use crate::cache::key::{canonical, InputRecord, KeyRecord, CACHE_VERSION};
 use crate::error::UserError;
 use crate::spec::{Instance, Pipeline};
 
+/// The libtorch version this rst was built against (build.rs reads it next to torch-sys'
+/// libtorch); None when built without the `torch` feature, which has no libtorch at all.
+pub const LIBTORCH_VERSION: Option<&str> = option_env!("RST_LIBTORCH_VERSION");
+
 /// Environment facts folded into torch stages' keys (allow-list).
 pub fn torch_env(inst: &Instance, params: &serde_json::Value) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
     env.insert(
         "libtorch".to_string(),
-        env!("RST_LIBTORCH_VERSION").to_string(),
+        LIBTORCH_VERSION.unwrap_or("none").to_string(),
     );
     let device = params
         .get("device")
@@ -63,7 +67,7 @@ pub fn probe() -> &'static Probe {
             return p;
         }
         let fallback = Probe {
-            libtorch: env!("RST_LIBTORCH_VERSION").into(),
+            libtorch: LIBTORCH_VERSION.unwrap_or("none").into(),
             cuda_available: false,
             cuda_devices: 0,
             auto_device: "cpu".into(),
@@ -81,9 +85,34 @@ pub fn probe() -> &'static Probe {
     })
 }
 
+/// Why this build cannot plan `pipeline`: built without the `torch` feature, it has no
+/// `rst-torch` worker and no libtorch version to key torch stages by. Checked for the whole
+/// pipeline at once, so a run fails before any stage starts rather than half-way through.
+fn torch_unavailable(pipeline: &Pipeline) -> Option<UserError> {
+    if cfg!(feature = "torch") {
+        return None;
+    }
+    let stage = pipeline.stages.iter().find(|s| s.kind.uses_torch())?;
+    Some(
+        UserError::new(format!(
+            "stage `{}` in {} is a `{}` stage, but this rst was built without the torch \
+             feature: cargo build --features torch",
+            stage.name,
+            pipeline.file.display(),
+            stage.kind.name()
+        ))
+        .help(
+            "`torch` is a default feature: build without `--no-default-features` \
+             (it needs libtorch, which ./scripts/setup installs)",
+        ),
+    )
+}
+
 pub struct Planner<'a> {
     pub pipeline: &'a Pipeline,
     local: Mutex<HashMap<String, String>>,
+    /// Set when the pipeline has torch stages this build cannot run; every record fails.
+    no_torch: Option<UserError>,
 }
 
 impl<'a> Planner<'a> {
@@ -91,6 +120,7 @@ impl<'a> Planner<'a> {
         Planner {
             pipeline,
             local: Mutex::new(HashMap::new()),
+            no_torch: torch_unavailable(pipeline),
         }
     }
 
@@ -121,6 +151,9 @@ impl<'a> Planner<'a> {
         inst: &Instance,
         digest_of: &dyn Fn(usize) -> String,
     ) -> Result<KeyRecord, UserError> {
+        if let Some(e) = &self.no_torch {
+            return Err(e.clone());
+        }
         let kind = self.pipeline.stages[inst.stage].kind;
         let params = self.pipeline.params_of(inst);
         let inputs = inst

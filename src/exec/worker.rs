@@ -232,7 +232,7 @@ pub(crate) fn compute(
                         peak_rss_kib: host.peak_rss_kib(),
                         rst_version: env!("CARGO_PKG_VERSION").to_string(),
                         rst_git_commit: option_env!("RST_GIT_COMMIT").map(str::to_string),
-                        libtorch: env!("RST_LIBTORCH_VERSION").to_string(),
+                        libtorch: super::plan::LIBTORCH_VERSION.unwrap_or("none").to_string(),
                         device: resolved_device(job, kind),
                         log: format!("logs/{}.log", job.key),
                         reads: objects_read(&inputs, &resolved),

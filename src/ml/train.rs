@@ -41,7 +41,7 @@ use std::sync::Arc;
 use rst::data::dataset::Images;
 use rst::data::transform::RandomResizedCrop;
 use rst::prng::Prng;
-use rst::stages::train::{OptimizerKind, TrainParams, TRAIN};
+use rst::stages::train::{OptimizerKind, SelfLabel, TrainParams, TRAIN};
 use rst::stages::{Progress, StageCtx, StageError, StageKind, StageRunner};
 
 use super::data::{self, Normalisation, RawSplit};
@@ -325,8 +325,11 @@ pub fn logits(
 
 const EVAL_BATCH: usize = 256;
 
-/// Runs training. `progress` gets (pos, len, message) over all batches of all epochs; `log`
-/// gets one line per epoch (with its duration).
+/// Runs training, phase by phase: check the splits, build the learner, put the data on the
+/// device, run the epochs (each a pass of optimisation steps with self-labeling, then the
+/// schedules, validation and model selection), and gather the result. `progress` gets
+/// (pos, len, message) over all batches of all epochs; `log` gets one line per epoch (with
+/// its duration).
 pub fn train(
     inputs: TrainInputs,
     dev: Device,
@@ -341,8 +344,40 @@ pub fn train(
         normalisation,
         init,
     } = inputs;
-    let n = train.len();
-    if n == 0 {
+    let shape = check_splits(&p, &train, &val, &normalisation)?;
+    let mut learner = Learner::build(&p, dev, shape[2], classes.len(), init.as_ref(), log)?;
+    let RawSplit {
+        images,
+        labels,
+        clean,
+    } = train;
+    let data = TrainData::load(&p, images, &val, &normalisation, shape, dev, log)?;
+    let mut labels = Labels {
+        current: labels,
+        clean,
+    };
+    let run = run_epochs(&p, &mut learner, &data, &mut labels, progress, log)?;
+    Ok(finish(
+        p,
+        classes,
+        normalisation,
+        shape,
+        &learner,
+        run,
+        labels,
+    ))
+}
+
+/// Phase 1: both splits have samples, and their images one shape (or the ImageNet
+/// transforms make them one), with as many channels as the normalisation. Returns the
+/// shape of every batch's images, `[h, w, c]`.
+fn check_splits(
+    p: &TrainParams,
+    train: &RawSplit,
+    val: &RawSplit,
+    normalisation: &Normalisation,
+) -> Result<[usize; 3], StageError> {
+    if train.is_empty() {
         return Err(StageError::user(format!(
             "split `{}` is empty",
             p.train_split
@@ -354,9 +389,7 @@ pub fn train(
             p.val_split
         )));
     }
-    let num_classes = classes.len();
-    let imagenet = p.augment.imagenet_settings();
-    let [h, w, c] = match imagenet {
+    let shape = match p.augment.imagenet_settings() {
         Some(s) => [s.size, s.size, 3],
         None => {
             let fixed = |raw: &RawSplit, name: &str| {
@@ -367,8 +400,8 @@ pub fn train(
                     ))
                 })
             };
-            let shape = fixed(&train, &p.train_split)?;
-            let val_shape = fixed(&val, &p.val_split)?;
+            let shape = fixed(train, &p.train_split)?;
+            let val_shape = fixed(val, &p.val_split)?;
             if val_shape != shape {
                 return Err(StageError::user(format!(
                     "splits `{}` and `{}` have images of different shapes ({shape:?} and \
@@ -379,288 +412,574 @@ pub fn train(
             shape
         }
     };
+    let c = shape[2];
     if normalisation.mean.len() != c || normalisation.std.len() != c {
         return Err(StageError::user(format!(
             "the normalisation has {} channels but the images have {c}",
             normalisation.mean.len()
         )));
     }
+    Ok(shape)
+}
 
-    tch::manual_seed(p.seed as i64);
-    let vs = nn::VarStore::new(dev);
-    let mut net = model::build(&vs.root(), p.model, c as i64, num_classes as i64);
-    if init.is_none() {
-        // (With `init` every variable but the head is overwritten: no need to draw them.)
-        model::init_seeded(&vs, &mut Prng::new(p.seed, "init"));
-    }
-    if let Some((path, what)) = &init {
-        let l = model::load(&vs, path, false, what)?;
-        log(&format!(
-            "loaded {} tensors from {what} ({}), head dropped",
-            l.loaded,
-            path.display()
-        ));
-    }
-    net.reinit_head(&mut Prng::new(p.seed, "head"));
-    let reg = regsl::Regularizer::new(
-        &vs,
-        p.reg,
-        p.norm,
-        p.reg_extractor,
-        p.reg_predictor,
-        p.scale_factor,
-    );
-    let mut opt = match p.optimizer {
-        OptimizerKind::Adam => nn::Adam {
-            amsgrad: p.amsgrad,
-            wd: p.weight_decay,
-            ..Default::default()
-        }
-        .build(&vs, p.lr),
-        OptimizerKind::Sgd => nn::Sgd {
-            momentum: p.momentum,
-            wd: p.weight_decay,
-            ..Default::default()
-        }
-        .build(&vs, p.lr),
-    }
-    .map_err(|e| StageError::internal(format!("cannot build the optimizer: {e}")))?;
+/// Phase 2's result: what is trained and how. Built in the protocol's order (seed, model,
+/// weights, head, regularizer snapshot, optimizer), which the weights depend on bit for bit.
+struct Learner {
+    vs: nn::VarStore,
+    net: model::ResNet,
+    reg: regsl::Regularizer,
+    opt: nn::Optimizer,
+    /// Every variable by name (BN running stats included), for snapshots.
+    vars: Vec<(String, Tensor)>,
+}
 
-    let t_data = Instant::now();
-    let x_val = data::eval_set(
-        &val,
-        &normalisation,
-        imagenet.map(|s| (s.resize, s.size)),
-        dev,
-    )?;
-    let source = match imagenet {
-        Some(s) => TrainSource::Imagenet {
-            images: Arc::new(train.images),
-            transform: RandomResizedCrop {
-                size: s.size,
-                scale: s.scale,
-                ratio: s.ratio,
-                flip: s.flip,
+impl Learner {
+    /// Seeds libtorch, builds the model (initialised from `Prng(seed, "init")` unless
+    /// `init` overwrites it), loads `init` without the head, re-initialises the head from
+    /// `Prng(seed, "head")`, and snapshots the result for the regularizer.
+    fn build(
+        p: &TrainParams,
+        dev: Device,
+        channels: usize,
+        num_classes: usize,
+        init: Option<&(PathBuf, String)>,
+        log: &dyn Fn(&str),
+    ) -> Result<Learner, StageError> {
+        tch::manual_seed(p.seed as i64);
+        let vs = nn::VarStore::new(dev);
+        let mut net = model::build(&vs.root(), p.model, channels as i64, num_classes as i64);
+        match init {
+            // Every variable but the head is overwritten: no need to draw them.
+            Some((path, what)) => {
+                let l = model::load(&vs, path, false, what)?;
+                log(&format!(
+                    "loaded {} tensors from {what} ({}), head dropped",
+                    l.loaded,
+                    path.display()
+                ));
+            }
+            None => model::init_seeded(&vs, &mut Prng::new(p.seed, "init")),
+        }
+        net.reinit_head(&mut Prng::new(p.seed, "head"));
+        let reg = regsl::Regularizer::new(
+            &vs,
+            p.reg,
+            p.norm,
+            p.reg_extractor,
+            p.reg_predictor,
+            p.scale_factor,
+        );
+        let opt = match p.optimizer {
+            OptimizerKind::Adam => nn::Adam {
+                amsgrad: p.amsgrad,
+                wd: p.weight_decay,
+                ..Default::default()
+            }
+            .build(&vs, p.lr),
+            OptimizerKind::Sgd => nn::Sgd {
+                momentum: p.momentum,
+                wd: p.weight_decay,
+                ..Default::default()
+            }
+            .build(&vs, p.lr),
+        }
+        .map_err(|e| StageError::internal(format!("cannot build the optimizer: {e}")))?;
+        let vars = model::named_variables(&vs);
+        Ok(Learner {
+            vs,
+            net,
+            reg,
+            opt,
+            vars,
+        })
+    }
+
+    /// One optimisation step on `loss`, then the constraint projection (`reg: constraint`),
+    /// which follows **every** step.
+    fn step(&mut self, loss: &Tensor) {
+        self.opt.zero_grad();
+        loss.backward();
+        self.opt.step();
+        self.reg.project(&self.vs);
+    }
+}
+
+/// Phase 3's result: the data on the device.
+struct TrainData {
+    /// The validation split, eval-transformed once.
+    val: data::EvalSet,
+    /// The validation split's clean labels (model selection never sees noise).
+    val_truth: Vec<i64>,
+    /// Where each epoch's training batches come from.
+    source: TrainSource,
+}
+
+impl TrainData {
+    fn load(
+        p: &TrainParams,
+        images: Images,
+        val: &RawSplit,
+        normalisation: &Normalisation,
+        [h, w, c]: [usize; 3],
+        dev: Device,
+        log: &dyn Fn(&str),
+    ) -> Result<TrainData, StageError> {
+        let imagenet = p.augment.imagenet_settings();
+        let t_data = Instant::now();
+        let x_val = data::eval_set(
+            val,
+            normalisation,
+            imagenet.map(|s| (s.resize, s.size)),
+            dev,
+        )?;
+        let source = match imagenet {
+            Some(s) => TrainSource::Imagenet {
+                images: Arc::new(images),
+                transform: RandomResizedCrop {
+                    size: s.size,
+                    scale: s.scale,
+                    ratio: s.ratio,
+                    flip: s.flip,
+                },
+                norm: imagenet::DeviceNorm::new(normalisation, dev),
             },
-            norm: imagenet::DeviceNorm::new(&normalisation, dev),
-        },
-        None => TrainSource::Small {
-            x: data::to_tensor([h, w, c], train.images.bytes(), &normalisation, dev),
-            augment: data::Augment::new(
-                p.augment.crop_padding,
-                p.augment.flip,
-                &normalisation,
-                dev,
-            ),
-        },
-    };
-    log(&format!(
-        "data ready in {:.2}s ({})",
-        t_data.elapsed().as_secs_f64(),
-        match imagenet {
-            Some(s) => format!(
-                "ImageNet transforms: train RandomResizedCrop {} scale {:?} ratio {:?}{}, eval \
-                 Resize {} + CenterCrop {}",
-                s.size,
-                s.scale,
-                s.ratio,
-                if s.flip { " + flip" } else { "" },
-                s.resize,
-                s.size
-            ),
-            None => format!("{h}x{w}x{c} tensors on the device"),
-        }
-    ));
-    let vars = model::named_variables(&vs);
-    let mut labels = train.labels.clone();
-    let clean = train.clean.clone();
-    let val_truth = val.truth().to_vec();
-    let self_label = p.self_label.clone();
-    let mut temp = self_label.as_ref().map(|s| s.reweight_temp);
-    let mut lr = p.lr;
-    let batches = n.div_ceil(p.batch_size);
-    let total = (p.epochs * batches) as u64;
-    let mut tracker = BestTracker::default();
-    let mut best: Option<Vec<(String, Tensor)>> = None;
-    let mut history = Vec::new();
-    let mut stopped_early = false;
-    let mut last_val = f64::NAN;
-
-    for epoch in 1..=p.epochs {
-        let t0 = Instant::now();
-        let order = data::epoch_order(p.seed, epoch, n);
-        let mut inputs = source.epoch(&order, p.batch_size, p.seed, epoch);
-        let correct = self_label
-            .as_ref()
-            .filter(|s| epoch >= s.correct_epoch)
-            .map(|s| s.correct_thres);
-        let reweight = self_label
-            .as_ref()
-            .is_some_and(|s| epoch >= s.reweight_epoch);
-        let mut loss_sum = 0.0;
-        let mut hits = 0usize;
-        let mut hits_clean = 0usize;
-        let mut changed = 0i64;
-        for (bi, chunk) in order.chunks(p.batch_size).enumerate() {
-            let x = inputs.next(chunk);
-            let mut y_vec: Vec<i64> = chunk.iter().map(|&i| labels[i]).collect();
-            let mut y = Tensor::from_slice(&y_vec).to_device(dev);
-            let out = net.forward_t(&x, true);
-            let log_probs = out.log_softmax(-1, Kind::Float);
-            if let Some(thres) = correct {
-                let (new_y, k) = regsl::correct_labels(&out, &y, thres);
-                changed += k;
-                y_vec = to_vec_i64(&new_y);
-                for (&i, &l) in chunk.iter().zip(&y_vec) {
-                    labels[i] = l;
-                }
-                y = new_y;
-            }
-            let base = if reweight {
-                regsl::reweighted_nll(&log_probs, &y, temp.expect("self_label"))
-            } else {
-                log_probs.nll_loss(&y)
-            };
-            let loss = match reg.penalty(&vs) {
-                Some(pen) => base + pen,
-                None => base,
-            };
-            let loss_value = loss.double_value(&[]);
-            if !loss_value.is_finite() {
-                let what = if loss_value.is_nan() {
-                    "NaN"
-                } else {
-                    "infinite"
-                };
-                return Err(StageError::user(format!(
-                    "training diverged: loss is {what} at epoch {epoch} batch {} (lr {lr:e}); \
-                     lower lr, check the input images, or use a smaller reg_predictor / \
-                     reg_extractor for `reg: penalty`",
-                    bi + 1
-                )));
-            }
-            opt.zero_grad();
-            loss.backward();
-            opt.step();
-            reg.project(&vs);
-
-            let pred = to_vec_i64(&out.detach().argmax(-1, false));
-            hits += count_eq(&pred, y_vec.iter().copied());
-            if let Some(clean) = &clean {
-                hits_clean += count_eq(&pred, chunk.iter().map(|&i| clean[i]));
-            }
-            loss_sum += loss_value * chunk.len() as f64;
-            let pos = ((epoch - 1) * batches + bi + 1) as u64;
-            progress(Progress {
-                pos,
-                len: total,
-                message: format!(
-                    "epoch {epoch}/{} loss {:.4}{}",
-                    p.epochs,
-                    loss_sum / ((bi * p.batch_size + chunk.len()) as f64),
-                    if last_val.is_nan() {
-                        String::new()
-                    } else {
-                        format!(" val {last_val:.4}")
-                    }
+            None => TrainSource::Small {
+                x: data::to_tensor([h, w, c], images.bytes(), normalisation, dev),
+                augment: data::Augment::new(
+                    p.augment.crop_padding,
+                    p.augment.flip,
+                    normalisation,
+                    dev,
                 ),
-            });
+            },
+        };
+        log(&format!(
+            "data ready in {:.2}s ({})",
+            t_data.elapsed().as_secs_f64(),
+            match imagenet {
+                Some(s) => format!(
+                    "ImageNet transforms: train RandomResizedCrop {} scale {:?} ratio {:?}{}, \
+                     eval Resize {} + CenterCrop {}",
+                    s.size,
+                    s.scale,
+                    s.ratio,
+                    if s.flip { " + flip" } else { "" },
+                    s.resize,
+                    s.size
+                ),
+                None => format!("{h}x{w}x{c} tensors on the device"),
+            }
+        ));
+        Ok(TrainData {
+            val: x_val,
+            val_truth: val.truth().to_vec(),
+            source,
+        })
+    }
+}
+
+/// The training labels: the dataset's (noisy) labels, which label correction rewrites in
+/// place, and the clean ones when the dataset records them (reported, never trained on).
+struct Labels {
+    current: Vec<i64>,
+    clean: Option<Vec<i64>>,
+}
+
+impl Labels {
+    /// Training labels equal to the clean labels (when known).
+    fn correct_count(&self) -> Option<usize> {
+        self.clean
+            .as_ref()
+            .map(|c| count_eq(&self.current, c.iter().copied()))
+    }
+}
+
+/// What self-labeling does in one epoch: correct a label when the max softmax probability
+/// is above `correct` (from `correct_epoch`), and reweight the loss at temperature
+/// `reweight` (from `reweight_epoch`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct SelfLabelStep {
+    correct: Option<f64>,
+    reweight: Option<f64>,
+}
+
+impl SelfLabelStep {
+    fn of(self_label: Option<&SelfLabel>, epoch: usize, temp: Option<f64>) -> SelfLabelStep {
+        SelfLabelStep {
+            correct: self_label
+                .filter(|s| epoch >= s.correct_epoch)
+                .map(|s| s.correct_thres),
+            reweight: self_label
+                .filter(|s| epoch >= s.reweight_epoch)
+                .map(|_| temp.expect("self_label has a temperature")),
         }
-        let lr_used = lr;
+    }
+
+    /// The loss of one batch before the penalty, given the train-mode `logits` and the
+    /// batch's samples `chunk`: label correction first writes the corrected labels back
+    /// (into `labels` and `y`); then the reweighted NLL, or the mean NLL. Returns the loss
+    /// and how many labels were changed.
+    fn loss(
+        &self,
+        logits: &Tensor,
+        chunk: &[usize],
+        labels: &mut [i64],
+        y_vec: &mut Vec<i64>,
+        dev: Device,
+    ) -> (Tensor, i64) {
+        let mut y = Tensor::from_slice(y_vec).to_device(dev);
+        let log_probs = logits.log_softmax(-1, Kind::Float);
+        let mut changed = 0;
+        if let Some(thres) = self.correct {
+            let (new_y, k) = regsl::correct_labels(logits, &y, thres);
+            changed = k;
+            *y_vec = to_vec_i64(&new_y);
+            for (&i, &l) in chunk.iter().zip(y_vec.iter()) {
+                labels[i] = l;
+            }
+            y = new_y;
+        }
+        let loss = match self.reweight {
+            Some(temp) => regsl::reweighted_nll(&log_probs, &y, temp),
+            None => log_probs.nll_loss(&y),
+        };
+        (loss, changed)
+    }
+}
+
+/// The schedules that change between epochs: StepLR's learning rate and self-labeling's
+/// reweighting temperature.
+struct Schedules {
+    lr: f64,
+    temp: Option<f64>,
+}
+
+impl Schedules {
+    fn start(p: &TrainParams) -> Schedules {
+        Schedules {
+            lr: p.lr,
+            temp: p.self_label.as_ref().map(|s| s.reweight_temp),
+        }
+    }
+
+    /// After `epoch`: StepLR (`lr_step`, `lr_gamma`) and the temperature schedule.
+    fn advance(&mut self, p: &TrainParams, epoch: usize, opt: &mut nn::Optimizer) {
         if let Some(step) = p.lr_step {
-            if epoch % step == 0 {
-                lr *= p.lr_gamma;
-                opt.set_lr(lr);
+            if epoch.is_multiple_of(step) {
+                self.lr *= p.lr_gamma;
+                opt.set_lr(self.lr);
             }
         }
-        let temp_used = temp;
-        if let (Some(s), Some(t)) = (&self_label, temp) {
-            temp = Some(regsl::temperature(
+        if let (Some(s), Some(t)) = (&p.self_label, self.temp) {
+            self.temp = Some(regsl::temperature(
                 s.reweight_temp,
                 epoch,
                 s.reweight_epoch,
                 t,
             ));
         }
-        let val_pred = predict(&net, &x_val, EVAL_BATCH);
-        let val_acc = count_eq(&val_pred, val_truth.iter().copied()) as f64 / val.len() as f64;
+    }
+}
+
+/// Sums over one epoch's batches, for its history row.
+#[derive(Debug, Default)]
+struct EpochTotals {
+    /// Sum over samples of the batch loss.
+    loss_sum: f64,
+    /// Train-mode predictions equal to the labels in use.
+    hits: usize,
+    /// The same predictions equal to the clean labels.
+    hits_clean: usize,
+    /// Labels changed by correction.
+    changed: i64,
+}
+
+/// Progress over all batches of all epochs.
+struct Ticker<'a> {
+    progress: &'a dyn Fn(Progress),
+    epochs: usize,
+    batches: usize,
+    batch_size: usize,
+}
+
+impl Ticker<'_> {
+    fn total(&self) -> u64 {
+        (self.epochs * self.batches) as u64
+    }
+
+    /// After batch `bi` (0-based) of `epoch`: the epoch's mean loss so far, and the last
+    /// epoch's validation accuracy (NaN before the first).
+    fn batch(&self, epoch: usize, bi: usize, chunk: usize, loss_sum: f64, last_val: f64) {
+        (self.progress)(Progress {
+            pos: ((epoch - 1) * self.batches + bi + 1) as u64,
+            len: self.total(),
+            message: format!(
+                "epoch {epoch}/{} loss {:.4}{}",
+                self.epochs,
+                loss_sum / ((bi * self.batch_size + chunk) as f64),
+                if last_val.is_nan() {
+                    String::new()
+                } else {
+                    format!(" val {last_val:.4}")
+                }
+            ),
+        });
+    }
+
+    fn done(&self, best_val: f64) {
+        (self.progress)(Progress {
+            pos: self.total(),
+            len: self.total(),
+            message: format!("done: best val {best_val:.4}"),
+        });
+    }
+}
+
+/// One epoch as its pass sees it: which epoch, what self-labeling does in it, and the
+/// learning rate in use (for messages).
+#[derive(Debug, Clone, Copy)]
+struct EpochPlan {
+    epoch: usize,
+    step: SelfLabelStep,
+    lr: f64,
+}
+
+/// Phase 4, one epoch's pass over the training split (train mode): per batch, the
+/// self-labeling step, the penalty (`reg: penalty`), a NaN/inf check, the optimisation step
+/// and the counts. `tick(batch index, batch size, loss sum so far)` after each batch.
+fn train_epoch(
+    p: &TrainParams,
+    learner: &mut Learner,
+    data: &TrainData,
+    labels: &mut Labels,
+    EpochPlan { epoch, step, lr }: EpochPlan,
+    tick: &dyn Fn(usize, usize, f64),
+) -> Result<EpochTotals, StageError> {
+    let n = labels.current.len();
+    let dev = learner.vs.device();
+    let order = data::epoch_order(p.seed, epoch, n);
+    let mut batches = data.source.epoch(&order, p.batch_size, p.seed, epoch);
+    let mut totals = EpochTotals::default();
+    for (bi, chunk) in order.chunks(p.batch_size).enumerate() {
+        let x = batches.next(chunk);
+        let mut y_vec: Vec<i64> = chunk.iter().map(|&i| labels.current[i]).collect();
+        let out = learner.net.forward_t(&x, true);
+        let (base, changed) = step.loss(&out, chunk, &mut labels.current, &mut y_vec, dev);
+        totals.changed += changed;
+        let loss = match learner.reg.penalty(&learner.vs) {
+            Some(pen) => base + pen,
+            None => base,
+        };
+        let loss_value = loss.double_value(&[]);
+        if !loss_value.is_finite() {
+            let what = if loss_value.is_nan() {
+                "NaN"
+            } else {
+                "infinite"
+            };
+            return Err(StageError::user(format!(
+                "training diverged: loss is {what} at epoch {epoch} batch {} (lr {lr:e}); \
+                 lower lr, check the input images, or use a smaller reg_predictor / \
+                 reg_extractor for `reg: penalty`",
+                bi + 1
+            )));
+        }
+        learner.step(&loss);
+
+        let pred = to_vec_i64(&out.detach().argmax(-1, false));
+        totals.hits += count_eq(&pred, y_vec.iter().copied());
+        if let Some(clean) = &labels.clean {
+            totals.hits_clean += count_eq(&pred, chunk.iter().map(|&i| clean[i]));
+        }
+        totals.loss_sum += loss_value * chunk.len() as f64;
+        tick(bi, chunk.len(), totals.loss_sum);
+    }
+    Ok(totals)
+}
+
+/// Phase 4's model selection: the best-validation weights so far, and early stopping
+/// ([`BestTracker`]).
+#[derive(Default)]
+struct Selection {
+    tracker: BestTracker,
+    best: Option<Vec<(String, Tensor)>>,
+}
+
+impl Selection {
+    /// Records `epoch`'s validation accuracy; snapshots the weights when it improves.
+    fn observe(
+        &mut self,
+        epoch: usize,
+        val_acc: f64,
+        patience: Option<usize>,
+        vars: &[(String, Tensor)],
+    ) -> Decision {
+        let d = self.tracker.update(epoch, val_acc, patience);
+        if d.improved {
+            self.best = Some(model::snapshot(vars));
+        }
+        d
+    }
+}
+
+/// Phase 4's result: every epoch run, and the selected weights.
+struct EpochsRun {
+    history: Vec<EpochRow>,
+    selection: Selection,
+    stopped_early: bool,
+}
+
+/// Phase 4: epochs 1, 2, ... until `epochs` or early stopping. After each pass: the
+/// schedules, validation accuracy (eval mode) on the clean validation labels, the history
+/// row, model selection and the epoch's log line.
+fn run_epochs(
+    p: &TrainParams,
+    learner: &mut Learner,
+    data: &TrainData,
+    labels: &mut Labels,
+    progress: &dyn Fn(Progress),
+    log: &dyn Fn(&str),
+) -> Result<EpochsRun, StageError> {
+    let n = labels.current.len();
+    let ticker = Ticker {
+        progress,
+        epochs: p.epochs,
+        batches: n.div_ceil(p.batch_size),
+        batch_size: p.batch_size,
+    };
+    let mut schedules = Schedules::start(p);
+    let mut selection = Selection::default();
+    let mut history = Vec::new();
+    let mut stopped_early = false;
+    let mut last_val = f64::NAN;
+    for epoch in 1..=p.epochs {
+        let t0 = Instant::now();
+        let step = SelfLabelStep::of(p.self_label.as_ref(), epoch, schedules.temp);
+        let (lr_used, temp_used) = (schedules.lr, schedules.temp);
+        let totals = train_epoch(
+            p,
+            learner,
+            data,
+            labels,
+            EpochPlan {
+                epoch,
+                step,
+                lr: lr_used,
+            },
+            &|bi, chunk, loss_sum| ticker.batch(epoch, bi, chunk, loss_sum, last_val),
+        )?;
+        schedules.advance(p, epoch, &mut learner.opt);
+        let val_pred = predict(&learner.net, &data.val, EVAL_BATCH);
+        let val_acc = count_eq(&val_pred, data.val_truth.iter().copied()) as f64
+            / data.val_truth.len() as f64;
         last_val = val_acc;
         let row = EpochRow {
             epoch,
-            train_loss: loss_sum / n as f64,
-            train_acc: hits as f64 / n as f64,
-            train_acc_clean: clean.as_ref().map(|_| hits_clean as f64 / n as f64),
+            train_loss: totals.loss_sum / n as f64,
+            train_acc: totals.hits as f64 / n as f64,
+            train_acc_clean: labels
+                .clean
+                .as_ref()
+                .map(|_| totals.hits_clean as f64 / n as f64),
             val_acc,
             lr: lr_used,
             temperature: temp_used,
-            labels_changed: changed,
-            correct_labels: clean.as_ref().map(|c| count_eq(&labels, c.iter().copied())),
+            labels_changed: totals.changed,
+            correct_labels: labels.correct_count(),
         };
-        let d = tracker.update(epoch, val_acc, p.early_stop);
-        if d.improved {
-            best = Some(model::snapshot(&vars));
-        }
-        log(&format!(
-            "epoch {epoch}/{}: train loss {:.4} acc {:.4}{} | val acc {:.4}{} | lr {:.3e}{}{} | {:.2}s",
-            p.epochs,
-            row.train_loss,
-            row.train_acc,
-            row.train_acc_clean
-                .map(|a| format!(" (clean {a:.4})"))
-                .unwrap_or_default(),
-            row.val_acc,
-            if d.improved { " (best)" } else { "" },
-            row.lr,
-            row.temperature
-                .map(|t| format!(" | T {t:.3}"))
-                .unwrap_or_default(),
-            if self_label.is_some() {
-                format!(
-                    " | labels changed {}{}",
-                    row.labels_changed,
-                    row.correct_labels
-                        .map(|c| format!(", correct {c}/{n}"))
-                        .unwrap_or_default()
-                )
-            } else {
-                String::new()
-            },
-            t0.elapsed().as_secs_f64()
+        let d = selection.observe(epoch, val_acc, p.early_stop, &learner.vars);
+        log(&epoch_line(
+            p,
+            &row,
+            d.improved,
+            n,
+            t0.elapsed().as_secs_f64(),
         ));
         history.push(row);
         if d.stop && epoch < p.epochs {
             stopped_early = true;
             log(&format!(
                 "early stop: validation accuracy did not improve for {} epochs",
-                tracker.not_improved
+                selection.tracker.not_improved
             ));
             break;
         }
     }
-    progress(Progress {
-        pos: total,
-        len: total,
-        message: format!("done: best val {:.4}", tracker.best.map_or(0.0, |b| b.1)),
-    });
-    let (best_epoch, best_val_acc) = tracker.best.expect("at least one epoch");
-    Ok(Trained {
+    ticker.done(selection.tracker.best.map_or(0.0, |b| b.1));
+    Ok(EpochsRun {
+        history,
+        selection,
+        stopped_early,
+    })
+}
+
+/// The log line of one epoch (with its duration in seconds).
+fn epoch_line(p: &TrainParams, row: &EpochRow, improved: bool, n: usize, secs: f64) -> String {
+    format!(
+        "epoch {}/{}: train loss {:.4} acc {:.4}{} | val acc {:.4}{} | lr {:.3e}{}{} | {:.2}s",
+        row.epoch,
+        p.epochs,
+        row.train_loss,
+        row.train_acc,
+        row.train_acc_clean
+            .map(|a| format!(" (clean {a:.4})"))
+            .unwrap_or_default(),
+        row.val_acc,
+        if improved { " (best)" } else { "" },
+        row.lr,
+        row.temperature
+            .map(|t| format!(" | T {t:.3}"))
+            .unwrap_or_default(),
+        if p.self_label.is_some() {
+            format!(
+                " | labels changed {}{}",
+                row.labels_changed,
+                row.correct_labels
+                    .map(|c| format!(", correct {c}/{n}"))
+                    .unwrap_or_default()
+            )
+        } else {
+            String::new()
+        },
+        secs
+    )
+}
+
+/// Phase 5: the artifact's contents (written by [`write`]): the model description, the
+/// best and last weights, the history, the summary and the final labels.
+fn finish(
+    p: TrainParams,
+    classes: Vec<String>,
+    normalisation: Normalisation,
+    [h, w, c]: [usize; 3],
+    learner: &Learner,
+    run: EpochsRun,
+    labels: Labels,
+) -> Trained {
+    let EpochsRun {
+        history,
+        selection,
+        stopped_early,
+    } = run;
+    let (best_epoch, best_val_acc) = selection.tracker.best.expect("at least one epoch");
+    Trained {
         meta: ModelMeta {
             format: MODEL_FORMAT.into(),
             version: MODEL_FORMAT_VERSION,
             model: model::model_name(p.model).into(),
-            num_classes,
+            num_classes: classes.len(),
             in_channels: c,
             classes,
             image_shape: [h, w, c],
             normalisation,
-            transform: imagenet.map(|s| EvalTransform {
+            transform: p.augment.imagenet_settings().map(|s| EvalTransform {
                 kind: "imagenet".into(),
                 resize: s.resize,
                 size: s.size,
             }),
         },
-        best: best.expect("at least one epoch"),
-        last: model::snapshot(&vars),
+        best: selection.best.expect("at least one epoch"),
+        last: model::snapshot(&learner.vars),
         summary: Summary {
             best_epoch,
             best_val_acc,
@@ -668,8 +987,8 @@ pub fn train(
             stopped_early,
         },
         history,
-        labels,
-    })
+        labels: labels.current,
+    }
 }
 
 fn write_json(path: &Path, v: &impl Serialize) -> Result<(), StageError> {

@@ -1,5 +1,4 @@
 //! Test harness: a temporary project directory in which the real `rst` binary runs.
-#![allow(dead_code)]
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -322,6 +321,7 @@ pub fn idx(magic: u32, dims: &[u32], data: &[u8]) -> Vec<u8> {
     v
 }
 
+#[cfg(feature = "torch")]
 /// Writes a ResNet-18 state dict with torchvision's names and random values to `dest`,
 /// saved by the project venv's PyTorch (`tests/support/resnet18_pth.py`).
 pub fn write_resnet18_pth(dest: &Path) {
