@@ -25,7 +25,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use super::digest;
-use super::store::{write_atomic, Store, StoreError};
+use super::store::{Store, StoreError};
 
 /// Set on the workers of a run whose parent holds a [`SyncBatch`]: their publishes defer
 /// durability to the parent's commit (the parent waits for them before it commits).
@@ -83,6 +83,30 @@ pub fn sync_filesystem(dir: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Writes `record` to a temp file, locks it, makes it durable and renames it to `path`.
+fn write_locked(path: &Path, record: &Journal) -> Result<File, StoreError> {
+    use std::io::Write;
+    let tmp = path.with_extension("new");
+    let written = (|| {
+        let mut f = File::create(&tmp)?;
+        f.lock()?;
+        f.write_all(&serde_json::to_vec(record).expect("journal serialises"))?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        Ok(f)
+    })()
+    .map_err(io(path));
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    let f = written?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir))?;
+    Ok(f)
+}
+
 impl SyncBatch {
     /// Recovers what crashed batches left (see the module doc), then opens a new one.
     pub fn begin(store: &Store) -> Result<SyncBatch, StoreError> {
@@ -98,12 +122,9 @@ impl SyncBatch {
             boot_id: boot_id(),
             started_unix: crate::time::unix_now(),
         };
-        write_atomic(
-            &journal,
-            &serde_json::to_vec(&record).expect("journal serialises"),
-        )?;
-        let lock = File::open(&journal).map_err(io(&journal))?;
-        lock.lock().map_err(io(&journal))?;
+        // Locked before it gets its name: a concurrent run's recovery must never see it
+        // unlocked (it would take it for a dead batch's and remove it).
+        let lock = write_locked(&journal, &record)?;
         OPEN_BATCHES.fetch_add(1, Ordering::SeqCst);
         Ok(SyncBatch {
             root: store.root().to_path_buf(),
@@ -142,6 +163,11 @@ fn recover(store: &Store, dir: &Path) -> Result<(), StoreError> {
     let boot = boot_id();
     for e in fs::read_dir(dir).map_err(io(dir))?.flatten() {
         let path = e.path();
+        if path.extension().is_none_or(|x| x != "json") {
+            // A journal being written (`.new`): its writer may not hold the lock yet. One
+            // left by a crash in `begin` is a few bytes, nothing was published under it.
+            continue;
+        }
         let Ok(file) = File::open(&path) else {
             continue;
         };

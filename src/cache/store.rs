@@ -465,8 +465,7 @@ impl Store {
         if let Ok(target) = fs::read_link(&path) {
             return target.to_str().map(str::to_string);
         }
-        let old: Ref =
-            serde_json::from_slice(&fs::read(path.with_extension("json")).ok()?).ok()?;
+        let old: Ref = serde_json::from_slice(&fs::read(path.with_extension("json")).ok()?).ok()?;
         (old.pipeline == pipeline && old.instance == instance).then_some(old.key)
     }
 
