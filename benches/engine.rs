@@ -57,7 +57,7 @@ fn main() {
         .map(|n| n.get())
         .unwrap_or(1);
     println!("rst engine benchmark");
-    println!("  binary:  {RST}");
+    println!("  binary:  {}", rst_bin());
     println!("  workdir: {}", tmp.path().display());
     println!("  cores:   {cores} ({})", cpu_model());
     println!();
@@ -280,8 +280,14 @@ stages:
     )
 }
 
+/// The rst under test: `RST_BENCH_BIN` (e.g. a build of an older commit, to compare
+/// before and after a change in one session), else this checkout's.
+fn rst_bin() -> String {
+    std::env::var("RST_BENCH_BIN").unwrap_or_else(|_| RST.to_string())
+}
+
 fn rst(dir: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(RST);
+    let mut c = Command::new(rst_bin());
     c.args(args)
         .current_dir(dir)
         .env("RST_PLAIN", "1")

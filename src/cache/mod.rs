@@ -1,5 +1,6 @@
 //! The content-addressed cache: stage keys, artifact digests, the on-disk store.
 pub mod digest;
+pub mod durable;
 pub mod key;
 pub mod leftovers;
 pub mod space;

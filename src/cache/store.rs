@@ -5,7 +5,7 @@
 //!   CACHEDIR.TAG
 //!   objects/ab/<digest>/      artifact directories, content-addressed, files read-only
 //!   entries/ab/<key>.json     stage key -> artifact digest + what went into the key
-//!   refs/<id>.json            (pipeline, instance) -> last key, for `rst status` reasons
+//!   refs/<id>                 (pipeline, instance) -> last key (a symlink), for `rst status` reasons
 //!   locks/<key>.lock          OS file locks (flock): released by the kernel when a holder dies
 //!   tmp/<key>.<pid>.<n>/      a stage being computed: out/ (the artifact) and work/
 //!   logs/<key>.log            the last log of each computed stage
@@ -20,6 +20,19 @@
 //! took 34 s), the tree is moved into objects/ by one rename, then the entry is written
 //! (temp file, fsync, rename). An entry is trusted only if its object exists, so `kill -9`
 //! at any moment leaves either a complete entry or nothing a later run uses.
+//!
+//! Durability rule (`rst run`): an entry never points at an object that is not there
+//! intact, or if it might, that is known and checked before the entry is used again.
+//! `rst run` opens a [`SyncBatch`](super::durable::SyncBatch): a journal in `pending/`
+//! (boot id, start time) is made durable first; then every stage of the run publishes
+//! with renames only (object tree into `objects/`, entry file into `entries/`: readers
+//! see the old or the new complete file, never a partial one), no fsync; before the run
+//! record is written, one `syncfs(2)` makes all of it durable and the journal is removed.
+//! A `kill -9` loses nothing (the kernel keeps the written pages; the next run syncs and
+//! drops the journal). A machine crash before the commit leaves the journal of another
+//! boot: the next run re-hashes the objects of the entries written since it began and
+//! quarantines a torn one, so its entries miss and are recomputed. Outside a batch (other
+//! commands, Slurm workers on other hosts) publishing fsyncs as above.
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{Seek, Write};
@@ -391,15 +404,20 @@ impl Store {
         let size_bytes = hashed.iter().map(|(size, _)| size).sum();
         let files = listed.len();
         let object = self.object_path(&artifact);
+        // In a batch, durability is the batch's one syncfs at its commit (module doc).
+        let durable = !super::durable::deferred();
         if object.is_dir() {
             // Same content already stored (another stage or an earlier key).
         } else {
             // Durable before it becomes visible: one syncfs for the whole tree.
-            sync_tree(&staging.out, &listed)?;
+            if durable {
+                sync_tree(&staging.out, &listed)?;
+            }
             let parent = object.parent().unwrap_or(&self.root);
             fs::create_dir_all(parent).map_err(io(parent))?;
             match fs::rename(&staging.out, &object) {
-                Ok(()) => fsync_dir(parent)?,
+                Ok(()) if durable => fsync_dir(parent)?,
+                Ok(()) => {}
                 Err(_) if object.is_dir() => {} // a concurrent publisher of the same content won
                 Err(e) => return Err(io(&object)(e)),
             }
@@ -419,10 +437,12 @@ impl Store {
         };
         let path = self.entry_path(key);
         fs::create_dir_all(path.parent().unwrap()).map_err(io(&path))?;
-        write_atomic(
-            &path,
-            &serde_json::to_vec_pretty(&entry).expect("entry serialises"),
-        )?;
+        let bytes = serde_json::to_vec_pretty(&entry).expect("entry serialises");
+        if durable {
+            write_atomic(&path, &bytes)?;
+        } else {
+            write_replace(&path, &bytes)?;
+        }
         let _ = remove_tree(&staging.dir);
         Ok(entry)
     }
@@ -432,34 +452,54 @@ impl Store {
         let _ = remove_tree(&staging.dir);
     }
 
+    /// `refs/<id>`: a symbolic link whose target is the key (one `readlink` to check it:
+    /// a no-op run checks 1,000 refs); `refs/<id>.json` is the older form, still read.
     fn ref_path(&self, pipeline: &str, instance: &str) -> PathBuf {
         let id = blake3::hash(format!("{pipeline}\0{instance}").as_bytes()).to_hex();
-        self.root.join("refs").join(format!("{}.json", &id[..32]))
+        self.root.join("refs").join(&id[..32])
     }
 
-    /// Remembers that `instance` of `pipeline` last used `key`.
+    /// The key `instance` of `pipeline` last used.
+    fn ref_key(&self, pipeline: &str, instance: &str) -> Option<String> {
+        let path = self.ref_path(pipeline, instance);
+        if let Ok(target) = fs::read_link(&path) {
+            return target.to_str().map(str::to_string);
+        }
+        let old: Ref = serde_json::from_slice(&fs::read(path.with_extension("json")).ok()?).ok()?;
+        (old.pipeline == pipeline && old.instance == instance).then_some(old.key)
+    }
+
+    /// Remembers that `instance` of `pipeline` last used `key` (no fsync: its loss only
+    /// makes `rst status`'s reason stale).
     pub fn set_ref(&self, pipeline: &str, instance: &str, key: &str) -> Result<(), StoreError> {
         let path = self.ref_path(pipeline, instance);
-        let r = Ref {
-            pipeline: pipeline.into(),
-            instance: instance.into(),
-            key: key.into(),
-        };
-        if fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Ref>(&b).ok())
-            .is_some_and(|old| old.key == key)
-        {
+        if fs::read_link(&path).is_ok_and(|t| t.as_os_str() == key) {
             return Ok(());
         }
-        write_replace(&path, &serde_json::to_vec(&r).expect("ref serialises"))
+        let tmp = path.with_file_name(format!(
+            ".{}.{}.{}.tmp",
+            path.file_name().unwrap_or_default().to_string_lossy(),
+            std::process::id(),
+            STAGING_SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let linked = std::os::unix::fs::symlink(key, &tmp)
+            .map_err(io(&tmp))
+            .and_then(|()| fs::rename(&tmp, &path).map_err(io(&path)));
+        if linked.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        linked?;
+        let _ = fs::remove_file(path.with_extension("json"));
+        Ok(())
     }
 
     /// The entry `instance` of `pipeline` last used (for "why does it rerun").
     pub fn last_entry(&self, pipeline: &str, instance: &str) -> Option<Entry> {
-        let r: Ref =
-            serde_json::from_slice(&fs::read(self.ref_path(pipeline, instance)).ok()?).ok()?;
-        let text = fs::read(self.entry_path(&r.key)).ok()?;
+        let key = self.ref_key(pipeline, instance)?;
+        if key.len() < 2 || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let text = fs::read(self.entry_path(&key)).ok()?;
         serde_json::from_slice(&text).ok()
     }
 

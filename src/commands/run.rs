@@ -6,6 +6,7 @@
 //! an exit code, publishing, tables).
 use std::process::ExitCode;
 
+use crate::cache::durable::{SyncBatch, DEFERRED_ENV};
 use crate::cache::store::Store;
 use crate::cli::{ExecArgs, ExecutorKind, PipelineArgs};
 use crate::error::{Error, Result, UserError};
@@ -30,7 +31,16 @@ pub struct RunFlags {
 pub fn run(args: &PipelineArgs, flags: &RunFlags, exec: &ExecArgs) -> Result<ExitCode> {
     let started_unix = crate::provenance::unix_now();
     let (prepared, backend) = prepare(args, flags, exec)?;
-    let result = execute(&prepared, backend, flags, exec)?;
+    // Local stages publish without fsync; one syncfs at the commit makes them durable
+    // before the run record says they ran (the rule: `cache::store`'s module doc).
+    let batch = (exec.executor == ExecutorKind::Local)
+        .then(|| SyncBatch::begin(&prepared.store))
+        .transpose()?;
+    let result = execute(&prepared, backend, flags, exec);
+    if let Some(batch) = batch {
+        batch.commit()?;
+    }
+    let result = result?;
     record(&prepared, &args.set, started_unix, &result);
     finish(&prepared, &result)
 }
@@ -176,6 +186,10 @@ fn finish(prepared: &Prepared, result: &RunResult) -> Result<ExitCode> {
 /// The tables aggregate stages rendered, as the last thing printed.
 fn print_tables(p: &Pipeline, store: &Store, result: &RunResult) {
     for (inst, outcome) in p.instances.iter().zip(&result.outcomes) {
+        // Only aggregate stages write tables: no probe of 1,000 command artifacts.
+        if p.stages[inst.stage].kind.name() != "aggregate" {
+            continue;
+        }
         let table = outcome
             .artifact()
             .map(|a| store.object_path(a).join("table.md"));
@@ -206,9 +220,11 @@ fn backend(exec: &ExecArgs, store: &Store, env: &[(String, String)]) -> Result<B
         {
             return Err(UserError::new(format!("{flag} needs --executor slurm")).into());
         }
+        // The workers run on this host: this run's batch commit covers their publishes.
         let e = LocalExecutor::new()
             .map_err(|e| Error::io("cannot find the rst executable", e))?
-            .with_env(env);
+            .with_env(env)
+            .with_env(&[(DEFERRED_ENV.to_string(), "1".to_string())]);
         let kill = Box::new(e.killer());
         return Ok(Backend {
             executor: Box::new(e),
