@@ -242,15 +242,7 @@ mod tests {
         let key = "ab".repeat(32);
         let st = store.staging(&key).unwrap();
         fs::write(st.out.join("a"), "intact").unwrap();
-        let rec = crate::cache::key::KeyRecord {
-            cache_version: crate::cache::key::CACHE_VERSION,
-            kind: "command".into(),
-            kind_version: 1,
-            params: serde_json::json!({}),
-            inputs: Default::default(),
-            local_deps: Default::default(),
-            env: Default::default(),
-        };
+        let rec = crate::cache::key::empty_command_record();
         let e = store
             .publish(st, &key, "p", "s", rec, Default::default())
             .unwrap();

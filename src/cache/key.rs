@@ -192,6 +192,21 @@ fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, String>) {
     }
 }
 
+/// The record of a `command` stage with no params, inputs or environment: a fixture for
+/// the store's, the durability journal's and the executors' unit tests.
+#[cfg(test)]
+pub(crate) fn empty_command_record() -> KeyRecord {
+    KeyRecord {
+        cache_version: CACHE_VERSION,
+        kind: "command".into(),
+        kind_version: 1,
+        params: serde_json::json!({}),
+        inputs: Default::default(),
+        local_deps: Default::default(),
+        env: Default::default(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -701,18 +701,9 @@ fn sync_dirs(root: &Path) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::key::CACHE_VERSION;
 
     fn record() -> KeyRecord {
-        KeyRecord {
-            cache_version: CACHE_VERSION,
-            kind: "command".into(),
-            kind_version: 1,
-            params: serde_json::json!({}),
-            inputs: Default::default(),
-            local_deps: Default::default(),
-            env: Default::default(),
-        }
+        crate::cache::key::empty_command_record()
     }
 
     #[test]

@@ -57,14 +57,10 @@ pub(super) fn run(
                 worker::compute(job, &command::Command, &host)
             }))
             .unwrap_or_else(|panic| {
-                let msg = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
-                Err(StageError::internal(format!(
-                    "storing the stage's artifact crashed (a bug in rst, please report it): {msg}"
-                )))
+                Err(worker::crashed(
+                    "storing the stage's artifact",
+                    panic.as_ref(),
+                ))
             });
             worker::finish(&host, result);
         });

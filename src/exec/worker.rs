@@ -50,22 +50,25 @@ impl Host for WorkerProcess {
         let _ = rayon::ThreadPoolBuilder::new()
             .num_threads(ctx.threads)
             .build_global();
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runner.run(ctx))).unwrap_or_else(
-            |panic| {
-                let msg = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
-                Err(StageError::internal(format!(
-                    "stage crashed (a bug in rst, please report it): {msg}"
-                )))
-            },
-        )
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runner.run(ctx)))
+            .unwrap_or_else(|panic| Err(crashed("stage", panic.as_ref())))
     }
     fn peak_rss_kib(&self) -> u64 {
         peak_rss_kib()
     }
+}
+
+/// A panic caught in rst's own code as a stage error: `what` crashed, with the panic's
+/// message (a bug in rst, never the stage program's fault).
+pub(crate) fn crashed(what: &str, panic: &(dyn std::any::Any + Send)) -> StageError {
+    let msg = panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default();
+    StageError::internal(format!(
+        "{what} crashed (a bug in rst, please report it): {msg}"
+    ))
 }
 
 pub(crate) fn host_name() -> String {
