@@ -137,16 +137,25 @@ impl SyncBatch {
     /// Makes everything published since [`begin`](Self::begin) durable (one syncfs), then
     /// removes the journal.
     pub fn commit(mut self) -> Result<(), StoreError> {
-        self.close()
+        self.close(true)
     }
 
-    fn close(&mut self) -> Result<(), StoreError> {
+    /// Closes a batch under which nothing was published (a no-op run: every stage was
+    /// cached): no syncfs, which would flush every other writer's dirty pages on the
+    /// filesystem and can take long on a busy machine. Only the journal is removed.
+    pub fn commit_nothing_published(mut self) -> Result<(), StoreError> {
+        self.close(false)
+    }
+
+    fn close(&mut self, sync: bool) -> Result<(), StoreError> {
         if self.done {
             return Ok(());
         }
         self.done = true;
         OPEN_BATCHES.fetch_sub(1, Ordering::SeqCst);
-        sync_filesystem(&self.root)?;
+        if sync {
+            sync_filesystem(&self.root)?;
+        }
         // Losing this removal to a crash costs only a needless check next time.
         fs::remove_file(&self.journal).map_err(io(&self.journal))
     }
@@ -154,7 +163,7 @@ impl SyncBatch {
 
 impl Drop for SyncBatch {
     fn drop(&mut self) {
-        let _ = self.close();
+        let _ = self.close(true);
     }
 }
 
@@ -232,6 +241,15 @@ mod tests {
         assert!(deferred());
         assert_eq!(fs::read_dir(d.path().join("pending")).unwrap().count(), 1);
         b.commit().unwrap();
+        assert_eq!(fs::read_dir(d.path().join("pending")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_batch_with_nothing_published_closes_and_leaves_no_journal() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(d.path()).unwrap();
+        let b = SyncBatch::begin(&store).unwrap();
+        b.commit_nothing_published().unwrap();
         assert_eq!(fs::read_dir(d.path().join("pending")).unwrap().count(), 0);
     }
 

@@ -38,7 +38,16 @@ pub fn run(args: &PipelineArgs, flags: &RunFlags, exec: &ExecArgs) -> Result<Exi
         .transpose()?;
     let result = execute(&prepared, backend, flags, exec);
     if let Some(batch) = batch {
-        batch.commit()?;
+        let all_cached = result.as_ref().is_ok_and(|r| {
+            r.outcomes
+                .iter()
+                .all(|o| matches!(o, Outcome::Cached { .. }))
+        });
+        if all_cached {
+            batch.commit_nothing_published()?;
+        } else {
+            batch.commit()?;
+        }
     }
     let result = result?;
     record(&prepared, &args.set, started_unix, &result);
