@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::super::{parse_params, ParamError, StageError};
@@ -12,7 +12,7 @@ use crate::data::archive::{self, archive_kind, safe_relative};
 use crate::data::fetch;
 use crate::data::layouts::Layout;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     pub files: Vec<FileSpec>,
@@ -35,6 +35,28 @@ pub struct Params {
     /// The most an archive may unpack to relative to its own size (0: no limit). Default 200.
     #[serde(default)]
     pub max_unpack_ratio: Option<f64>,
+}
+
+impl Params {
+    /// What enters the cache key: the params with their defaults filled in, without the
+    /// bounds on how a download may go (`idle_timeout_s`, `attempts`, `max_unpacked_bytes`,
+    /// `max_unpack_ratio`). Those decide whether a fetch succeeds, never which bytes it
+    /// yields (every file is checked against its sha256), so changing them reruns nothing
+    /// — as with `resources`.
+    pub(super) fn canonical(params: &Value) -> Value {
+        let mut v = super::super::canonical_as::<Params>(params);
+        if let Some(m) = v.as_object_mut() {
+            for bound in [
+                "idle_timeout_s",
+                "attempts",
+                "max_unpacked_bytes",
+                "max_unpack_ratio",
+            ] {
+                m.remove(bound);
+            }
+        }
+        v
+    }
 }
 
 /// Default of `idle_timeout_s`.
@@ -66,7 +88,7 @@ pub(super) struct Net {
     pub(super) attempts: u32,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileSpec {
     pub name: String,
@@ -79,7 +101,7 @@ pub struct FileSpec {
     pub mirrors: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Format {
     #[default]
@@ -88,7 +110,7 @@ pub enum Format {
     ImageFolder,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct IdxSpec {
     pub train_images: String,
@@ -99,7 +121,7 @@ pub struct IdxSpec {
     pub classes: Option<Vec<String>>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OnCorrupt {
     #[default]
@@ -107,7 +129,7 @@ pub enum OnCorrupt {
     Error,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ImageFolderSpec {
     /// The folder of class folders, or with `layout` the dataset's root folder.

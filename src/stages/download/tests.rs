@@ -628,3 +628,23 @@ fn http_mismatch_falls_back_to_the_next_mirror() {
         e.message
     );
 }
+
+/// Defaults are filled in before keying, and the bounds on how a fetch may go are not keyed:
+/// writing `format: raw` or leaving it out, or raising `attempts`, is the same stage.
+#[test]
+fn canonical_params_fill_defaults_and_drop_the_bounds() {
+    use crate::stages::StageKind as _;
+    let plain = serde_json::json!({"files": [{"name": "a", "mirrors": ["file:///x"]}]});
+    let written = serde_json::json!({
+        "files": [{"name": "a", "mirrors": ["file:///x"], "hash_in_name": false}],
+        "format": "raw",
+        "attempts": 9,
+        "idle_timeout_s": 5.0,
+        "max_unpack_ratio": 10.0
+    });
+    let k = super::Download;
+    assert_eq!(k.canonical_params(&plain), k.canonical_params(&written));
+    let other = serde_json::json!({"files": [{"name": "b", "mirrors": ["file:///x"]}]});
+    assert_ne!(k.canonical_params(&plain), k.canonical_params(&other));
+    assert!(k.canonical_params(&written).get("attempts").is_none());
+}
