@@ -3,9 +3,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
 
-use crate::common::TestDir;
 #[cfg(feature = "torch")]
 use crate::common::{with_band_stages, write_band_idx};
+use crate::common::{TestDir, CLOCK_STAGE};
 use serde_json::Value;
 
 #[cfg(feature = "torch")]
@@ -69,12 +69,6 @@ stages:
     inputs: {j: join}
     publish: "."
     params: {shell: 'sort $RST_IN_J/joined > $RST_OUT/table.md'}
-"#;
-
-const CLOCK: &str = r#"
-  clock:
-    kind: command
-    params: {shell: 'date +%s%N > $RST_OUT/now'}
 "#;
 
 fn small_project(extra: &str) -> TestDir {
@@ -213,7 +207,7 @@ fn audit_needs_a_cached_pipeline_and_sane_flags() {
 
 #[test]
 fn a_stage_writing_the_time_differs() {
-    let t = small_project(CLOCK);
+    let t = small_project(CLOCK_STAGE);
     t.ok(&["run", "p.yaml"]);
     let out = t.rst(&["audit", "p.yaml"]);
     out.assert_code(1);

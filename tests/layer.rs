@@ -2,7 +2,7 @@
 //! failed or an audit/verify found a difference, 2 a user error) and errors printed with
 //! each cause once.
 
-use crate::common::TestDir;
+use crate::common::{TestDir, CLOCK_STAGE};
 
 const PIPELINE: &str = r#"
 name: p
@@ -12,16 +12,10 @@ stages:
     params: {shell: 'echo hello > $RST_OUT/hello.txt'}
 "#;
 
-const CLOCK: &str = r#"
-  clock:
-    kind: command
-    params: {shell: 'date +%s%N > $RST_OUT/now'}
-"#;
-
 #[test]
 fn subcommands_map_outcomes_to_exit_codes() {
     let t = TestDir::new();
-    t.write("p.yaml", &format!("{PIPELINE}{CLOCK}"));
+    t.write("p.yaml", &format!("{PIPELINE}{CLOCK_STAGE}"));
     t.rst(&["check", "p.yaml"]).assert_code(0);
     t.rst(&["run", "p.yaml", "--jobs", "0"])
         .assert_code(2)

@@ -399,3 +399,11 @@ pub fn with_band_stages(pipeline: &str) -> String {
     );
     pipeline.replace(marker, BAND_DATA_STAGES)
 }
+
+/// A `command` stage that writes the time: never the same bytes twice (for audits that
+/// must find a difference). Appended under a pipeline's `stages:`.
+pub const CLOCK_STAGE: &str = r#"
+  clock:
+    kind: command
+    params: {shell: 'date +%s%N > $RST_OUT/now'}
+"#;
