@@ -117,10 +117,10 @@ fn status_line(
     let record = planner.record(inst, &|u| digests[u].clone().unwrap_or_default())?;
     let key = record.key();
     let mut digest = None;
-    if let Some(entry) = store.entry(&key) {
+    if let Some(artifact) = store.hit(&key) {
         line.state = "cached".into();
-        line.artifact = Some(entry.artifact.clone());
-        digest = Some(entry.artifact);
+        line.artifact = Some(artifact.clone());
+        digest = Some(artifact);
     } else {
         line.state = "stale".into();
         line.reasons = match store.last_entry(&p.name, &inst.name) {

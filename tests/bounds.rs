@@ -681,7 +681,17 @@ fn leftovers_of_killed_runs_are_cleaned_by_the_next_run_and_by_gc() {
     t.ok(&["run", "p.yaml"]);
     let cache = t.join("cache");
     let (dead, live) = plant_leftovers(&cache);
+    // What tells the next run that one was killed: its durability journal, unlocked.
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    let journal = cache.join(format!("pending/{DEAD}.0.json"));
+    std::fs::create_dir_all(journal.parent().unwrap()).unwrap();
+    std::fs::write(
+        &journal,
+        format!(r#"{{"boot_id": "{}", "started_unix": 0.0}}"#, boot.trim()),
+    )
+    .unwrap();
     t.ok(&["run", "p.yaml"]);
+    assert!(!journal.exists(), "the dead run's journal is recovered");
     for p in &dead {
         assert!(
             !p.exists(),

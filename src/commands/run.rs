@@ -6,7 +6,7 @@
 //! an exit code, publishing, tables).
 use std::process::ExitCode;
 
-use crate::cache::durable::{SyncBatch, DEFERRED_ENV};
+use crate::cache::durable::{recover_crashed, LazyBatch, DEFERRED_ENV};
 use crate::cache::store::Store;
 use crate::cli::{ExecArgs, ExecutorKind, PipelineArgs};
 use crate::error::{Error, Result, UserError};
@@ -14,7 +14,7 @@ use crate::exec::local::LocalExecutor;
 use crate::exec::progress;
 use crate::exec::scheduler::{self, Outcome, RunOptions, RunResult};
 use crate::exec::slurm::{self, SlurmExecutor, SlurmOptions};
-use crate::exec::{Cancel, Executor};
+use crate::exec::{Cancel, Executor, Job, JobError, JobFile, WorkerEvent};
 use crate::project::{cache_dir, open_store};
 use crate::spec::Pipeline;
 
@@ -32,26 +32,29 @@ pub fn run(args: &PipelineArgs, flags: &RunFlags, exec: &ExecArgs) -> Result<Exi
     let started_unix = crate::provenance::unix_now();
     let (prepared, backend) = prepare(args, flags, exec)?;
     // Local stages publish without fsync; one syncfs at the commit makes them durable
-    // before the run record says they ran (the rule: `cache::store`'s module doc).
-    let batch = (exec.executor == ExecutorKind::Local)
-        .then(|| SyncBatch::begin(&prepared.store))
-        .transpose()?;
-    let result = execute(&prepared, backend, flags, exec);
+    // before the run record says they ran (the rule: `cache::store`'s module doc). The
+    // batch opens with the first job: a run where all is cached writes no journal.
+    let batch = (exec.executor == ExecutorKind::Local).then(|| LazyBatch::new(&prepared.store));
+    let result = execute(&prepared, backend, batch.as_ref(), flags, exec);
     if let Some(batch) = batch {
-        let all_cached = result.as_ref().is_ok_and(|r| {
-            r.outcomes
-                .iter()
-                .all(|o| matches!(o, Outcome::Cached { .. }))
-        });
-        if all_cached {
-            batch.commit_nothing_published()?;
-        } else {
-            batch.commit()?;
-        }
+        batch.commit()?;
+    }
+    if result.as_ref().map_or(true, |r| {
+        r.interrupted || !r.outcomes.iter().all(ended_well)
+    }) {
+        // A failed or interrupted stage may have left a staging dir or a temp file.
+        crate::cache::leftovers::mark_sweep_due(prepared.store.root());
     }
     let result = result?;
     record(&prepared, &args.set, started_unix, &result);
     finish(&prepared, &result)
+}
+
+fn ended_well(o: &Outcome) -> bool {
+    matches!(
+        o,
+        Outcome::Cached { .. } | Outcome::Ran { .. } | Outcome::Reused { .. }
+    )
 }
 
 /// What a run starts from: the loaded pipeline and the opened store.
@@ -72,8 +75,18 @@ fn prepare(args: &PipelineArgs, flags: &RunFlags, exec: &ExecArgs) -> Result<(Pr
         return Err(UserError::new("--jobs must be at least 1").into());
     }
     let store = open_store(&cache_dir(&args.cache_dir))?;
-    // What killed runs left behind (their pids are gone, their keys unlocked).
-    crate::cache::leftovers::sweep(store.root(), false);
+    // Before any lookup: after a power loss, entries whose objects were torn must miss.
+    let killed = recover_crashed(&store)?;
+    // What killed runs left behind (their pids are gone, their keys unlocked). A Slurm
+    // run's workers leave no journal here: it sweeps every time.
+    match exec.executor {
+        ExecutorKind::Local => {
+            crate::cache::leftovers::sweep_if_due(store.root(), killed);
+        }
+        ExecutorKind::Slurm => {
+            crate::cache::leftovers::sweep(store.root(), false);
+        }
+    }
     check_room(&store)?;
     let backend = backend(exec, &store, &worker_env(flags))?;
     Ok((Prepared { pipeline, store }, backend))
@@ -113,6 +126,7 @@ fn worker_env(flags: &RunFlags) -> Vec<(String, String)> {
 fn execute(
     prepared: &Prepared,
     backend: Backend,
+    batch: Option<&LazyBatch<'_>>,
     flags: &RunFlags,
     exec: &ExecArgs,
 ) -> Result<RunResult> {
@@ -139,10 +153,18 @@ fn execute(
         keep_going: flags.keep_going,
     };
     let reporter = progress::reporter(p.instances.len());
+    let batched = batch.map(|batch| Batched {
+        inner: backend.executor.as_ref(),
+        batch,
+    });
+    let executor: &dyn Executor = match &batched {
+        Some(b) => b,
+        None => backend.executor.as_ref(),
+    };
     let result = scheduler::run(
         p,
         &prepared.store,
-        backend.executor.as_ref(),
+        executor,
         &opts,
         reporter.as_ref(),
         &cancel,
@@ -150,6 +172,25 @@ fn execute(
     drop(backend.executor);
     reporter.finish();
     result
+}
+
+/// The executor with the run's [`LazyBatch`] opened before its first job starts.
+struct Batched<'a> {
+    inner: &'a dyn Executor,
+    batch: &'a LazyBatch<'a>,
+}
+
+impl Executor for Batched<'_> {
+    fn run_job(
+        &self,
+        job_file: &JobFile<'_>,
+        job: &Job,
+        cancel: &Cancel,
+        on_event: &mut dyn FnMut(WorkerEvent),
+    ) -> std::result::Result<(), JobError> {
+        self.batch.ensure().map_err(JobError::Journal)?;
+        self.inner.run_job(job_file, job, cancel, on_event)
+    }
 }
 
 /// Prints the summary and writes the run record (a failure to write it is a warning: the

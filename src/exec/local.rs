@@ -12,14 +12,14 @@
 //! ended too: no stage program outlives its stage.
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::guard::Guard;
-use super::{Cancel, Executor, Job, JobError, WorkerEvent};
+use super::{Cancel, Executor, Job, JobError, JobFile, WorkerEvent};
 use crate::stages::command::STOP_REQUESTED;
 
 /// How long a stage's processes get between SIGTERM and SIGKILL.
@@ -233,7 +233,7 @@ fn wait_if_interrupted() {
 impl Executor for LocalExecutor {
     fn run_job(
         &self,
-        job_file: &Path,
+        job_file: &JobFile<'_>,
         job: &Job,
         cancel: &Cancel,
         on_event: &mut dyn FnMut(WorkerEvent),
@@ -304,13 +304,14 @@ impl LocalExecutor {
     /// stderr is `log`, forwarding the events it prints.
     fn run_worker(
         &self,
-        job_file: &Path,
+        job_file: &JobFile<'_>,
         job: &Job,
         log: std::fs::File,
         cancel: &Cancel,
         on_event: &mut dyn FnMut(WorkerEvent),
     ) -> Result<WorkerEnd, JobError> {
         let exe = super::worker_exe(&self.exe, job)?;
+        let job_file = job_file.path()?;
         let mut cmd = Command::new(&exe);
         cmd.arg("worker")
             .arg(job_file)

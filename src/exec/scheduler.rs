@@ -7,9 +7,9 @@ use std::time::Instant;
 use super::integrity::{corrupt_input_message, short, view_base, Checked, ObjectState};
 use super::plan::Planner;
 use super::progress::{Report, Reporter};
-use super::{Cancel, Executor, Job, JobError, WorkerEvent};
+use super::{Cancel, Executor, Job, JobError, JobFile, WorkerEvent};
 use crate::cache::key::KeyRecord;
-use crate::cache::store::{write_replace, Store};
+use crate::cache::store::Store;
 use crate::error::{Error, UserError};
 use crate::spec::Pipeline;
 use crate::stages::StageError;
@@ -511,12 +511,10 @@ impl<'a> Run<'a> {
             })?;
             let key = record.key();
             if !self.forced[i] {
-                if let Some(entry) = store.entry(&key) {
+                if let Some(artifact) = store.hit(&key) {
                     let _ = store.set_ref(&p.name, &inst.name, &key);
                     reporter.report(Report::Cached(&inst.name));
-                    s.outcomes[i] = Some(Outcome::Cached {
-                        artifact: entry.artifact,
-                    });
+                    s.outcomes[i] = Some(Outcome::Cached { artifact });
                     s.keys[i] = Some(key);
                     s.st[i] = St::Done;
                     s.release(p, i);
@@ -580,13 +578,9 @@ impl<'a> Run<'a> {
                 store.remove_entry(&job.key);
             }
             // Per instance: two instances may share a key (a cluster job reads its file later).
-            let job_file =
+            let job_path =
                 self.jobs_dir
                     .join(format!("{}.{}.{i}.json", job.key, std::process::id()));
-            write_replace(
-                &job_file,
-                &serde_json::to_vec_pretty(&job).expect("job serialises"),
-            )?;
             self.running += 1;
             self.used_threads += job.threads;
             self.started[i] = Instant::now();
@@ -598,8 +592,9 @@ impl<'a> Run<'a> {
                 let mut on_event = |ev: WorkerEvent| {
                     let _ = tx2.send(Msg::Event(i, ev));
                 };
+                let job_file = JobFile::new(job_path, &job);
                 let r = executor.run_job(&job_file, &job, cancel, &mut on_event);
-                let _ = std::fs::remove_file(&job_file);
+                job_file.remove();
                 let _ = tx.send(Msg::Exit(i, r));
             });
         }

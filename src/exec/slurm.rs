@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Cancel, Executor, Job, JobError, WorkerEvent};
+use super::{Cancel, Executor, Job, JobError, JobFile, WorkerEvent};
 use crate::error::UserError;
 use crate::spec::resources::slurm_time;
 use crate::stages::StageError;
@@ -399,7 +399,7 @@ impl Drop for SlurmExecutor {
 impl Executor for SlurmExecutor {
     fn run_job(
         &self,
-        job_file: &Path,
+        job_file: &JobFile<'_>,
         job: &Job,
         cancel: &Cancel,
         on_event: &mut dyn FnMut(WorkerEvent),
@@ -408,6 +408,7 @@ impl Executor for SlurmExecutor {
             return Err(JobError::Interrupted { detail: None });
         }
         let exe = super::worker_exe(&self.exe, job)?;
+        let job_file = job_file.path()?;
         let (tx, rx) = mpsc::channel();
         {
             let mut st = self.shared.state.lock().unwrap();

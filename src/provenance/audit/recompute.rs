@@ -8,11 +8,11 @@ use std::sync::{Condvar, Mutex};
 
 use super::plan::{recorded_threads, Chosen};
 use crate::cache::digest::digest_path;
-use crate::cache::store::{remove_tree, write_atomic, Entry, Store};
+use crate::cache::store::{remove_tree, Entry, Store};
 use crate::error::{Error, Result};
 use crate::exec::integrity::view_base;
 use crate::exec::local::LocalExecutor;
-use crate::exec::{Cancel, Executor, Job, WorkerEvent};
+use crate::exec::{Cancel, Executor, Job, JobFile, WorkerEvent};
 use crate::spec::Pipeline;
 
 /// A stage ready to be recomputed: its cache entry, the job that recomputes it, and what
@@ -118,21 +118,23 @@ pub fn recompute(w: &Planned, executor: &LocalExecutor, cancel: &Cancel) -> Reco
     let t0 = std::time::Instant::now();
     let mut notes = w.notes.clone();
     let mut fresh: Option<String> = None;
-    let failed = match write_job(w) {
-        Err(e) => Some(e),
-        Ok(job_file) => {
-            let mut failed = None;
-            let mut on_event = |ev: WorkerEvent| match ev {
-                WorkerEvent::Done { artifact, .. } => fresh = Some(artifact),
-                WorkerEvent::Failed(e) => failed = Some(e.message),
-                _ => {}
-            };
-            if let Err(e) = executor.run_job(&job_file, &w.job, cancel, &mut on_event) {
-                failed.get_or_insert(e.report());
-            }
-            failed
-        }
+    let job_file = JobFile::new(
+        w.scratch
+            .dir
+            .join("tmp")
+            .join(format!("{}.job.json", w.job.key)),
+        &w.job,
+    );
+    let mut failed = None;
+    let mut on_event = |ev: WorkerEvent| match ev {
+        WorkerEvent::Done { artifact, .. } => fresh = Some(artifact),
+        WorkerEvent::Failed(e) => failed = Some(e.message),
+        _ => {}
     };
+    if let Err(e) = executor.run_job(&job_file, &w.job, cancel, &mut on_event) {
+        failed.get_or_insert(e.report());
+    }
+    job_file.remove();
     if let Some(e) = &failed {
         fresh = None;
         notes.push(format!(
@@ -148,18 +150,6 @@ pub fn recompute(w: &Planned, executor: &LocalExecutor, cancel: &Cancel) -> Reco
 }
 
 /// Writes the job file into the scratch cache; Err: why not, for the report.
-fn write_job(w: &Planned) -> std::result::Result<PathBuf, String> {
-    let job_file = w
-        .scratch
-        .dir
-        .join("tmp")
-        .join(format!("{}.job.json", w.job.key));
-    let bytes =
-        serde_json::to_vec_pretty(&w.job).map_err(|e| format!("cannot encode the job: {e}"))?;
-    write_atomic(&job_file, &bytes).map_err(|e| crate::error::chain(&e))?;
-    Ok(job_file)
-}
-
 /// Runs `each` over `work` on up to `jobs` threads, so that the stages' own thread counts
 /// add up to at most `jobs` (one stage asking for more runs alone); results in `work`'s
 /// order.
