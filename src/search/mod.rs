@@ -22,6 +22,8 @@
 //! index of a categorical choice) and an internal `f64` that the samplers compute with (the
 //! number itself, or the choice index), as Optuna's `to_internal_repr` does.
 
+pub mod grid;
+pub mod random;
 
 use indexmap::IndexMap;
 
@@ -451,6 +453,11 @@ pub fn normalize_space(space: &Space) -> Result<Space, SearchError> {
             }),
         })
         .collect()
+}
+
+/// Round half to even, numpy's `np.round` (Rust's `f64::round` rounds half away from zero).
+pub(crate) fn round_half_even(x: f64) -> f64 {
+    x.round_ties_even()
 }
 
 /// Exact decimal arithmetic on floats' shortest representations, for the step grid of a
