@@ -23,6 +23,7 @@
 //! number itself, or the choice index), as Optuna's `to_internal_repr` does.
 
 pub mod grid;
+pub mod prune;
 pub mod random;
 
 use indexmap::IndexMap;
