@@ -25,6 +25,7 @@
 pub mod grid;
 pub mod prune;
 pub mod random;
+pub mod tpe;
 
 use indexmap::IndexMap;
 
