@@ -37,6 +37,7 @@ pub mod project;
 pub mod provenance;
 pub mod publish;
 pub mod report;
+pub mod search;
 pub mod spec;
 pub mod stages;
 pub mod status;
