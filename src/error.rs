@@ -116,6 +116,9 @@ pub enum Error {
     /// A cache entry found a moment ago is gone: another process removed it.
     #[error("the cache entry of {instance} (key {key}) was removed while rst was reading it (by a concurrent `rst gc` or `rst verify`?); run the command again")]
     EntryVanished { instance: String, key: String },
+    /// Something rst relies on of its own making did not hold (a bug).
+    #[error("internal error: {0} (a bug in rst: please report it)")]
+    Bug(String),
     /// A value rst made could not be encoded (a bug: rst's records always serialise).
     #[error("cannot encode {what}")]
     Encode {
@@ -153,6 +156,7 @@ impl Error {
             | Error::Publish(_)
             | Error::Store(_)
             | Error::EntryVanished { .. }
+            | Error::Bug(_)
             | Error::Encode { .. } => 1,
         }
     }

@@ -41,5 +41,6 @@ pub mod search;
 pub mod spec;
 pub mod stages;
 pub mod status;
+pub mod study;
 pub mod time;
 pub mod verify;

@@ -29,6 +29,7 @@ mod libtorch;
 mod perf_exec;
 mod planner;
 mod publish;
+mod search;
 mod slurm;
 #[cfg(feature = "torch")]
 mod train;

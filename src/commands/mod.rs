@@ -93,8 +93,17 @@ pub fn dispatch(cmd: Cmd) -> Result<ExitCode> {
 
 /// Loads the pipeline `args` name, with its `--set` overrides.
 fn load(args: &PipelineArgs) -> Result<Pipeline> {
+    load_proposed(args, &crate::spec::trials::Proposals::new())
+}
+
+/// [`load`] with the trials of its studies proposed so far (`crate::study`).
+fn load_proposed(
+    args: &PipelineArgs,
+    proposals: &crate::spec::trials::Proposals,
+) -> Result<Pipeline> {
     let opts = crate::spec::Options {
         max_instances: args.max_instances,
+        proposals: proposals.clone(),
     };
     crate::project::load_with(&args.file, &args.set, &opts)
 }

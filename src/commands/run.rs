@@ -31,14 +31,44 @@ pub struct RunFlags {
 pub fn run(args: &PipelineArgs, flags: &RunFlags, exec: &ExecArgs) -> Result<ExitCode> {
     let started_unix = crate::provenance::unix_now();
     let (prepared, backend) = prepare(args, flags, exec)?;
+    let Prepared {
+        mut pipeline,
+        store,
+    } = prepared;
+    let Backend { executor, kill } = backend;
+    let cancel = on_interrupt(kill);
     // Local stages publish without fsync; one syncfs at the commit makes them durable
     // before the run record says they ran (the rule: `cache::store`'s module doc). The
     // batch opens with the first job: a run where all is cached writes no journal.
-    let batch = (exec.executor == ExecutorKind::Local).then(|| LazyBatch::new(&prepared.store));
-    let result = execute(&prepared, backend, batch.as_ref(), flags, exec);
+    let batch = (exec.executor == ExecutorKind::Local).then(|| LazyBatch::new(&store));
+    let batched = batch.as_ref().map(|batch| Batched {
+        inner: executor.as_ref(),
+        batch,
+    });
+    let executor_ref: &dyn Executor = match &batched {
+        Some(b) => b,
+        None => executor.as_ref(),
+    };
+    let result = if crate::study::has_studies(&pipeline) {
+        drive_studies(
+            args,
+            flags,
+            exec,
+            &mut pipeline,
+            &store,
+            executor_ref,
+            &cancel,
+        )
+    } else {
+        let force = flags.force.clone();
+        execute_on(&pipeline, &store, executor_ref, force, flags, exec, &cancel)
+    };
+    // The executor ends here (a Slurm monitor is joined) before anything is published.
+    drop(executor);
     if let Some(batch) = batch {
         batch.commit()?;
     }
+    let prepared = Prepared { pipeline, store };
     if result.as_ref().map_or(true, |r| {
         r.interrupted || !r.outcomes.iter().all(ended_well)
     }) {
@@ -48,6 +78,46 @@ pub fn run(args: &PipelineArgs, flags: &RunFlags, exec: &ExecArgs) -> Result<Exi
     let result = result?;
     record(&prepared, &args.set, started_unix, &result);
     finish(&prepared, &result)
+}
+
+/// Runs the studies round by round (`crate::study`), then the whole pipeline with every
+/// trial; `pipeline` becomes the pipeline the result is of.
+fn drive_studies(
+    args: &PipelineArgs,
+    flags: &RunFlags,
+    exec: &ExecArgs,
+    pipeline: &mut Pipeline,
+    store: &Store,
+    executor: &dyn Executor,
+    cancel: &Cancel,
+) -> Result<RunResult> {
+    let started = std::time::Instant::now();
+    crate::study::check_force(pipeline, &flags.force)?;
+    let mut forced = crate::study::Forced::new(&flags.force);
+    let first = pipeline.clone();
+    let mut load =
+        |proposals: &crate::spec::trials::Proposals| super::load_proposed(args, proposals);
+    let mut round = |p: &Pipeline| {
+        let force = forced.round(p);
+        execute_on(p, store, executor, force, flags, exec, cancel)
+    };
+    let driven = crate::study::drive(&first, store, &mut load, &mut round)?;
+    match driven {
+        crate::study::Driven::Stopped(p, mut result) => {
+            result.wall_s = started.elapsed().as_secs_f64();
+            *pipeline = p;
+            Ok(result)
+        }
+        crate::study::Driven::Done { proposals, ran } => {
+            let p = super::load_proposed(args, &proposals)?.select(&flags.targets)?;
+            let force = forced.round(&p);
+            let mut result = execute_on(&p, store, executor, force, flags, exec, cancel)?;
+            crate::study::merge_rounds(&p, &mut result, &ran);
+            result.wall_s = started.elapsed().as_secs_f64();
+            *pipeline = p;
+            Ok(result)
+        }
+    }
 }
 
 fn ended_well(o: &Outcome) -> bool {
@@ -121,55 +191,41 @@ fn worker_env(flags: &RunFlags) -> Vec<(String, String)> {
     }
 }
 
-/// Runs the scheduler; Ctrl-C cancels it and stops the running stages. The executor ends
-/// here (a Slurm monitor is joined) before anything is published.
-fn execute(
-    prepared: &Prepared,
-    backend: Backend,
-    batch: Option<&LazyBatch<'_>>,
+/// Ctrl-C cancels the run and stops the running stages (set once per process).
+fn on_interrupt(kill: Killer) -> Cancel {
+    let cancel = Cancel::default();
+    let c = cancel.clone();
+    let _ = ctrlc::set_handler(move || {
+        if !c.is_cancelled() {
+            eprintln!("\ninterrupted: stopping running stages (the cache stays consistent)");
+        }
+        c.cancel();
+        kill();
+    });
+    cancel
+}
+
+/// Runs the scheduler on `p`, with a live view of its own.
+fn execute_on(
+    p: &Pipeline,
+    store: &Store,
+    executor: &dyn Executor,
+    force: Vec<String>,
     flags: &RunFlags,
     exec: &ExecArgs,
+    cancel: &Cancel,
 ) -> Result<RunResult> {
-    let p = &prepared.pipeline;
-    let cancel = Cancel::default();
-    {
-        let cancel = cancel.clone();
-        let kill = backend.kill;
-        let _ = ctrlc::set_handler(move || {
-            if !cancel.is_cancelled() {
-                eprintln!("\ninterrupted: stopping running stages (the cache stays consistent)");
-            }
-            cancel.cancel();
-            kill();
-        });
-    }
     let opts = RunOptions {
         jobs: flags.jobs.unwrap_or_else(|| match exec.executor {
             // The cluster schedules: every ready stage is submitted.
             ExecutorKind::Slurm => 1 << 20,
             ExecutorKind::Local => crate::project::thread_budget(),
         }),
-        force: flags.force.clone(),
+        force,
         keep_going: flags.keep_going,
     };
     let reporter = progress::reporter(p.instances.len());
-    let batched = batch.map(|batch| Batched {
-        inner: backend.executor.as_ref(),
-        batch,
-    });
-    let executor: &dyn Executor = match &batched {
-        Some(b) => b,
-        None => backend.executor.as_ref(),
-    };
-    let result = scheduler::run(
-        p,
-        &prepared.store,
-        executor,
-        &opts,
-        reporter.as_ref(),
-        &cancel,
-    );
-    drop(backend.executor);
+    let result = scheduler::run(p, store, executor, &opts, reporter.as_ref(), cancel);
     reporter.finish();
     result
 }
@@ -229,8 +285,44 @@ fn finish(prepared: &Prepared, result: &RunResult) -> Result<ExitCode> {
         });
     }
     crate::publish::publish(p, store, result)?;
+    print_studies(p, store, result);
     print_tables(p, store, result);
     Ok(ExitCode::SUCCESS)
+}
+
+/// One line per study: its trials and the best one.
+fn print_studies(p: &Pipeline, store: &Store, result: &RunResult) {
+    for (inst, outcome) in p.instances.iter().zip(&result.outcomes) {
+        if p.stages[inst.stage].kind.name() != "search" {
+            continue;
+        }
+        let Some(dir) = outcome.artifact().map(|a| store.object_path(a)) else {
+            continue;
+        };
+        let read = |f: &str| -> Option<serde_json::Value> {
+            let bytes = crate::cache::digest::read_regular(&dir.join(f)).ok()?;
+            serde_json::from_slice(&bytes).ok()
+        };
+        let (Some(best), Some(trials)) = (read("best.json"), read("trials.json")) else {
+            continue;
+        };
+        let values: Vec<String> = best["params"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| format!("{k}={}", crate::spec::interp::display(v)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        println!(
+            "{}: {} trials, best #{} = {} ({})",
+            inst.name,
+            trials.as_array().map_or(0, Vec::len),
+            best["number"],
+            best["value"],
+            values.join(", ")
+        );
+    }
 }
 
 /// The tables aggregate stages rendered, as the last thing printed.

@@ -6,6 +6,7 @@ use super::ctx::Ctx;
 use super::matrix::{self, Matrix};
 use super::params::Params;
 use super::raw::{Publish, RawPipeline, RawStage};
+use super::trials::{self, Proposals};
 use crate::error::UserError;
 use crate::hint::did_you_mean;
 use crate::stages::{self, StageKind};
@@ -19,6 +20,8 @@ pub(super) struct Declared<'r> {
     /// `params:` as JSON, not yet interpolated.
     pub params: serde_json::Value,
     pub publish: Option<String>,
+    /// A trial stage's study, and how many of its matrix variables name an instance.
+    pub trial: Option<(&'r str, usize)>,
 }
 
 /// Every stage's declaration, in file order.
@@ -26,7 +29,9 @@ pub(super) fn declare<'r>(
     cx: &Ctx<'_>,
     raw: &'r RawPipeline,
     params: &Params,
+    proposals: &Proposals,
 ) -> Result<Vec<Declared<'r>>, UserError> {
+    trials::check_references(cx, raw)?;
     raw.stages
         .iter()
         .map(|(name, rs)| {
@@ -38,7 +43,13 @@ pub(super) fn declare<'r>(
                 ));
             }
             let kind = kind(cx, &sp, rs)?;
-            let matrix = matrix::parse(cx, name, &rs.matrix, params)?;
+            let (matrix, trial) = match &rs.trial_of {
+                None => (matrix::parse(cx, name, &rs.matrix, params)?, None),
+                Some(study) => {
+                    let (m, named) = trials::matrix(cx, raw, name, rs, study, params, proposals)?;
+                    (m, Some((study.as_str(), named)))
+                }
+            };
             check_input_names(cx, &sp, name, rs, kind)?;
             let publish = publish(cx, &sp, name, rs)?;
             let params = match &rs.params {
@@ -52,6 +63,7 @@ pub(super) fn declare<'r>(
                 matrix,
                 params,
                 publish,
+                trial,
             })
         })
         .collect()

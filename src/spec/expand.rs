@@ -63,8 +63,11 @@ fn expand_stage(
     instances: &mut Vec<Instance>,
 ) -> Result<StageRefs, UserError> {
     let sp = format!("stages.{}", d.name);
+    // A trial's proposed values are in its params, not its name.
+    let named = |b: &[(Arc<str>, Value)]| b.len().min(d.trial.map_or(usize::MAX, |t| t.1));
     if let Some(at) = d.matrix.first_repeat() {
-        let name = instance_name(d.name, &d.matrix.bindings(&at));
+        let bindings = d.matrix.bindings(&at);
+        let name = instance_name(d.name, &bindings[..named(&bindings)]);
         return Err(cx
             .at_key(
                 &format!("{sp}.matrix"),
@@ -85,7 +88,7 @@ fn expand_stage(
     let mut shared_refs = None;
     for combo in d.matrix.combinations() {
         let bindings = d.matrix.bindings(&combo);
-        let name = instance_name(d.name, &bindings);
+        let name = instance_name(d.name, &bindings[..named(&bindings)]);
         let mvals: BTreeMap<String, Value> = bindings
             .iter()
             .map(|(k, v)| (k.to_string(), v.clone()))
@@ -126,7 +129,7 @@ fn expand_stage(
 }
 
 /// `stage` or `stage[a=1, b=x]`.
-pub(super) fn instance_name(stage: &str, bindings: &[(Arc<str>, Value)]) -> String {
+pub fn instance_name(stage: &str, bindings: &[(Arc<str>, Value)]) -> String {
     if bindings.is_empty() {
         return stage.to_string();
     }

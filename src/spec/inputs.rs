@@ -32,6 +32,74 @@ pub(super) fn resolve(
                 }
             }
         }
+        if stages[si].kind.name() == "search" {
+            resolve_trials(cx, stages, ex, si)?;
+        }
+    }
+    Ok(())
+}
+
+/// The name under which a study reads its trials (the instances of its objective stage).
+pub const TRIALS_INPUT: &str = "trials";
+
+/// A study's `trials` input: the proposed trials of its objective stage that belong to
+/// each of its instances (their leading variables are the instance's matrix values).
+fn resolve_trials(
+    cx: &Ctx<'_>,
+    stages: &[Declared<'_>],
+    ex: &mut Expanded,
+    si: usize,
+) -> Result<(), UserError> {
+    let d = &stages[si];
+    let pp = format!("stages.{}.params.objective", d.name);
+    let Some(obj) = super::trials::objective_stage(&d.params) else {
+        return Err(cx
+            .at_key(
+                &format!("stages.{}.params", d.name),
+                format!("search stage `{}` has no `objective`", d.name),
+            )
+            .help("name the trial stage whose result is the objective: `objective: <stage>`"));
+    };
+    let Some(ti) = stages
+        .iter()
+        .position(|t| t.name == obj && t.trial.is_some_and(|(s, _)| s == d.name))
+    else {
+        let trials: Vec<&str> = stages
+            .iter()
+            .filter(|t| t.trial.is_some_and(|(s, _)| s == d.name))
+            .map(|t| t.name)
+            .collect();
+        let mut u = cx.at_value(
+            &pp,
+            format!(
+                "the objective `{obj}` of `{}` is not one of its trial stages",
+                d.name
+            ),
+        );
+        u.help = Some(if trials.is_empty() {
+            format!(
+                "declare the stages of a trial with `trial_of: {}`, and name the one whose                  result is the objective",
+                d.name
+            )
+        } else {
+            did_you_mean(obj, trials.iter().copied())
+                .unwrap_or_else(|| format!("trial stages of `{}`: {}", d.name, trials.join(", ")))
+        });
+        return Err(u);
+    };
+    let k = d.matrix.variables().count();
+    for id in ex.ids[si].clone() {
+        let own: Vec<&serde_json::Value> = ex.instances[id].matrix.iter().map(|(_, v)| v).collect();
+        let trials: Vec<usize> = ex.ids[ti]
+            .clone()
+            .filter(|&t| {
+                let m = &ex.instances[t].matrix;
+                m.len() > k && m[..k].iter().map(|(_, v)| v).eq(own.iter().copied())
+            })
+            .collect();
+        ex.instances[id]
+            .inputs
+            .insert(TRIALS_INPUT.to_string(), trials);
     }
     Ok(())
 }

@@ -30,6 +30,17 @@ pub struct Axis {
 }
 
 impl Axis {
+    /// An axis of `entries`, each binding every one of `names` (a zipped axis).
+    pub fn zipped(key: &str, names: Vec<Arc<str>>, entries: Vec<Vec<Value>>) -> Axis {
+        debug_assert!(entries.iter().all(|e| e.len() == names.len()));
+        Axis {
+            key: key.to_string(),
+            names,
+            entries,
+            index: OnceLock::new(),
+        }
+    }
+
     /// The entries (ascending) whose variable `ni` reads as `want` (numbers by value).
     fn entries_with(&self, ni: usize, want: &str) -> &[usize] {
         let index = self.index.get_or_init(|| {
@@ -137,10 +148,10 @@ impl Matrix {
 
     /// Entry indices of every combination, first axis outermost (the odometer).
     pub fn combinations(&self) -> Combinations {
-        Combinations {
-            lens: self.axes.iter().map(|a| a.entries.len()).collect(),
-            next: Some(vec![0; self.axes.len()]),
-        }
+        let lens: Vec<usize> = self.axes.iter().map(|a| a.entries.len()).collect();
+        // An empty axis (a study with no trial proposed yet) gives no combination at all.
+        let next = (!lens.contains(&0)).then(|| vec![0; self.axes.len()]);
+        Combinations { lens, next }
     }
 
     /// The first combination whose instance name repeats an earlier one, if any: an axis

@@ -15,6 +15,7 @@ pub mod resources;
 pub mod source_map;
 mod stage_checks;
 mod targets;
+pub mod trials;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -25,6 +26,7 @@ use serde_json::Value;
 use crate::error::{Location, UserError};
 use crate::stages::StageKind;
 use ctx::{Ctx, Located};
+pub use expand::instance_name;
 pub use matrix::{Matrix, DEFAULT_MAX_INSTANCES};
 pub use order::topo_order;
 pub use raw::Publish;
@@ -64,6 +66,8 @@ pub struct StageDef {
     pub params: Value,
     /// Results sub-directory, when the stage is published.
     pub publish: Option<String>,
+    /// The `search` stage this stage is a trial of (`trial_of:`).
+    pub trial_of: Option<String>,
 }
 
 impl std::fmt::Debug for StageDef {
@@ -191,12 +195,16 @@ pub struct Options {
     /// Refuse pipelines that would expand to more instances than this (checked before
     /// expanding, so a typo'd 100^5 sweep fails at once instead of filling memory).
     pub max_instances: u64,
+    /// The trials proposed so far of each study (`kind: search`): what trial stages
+    /// expand to. None on a plain load.
+    pub proposals: trials::Proposals,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             max_instances: DEFAULT_MAX_INSTANCES,
+            proposals: trials::Proposals::new(),
         }
     }
 }
@@ -304,7 +312,7 @@ fn build(
         ));
     }
     let params = params::resolve(cx, &raw.params, overrides)?;
-    let declared = declare::declare(cx, raw, &params)?;
+    let declared = declare::declare(cx, raw, &params, &opts.proposals)?;
     let sizes: Vec<(&str, &Matrix)> = declared.iter().map(|d| (d.name, &d.matrix)).collect();
     matrix::check_size(cx, &sizes, opts.max_instances)?;
     let mut expanded = expand::expand(cx, raw, &declared, &params)?;
@@ -320,6 +328,7 @@ fn build(
             matrix: d.matrix,
             params: d.params,
             publish: d.publish,
+            trial_of: d.trial.map(|(study, _)| study.to_string()),
         })
         .collect();
     let (stages, instances) = ordered(cx, raw, stages, expanded.instances)?;

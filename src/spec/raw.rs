@@ -37,6 +37,10 @@ pub(super) struct RawStage {
     pub resources: super::resources::RawResources,
     #[serde(default)]
     pub publish: Option<Publish>,
+    /// The `search` stage this stage is one trial of: it is expanded once per proposed
+    /// trial of each of that study's instances (see `spec::trials`).
+    #[serde(default)]
+    pub trial_of: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -14,11 +14,18 @@ impl Pipeline {
         if targets.is_empty() {
             return Ok(self);
         }
-        let mut keep = vec![false; self.instances.len()];
+        let mut ids = Vec::new();
         for t in targets {
-            for id in self.target(t)? {
-                keep[id] = true;
-            }
+            ids.extend(self.target(t)?);
+        }
+        Ok(self.select_ids(&ids))
+    }
+
+    /// The pipeline cut down to the instances `ids` and their ancestors.
+    pub fn select_ids(self, ids: &[usize]) -> Pipeline {
+        let mut keep = vec![false; self.instances.len()];
+        for &id in ids {
+            keep[id] = true;
         }
         // Instances are in topological order: a consumer comes after all its inputs.
         for i in (0..keep.len()).rev() {
@@ -28,7 +35,7 @@ impl Pipeline {
                 }
             }
         }
-        Ok(self.retain(&keep))
+        self.retain(&keep)
     }
 
     /// The instances one target names.

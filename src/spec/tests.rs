@@ -312,7 +312,10 @@ fn the_instance_limit_is_checked_before_expanding() {
         "{e}"
     );
     assert_eq!(e.location.unwrap().line, 5);
-    let small = Options { max_instances: 3 };
+    let small = Options {
+        max_instances: 3,
+        ..Options::default()
+    };
     let e = parse_with(Path::new("p.yaml"), SWEEP, &[], Path::new("."), &small).unwrap_err();
     // cmd (1) + noisy (2) fit; `one` makes 4.
     assert!(
@@ -320,7 +323,10 @@ fn the_instance_limit_is_checked_before_expanding() {
             .contains("the stages up to `one` expand to 4 instances"),
         "{e}"
     );
-    let ok = Options { max_instances: 5 };
+    let ok = Options {
+        max_instances: 5,
+        ..Options::default()
+    };
     assert!(parse_with(Path::new("p.yaml"), SWEEP, &[], Path::new("."), &ok).is_ok());
 }
 

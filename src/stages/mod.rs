@@ -13,6 +13,7 @@ pub mod aggregate;
 pub mod command;
 pub mod download;
 pub mod noise;
+pub mod search;
 pub mod split;
 pub mod train;
 
@@ -394,7 +395,7 @@ impl StageRunner for FnRunner {
 
 /// All stage kinds' declarations, by name.
 pub fn registry() -> &'static [&'static dyn StageKind] {
-    static KINDS: [&dyn StageKind; 7] = [
+    static KINDS: [&dyn StageKind; 8] = [
         &download::Download,
         &split::Split,
         &noise::Noise,
@@ -402,18 +403,20 @@ pub fn registry() -> &'static [&'static dyn StageKind] {
         &train::TRAIN,
         &train::EVALUATE,
         &aggregate::Aggregate,
+        &search::Search,
     ];
     &KINDS
 }
 
 /// The runners the engine binary has (every kind without libtorch).
 pub fn runners() -> &'static [&'static dyn StageRunner] {
-    static RUNNERS: [&dyn StageRunner; 5] = [
+    static RUNNERS: [&dyn StageRunner; 6] = [
         &download::Download,
         &split::Split,
         &noise::Noise,
         &command::Command,
         &aggregate::Aggregate,
+        &search::Search,
     ];
     &RUNNERS
 }

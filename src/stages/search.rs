@@ -1,0 +1,519 @@
+//! The `search` stage kind: a hyper-parameter study whose trials are ordinary stage
+//! instances (every trial a cache entry).
+//!
+//! ```yaml
+//! fit:                          # one trial: any stages with `trial_of: <the study>`
+//!   kind: train
+//!   trial_of: tune
+//!   inputs: {train: "noisy[rate=${rate}]", ...}
+//!   params: {reg: regsl, D: "${D}", H: "${H}", ...}
+//! tune:
+//!   kind: search
+//!   matrix: {rate: "${noise_rates}"}   # one study per rate
+//!   params:
+//!     objective: fit            # a `train` trial: its best validation accuracy
+//!     # objective: {stage: score, file: metrics.json, key: acc}   # any number in a JSON file
+//!     direction: maximize       # or minimize
+//!     trials: 20
+//!     parallel: 2               # trials proposed per batch (constant liar), run at once
+//!     sampler: tpe              # tpe (default) | random | grid
+//!     seed: 0
+//!     space:
+//!       D: {low: 0.5, high: 20, log: true}
+//!       H: {low: 0.5, high: 20, step: 0.5}
+//!       T0: {choices: [1, 2, 4]}
+//!       epochs: {type: int, low: 5, high: 15}
+//! ```
+//!
+//! The trials are proposed and run by the search driver (`crate::study`), batch after
+//! batch, each proposal a pure function of the sampler, seed, space and the results of the
+//! trials before its batch. This kind only summarises them once all have run: its input
+//! `trials` (added by the builder, never written) is every instance of the objective stage
+//! in its study, and it writes `trials.json`, `trials.csv` and `best.json`.
+use std::path::Path;
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::{
+    parse_params, Arity, InputArtifact, InputDecl, ParamError, StageCtx, StageError, StageKind,
+    StageRunner,
+};
+use crate::search::{Direction, Distribution, ParamValue, Space};
+
+pub struct Search;
+
+/// Bump when the same inputs and params would give other files.
+const VERSION: u32 = 1;
+
+/// The input the builder fills with the study's trials (`spec::inputs::TRIALS_INPUT`).
+pub const TRIALS: &str = "trials";
+
+const INPUTS: &[InputDecl] = &[InputDecl {
+    name: TRIALS,
+    arity: Arity::Many,
+    required: false,
+}];
+
+/// A `train` trial's objective: the best validation accuracy, in its `summary.json`.
+pub const DEFAULT_FILE: &str = "summary.json";
+pub const DEFAULT_KEY: &str = "best_val_acc";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SamplerName {
+    #[default]
+    Tpe,
+    Random,
+    Grid,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DirectionName {
+    Minimize,
+    Maximize,
+}
+
+impl From<DirectionName> for Direction {
+    fn from(d: DirectionName) -> Direction {
+        match d {
+            DirectionName::Minimize => Direction::Minimize,
+            DirectionName::Maximize => Direction::Maximize,
+        }
+    }
+}
+
+/// Which number of a trial's artifact is the objective.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Objective {
+    /// The trial stage (`trial_of` this study) whose artifact holds it.
+    pub stage: String,
+    /// A JSON file of that artifact.
+    #[serde(default = "default_file")]
+    pub file: String,
+    /// The number's key in it; `a.b` for a nested one.
+    #[serde(default = "default_key")]
+    pub key: String,
+}
+
+fn default_file() -> String {
+    DEFAULT_FILE.into()
+}
+fn default_key() -> String {
+    DEFAULT_KEY.into()
+}
+
+/// `objective: fit` is `objective: {stage: fit}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum RawObjective {
+    Stage(String),
+    Full(Value),
+}
+
+fn objective<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Objective, D::Error> {
+    use serde::de::Error;
+    match RawObjective::deserialize(d)? {
+        RawObjective::Stage(stage) => Ok(Objective {
+            stage,
+            file: default_file(),
+            key: default_key(),
+        }),
+        RawObjective::Full(v) => Objective::deserialize(v).map_err(D::Error::custom),
+    }
+}
+
+/// One dimension of the space as written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dim {
+    /// `float` (the default) or `int`; a dimension with `choices` is categorical.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub ty: Option<DimType>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub low: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub high: Option<f64>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub log: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub choices: Option<Vec<Value>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DimType {
+    Float,
+    Int,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchParams {
+    #[serde(deserialize_with = "objective")]
+    pub objective: Objective,
+    pub direction: DirectionName,
+    /// How many trials the study runs (per instance of the search stage).
+    pub trials: usize,
+    /// Trials proposed per batch and run at once (within `--jobs`).
+    #[serde(default = "one")]
+    pub parallel: usize,
+    #[serde(default)]
+    pub sampler: SamplerName,
+    #[serde(default)]
+    pub seed: u64,
+    pub space: IndexMap<String, Dim>,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// Parses and checks the params; the space as the samplers take it.
+pub fn parse(params: &Value) -> Result<(SearchParams, Space), ParamError> {
+    let p: SearchParams = parse_params(params)?;
+    if p.trials == 0 {
+        return Err(
+            ParamError::new("trials", "a study needs at least one trial").help("e.g. `trials: 20`"),
+        );
+    }
+    if p.parallel == 0 {
+        return Err(
+            ParamError::new("parallel", "parallel must be at least 1").help("e.g. `parallel: 2`")
+        );
+    }
+    if p.space.is_empty() {
+        return Err(ParamError::new("space", "the space has no parameter")
+            .help("e.g. `space: {D: {low: 0.5, high: 20, log: true}}`"));
+    }
+    let mut space = Space::new();
+    for (name, dim) in &p.space {
+        space.insert(name.clone(), distribution(name, dim)?);
+    }
+    if p.sampler == SamplerName::Grid {
+        let size = crate::search::grid::grid_size(&space)
+            .map_err(|e| ParamError::new("sampler", e.to_string()))?;
+        if p.trials > size {
+            return Err(ParamError::new(
+                "trials",
+                format!(
+                    "the grid has {size} points, fewer than `trials: {}`",
+                    p.trials
+                ),
+            )
+            .help(format!("set `trials: {size}` to run the whole grid once")));
+        }
+    }
+    Ok((p, space))
+}
+
+/// One dimension as a sampler's [`Distribution`], checked.
+fn distribution(name: &str, d: &Dim) -> Result<Distribution, ParamError> {
+    let at = format!("space.{name}");
+    let dist = if let Some(choices) = &d.choices {
+        if d.ty.is_some() || d.low.is_some() || d.high.is_some() || d.log || d.step.is_some() {
+            return Err(ParamError::new(
+                &at,
+                "a dimension with `choices` takes no `type`, `low`, `high`, `log` or `step`",
+            )
+            .help("either list the choices, or give a range"));
+        }
+        Distribution::Categorical {
+            choices: choices.clone(),
+        }
+    } else {
+        let (Some(low), Some(high)) = (d.low, d.high) else {
+            return Err(ParamError::new(&at, "a range needs both `low` and `high`")
+                .help("e.g. `{low: 0.5, high: 20}`, or `{choices: [1, 2, 4]}`"));
+        };
+        match d.ty.unwrap_or(DimType::Float) {
+            DimType::Float => Distribution::Float {
+                low,
+                high,
+                log: d.log,
+                step: d.step,
+            },
+            DimType::Int => {
+                let int = |v: f64, key: &str| {
+                    if v.fract() == 0.0 && v.abs() < crate::search::MAX_EXACT_INT as f64 {
+                        Ok(v as i64)
+                    } else {
+                        Err(ParamError::new(
+                            format!("{at}.{key}"),
+                            format!("an int dimension needs whole numbers, got {v}"),
+                        ))
+                    }
+                };
+                Distribution::Int {
+                    low: int(low, "low")?,
+                    high: int(high, "high")?,
+                    log: d.log,
+                    step: match d.step {
+                        None => 1,
+                        Some(s) => int(s, "step")?,
+                    },
+                }
+            }
+        }
+    };
+    dist.validate()
+        .map_err(|e| ParamError::new(&at, e.to_string()))?;
+    Ok(dist)
+}
+
+/// The value of `p` as it is bound in a trial (a categorical: the choice itself).
+pub fn value_json(dist: &Distribution, p: &ParamValue) -> Value {
+    dist.to_json(p).unwrap_or(Value::Null)
+}
+
+/// The objective `key` (dotted for nested objects) of `file` in the artifact at `dir`.
+pub fn read_objective(dir: &Path, obj: &Objective) -> Result<f64, String> {
+    let path = dir.join(&obj.file);
+    let bytes = crate::cache::digest::read_regular(&path)
+        .map_err(|e| format!("cannot read {}: {e}", obj.file))?;
+    let v: Value =
+        serde_json::from_slice(&bytes).map_err(|e| format!("{} is not JSON: {e}", obj.file))?;
+    let mut cur = &v;
+    for part in obj.key.split('.') {
+        cur = cur
+            .get(part)
+            .ok_or_else(|| format!("{} has no key `{}`", obj.file, obj.key))?;
+    }
+    cur.as_f64().filter(|x| x.is_finite()).ok_or_else(|| {
+        format!(
+            "`{}` in {} is not a finite number: {cur}",
+            obj.key, obj.file
+        )
+    })
+}
+
+impl StageKind for Search {
+    fn name(&self) -> &'static str {
+        "search"
+    }
+    fn version(&self) -> u32 {
+        VERSION
+    }
+    fn check(&self, params: &Value) -> Result<(), ParamError> {
+        parse(params).map(|_| ())
+    }
+    fn inputs(&self) -> Option<&'static [InputDecl]> {
+        Some(INPUTS)
+    }
+    fn canonical_params(&self, params: &Value) -> Value {
+        super::canonical_as::<SearchParams>(params)
+    }
+}
+
+/// One finished trial, as the study's artifact lists it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TrialRecord {
+    pub number: usize,
+    pub instance: String,
+    pub params: IndexMap<String, Value>,
+    pub value: f64,
+    pub state: String,
+}
+
+impl StageRunner for Search {
+    fn kind(&self) -> &'static dyn StageKind {
+        &Search
+    }
+    fn run(&self, ctx: &StageCtx<'_>) -> Result<(), StageError> {
+        let (p, space) = parse(ctx.params).map_err(StageError::from)?;
+        let inputs = ctx.inputs.get(TRIALS).map(Vec::as_slice).unwrap_or(&[]);
+        let mut trials = inputs
+            .iter()
+            .map(|a| trial_record(a, &p, &space))
+            .collect::<Result<Vec<_>, _>>()?;
+        trials.sort_by_key(|t| t.number);
+        let Some(best) = best(&trials, p.direction.into()) else {
+            return Err(StageError::user(format!(
+                "study `{}` has no finished trial",
+                ctx.instance
+            )));
+        };
+        let best = best.clone();
+        write_json(&ctx.out.join("trials.json"), &json!(trials))?;
+        write_json(&ctx.out.join("best.json"), &json!(best))?;
+        std::fs::write(ctx.out.join("trials.csv"), trials_csv(&space, &trials))
+            .map_err(|e| StageError::io("writing trials.csv", e))?;
+        ctx.log(&format!(
+            "{}: {} trials, best #{} = {} with {}",
+            ctx.instance,
+            trials.len(),
+            best.number,
+            best.value,
+            serde_json::to_string(&best.params).unwrap_or_default()
+        ));
+        Ok(())
+    }
+}
+
+/// A trial's number, values and objective, from its artifact and its matrix.
+fn trial_record(
+    a: &InputArtifact,
+    p: &SearchParams,
+    space: &Space,
+) -> Result<TrialRecord, StageError> {
+    let number = a
+        .matrix
+        .get(crate::spec::trials::TRIAL_VAR)
+        .and_then(Value::as_u64)
+        .ok_or_else(|| StageError::internal(format!("trial {} has no number", a.instance)))?;
+    let params = space
+        .keys()
+        .map(|k| (k.clone(), a.matrix.get(k).cloned().unwrap_or(Value::Null)))
+        .collect();
+    let value = read_objective(&a.path, &p.objective)
+        .map_err(|e| StageError::user(format!("trial {}: {e}", a.instance)))?;
+    Ok(TrialRecord {
+        number: number as usize,
+        instance: a.instance.clone(),
+        params,
+        value,
+        state: "complete".into(),
+    })
+}
+
+/// The best trial (the first of equals, as Optuna's `best_trial`).
+pub fn best(trials: &[TrialRecord], direction: Direction) -> Option<&TrialRecord> {
+    trials
+        .iter()
+        .fold(None, |best: Option<&TrialRecord>, t| match best {
+            Some(b) if direction.sign() * t.value >= direction.sign() * b.value => Some(b),
+            _ => Some(t),
+        })
+}
+
+fn trials_csv(space: &Space, trials: &[TrialRecord]) -> String {
+    let mut out = String::from("number,value");
+    for k in space.keys() {
+        out.push(',');
+        out.push_str(k);
+    }
+    out.push_str(",state,instance\n");
+    for t in trials {
+        out.push_str(&format!("{},{}", t.number, t.value));
+        for v in t.params.values() {
+            out.push(',');
+            out.push_str(&csv_field(&crate::spec::interp::display(v)));
+        }
+        out.push_str(&format!(",{},{}\n", t.state, csv_field(&t.instance)));
+    }
+    out
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+fn write_json(path: &Path, v: &Value) -> Result<(), StageError> {
+    let text = serde_json::to_vec_pretty(v).expect("JSON values serialise");
+    std::fs::write(path, text).map_err(|e| StageError::io(format!("writing {}", path.display()), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(extra: Value) -> Value {
+        let mut p = json!({
+            "objective": "fit",
+            "direction": "maximize",
+            "trials": 4,
+            "space": {"D": {"low": 0.5, "high": 20, "log": true}, "T0": {"choices": [1, 2]}},
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            p[k] = v.clone();
+        }
+        p
+    }
+
+    #[test]
+    fn objective_shorthand_and_defaults() {
+        let (p, space) = parse(&params(json!({}))).unwrap();
+        assert_eq!(
+            p.objective,
+            Objective {
+                stage: "fit".into(),
+                file: DEFAULT_FILE.into(),
+                key: DEFAULT_KEY.into()
+            }
+        );
+        assert_eq!((p.parallel, p.sampler, p.seed), (1, SamplerName::Tpe, 0));
+        assert_eq!(space.len(), 2);
+        let canon = Search.canonical_params(&params(json!({})));
+        assert_eq!(canon["objective"]["key"], "best_val_acc");
+        assert_eq!(canon["parallel"], 1);
+    }
+
+    #[test]
+    fn bad_spaces_name_the_dimension() {
+        let err = |extra: Value| parse(&params(extra)).unwrap_err();
+        let e = err(json!({"space": {"D": {"low": 2, "high": 1}}}));
+        assert_eq!(e.path, "space.D");
+        assert!(e.message.contains("above high"), "{e:?}");
+        let e = err(json!({"space": {"D": {"low": 0, "high": 1, "log": true}}}));
+        assert!(e.message.contains("low > 0"), "{e:?}");
+        let e = err(json!({"space": {"D": {"choices": []}}}));
+        assert!(e.message.contains("at least one choice"), "{e:?}");
+        let e = err(json!({"space": {"D": {"low": 1}}}));
+        assert!(e.message.contains("both `low` and `high`"), "{e:?}");
+        let e = err(json!({"space": {"n": {"type": "int", "low": 1.5, "high": 4}}}));
+        assert_eq!(e.path, "space.n.low");
+        let e = err(json!({"sampler": "tpee"}));
+        assert_eq!(e.path, "sampler");
+        let e = err(json!({"trials": 0}));
+        assert_eq!(e.path, "trials");
+        let e = err(json!({"space": {}}));
+        assert_eq!(e.path, "space");
+        let e = err(json!({"sampler": "grid"}));
+        assert!(e.message.contains("continuous"), "{e:?}");
+        let e = err(json!({"sampler": "grid", "trials": 7,
+            "space": {"T0": {"choices": [1, 2, 3]}, "n": {"type": "int", "low": 1, "high": 2}}}));
+        assert!(e.message.contains("6 points"), "{e:?}");
+    }
+
+    #[test]
+    fn best_is_the_first_of_equals_in_the_direction() {
+        let t = |number, value| TrialRecord {
+            number,
+            instance: format!("fit[trial={number}]"),
+            params: IndexMap::new(),
+            value,
+            state: "complete".into(),
+        };
+        let trials = [t(0, 0.5), t(1, 0.9), t(2, 0.9), t(3, 0.1)];
+        assert_eq!(best(&trials, Direction::Maximize).unwrap().number, 1);
+        assert_eq!(best(&trials, Direction::Minimize).unwrap().number, 3);
+        assert!(best(&[], Direction::Minimize).is_none());
+    }
+
+    #[test]
+    fn objectives_are_read_by_dotted_key() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("m.json"), r#"{"a": {"b": 0.25}, "s": "x"}"#).unwrap();
+        let obj = |key: &str| Objective {
+            stage: "s".into(),
+            file: "m.json".into(),
+            key: key.into(),
+        };
+        assert_eq!(read_objective(d.path(), &obj("a.b")), Ok(0.25));
+        assert!(read_objective(d.path(), &obj("a.c"))
+            .unwrap_err()
+            .contains("no key"));
+        assert!(read_objective(d.path(), &obj("s"))
+            .unwrap_err()
+            .contains("not a finite number"));
+    }
+}

@@ -1,0 +1,225 @@
+//! `kind: search`: studies whose trials are cached stage instances, driven batch by batch
+//! (every trial a `command` stage whose objective is a quadratic computed by `awk`).
+use crate::common::TestDir;
+
+/// Two studies (one per `rate`), each minimising (x − 2)² + (y − 0.5)² + rate over a
+/// 2-D space; a trial appends `rate,trial` to `ran.log`.
+fn pipeline(trials: usize, parallel: usize, sampler: &str) -> String {
+    format!(
+        r#"name: tune
+params:
+  rates: [0.1, 0.2]
+stages:
+  data:
+    kind: command
+    params: {{shell: 'echo 2 > $RST_OUT/centre'}}
+  fit:
+    kind: command
+    trial_of: tune
+    inputs: {{data: data}}
+    params:
+      shell: >-
+        echo ${{rate}},${{trial}} >> $RST_PROJECT/ran.log;
+        awk -v x=${{x}} -v y=${{y}} -v r=${{rate}} -v c=$(cat $RST_IN_DATA/centre)
+        'BEGIN {{ printf "{{\"loss\": %.9f}}\n", (x - c)^2 + (y - 0.5)^2 + r }}' > $RST_OUT/m.json
+  tune:
+    kind: search
+    matrix: {{rate: "${{rates}}"}}
+    publish: true
+    params:
+      objective: {{stage: fit, file: m.json, key: loss}}
+      direction: minimize
+      trials: {trials}
+      parallel: {parallel}
+      sampler: {sampler}
+      seed: 7
+      space:
+        x: {{low: -5, high: 5}}
+        y: {{choices: [0.0, 0.5, 1.0]}}
+"#
+    )
+}
+
+fn trials_json(t: &TestDir, rate: &str) -> Vec<serde_json::Value> {
+    let text = t.artifact_file(&format!("tune[rate={rate}]"), "trials.json");
+    serde_json::from_str(&text).unwrap()
+}
+
+#[test]
+fn a_study_runs_its_trials_once_and_resumes_from_the_cache() {
+    let t = TestDir::new();
+    t.write("p.yaml", &pipeline(12, 2, "tpe"));
+    let out = t.ok(&["run", "p.yaml"]);
+    let mut log = t.take_log();
+    assert_eq!(
+        log.len(),
+        24,
+        "12 trials per study: {log:?}\n{}",
+        out.stderr
+    );
+    log.sort();
+    log.dedup();
+    assert_eq!(log.len(), 24, "each trial once");
+    let first = trials_json(&t, "0.1");
+    assert_eq!(first.len(), 12);
+    let numbers: Vec<u64> = first
+        .iter()
+        .map(|r| r["number"].as_u64().unwrap())
+        .collect();
+    assert_eq!(numbers, (0..12).collect::<Vec<_>>());
+    for r in &first {
+        let (x, y) = (
+            r["params"]["x"].as_f64().unwrap(),
+            r["params"]["y"].as_f64().unwrap(),
+        );
+        let want = (x - 2.0).powi(2) + (y - 0.5).powi(2) + 0.1;
+        assert!((r["value"].as_f64().unwrap() - want).abs() < 1e-6, "{r}");
+        assert!(
+            (-5.0..5.0).contains(&x) && [0.0, 0.5, 1.0].contains(&y),
+            "{r}"
+        );
+    }
+    let best: serde_json::Value =
+        serde_json::from_str(&t.artifact_file("tune[rate=0.1]", "best.json")).unwrap();
+    let min = first
+        .iter()
+        .map(|r| r["value"].as_f64().unwrap())
+        .fold(f64::INFINITY, f64::min);
+    assert_eq!(best["value"].as_f64().unwrap(), min);
+    assert!(t.exists("results/p/tune/rate=0.1/trials.csv") || t.exists("results/p/tune"));
+
+    // A re-run replays the same proposals: every trial is cached.
+    let again = t.ok(&["run", "p.yaml"]);
+    assert!(
+        t.take_log().is_empty(),
+        "nothing recomputed:\n{}",
+        again.stderr
+    );
+    assert!(again.stderr.contains("0 ran"), "{}", again.stderr);
+    assert_eq!(trials_json(&t, "0.1"), first, "the same study");
+
+    // More trials: only the new ones run, and the first 12 are the same trials.
+    t.write("p.yaml", &pipeline(16, 2, "tpe"));
+    t.ok(&["run", "p.yaml"]);
+    let log = t.take_log();
+    assert_eq!(log.len(), 8, "4 new trials per study: {log:?}");
+    assert!(log.iter().all(|l| l.ends_with(",12")
+        || l.ends_with(",13")
+        || l.ends_with(",14")
+        || l.ends_with(",15")));
+    let more = trials_json(&t, "0.1");
+    assert_eq!(&more[..12], &first[..], "the first 12 trials are unchanged");
+}
+
+#[test]
+fn a_killed_study_resumes_where_it_stopped_and_ends_as_an_uninterrupted_one() {
+    let full = TestDir::new();
+    full.write("p.yaml", &pipeline(8, 1, "tpe"));
+    full.ok(&["run", "p.yaml"]);
+    let want = trials_json(&full, "0.2");
+
+    let t = TestDir::new();
+    // The 6th trial of each study fails once (a crash mid-study), then works.
+    let flaky = pipeline(8, 1, "tpe").replace(
+        "echo ${rate},${trial} >> $RST_PROJECT/ran.log;",
+        "echo ${rate},${trial} >> $RST_PROJECT/ran.log; \
+         if [ ${trial} = 5 ] && [ ! -e $RST_PROJECT/healed ]; then exit 3; fi;",
+    );
+    t.write("p.yaml", &flaky);
+    let out = t.rst(&["run", "p.yaml"]);
+    assert_ne!(out.code, 0, "{}", out.stderr);
+    assert_eq!(t.take_log().len(), 12, "trials 0..=5 of both studies ran");
+    t.write("healed", "");
+    t.ok(&["run", "p.yaml"]);
+    let log = t.take_log();
+    assert_eq!(log.len(), 6, "trials 5..=7 of both studies: {log:?}");
+    assert_eq!(
+        trials_json(&t, "0.2"),
+        want,
+        "trial for trial the same study"
+    );
+}
+
+#[test]
+fn random_and_grid_samplers_and_the_same_study_with_other_jobs() {
+    let t = TestDir::new();
+    t.write("p.yaml", &pipeline(6, 3, "random"));
+    t.ok(&["run", "p.yaml", "--jobs", "1"]);
+    let one = trials_json(&t, "0.1");
+    let t2 = TestDir::new();
+    t2.write("p.yaml", &pipeline(6, 3, "random"));
+    t2.ok(&["run", "p.yaml", "--jobs", "4"]);
+    assert_eq!(
+        trials_json(&t2, "0.1"),
+        one,
+        "--jobs does not change a study"
+    );
+
+    let g = TestDir::new();
+    g.write(
+        "p.yaml",
+        &pipeline(6, 2, "grid").replace("x: {low: -5, high: 5}", "x: {low: 1, high: 2, step: 0.5}"),
+    );
+    g.ok(&["run", "p.yaml"]);
+    let grid = trials_json(&g, "0.1");
+    let points: Vec<(f64, f64)> = grid
+        .iter()
+        .map(|r| {
+            (
+                r["params"]["x"].as_f64().unwrap(),
+                r["params"]["y"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    let mut sorted = points.clone();
+    sorted.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    sorted.dedup();
+    assert_eq!(sorted.len(), 6, "six distinct grid points: {points:?}");
+}
+
+#[test]
+fn search_errors_name_file_line_and_fix() {
+    let t = TestDir::new();
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "x: {low: -5, high: 5}",
+            "x: {low: 5, high: -5}",
+            "above high",
+        ),
+        (
+            "x: {low: -5, high: 5}",
+            "x: {low: 0, high: 5, log: true}",
+            "low > 0",
+        ),
+        (
+            "y: {choices: [0.0, 0.5, 1.0]}",
+            "y: {choices: []}",
+            "at least one choice",
+        ),
+        ("sampler: tpe", "sampler: tpx", "tpx"),
+        (
+            "stage: fit, file",
+            "stage: fitt, file",
+            "not one of its trial stages",
+        ),
+        ("trial_of: tune", "trial_of: tun", "not a stage"),
+        (
+            "x: {low: -5, high: 5}",
+            "x: {low: -5, high: 5}\n        z: {low: 0, high: 1}",
+            "`z`",
+        ),
+    ];
+    for (from, to, want) in cases {
+        let text = pipeline(4, 1, "tpe").replacen(from, to, 1);
+        assert_ne!(text, pipeline(4, 1, "tpe"), "{from}");
+        t.write("p.yaml", &text);
+        let out = t.rst(&["check", "p.yaml"]);
+        out.assert_code(2);
+        assert!(out.stderr.contains(want), "{to}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("p.yaml:"),
+            "{to}: no location: {}",
+            out.stderr
+        );
+    }
+}
