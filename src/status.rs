@@ -97,6 +97,17 @@ fn status_line(
         key: None,
         artifact: None,
     };
+    if inst.best_pending {
+        let study = inst
+            .inputs
+            .get(crate::spec::BEST_INPUT)
+            .and_then(|ids| ids.first())
+            .map_or("?", |&u| p.instances[u].name.as_str());
+        line.state = "stale".into();
+        line.reasons
+            .push(format!("waits for the best trial of {study}"));
+        return Ok((line, None));
+    }
     let mut unknown: Vec<&str> = inst
         .inputs
         .values()

@@ -26,7 +26,7 @@ use crate::error::{Result, UserError};
 use crate::exec::scheduler::{Outcome, RunResult};
 use crate::search::{self, Params, Space, Trial, TrialState};
 use crate::spec::trials::{Proposals, TrialRow, TRIAL_VAR};
-use crate::spec::{instance_name, Pipeline};
+use crate::spec::{instance_name, BestValues, Pipeline};
 use crate::stages::search::{read_objective, SamplerName, SearchParams};
 
 /// Whether the pipeline has a study to drive.
@@ -88,6 +88,22 @@ impl Study {
         }
     }
 
+    /// The best trial's values as `best:` binds them (the first of equals, as the
+    /// study's artifact says: `stages::search::best`).
+    fn best_values(&self) -> Option<Vec<(Arc<str>, Value)>> {
+        let sign = search::Direction::from(self.params.direction).sign();
+        let best = self
+            .trials
+            .iter()
+            .filter(|t| t.state == TrialState::Complete)
+            .filter_map(|t| Some((t, t.value?)))
+            .fold(None, |best: Option<(&Trial, f64)>, (t, v)| match best {
+                Some((b, bv)) if sign * v >= sign * bv => Some((b, bv)),
+                _ => Some((t, v)),
+            })?;
+        Some(self.row(best.0.number, &best.0.params).values)
+    }
+
     /// The name of trial `n`'s objective instance (as the builder names it).
     fn objective_instance(&self, n: usize) -> String {
         let mut b = self.bindings.clone();
@@ -122,16 +138,52 @@ fn studies(p: &Pipeline) -> Result<Vec<Study>> {
     Ok(out)
 }
 
+/// What the driver knows of the studies: what the pipeline is loaded with.
+#[derive(Debug, Clone, Default)]
+pub struct Known {
+    /// The trials proposed so far.
+    pub proposals: Proposals,
+    /// The best trial's values of each finished study.
+    pub best: BestValues,
+    /// Per study (instance name): trials with a result, and trials it runs.
+    pub progress: Vec<(String, usize, usize)>,
+}
+
+impl Known {
+    /// Records what the studies have reached (best values of the finished ones).
+    fn update(&mut self, studies: &[Study]) {
+        self.progress.clear();
+        for s in studies {
+            let done = s
+                .trials
+                .iter()
+                .filter(|t| t.state == TrialState::Complete)
+                .count();
+            self.progress
+                .push((s.instance.clone(), done, s.params.trials));
+            if done == s.params.trials {
+                if let Some(values) = s.best_values() {
+                    self.best.insert(s.instance.clone(), values);
+                }
+            }
+        }
+    }
+}
+
 /// How the driver ended.
 pub enum Driven {
-    /// Every study has all its trials: these are the proposals to load the pipeline with,
-    /// and what each instance that ran in a round did (by name).
+    /// Every study has all its trials: what to load the pipeline with, and what each
+    /// instance that ran in a round did (by name).
     Done {
-        proposals: Proposals,
+        known: Known,
         ran: HashMap<String, Outcome>,
     },
     /// A round did not end well (a failed trial, Ctrl-C): that round's pipeline and result.
-    Stopped(Pipeline, RunResult),
+    Stopped {
+        round: Pipeline,
+        result: RunResult,
+        known: Known,
+    },
 }
 
 /// Drives every study of `first` to its last trial. `load` builds the pipeline with the
@@ -139,11 +191,11 @@ pub enum Driven {
 pub fn drive(
     first: &Pipeline,
     store: &Store,
-    load: &mut dyn FnMut(&Proposals) -> Result<Pipeline>,
+    load: &mut dyn FnMut(&Known) -> Result<Pipeline>,
     run: &mut dyn FnMut(&Pipeline) -> Result<RunResult>,
 ) -> Result<Driven> {
     let mut studies = studies(first)?;
-    let mut proposals = Proposals::new();
+    let mut known = Known::default();
     let mut ran = HashMap::new();
     loop {
         let mut new: Vec<(usize, usize)> = Vec::new();
@@ -154,7 +206,11 @@ pub fn drive(
             let start = s.trials.len();
             for (j, params) in s.propose()?.into_iter().enumerate() {
                 let row = s.row(start + j, &params);
-                proposals.entry(s.stage.clone()).or_default().push(row);
+                known
+                    .proposals
+                    .entry(s.stage.clone())
+                    .or_default()
+                    .push(row);
                 s.trials.push(Trial {
                     number: start + j,
                     params,
@@ -166,9 +222,10 @@ pub fn drive(
             }
         }
         if new.is_empty() {
-            return Ok(Driven::Done { proposals, ran });
+            known.update(&studies);
+            return Ok(Driven::Done { known, ran });
         }
-        let p = load(&proposals)?;
+        let p = load(&known)?;
         let ids: HashMap<&str, usize> = p
             .instances
             .iter()
@@ -188,7 +245,12 @@ pub fn drive(
         let ended_well =
             !result.interrupted && result.outcomes.iter().all(|o| o.artifact().is_some());
         if !ended_well {
-            return Ok(Driven::Stopped(round, result));
+            known.update(&studies);
+            return Ok(Driven::Stopped {
+                round,
+                result,
+                known,
+            });
         }
         let by_name: HashMap<&str, &Outcome> = round
             .instances
@@ -223,6 +285,37 @@ pub fn drive(
             }
         }
     }
+}
+
+/// What the cache knows of the studies of `first`, running nothing: each study replayed
+/// as long as its trials are cached (its next batch then is proposed but not computed).
+/// What `rst status`, `gc`, `lineage`, `audit` and `export-crate` load a pipeline with, so
+/// that they see the trials a run made.
+pub fn replay(
+    first: &Pipeline,
+    store: &Store,
+    load: &mut dyn FnMut(&Known) -> Result<Pipeline>,
+) -> Result<Known> {
+    let mut lookup = |p: &Pipeline| -> Result<RunResult> {
+        let lines = crate::status::status_lines(p, store)?;
+        Ok(RunResult {
+            outcomes: lines
+                .iter()
+                .map(|l| match &l.artifact {
+                    Some(a) => Outcome::Cached {
+                        artifact: a.clone(),
+                    },
+                    None => Outcome::NotRun,
+                })
+                .collect(),
+            keys: lines.iter().map(|l| l.key.clone()).collect(),
+            interrupted: false,
+            wall_s: 0.0,
+        })
+    };
+    Ok(match drive(first, store, load, &mut lookup)? {
+        Driven::Done { known, .. } | Driven::Stopped { known, .. } => known,
+    })
 }
 
 /// The final run's outcomes with what ran in a round counted as ran (the final run finds

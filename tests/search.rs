@@ -223,3 +223,72 @@ fn search_errors_name_file_line_and_fix() {
         );
     }
 }
+
+#[test]
+fn the_best_values_feed_later_stages_and_every_command_sees_the_trials() {
+    let t = TestDir::new();
+    let text = format!(
+        "{}{}",
+        pipeline(6, 2, "random"),
+        r#"  final:
+    kind: command
+    matrix: {rate: "${rates}", seed: [1, 2]}
+    best: "tune[rate=${rate}]"
+    params: {shell: 'echo final >> $RST_PROJECT/ran.log; echo ${x} ${y} > $RST_OUT/best.txt'}
+"#
+    );
+    t.write("p.yaml", &text);
+    // Before the study ran, `final` waits for it.
+    let st = t.ok(&["status", "p.yaml"]);
+    assert!(
+        st.stdout
+            .contains("waits for the best trial of tune[rate=0.1]"),
+        "{}",
+        st.stdout
+    );
+    t.ok(&["run", "p.yaml"]);
+    let best: serde_json::Value =
+        serde_json::from_str(&t.artifact_file("tune[rate=0.2]", "best.json")).unwrap();
+    let got = t.artifact_file("final[rate=0.2, seed=1]", "best.txt");
+    let want = format!(
+        "{} {}",
+        best["params"]["x"].as_f64().unwrap(),
+        best["params"]["y"].as_f64().unwrap()
+    );
+    let parsed: Vec<f64> = got.split_whitespace().map(|v| v.parse().unwrap()).collect();
+    let wanted: Vec<f64> = want
+        .split_whitespace()
+        .map(|v| v.parse().unwrap())
+        .collect();
+    assert_eq!(parsed, wanted, "final trains with the best values");
+    // The study is an input of `final`: its key depends on the study's artifact.
+    let e = t.entry_of("final[rate=0.2, seed=1]").unwrap();
+    assert_eq!(
+        e["record"]["inputs"]["best"][0]["instance"],
+        "tune[rate=0.2]"
+    );
+    t.take_log();
+
+    // status lists the trials; gc keeps them; the re-run computes nothing.
+    let st = t.ok(&["status", "p.yaml"]);
+    assert!(
+        st.stdout.contains("fit[rate=0.1, trial=5]"),
+        "{}",
+        st.stdout
+    );
+    assert!(st.stdout.contains("0 to run"), "{}", st.stdout);
+    t.ok(&["gc", "p.yaml"]);
+    let again = t.ok(&["run", "p.yaml"]);
+    assert!(t.take_log().is_empty(), "{}", again.stderr);
+    let lineage = t.ok(&["lineage", "p.yaml", "final"]);
+    assert!(
+        lineage.stdout.contains("tune[rate=0.1]"),
+        "{}",
+        lineage.stdout
+    );
+    assert!(
+        lineage.stdout.contains("fit[rate=0.1, trial=0]"),
+        "{}",
+        lineage.stdout
+    );
+}

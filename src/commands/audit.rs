@@ -10,8 +10,8 @@ use crate::provenance::audit::{self, AuditOptions};
 pub fn run(args: &PipelineArgs, opts: AuditOptions) -> Result<ExitCode> {
     // Flags first: a bad --jobs is reported before the pipeline is even read.
     opts.validate()?;
-    let p = super::load(args)?;
     let store = open_store(&cache_dir(&args.cache_dir))?;
+    let p = super::load_replayed(args, &store)?;
     let report = audit::audit(&p, &store, &args.file, &opts)?;
     let dir = p.project_dir.join("results").join(p.stem());
     let md = report.write(&dir)?;

@@ -9,8 +9,8 @@ use crate::project::{cache_dir, open_store};
 use crate::provenance::crate_export;
 
 pub fn run(args: &PipelineArgs, dir: &Path) -> Result<ExitCode> {
-    let p = super::load(args)?;
     let store = open_store(&cache_dir(&args.cache_dir))?;
+    let p = super::load_replayed(args, &store)?;
     let done = crate_export::export(&p, &store, &args.file, dir)?;
     println!(
         "{}: Workflow Run RO-Crate of {}{} ({} entities)",

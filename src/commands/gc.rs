@@ -8,7 +8,7 @@ use crate::cache::store::{self, remove_tree, Store};
 use crate::error::Result;
 use crate::exec::integrity::view_base;
 use crate::human::human_bytes;
-use crate::project::{self, cache_dir, open_store};
+use crate::project::{cache_dir, open_store};
 use crate::status::status_lines;
 
 pub fn run(
@@ -41,7 +41,7 @@ pub fn run(
 fn keys_in_use(files: &[PathBuf], set: &[String], store: &Store) -> Result<HashSet<String>> {
     let mut keep = HashSet::new();
     for f in files {
-        let p = project::load(f, set)?;
+        let p = super::replayed(f, set, crate::spec::DEFAULT_MAX_INSTANCES, store)?;
         for l in status_lines(&p, store)? {
             if l.state == "cached" {
                 keep.extend(l.key);

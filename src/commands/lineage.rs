@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use crate::cache::store::{Entry, Store};
 use crate::error::{Result, UserError};
-use crate::project::{self, cache_dir, open_store};
+use crate::project::{cache_dir, open_store};
 use crate::provenance::lineage;
 
 pub fn run(
@@ -51,7 +51,7 @@ fn roots(
     store: &Store,
 ) -> Result<(Vec<Entry>, Vec<String>)> {
     if let Some(stage) = stage {
-        let p = project::load(target, set)?;
+        let p = super::replayed(target, set, crate::spec::DEFAULT_MAX_INSTANCES, store)?;
         return Ok((lineage::stage_roots(&p, store, stage)?, Vec::new()));
     }
     if matches!(

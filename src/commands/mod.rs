@@ -93,17 +93,45 @@ pub fn dispatch(cmd: Cmd) -> Result<ExitCode> {
 
 /// Loads the pipeline `args` name, with its `--set` overrides.
 fn load(args: &PipelineArgs) -> Result<Pipeline> {
-    load_proposed(args, &crate::spec::trials::Proposals::new())
+    load_studied(args, &crate::study::Known::default())
 }
 
-/// [`load`] with the trials of its studies proposed so far (`crate::study`).
-fn load_proposed(
-    args: &PipelineArgs,
-    proposals: &crate::spec::trials::Proposals,
+/// [`load`], with the trials its studies made as far as the cache at `store` has them
+/// (`crate::study::replay`): what every command but `run` works on.
+fn load_replayed(args: &PipelineArgs, store: &crate::cache::store::Store) -> Result<Pipeline> {
+    replayed(&args.file, &args.set, args.max_instances, store)
+}
+
+/// [`load_replayed`] of a file with `--set` values.
+fn replayed(
+    file: &std::path::Path,
+    set: &[String],
+    max_instances: u64,
+    store: &crate::cache::store::Store,
 ) -> Result<Pipeline> {
+    let with = |known: &crate::study::Known| {
+        let opts = crate::spec::Options {
+            max_instances,
+            proposals: known.proposals.clone(),
+            best: known.best.clone(),
+        };
+        crate::project::load_with(file, set, &opts)
+    };
+    let first = with(&crate::study::Known::default())?;
+    if !crate::study::has_studies(&first) {
+        return Ok(first);
+    }
+    let known = crate::study::replay(&first, store, &mut |k| with(k))?;
+    with(&known)
+}
+
+/// [`load`] with what is known of its studies: the trials proposed so far, the best values
+/// of the finished ones (`crate::study`).
+fn load_studied(args: &PipelineArgs, known: &crate::study::Known) -> Result<Pipeline> {
     let opts = crate::spec::Options {
         max_instances: args.max_instances,
-        proposals: proposals.clone(),
+        proposals: known.proposals.clone(),
+        best: known.best.clone(),
     };
     crate::project::load_with(&args.file, &args.set, &opts)
 }

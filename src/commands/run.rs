@@ -95,21 +95,28 @@ fn drive_studies(
     crate::study::check_force(pipeline, &flags.force)?;
     let mut forced = crate::study::Forced::new(&flags.force);
     let first = pipeline.clone();
-    let mut load =
-        |proposals: &crate::spec::trials::Proposals| super::load_proposed(args, proposals);
+    let mut load = |known: &crate::study::Known| super::load_studied(args, known);
     let mut round = |p: &Pipeline| {
         let force = forced.round(p);
         execute_on(p, store, executor, force, flags, exec, cancel)
     };
     let driven = crate::study::drive(&first, store, &mut load, &mut round)?;
     match driven {
-        crate::study::Driven::Stopped(p, mut result) => {
+        crate::study::Driven::Stopped {
+            round, mut result, ..
+        } => {
             result.wall_s = started.elapsed().as_secs_f64();
-            *pipeline = p;
+            *pipeline = round;
             Ok(result)
         }
-        crate::study::Driven::Done { proposals, ran } => {
-            let p = super::load_proposed(args, &proposals)?.select(&flags.targets)?;
+        crate::study::Driven::Done { known, ran } => {
+            let p = super::load_studied(args, &known)?.select(&flags.targets)?;
+            if let Some(i) = p.instances.iter().find(|i| i.best_pending) {
+                return Err(crate::error::Error::Bug(format!(
+                    "{} would run without its study's best values",
+                    i.name
+                )));
+            }
             let force = forced.round(&p);
             let mut result = execute_on(&p, store, executor, force, flags, exec, cancel)?;
             crate::study::merge_rounds(&p, &mut result, &ran);

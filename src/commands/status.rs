@@ -9,8 +9,8 @@ use crate::project::{cache_dir, open_store};
 use crate::status::{status_lines, StatusLine};
 
 pub fn run(args: &PipelineArgs, targets: &[String], json: bool) -> Result<ExitCode> {
-    let p = super::load(args)?.select(targets)?;
     let store = open_store(&cache_dir(&args.cache_dir))?;
+    let p = super::load_replayed(args, &store)?.select(targets)?;
     let mut lines = status_lines(&p, &store)?;
     mark_slurm_jobs(&mut lines, &store);
     if json {

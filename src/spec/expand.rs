@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use super::best::{self, BestValues};
 use super::ctx::{join_path, Ctx};
 use super::declare::Declared;
 use super::interp::{self, Scope};
@@ -30,6 +31,8 @@ pub(super) struct Expanded {
     /// Per stage, its instances' ids (consecutive).
     pub ids: Vec<std::ops::Range<usize>>,
     pub refs: Vec<StageRefs>,
+    /// Instances with `best:`: (instance id, (study stage, position of the study)).
+    pub best_of: Vec<(usize, (usize, usize))>,
 }
 
 pub(super) fn expand(
@@ -37,31 +40,47 @@ pub(super) fn expand(
     raw: &RawPipeline,
     stages: &[Declared<'_>],
     params: &Params,
+    best: &BestValues,
 ) -> Result<Expanded, UserError> {
     let total: u64 = stages.iter().map(|d| d.matrix.size()).sum();
     let mut out = Expanded {
         instances: Vec::with_capacity(total as usize),
         ids: Vec::with_capacity(stages.len()),
         refs: Vec::with_capacity(stages.len()),
+        best_of: Vec::new(),
     };
-    for (si, d) in stages.iter().enumerate() {
+    for si in 0..stages.len() {
         let first = out.instances.len();
-        let refs = expand_stage(cx, raw, si, d, params, &mut out.instances)?;
+        let at = StageAt {
+            stages,
+            si,
+            params,
+            best,
+        };
+        let refs = expand_stage(cx, raw, &at, &mut out.instances, &mut out.best_of)?;
         out.ids.push(first..out.instances.len());
         out.refs.push(refs);
     }
     Ok(out)
 }
 
-/// The instances of stage `si`, appended to `instances`.
+/// The stage being expanded, and what its instances may refer to.
+struct StageAt<'a, 'r> {
+    stages: &'a [Declared<'r>],
+    si: usize,
+    params: &'a Params,
+    best: &'a BestValues,
+}
+
+/// The instances of stage `at.si`, appended to `instances`.
 fn expand_stage(
     cx: &Ctx<'_>,
     raw: &RawPipeline,
-    si: usize,
-    d: &Declared<'_>,
-    params: &Params,
+    at: &StageAt<'_, '_>,
     instances: &mut Vec<Instance>,
+    best_of: &mut Vec<(usize, (usize, usize))>,
 ) -> Result<StageRefs, UserError> {
+    let (si, d, params) = (at.si, &at.stages[at.si], at.params);
     let sp = format!("stages.{}", d.name);
     // A trial's proposed values are in its params, not its name.
     let named = |b: &[(Arc<str>, Value)]| b.len().min(d.trial.map_or(usize::MAX, |t| t.1));
@@ -89,10 +108,32 @@ fn expand_stage(
     for combo in d.matrix.combinations() {
         let bindings = d.matrix.bindings(&combo);
         let name = instance_name(d.name, &bindings[..named(&bindings)]);
-        let mvals: BTreeMap<String, Value> = bindings
+        let mut mvals: BTreeMap<String, Value> = bindings
             .iter()
             .map(|(k, v)| (k.to_string(), v.clone()))
             .collect();
+        let mut best_pending = false;
+        let mut best_values = Vec::new();
+        if let Some(reference) = &d.raw.best {
+            let scope = Scope {
+                params,
+                matrix: &mvals,
+            };
+            let bound = best::bind(cx, &sp, reference, at.stages, params, &scope, at.best)?;
+            for (k, v) in &bound.values {
+                if mvals.insert(k.to_string(), v.clone()).is_some() {
+                    return Err(cx
+                        .at_value(
+                            &format!("{sp}.best"),
+                            format!("`{k}` is both a matrix variable of `{}` and a variable of the study's space", d.name),
+                        )
+                        .help("rename one of them"));
+                }
+            }
+            best_pending = bound.pending;
+            best_values = bound.values;
+            best_of.push((instances.len(), bound.study));
+        }
         let scope = Scope {
             params,
             matrix: &mvals,
@@ -120,6 +161,8 @@ fn expand_stage(
             inputs: BTreeMap::new(),
             threads,
             resources,
+            best: best_values,
+            best_pending,
         });
     }
     Ok(match shared_refs {

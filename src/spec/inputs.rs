@@ -36,6 +36,12 @@ pub(super) fn resolve(
             resolve_trials(cx, stages, ex, si)?;
         }
     }
+    for &(id, (ti, k)) in &ex.best_of {
+        let study = ex.ids[ti].start + k;
+        ex.instances[id]
+            .inputs
+            .insert(super::BEST_INPUT.to_string(), vec![study]);
+    }
     Ok(())
 }
 

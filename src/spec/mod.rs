@@ -2,6 +2,7 @@
 //! [`Pipeline`], built by phases with a type between each (see [`build`]): parameters,
 //! stage declarations, matrix expansion, input resolution, topological order. Every
 //! problem is a [`UserError`] with file, line and column.
+mod best;
 mod ctx;
 mod declare;
 mod expand;
@@ -25,6 +26,7 @@ use serde_json::Value;
 
 use crate::error::{Location, UserError};
 use crate::stages::StageKind;
+pub use best::{BestValues, BEST_INPUT};
 use ctx::{Ctx, Located};
 pub use expand::instance_name;
 pub use matrix::{Matrix, DEFAULT_MAX_INSTANCES};
@@ -49,6 +51,12 @@ pub struct Instance {
     /// What a cluster job for this instance asks for (not part of the cache key).
     pub resources: resources::Resources,
     pub local_deps: Vec<String>,
+    /// The best trial's values of the study named by `best:` (variables in its params'
+    /// scope besides the matrix ones; `spec::best`).
+    pub best: Vec<(Arc<str>, Value)>,
+    /// Bound to stand-ins of a study's best values (`best:`) because the study has not run
+    /// yet: such an instance is shown, never run (`spec::best`).
+    pub best_pending: bool,
 }
 
 #[derive(Clone)]
@@ -110,6 +118,7 @@ impl Pipeline {
         let matrix = inst
             .matrix
             .iter()
+            .chain(&inst.best)
             .map(|(k, v)| (k.to_string(), v.clone()))
             .collect();
         let scope = interp::Scope {
@@ -198,6 +207,8 @@ pub struct Options {
     /// The trials proposed so far of each study (`kind: search`): what trial stages
     /// expand to. None on a plain load.
     pub proposals: trials::Proposals,
+    /// The best trial's values of each finished study, for stages with `best:`.
+    pub best: BestValues,
 }
 
 impl Default for Options {
@@ -205,6 +216,7 @@ impl Default for Options {
         Options {
             max_instances: DEFAULT_MAX_INSTANCES,
             proposals: trials::Proposals::new(),
+            best: BestValues::new(),
         }
     }
 }
@@ -315,7 +327,7 @@ fn build(
     let declared = declare::declare(cx, raw, &params, &opts.proposals)?;
     let sizes: Vec<(&str, &Matrix)> = declared.iter().map(|d| (d.name, &d.matrix)).collect();
     matrix::check_size(cx, &sizes, opts.max_instances)?;
-    let mut expanded = expand::expand(cx, raw, &declared, &params)?;
+    let mut expanded = expand::expand(cx, raw, &declared, &params, &opts.best)?;
     inputs::resolve(cx, &declared, &mut expanded)?;
     let stages = declared
         .into_iter()

@@ -41,6 +41,10 @@ pub(super) struct RawStage {
     /// trial of each of that study's instances (see `spec::trials`).
     #[serde(default)]
     pub trial_of: Option<String>,
+    /// A study (`tune[rate=${rate}]`) whose best trial's values this stage binds (see
+    /// `spec::best`).
+    #[serde(default)]
+    pub best: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
