@@ -1,6 +1,10 @@
 //! `kind: search`: studies whose trials are cached stage instances, driven batch by batch
 //! (every trial a `command` stage whose objective is a quadratic computed by `awk`).
-use crate::common::TestDir;
+use std::os::unix::process::CommandExt;
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::common::{self, TestDir};
 
 /// Two studies (one per `rate`), each minimising (x − 2)² + (y − 0.5)² + rate over a
 /// 2-D space; a trial appends `rate,trial` to `ran.log`.
@@ -112,7 +116,7 @@ fn a_study_runs_its_trials_once_and_resumes_from_the_cache() {
 }
 
 #[test]
-fn a_killed_study_resumes_where_it_stopped_and_ends_as_an_uninterrupted_one() {
+fn a_failed_trial_stops_the_study_and_the_rerun_resumes_it_as_an_uninterrupted_one() {
     let full = TestDir::new();
     full.write("p.yaml", &pipeline(8, 1, "tpe"));
     full.ok(&["run", "p.yaml"]);
@@ -291,4 +295,56 @@ fn the_best_values_feed_later_stages_and_every_command_sees_the_trials() {
         "{}",
         lineage.stdout
     );
+}
+
+#[test]
+fn kill_9_mid_study_then_the_rerun_resumes_and_gives_the_uninterrupted_study() {
+    // Trials from #4 on wait for a `go` file (their command is the same either way, so
+    // are their keys): the run is killed while trial 4 waits.
+    let text = pipeline(7, 1, "tpe").replace(
+        "echo ${rate},${trial} >> $RST_PROJECT/ran.log;",
+        "if [ ${trial} -ge 4 ]; then while [ ! -e $RST_PROJECT/go ]; do sleep 0.05; done; fi; \
+         echo ${rate},${trial} >> $RST_PROJECT/ran.log;",
+    );
+    let full = TestDir::new();
+    full.write("p.yaml", &text).write("go", "");
+    full.ok(&["run", "p.yaml"]);
+    let want = (trials_json(&full, "0.1"), trials_json(&full, "0.2"));
+
+    let t = TestDir::new();
+    t.write("p.yaml", &text);
+    let mut child = t
+        .command(&["run", "p.yaml"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    common::wait_for(
+        "trials 0-3 of both studies",
+        Duration::from_secs(60),
+        || std::fs::read_to_string(t.join("ran.log")).is_ok_and(|l| l.lines().count() == 8),
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    // rst alone (not its group): its guardian then ends the waiting trials.
+    let kill = std::process::Command::new("kill")
+        .args(["-9", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    assert!(!child.wait().unwrap().success());
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(t.take_log().len(), 8);
+
+    t.write("go", "");
+    let out = t.ok(&["run", "p.yaml"]);
+    let log = t.take_log();
+    assert_eq!(
+        log.len(),
+        6,
+        "only trials 4..=6 of both studies: {log:?}\n{}",
+        out.stderr
+    );
+    assert_eq!((trials_json(&t, "0.1"), trials_json(&t, "0.2")), want);
 }
