@@ -747,16 +747,26 @@ impl Parzen {
                     })
                     .collect()
             }
-            Some(q) => xs
-                .iter()
-                .map(|&x| {
-                    let (lo, hi) = ((x - q / 2.0).max(low), (x + q / 2.0).min(high));
-                    let mass: f64 = kernels()
-                        .map(|((w, mu), s)| w * (normal_cdf(hi, *mu, *s) - normal_cdf(lo, *mu, *s)))
-                        .sum();
-                    libm::log(mass + EPS) - libm::log(p_accept + EPS)
-                })
-                .collect(),
+            Some(q) => {
+                // Candidates on a grid repeat (24 draws among few points): each point once.
+                let mut seen: Vec<(u64, f64)> = Vec::new();
+                xs.iter()
+                    .map(|&x| {
+                        if let Some(&(_, v)) = seen.iter().find(|(b, _)| *b == x.to_bits()) {
+                            return v;
+                        }
+                        let (lo, hi) = ((x - q / 2.0).max(low), (x + q / 2.0).min(high));
+                        let mass: f64 = kernels()
+                            .map(|((w, mu), s)| {
+                                w * (normal_cdf(hi, *mu, *s) - normal_cdf(lo, *mu, *s))
+                            })
+                            .sum();
+                        let v = libm::log(mass + EPS) - libm::log(p_accept + EPS);
+                        seen.push((x.to_bits(), v));
+                        v
+                    })
+                    .collect()
+            }
         }
     }
 }
