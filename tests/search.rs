@@ -90,7 +90,25 @@ fn a_study_runs_its_trials_once_and_resumes_from_the_cache() {
         .map(|r| r["value"].as_f64().unwrap())
         .fold(f64::INFINITY, f64::min);
     assert_eq!(best["value"].as_f64().unwrap(), min);
-    assert!(t.exists("results/p/tune/rate=0.1/trials.csv") || t.exists("results/p/tune"));
+    for f in [
+        "trials.csv",
+        "trials.json",
+        "best.json",
+        "objective.png",
+        "objective.svg",
+        "param-x.svg",
+        "param-y.png",
+    ] {
+        assert!(
+            t.exists(&format!("results/p/tune/rate=0.1/{f}")),
+            "{f} published"
+        );
+    }
+    let svg = t.read("results/p/tune/rate=0.1/objective.svg");
+    assert!(
+        svg.contains("best so far") && svg.matches("<circle").count() >= 12,
+        "one dot per trial"
+    );
 
     // A re-run replays the same proposals: every trial is cached.
     let again = t.ok(&["run", "p.yaml"]);

@@ -7,6 +7,7 @@
 use serde_json::Value;
 
 pub mod plot;
+pub mod study_plot;
 pub mod table;
 
 pub use table::{Column, Row, Run, Table};

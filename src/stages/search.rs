@@ -343,6 +343,7 @@ impl StageRunner for Search {
         write_json(&ctx.out.join("best.json"), &json!(best))?;
         std::fs::write(ctx.out.join("trials.csv"), trials_csv(&space, &trials))
             .map_err(|e| StageError::io("writing trials.csv", e))?;
+        plots(ctx, &p, &space, &trials)?;
         ctx.log(&format!(
             "{}: {} trials, best #{} = {} with {}",
             ctx.instance,
@@ -389,6 +390,80 @@ pub fn best(trials: &[TrialRecord], direction: Direction) -> Option<&TrialRecord
             Some(b) if direction.sign() * t.value >= direction.sign() * b.value => Some(b),
             _ => Some(t),
         })
+}
+
+/// `objective.png`/`.svg` (each trial against its number, the best so far as a line) and
+/// `param-<name>.png`/`.svg` (against each parameter; a log-scaled one in log10, a
+/// categorical one by choice index).
+fn plots(
+    ctx: &StageCtx<'_>,
+    p: &SearchParams,
+    space: &Space,
+    trials: &[TrialRecord],
+) -> Result<(), StageError> {
+    use crate::report::study_plot::ScatterFigure;
+    let objective = format!("{} ({})", p.objective.key, p.objective.stage);
+    let sign = Direction::from(p.direction).sign();
+    let mut best = f64::NAN;
+    let line: Vec<(f64, f64)> = trials
+        .iter()
+        .map(|t| {
+            if best.is_nan() || sign * t.value < sign * best {
+                best = t.value;
+            }
+            (t.number as f64, best)
+        })
+        .collect();
+    let mut figures = vec![(
+        "objective".to_string(),
+        ScatterFigure {
+            title: Some(ctx.instance.to_string()),
+            x_label: "trial".into(),
+            y_label: objective.clone(),
+            points: trials.iter().map(|t| (t.number as f64, t.value)).collect(),
+            line: Some(("best so far".into(), line)),
+        },
+    )];
+    for (name, dist) in space {
+        let (x_label, x): (String, Box<dyn Fn(&Value) -> Option<f64>>) = match dist {
+            Distribution::Categorical { choices } => {
+                let listed: Vec<String> =
+                    choices.iter().map(crate::spec::interp::display).collect();
+                let choices = choices.clone();
+                (
+                    format!("{name} (choice: {})", listed.join(", ")),
+                    Box::new(move |v| choices.iter().position(|c| c == v).map(|i| i as f64)),
+                )
+            }
+            Distribution::Float { log: true, .. } | Distribution::Int { log: true, .. } => (
+                format!("log10 {name}"),
+                Box::new(|v| v.as_f64().filter(|x| *x > 0.0).map(f64::log10)),
+            ),
+            _ => (name.clone(), Box::new(|v| v.as_f64())),
+        };
+        figures.push((
+            format!("param-{name}"),
+            ScatterFigure {
+                title: Some(ctx.instance.to_string()),
+                x_label,
+                y_label: objective.clone(),
+                points: trials
+                    .iter()
+                    .filter_map(|t| Some((x(t.params.get(name)?)?, t.value)))
+                    .collect(),
+                line: None,
+            },
+        ));
+    }
+    for (file, fig) in figures {
+        let r = crate::report::plot::render(&fig)
+            .map_err(|e| StageError::internal(format!("drawing {file}: {e}")))?;
+        std::fs::write(ctx.out.join(format!("{file}.png")), &r.png)
+            .map_err(|e| StageError::io(format!("writing {file}.png"), e))?;
+        std::fs::write(ctx.out.join(format!("{file}.svg")), &r.svg)
+            .map_err(|e| StageError::io(format!("writing {file}.svg"), e))?;
+    }
+    Ok(())
 }
 
 fn trials_csv(space: &Space, trials: &[TrialRecord]) -> String {
