@@ -425,22 +425,18 @@ fn plots(
         },
     )];
     for (name, dist) in space {
-        let (x_label, x): (String, Box<dyn Fn(&Value) -> Option<f64>>) = match dist {
+        let x_label = match dist {
             Distribution::Categorical { choices } => {
                 let listed: Vec<String> =
                     choices.iter().map(crate::spec::interp::display).collect();
-                let choices = choices.clone();
-                (
-                    format!("{name} (choice: {})", listed.join(", ")),
-                    Box::new(move |v| choices.iter().position(|c| c == v).map(|i| i as f64)),
-                )
+                format!("{name} (choice: {})", listed.join(", "))
             }
-            Distribution::Float { log: true, .. } | Distribution::Int { log: true, .. } => (
-                format!("log10 {name}"),
-                Box::new(|v| v.as_f64().filter(|x| *x > 0.0).map(f64::log10)),
-            ),
-            _ => (name.clone(), Box::new(|v| v.as_f64())),
+            Distribution::Float { log: true, .. } | Distribution::Int { log: true, .. } => {
+                format!("log10 {name}")
+            }
+            _ => name.clone(),
         };
+        let x = |v: &Value| param_x(dist, v);
         figures.push((
             format!("param-{name}"),
             ScatterFigure {
@@ -464,6 +460,19 @@ fn plots(
             .map_err(|e| StageError::io(format!("writing {file}.svg"), e))?;
     }
     Ok(())
+}
+
+/// Where a parameter's value goes on its plot's x axis.
+fn param_x(dist: &Distribution, v: &Value) -> Option<f64> {
+    match dist {
+        Distribution::Categorical { choices } => {
+            choices.iter().position(|c| c == v).map(|i| i as f64)
+        }
+        Distribution::Float { log: true, .. } | Distribution::Int { log: true, .. } => {
+            v.as_f64().filter(|x| *x > 0.0).map(f64::log10)
+        }
+        _ => v.as_f64(),
+    }
 }
 
 fn trials_csv(space: &Space, trials: &[TrialRecord]) -> String {
