@@ -2,7 +2,8 @@
 //! an import points the wrong way):
 //! - only `commands/` and `main.rs` know the command line (`cli`) and the subcommands
 //!   (`commands`): the library takes plain values;
-//! - `data/` (formats, datasets) knows nothing of `stages/` (which runs them).
+//! - `data/` (formats, datasets) knows nothing of `stages/` (which runs them);
+//! - `search/` (the samplers) is pure: it knows nothing of stages, specs, the cache or files.
 use std::path::{Path, PathBuf};
 
 /// Every `.rs` file under `dir`, relative to `src/`, with its text.
@@ -68,6 +69,26 @@ fn data_does_not_use_stages() {
     assert!(
         found.is_empty(),
         "src/data/ must not depend on src/stages/ (stages use data, not the other way):\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn samplers_are_pure() {
+    let found = offenders(
+        |p| p.starts_with("search"),
+        &[
+            "crate::stages",
+            "crate::spec",
+            "crate::exec",
+            "crate::cache",
+            "std::fs",
+            "rst::",
+        ],
+    );
+    assert!(
+        found.is_empty(),
+        "src/search/ (the samplers) is pure: no stages, spec, exec, cache or files (the driver, src/study.rs, uses it):\n{}",
         found.join("\n")
     );
 }

@@ -1,5 +1,6 @@
 use super::*;
 use serde_json::json;
+use std::sync::Arc;
 
 fn parse_text(text: &str) -> Result<Pipeline, UserError> {
     parse(Path::new("p.yaml"), text, &[], Path::new("."))
@@ -344,4 +345,157 @@ fn consumers_written_first_are_ordered_after_their_inputs() {
     assert_eq!(names, ["base", "m[k=2]"]);
     assert_eq!(q.instances[1].inputs["x"], vec![0]);
     assert_eq!(q.stages.len(), 2);
+}
+
+const STUDY: &str = r#"
+name: t
+params:
+  rates: [0.2, 0.4]
+stages:
+  data:
+    kind: command
+    params: {argv: [echo, hi]}
+  fit:
+    kind: command
+    trial_of: tune
+    inputs: {d: data}
+    params: {argv: [echo, "${x}", "${rate}"]}
+  score:
+    kind: command
+    trial_of: tune
+    inputs: {f: "fit[rate=${rate}, trial=${trial}]"}
+    params: {argv: [echo, "${trial}"]}
+  tune:
+    kind: search
+    matrix: {rate: "${rates}"}
+    params:
+      objective: {stage: score, file: s.json, key: v}
+      direction: minimize
+      trials: 2
+      space: {x: {low: 0, high: 1}}
+  after:
+    kind: command
+    best: "tune[rate=${rate}]"
+    matrix: {rate: "${rates}"}
+    params: {argv: [echo, "${x}"]}
+"#;
+
+fn proposals(xs: &[(f64, usize, f64)]) -> trials::Proposals {
+    let mut p = trials::Proposals::new();
+    for &(rate, trial, x) in xs {
+        p.entry("tune".to_string())
+            .or_default()
+            .push(trials::TrialRow {
+                study: vec![(Arc::from("rate"), json!(rate))],
+                trial,
+                values: vec![(Arc::from("x"), json!(x))],
+            });
+    }
+    p
+}
+
+#[test]
+fn trial_stages_expand_to_the_proposed_trials_only() {
+    let plain = parse_text(STUDY).unwrap();
+    let fits = |p: &Pipeline| {
+        p.instances
+            .iter()
+            .filter(|i| p.stages[i.stage].name == "fit")
+            .map(|i| i.name.clone())
+            .collect::<Vec<_>>()
+    };
+    assert!(fits(&plain).is_empty(), "no proposal: no trial");
+    let after = plain
+        .instances
+        .iter()
+        .find(|i| i.name == "after[rate=0.2]")
+        .unwrap();
+    assert!(after.best_pending, "the study has not run");
+    assert_eq!(
+        plain.params_of(after)["argv"][1],
+        json!(0.0),
+        "the stand-in is low"
+    );
+
+    let opts = Options {
+        proposals: proposals(&[(0.2, 0, 0.25), (0.4, 0, 0.5), (0.2, 1, 0.75)]),
+        best: BestValues::from([(
+            "tune[rate=0.2]".to_string(),
+            vec![(Arc::from("x"), json!(0.75))],
+        )]),
+        ..Options::default()
+    };
+    let p = parse_with(Path::new("p.yaml"), STUDY, &[], Path::new("."), &opts).unwrap();
+    assert_eq!(
+        fits(&p),
+        [
+            "fit[rate=0.2, trial=0]",
+            "fit[rate=0.4, trial=0]",
+            "fit[rate=0.2, trial=1]"
+        ]
+    );
+    let fit = p
+        .instances
+        .iter()
+        .find(|i| i.name == "fit[rate=0.2, trial=1]")
+        .unwrap();
+    assert_eq!(p.params_of(fit)["argv"], json!(["echo", 0.75, 0.2]));
+    let score = p
+        .instances
+        .iter()
+        .find(|i| i.name == "score[rate=0.2, trial=1]")
+        .unwrap();
+    assert_eq!(p.instances[score.inputs["f"][0]].name, fit.name);
+    let tune = p
+        .instances
+        .iter()
+        .find(|i| i.name == "tune[rate=0.2]")
+        .unwrap();
+    let trials: Vec<&str> = tune.inputs["trials"]
+        .iter()
+        .map(|&u| p.instances[u].name.as_str())
+        .collect();
+    assert_eq!(
+        trials,
+        ["score[rate=0.2, trial=0]", "score[rate=0.2, trial=1]"]
+    );
+    let after = p
+        .instances
+        .iter()
+        .find(|i| i.name == "after[rate=0.2]")
+        .unwrap();
+    assert!(!after.best_pending);
+    assert_eq!(p.params_of(after)["argv"][1], json!(0.75));
+    assert_eq!(p.instances[after.inputs["best"][0]].name, "tune[rate=0.2]");
+}
+
+#[test]
+fn trial_stages_are_read_only_by_their_study() {
+    let err = |from: &str, to: &str| {
+        let text = STUDY.replacen(from, to, 1);
+        assert_ne!(text, STUDY, "{from}");
+        parse_text(&text).unwrap_err()
+    };
+    let e = err(
+        "    best: \"tune[rate=${rate}]\"\n",
+        "    inputs: {f: fit}\n    best: \"tune[rate=${rate}]\"\n",
+    );
+    assert!(e.message.contains("a trial of `tune`"), "{}", e.message);
+    let e = err(
+        "    trial_of: tune\n    inputs: {d: data}",
+        "    trial_of: tune\n    matrix: {a: [1]}\n    inputs: {d: data}",
+    );
+    assert!(
+        e.message.contains("cannot have its own matrix"),
+        "{}",
+        e.message
+    );
+    let e = err("best: \"tune[rate=${rate}]\"", "best: tune");
+    assert!(e.message.contains("selects 2 studies"), "{}", e.message);
+    let e = err("best: \"tune[rate=${rate}]\"", "best: \"data\"");
+    assert!(
+        e.message.contains("does not name a `search` stage"),
+        "{}",
+        e.message
+    );
 }
