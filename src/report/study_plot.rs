@@ -89,14 +89,7 @@ impl Figure for ScatterFigure {
                     PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
                 });
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(RGBColor(160, 160, 160))
-            .label_font((FAMILY, 14))
-            .draw()
-            .map_err(err)?;
+        super::plot::legend(&mut chart, SeriesLabelPosition::LowerRight)?;
         Ok(())
     }
 }
