@@ -366,3 +366,11 @@ fn kill_9_mid_study_then_the_rerun_resumes_and_gives_the_uninterrupted_study() {
     );
     assert_eq!((trials_json(&t, "0.1"), trials_json(&t, "0.2")), want);
 }
+
+#[test]
+fn the_bundled_search_pipeline_checks() {
+    let t = TestDir::new();
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines/demo-tune.yaml");
+    let out = t.ok(&["check", file]);
+    assert!(out.stdout.contains("ok"), "{}", out.stdout);
+}
