@@ -13,6 +13,11 @@
 //! (the first 20 proposals do not depend on the total); a killed study resumes at its
 //! first uncomputed trial; a Slurm run and a local one share trials.
 //!
+//! A study that prunes binds `prune` for each batch to the pruner's references per epoch,
+//! computed from the trials completed before the batch (`search::prune`); a trial that
+//! stops below them is `Pruned` (its `summary.json` says so) and counts for TPE by its
+//! last validation accuracy, as in Optuna, but is never the best.
+//!
 //! Once every study has all its trials, the whole pipeline is loaded with them and run as
 //! usual: each study's `search` instance summarises its trials (`stages::search`), and
 //! stages downstream of it read that artifact.
@@ -70,9 +75,47 @@ impl Study {
         })
     }
 
+    /// What the trials of the next batch bind as `prune`: the pruner's reference after
+    /// each epoch (element `i` after epoch `i + 1`, null where it does not check), from the
+    /// trials completed so far (all of them before the batch: rounds run one after the
+    /// other). Null when nothing would be pruned, so that the key of such a trial is that of
+    /// one without a pruner.
+    fn prune_references(&self) -> Value {
+        let Some(pr) = &self.params.prune else {
+            return Value::Null;
+        };
+        let last = self
+            .trials
+            .iter()
+            .filter_map(|t| t.last_intermediate())
+            .map(|(s, _)| s)
+            .max();
+        let Some(last) = last else {
+            return Value::Null;
+        };
+        let mut refs = pr.pruner().thresholds(
+            &self.trials,
+            0,
+            last,
+            search::Direction::from(self.params.direction),
+        );
+        while refs.last() == Some(&None) {
+            refs.pop();
+        }
+        if refs.is_empty() {
+            return Value::Null;
+        }
+        Value::Array(
+            refs.into_iter()
+                .map(|r| r.map_or(Value::Null, Value::from))
+                .collect(),
+        )
+    }
+
     /// A trial's row for the pipeline builder: the values as the trial stages bind them.
-    fn row(&self, trial: usize, params: &Params) -> TrialRow {
+    fn row(&self, trial: usize, params: &Params, prune: &Value) -> TrialRow {
         TrialRow {
+            prune: prune.clone(),
             study: self.bindings.clone(),
             trial,
             values: self
@@ -101,7 +144,7 @@ impl Study {
                 Some((b, bv)) if sign * v >= sign * bv => Some((b, bv)),
                 _ => Some((t, v)),
             })?;
-        Some(self.row(best.0.number, &best.0.params).values)
+        Some(self.row(best.0.number, &best.0.params, &Value::Null).values)
     }
 
     /// The name of trial `n`'s objective instance (as the builder names it).
@@ -157,7 +200,7 @@ impl Known {
             let done = s
                 .trials
                 .iter()
-                .filter(|t| t.state == TrialState::Complete)
+                .filter(|t| matches!(t.state, TrialState::Complete | TrialState::Pruned))
                 .count();
             self.progress
                 .push((s.instance.clone(), done, s.params.trials));
@@ -204,8 +247,9 @@ pub fn drive(
                 continue;
             }
             let start = s.trials.len();
+            let prune = s.prune_references();
             for (j, params) in s.propose()?.into_iter().enumerate() {
-                let row = s.row(start + j, &params);
+                let row = s.row(start + j, &params, &prune);
                 known
                     .proposals
                     .entry(s.stage.clone())
@@ -275,9 +319,16 @@ pub fn drive(
                         ),
                     )
                 })?;
+            let dir = store.object_path(artifact);
+            let (pruned, _) = crate::stages::search::trial_end(&dir);
             let t = &mut s.trials[n];
-            t.value = Some(value);
-            t.state = TrialState::Complete;
+            t.intermediate = crate::stages::search::intermediate(&dir);
+            if pruned {
+                t.state = TrialState::Pruned; // TPE reads its last intermediate value
+            } else {
+                t.value = Some(value);
+                t.state = TrialState::Complete;
+            }
         }
         for (inst, o) in round.instances.iter().zip(result.outcomes) {
             if matches!(o, Outcome::Ran { .. }) {

@@ -63,6 +63,23 @@ fn run_dataset(t: &TestDir, pipeline: &str, folder: &str, make: Generator, extra
         "{stem}:\n{table}"
     );
     assert!(table.contains("| Fine-tuning |"), "{stem}:\n{table}");
+
+    // The search option: a 2-trial study at 40%, one final run with its best values, a
+    // new row in the table; everything before is cached.
+    args.extend_from_slice(&[
+        "--set",
+        "tune_rates=[0.4]",
+        "--set",
+        "trials=2",
+        "--set",
+        "parallel=2",
+    ]);
+    let out = t.ok(&args);
+    let s = out.summary();
+    // 2 trials, the study, the tuned training, its evaluation, the table again.
+    assert_eq!((s.ran, s.cached), (6, 8), "{pipeline:?}\n{}", out.stderr);
+    let table = t.read(&format!("results/{stem}/table.md"));
+    assert!(table.contains("| Ours (tuned here) |"), "{stem}:\n{table}");
 }
 
 #[test]

@@ -94,4 +94,39 @@ fn indoor_noise_pipeline_runs_on_a_miniature_indoor_with_a_pytorch_pth() {
     let again = t.ok(&args);
     assert_eq!(again.summary().ran, 0, "{}", again.stderr);
     assert_eq!(again.summary().cached, 24);
+
+    // The authors' procedure with the search: a 3-trial study at 40% on the validation
+    // split, one final run with the best values, the table. The data, weights and
+    // Fine-tuning stages are indoor_noise.yaml's (same keys): cached.
+    let search = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/indoor_search.yaml");
+    let mut args = args.to_vec();
+    args[1] = search.to_str().unwrap();
+    args.extend([
+        "--set",
+        "noise_rates=[0.4]",
+        "--set",
+        "trials=3",
+        "--set",
+        "parallel=2",
+    ]);
+    let out = t.ok(&args);
+    let s = out.summary();
+    // 3 trials + the study + 1 final training + its evaluation + the table.
+    assert_eq!(s.ran, 7, "{}", out.stderr);
+    assert_eq!(
+        s.cached, 6,
+        "data, weights and Fine-tuning are shared: {}",
+        out.stderr
+    );
+    let trials: Vec<serde_json::Value> =
+        serde_json::from_str(&t.artifact_file("tune[rate=0.4]", "trials.json")).unwrap();
+    assert_eq!(trials.len(), 3);
+    let table = t.read("results/indoor_search/table.md");
+    assert!(table.contains("| Ours (tuned by TPE) |"), "{table}");
+    assert!(table.contains("| Fine-tuning |"), "{table}");
+    assert!(
+        out.stderr.contains("tune[rate=0.4]"),
+        "the study's summary line: {}",
+        out.stderr
+    );
 }

@@ -230,6 +230,11 @@ fn search_errors_name_file_line_and_fix() {
             "x: {low: -5, high: 5}\n        z: {low: 0, high: 1}",
             "`z`",
         ),
+        (
+            "seed: 7",
+            "seed: 7\n      prune: median",
+            "is a `command` stage: pruning stops a `train` trial",
+        ),
     ];
     for (from, to, want) in cases {
         let text = pipeline(4, 1, "tpe").replacen(from, to, 1);
@@ -312,6 +317,18 @@ fn the_best_values_feed_later_stages_and_every_command_sees_the_trials() {
         lineage.stdout.contains("fit[rate=0.1, trial=0]"),
         "{}",
         lineage.stdout
+    );
+    // `rst audit` re-executes one trial in a scratch cache and finds it reproduced (exit 0).
+    let audit = t.ok(&["audit", "p.yaml", "--stage", "fit[rate=0.1, trial=3]"]);
+    assert!(
+        audit.stdout.contains("fit[rate=0.1, trial=3]"),
+        "{}",
+        audit.stdout
+    );
+    assert!(
+        !audit.stdout.contains("| fit[rate=0.1, trial=4]"),
+        "{}",
+        audit.stdout
     );
 }
 

@@ -28,6 +28,8 @@ mod layer;
 mod libtorch;
 mod perf_exec;
 mod planner;
+#[cfg(feature = "torch")]
+mod prune;
 mod publish;
 mod search;
 mod slurm;

@@ -13,6 +13,7 @@ pub fn run(args: &PipelineArgs, targets: &[String], json: bool) -> Result<ExitCo
     let p = super::load_replayed(args, &store)?.select(targets)?;
     let mut lines = status_lines(&p, &store)?;
     mark_slurm_jobs(&mut lines, &store);
+    mark_pruned_trials(&p, &mut lines, &store);
     if json {
         println!(
             "{}",
@@ -31,6 +32,35 @@ fn mark_slurm_jobs(lines: &mut [StatusLine], store: &crate::cache::store::Store)
         if let Some((id, state)) = l.key.as_ref().and_then(|k| jobs.get(k)) {
             l.state = state.to_string();
             l.reasons.insert(0, format!("slurm {id}"));
+        }
+    }
+}
+
+/// Cached trials that a study's pruner stopped: `pruned after epoch N` (their
+/// `summary.json` says so).
+fn mark_pruned_trials(
+    p: &crate::spec::Pipeline,
+    lines: &mut [StatusLine],
+    store: &crate::cache::store::Store,
+) {
+    let trial_stages: std::collections::HashSet<&str> = p
+        .stages
+        .iter()
+        .filter(|s| s.trial_of.is_some())
+        .map(|s| s.name.as_str())
+        .collect();
+    for l in lines
+        .iter_mut()
+        .filter(|l| l.state == "cached" && trial_stages.contains(l.stage.as_str()))
+    {
+        let Some(artifact) = &l.artifact else {
+            continue;
+        };
+        if let (true, epochs) = crate::stages::search::trial_end(&store.object_path(artifact)) {
+            l.reasons.push(match epochs {
+                Some(n) => format!("trial pruned after epoch {n}"),
+                None => "trial pruned".to_string(),
+            });
         }
     }
 }

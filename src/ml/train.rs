@@ -217,6 +217,19 @@ pub struct Summary {
     pub best_val_acc: f64,
     pub epochs_run: usize,
     pub stopped_early: bool,
+    /// Stopped by a study's pruner (`prune:`): left out when false, so that the summary of
+    /// every other run is what it was before pruning existed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pruned: bool,
+}
+
+/// Whether a run whose best validation accuracy so far is `best` is pruned after `epoch`
+/// (from 1) by the study's references (`TrainParams::prune`: Optuna's percentile pruner
+/// decided ahead, `search::prune::PercentilePruner::thresholds`).
+pub fn pruned_after(references: Option<&[Option<f64>]>, epoch: usize, best: f64) -> bool {
+    references
+        .and_then(|r| r.get(epoch.checked_sub(1)?).copied().flatten())
+        .is_some_and(|reference| best < reference)
 }
 
 /// Best-epoch tracking and early stopping, as the authors' trainer (pytorch-template's
@@ -827,6 +840,7 @@ struct EpochsRun {
     history: Vec<EpochRow>,
     selection: Selection,
     stopped_early: bool,
+    pruned: bool,
 }
 
 /// Phase 4: epochs 1, 2, ... until `epochs` or early stopping. After each pass: the
@@ -851,6 +865,7 @@ fn run_epochs(
     let mut selection = Selection::default();
     let mut history = Vec::new();
     let mut stopped_early = false;
+    let mut pruned = false;
     let mut last_val = f64::NAN;
     for epoch in 1..=p.epochs {
         let t0 = Instant::now();
@@ -896,6 +911,19 @@ fn run_epochs(
             t0.elapsed().as_secs_f64(),
         ));
         history.push(row);
+        let best = selection.tracker.best.map_or(f64::NAN, |b| b.1);
+        if pruned_after(p.prune.as_deref(), epoch, best) {
+            pruned = true;
+            log(&format!(
+                "pruned: best validation accuracy {best:.4} after epoch {epoch} is below the \
+                 study's reference {:.4}",
+                p.prune
+                    .as_deref()
+                    .and_then(|r| r[epoch - 1])
+                    .unwrap_or(f64::NAN)
+            ));
+            break;
+        }
         if d.stop && epoch < p.epochs {
             stopped_early = true;
             log(&format!(
@@ -910,6 +938,7 @@ fn run_epochs(
         history,
         selection,
         stopped_early,
+        pruned,
     })
 }
 
@@ -960,6 +989,7 @@ fn finish(
         history,
         selection,
         stopped_early,
+        pruned,
     } = run;
     let (best_epoch, best_val_acc) = selection.tracker.best.expect("at least one epoch");
     Trained {
@@ -985,6 +1015,7 @@ fn finish(
             best_val_acc,
             epochs_run: history.len(),
             stopped_early,
+            pruned,
         },
         history,
         labels: labels.current,
@@ -1268,6 +1299,41 @@ pub(crate) mod tests {
             .enumerate()
             .all(|(i, &a)| !t.update(i + 1, a, None).stop));
         assert_eq!(t.best, Some((7, 0.61)));
+    }
+
+    #[test]
+    fn pruning_references_by_epoch() {
+        let refs = [None, Some(0.5), Some(0.8)];
+        assert!(!pruned_after(None, 2, 0.1));
+        assert!(!pruned_after(Some(&refs), 1, 0.0), "no check after epoch 1");
+        assert!(pruned_after(Some(&refs), 2, 0.49));
+        assert!(!pruned_after(Some(&refs), 2, 0.5), "a tie stays");
+        assert!(pruned_after(Some(&refs), 3, 0.7));
+        assert!(
+            !pruned_after(Some(&refs), 4, 0.0),
+            "no reference past the list"
+        );
+    }
+
+    /// A run below the study's reference after its second epoch stops there, marked
+    /// pruned, and keeps its partial history and best weights.
+    #[test]
+    fn a_pruned_run_stops_and_says_so() {
+        let p = params(json!({"epochs": 5, "prune": [null, 2.0],
+                             "augment": {"crop_padding": 1, "flip": false}}));
+        let t = run_quiet(inputs(p, synthetic(60, 3, 8, 1))).unwrap();
+        assert_eq!(t.history.len(), 2);
+        assert!(t.summary.pruned && !t.summary.stopped_early);
+        assert_eq!(t.summary.epochs_run, 2);
+        let text = serde_json::to_string(&t.summary).unwrap();
+        assert!(text.contains("\"pruned\":true"), "{text}");
+        let p = params(json!({"epochs": 1}));
+        let t = run_quiet(inputs(p, synthetic(30, 3, 8, 1))).unwrap();
+        let text = serde_json::to_string(&t.summary).unwrap();
+        assert!(
+            !text.contains("pruned"),
+            "unpruned summaries are unchanged: {text}"
+        );
     }
 
     #[test]

@@ -112,6 +112,57 @@ impl PercentilePruner {
         }
     }
 
+    /// The decision of [`should_prune`](Self::should_prune) made ahead of time, for a trial
+    /// that reports every step from `first_step` to `last_step` (an epoch each) with a
+    /// number: element `i` is the reference at step `first_step + i`, or `None` where the
+    /// pruner does not check (too few completed trials, warm-up, not first in its interval,
+    /// no completed trial at that step). Such a trial is pruned at the first step whose
+    /// best value so far is worse (strictly) than the reference ([`Self::prunes`]).
+    ///
+    /// This is how a study prunes deterministically: the references come from the trials
+    /// completed before the batch, and a running trial compares itself with them alone.
+    pub fn thresholds(
+        &self,
+        trials: &[Trial],
+        first_step: u64,
+        last_step: u64,
+        direction: Direction,
+    ) -> Vec<Option<f64>> {
+        let complete: Vec<&Trial> = trials
+            .iter()
+            .filter(|t| t.state == TrialState::Complete)
+            .collect();
+        (first_step..=last_step)
+            .map(|step| {
+                if complete.is_empty() || complete.len() < self.n_startup_trials {
+                    return None;
+                }
+                let reports: Vec<(u64, f64)> = (first_step..=step).map(|s| (s, 0.0)).collect();
+                if step < self.n_warmup_steps || !self.is_first_in_interval(step, &reports) {
+                    return None;
+                }
+                let at_step: Vec<f64> = complete
+                    .iter()
+                    .filter_map(|t| t.intermediate_at(step))
+                    .collect();
+                let percentile = match direction {
+                    Direction::Minimize => self.percentile,
+                    Direction::Maximize => 100.0 - self.percentile,
+                };
+                nan_percentile(&at_step, percentile)
+            })
+            .collect()
+    }
+
+    /// Whether a best-so-far value `best` is worse than a [`thresholds`](Self::thresholds)
+    /// reference.
+    pub fn prunes(best: f64, reference: f64, direction: Direction) -> bool {
+        match direction {
+            Direction::Minimize => best > reference,
+            Direction::Maximize => best < reference,
+        }
+    }
+
     /// Optuna's `_is_first_in_interval_step`: no earlier report since the start of the
     /// interval `step` falls in.
     fn is_first_in_interval(&self, step: u64, reports: &[(u64, f64)]) -> bool {
@@ -272,6 +323,49 @@ mod tests {
             1,
             Direction::Minimize
         ));
+    }
+
+    /// Thresholds computed ahead agree with `should_prune` step by step, for every pruner
+    /// setting, on curves that report every step.
+    #[test]
+    fn thresholds_agree_with_should_prune() {
+        let mut rng = crate::prng::Prng::new(7, "prune-thresholds");
+        let curve = |rng: &mut crate::prng::Prng| -> Vec<(u64, f64)> {
+            (1..=6).map(|s| (s, rng.unit_f64())).collect()
+        };
+        for (warmup, interval, startup) in [(0, 1, 5), (2, 1, 3), (0, 2, 1), (1, 3, 2), (0, 1, 9)] {
+            let pruner = PercentilePruner {
+                percentile: 50.0,
+                n_startup_trials: startup,
+                n_warmup_steps: warmup,
+                interval_steps: interval,
+            };
+            for round in 0..20 {
+                let n = 1 + round % 7;
+                let done: Vec<Trial> = (0..n)
+                    .map(|i| {
+                        let mut c = curve(&mut rng);
+                        c.truncate(3 + i % 4); // some stopped early
+                        trial(i, TrialState::Complete, &c)
+                    })
+                    .collect();
+                for direction in [Direction::Minimize, Direction::Maximize] {
+                    let th = pruner.thresholds(&done, 1, 6, direction);
+                    let mine = curve(&mut rng);
+                    for step in 1..=6u64 {
+                        let reports = &mine[..step as usize];
+                        let best = nan_best(reports.iter().map(|r| r.1), direction).unwrap();
+                        let ahead = th[step as usize - 1]
+                            .is_some_and(|r| PercentilePruner::prunes(best, r, direction));
+                        assert_eq!(
+                            ahead,
+                            pruner.should_prune(&done, reports, step, direction),
+                            "{pruner:?} step {step} {direction:?}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]

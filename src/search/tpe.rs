@@ -1683,8 +1683,8 @@ mod tests {
 
     #[test]
     fn a_thousand_trials() {
-        // The size of the performance target (< 5 ms a proposal in release; see
-        // `proposal_time_at_1000_trials`); here only correctness.
+        // The size of the performance target (< 5 ms a proposal in release: measured by
+        // `cargo bench --bench search`); here only correctness.
         let (space, trials) = thousand_trials();
         let p = propose(&space, &trials, 1000, 0, Direction::Minimize).unwrap();
         for (name, v) in &p {
@@ -1716,22 +1716,6 @@ mod tests {
             })
             .collect();
         (space, trials)
-    }
-
-    /// `cargo test --release --no-default-features --lib proposal_time -- --ignored --nocapture`
-    #[test]
-    #[ignore = "a timing print, for a release build"]
-    fn proposal_time_at_1000_trials() {
-        let (space, trials) = thousand_trials();
-        let runs = 200;
-        let start = std::time::Instant::now();
-        for i in 0..runs {
-            std::hint::black_box(
-                propose(&space, &trials, 1000 + i, 0, Direction::Minimize).unwrap(),
-            );
-        }
-        let per = start.elapsed() / runs as u32;
-        eprintln!("TPE proposal, 1000 trials, 3 parameters: {per:?}");
     }
 
     // ---- Parity with Optuna ----

@@ -210,7 +210,9 @@ fn select(
         });
         u
     })?;
-    if chosen.is_empty() {
+    // A whole stage with no instance (switched off: `matrix: {rate: ${tune_rates}}` with
+    // `tune_rates: []`) selects nothing; a slice that selects nothing is a mistake.
+    if chosen.is_empty() && !(r.slice.is_empty() && ex.ids[ti].is_empty()) {
         return Err(cx
             .at_value(
                 item_path,

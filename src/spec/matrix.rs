@@ -223,8 +223,11 @@ pub(super) fn parse(
             ));
         }
         let v = cx.json(&ap, v)?;
+        // `rate: ${tune_rates}` may be empty (a stage switched off by a parameter: it has
+        // no instance); a literal `rate: []` is a mistake.
+        let from_variable = v.as_str().is_some_and(|s| s.contains("${"));
         let v = top.apply(&v).map_err(|(_, e)| cx.interp(&ap, e))?;
-        let axis = parse_axis(cx, &ap, key, expand_count(cx, &ap, key, v)?)?;
+        let axis = parse_axis(cx, &ap, key, expand_count(cx, &ap, key, v)?, from_variable)?;
         for name in &axis.names {
             if m.variables().any(|n| n == &**name) {
                 return Err(cx.at_key(&ap, format!("matrix variable `{name}` is bound twice")));
@@ -256,8 +259,15 @@ fn expand_count(cx: &Ctx<'_>, ap: &str, key: &str, v: Value) -> Result<Value, Us
     }
 }
 
-/// One axis from its list: scalars bind the key, mappings bind their keys together.
-fn parse_axis(cx: &Ctx<'_>, ap: &str, key: &str, v: Value) -> Result<Axis, UserError> {
+/// One axis from its list: scalars bind the key, mappings bind their keys together. An
+/// empty list is an error unless it came from a variable (`may_be_empty`).
+fn parse_axis(
+    cx: &Ctx<'_>,
+    ap: &str,
+    key: &str,
+    v: Value,
+    may_be_empty: bool,
+) -> Result<Axis, UserError> {
     let values = match v {
         Value::Array(a) => a,
         other => {
@@ -273,7 +283,15 @@ fn parse_axis(cx: &Ctx<'_>, ap: &str, key: &str, v: Value) -> Result<Axis, UserE
         }
     };
     if values.is_empty() {
-        return Err(cx.at_value(ap, format!("matrix axis `{key}` is empty")));
+        if may_be_empty {
+            return Ok(Axis::zipped(key, vec![Arc::from(key)], Vec::new()));
+        }
+        return Err(cx
+            .at_value(ap, format!("matrix axis `{key}` is empty"))
+            .help(format!(
+                "give it values, or remove the stage; to switch a stage off by a parameter, \
+                 write `{key}: ${{param}}` with `param: []`"
+            )));
     }
     let mut names: Option<Vec<String>> = None;
     let mut entries = Vec::with_capacity(values.len());

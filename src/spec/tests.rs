@@ -389,6 +389,7 @@ fn proposals(xs: &[(f64, usize, f64)]) -> trials::Proposals {
                 study: vec![(Arc::from("rate"), json!(rate))],
                 trial,
                 values: vec![(Arc::from("x"), json!(x))],
+                prune: Value::Null,
             });
     }
     p
@@ -498,4 +499,42 @@ fn trial_stages_are_read_only_by_their_study() {
         "{}",
         e.message
     );
+}
+
+/// A stage whose axis is a parameter set to `[]` is switched off: it has no instance, and
+/// a whole-stage reference to it selects nothing. A literal `[]`, or a slice of the
+/// switched-off stage, is an error.
+#[test]
+fn an_empty_axis_from_a_parameter_switches_a_stage_off() {
+    let text = r#"
+name: t
+params: {extra: []}
+stages:
+  base:
+    kind: command
+    matrix: {rate: [0.2]}
+    params: {argv: [echo, "${rate}"]}
+  more:
+    kind: command
+    matrix: {rate: "${extra}"}
+    params: {argv: [echo, "${rate}"]}
+  all:
+    kind: command
+    inputs: {xs: [base, more]}
+    params: {argv: [echo]}
+"#;
+    let p = parse_text(text).unwrap();
+    let names: Vec<&str> = p.instances.iter().map(|i| i.name.as_str()).collect();
+    assert_eq!(names, ["base[rate=0.2]", "all"]);
+    let all = p.instances.iter().find(|i| i.name == "all").unwrap();
+    assert_eq!(all.inputs["xs"].len(), 1);
+
+    let e = err_of(&text.replace("\"${extra}\"", "[]"));
+    assert!(e.message.contains("matrix axis `rate` is empty"), "{e}");
+    assert!(
+        e.help.as_deref().unwrap_or("").contains("param: []"),
+        "{e:?}"
+    );
+    let e = err_of(&text.replace("[base, more]", "[base, \"more[rate=0.2]\"]"));
+    assert!(e.message.contains("selects no instance"), "{e}");
 }

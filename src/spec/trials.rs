@@ -23,6 +23,10 @@ use crate::hint::did_you_mean;
 
 /// The variable that numbers the trials of a study (0, 1, ...).
 pub const TRIAL_VAR: &str = "trial";
+/// The variable a trial stage passes to `train` as `prune: ${prune}`: the study pruner's
+/// reference accuracy after each epoch, or null when nothing is pruned
+/// (`stages::search`).
+pub const PRUNE_VAR: &str = "prune";
 /// The key of the trial axis in a trial stage's matrix.
 const TRIAL_AXIS: &str = "trials";
 
@@ -35,6 +39,8 @@ pub struct TrialRow {
     pub trial: usize,
     /// The proposed value of every variable of the space, in the space's order.
     pub values: Vec<(Arc<str>, Value)>,
+    /// What [`PRUNE_VAR`] binds: the same for every trial of a batch.
+    pub prune: Value,
 }
 
 /// The trials proposed so far, by search stage name, in proposal order.
@@ -103,6 +109,7 @@ pub(super) fn matrix(
     let mut names: Vec<Arc<str>> = outer.variables().map(Arc::from).collect();
     let named = names.len() + 1;
     names.push(Arc::from(TRIAL_VAR));
+    names.push(Arc::from(PRUNE_VAR));
     for v in &space {
         if names.iter().any(|n| **n == **v) {
             return Err(cx
@@ -110,7 +117,7 @@ pub(super) fn matrix(
                     &format!("stages.{study}.params.space.{v}"),
                     format!(
                         "the space variable `{v}` of `{study}` is also a matrix variable of it \
-                         (or `{TRIAL_VAR}`)"
+                         (or `{TRIAL_VAR}` or `{PRUNE_VAR}`, which a trial binds)"
                     ),
                 )
                 .help("rename the space variable"));
@@ -124,6 +131,7 @@ pub(super) fn matrix(
                 .map(|r| {
                     let mut e: Vec<Value> = r.study.iter().map(|(_, v)| v.clone()).collect();
                     e.push(Value::from(r.trial));
+                    e.push(r.prune.clone());
                     e.extend(r.values.iter().map(|(_, v)| v.clone()));
                     e
                 })
@@ -141,6 +149,7 @@ pub(super) fn matrix(
 /// stage needs of a study is its artifact.
 pub(super) fn check_references(cx: &Ctx<'_>, raw: &RawPipeline) -> Result<(), UserError> {
     check_space_used(cx, raw)?;
+    check_prune(cx, raw)?;
     for (name, rs) in &raw.stages {
         for (iname, rin) in &rs.inputs {
             for (tname, trs) in &raw.stages {
@@ -197,7 +206,8 @@ fn check_space_used(cx: &Ctx<'_>, raw: &RawPipeline) -> Result<(), UserError> {
                     .at_key(
                         &format!("stages.{study}.params.space.{v}"),
                         format!(
-                            "the space variable `{v}` of `{study}` is used by none of its trial                              stages ({})",
+                            "the space variable `{v}` of `{study}` is used by none of its trial \
+                             stages ({})",
                             names.join(", ")
                         ),
                     )
@@ -206,6 +216,65 @@ fn check_space_used(cx: &Ctx<'_>, raw: &RawPipeline) -> Result<(), UserError> {
                          remove it from the space"
                     )));
             }
+        }
+    }
+    Ok(())
+}
+
+/// A study with `prune:` has a `train` objective that passes `prune: ${prune}` on, and
+/// maximises (what is pruned on is the validation accuracy per epoch).
+fn check_prune(cx: &Ctx<'_>, raw: &RawPipeline) -> Result<(), UserError> {
+    for (study, srs) in raw.stages.iter().filter(|(_, s)| s.kind == "search") {
+        let Some(params) = &srs.params else { continue };
+        if params.get("prune").is_none_or(|p| p.is_null()) {
+            continue;
+        }
+        let at = format!("stages.{study}.params.prune");
+        let objective = match params.get("objective") {
+            Some(serde_yaml::Value::String(s)) => Some(s.as_str()),
+            Some(serde_yaml::Value::Mapping(m)) => m.get("stage").and_then(|s| s.as_str()),
+            _ => None,
+        };
+        let Some((name, trs)) = objective.and_then(|o| raw.stages.get_key_value(o)) else {
+            continue; // the objective check says what is missing
+        };
+        if trs.kind != "train" {
+            return Err(cx
+                .at_key(
+                    &at,
+                    format!(
+                        "`{study}` prunes, but its objective `{name}` is a `{}` stage: pruning \
+                         stops a `train` trial after an epoch",
+                        trs.kind
+                    ),
+                )
+                .help("remove `prune:`, or make the objective a `train` trial"));
+        }
+        if !uses_text(trs).contains(&format!("${{{PRUNE_VAR}}}")) {
+            return Err(cx
+                .at_key(
+                    &at,
+                    format!(
+                        "`{study}` prunes, but its objective `{name}` does not take the \
+                         pruner's references"
+                    ),
+                )
+                .help(format!(
+                    "add `{PRUNE_VAR}: ${{{PRUNE_VAR}}}` to the params of `{name}`"
+                )));
+        }
+        let direction = params.get("direction").and_then(|d| d.as_str());
+        if direction != Some("maximize") {
+            return Err(cx
+                .at_key(
+                    &at,
+                    format!(
+                        "`{study}` prunes on validation accuracy, which it must maximise \
+                         (direction is {})",
+                        direction.unwrap_or("not set")
+                    ),
+                )
+                .help("set `direction: maximize`, or remove `prune:`"));
         }
     }
     Ok(())

@@ -18,6 +18,8 @@
 //!     parallel: 2               # trials proposed per batch (constant liar), run at once
 //!     sampler: tpe              # tpe (default) | random | grid
 //!     seed: 0
+//!     prune: median             # Optuna's MedianPruner over a `train` trial's epochs
+//!     # prune: {percentile: 50, startup_trials: 5, warmup_epochs: 0, interval_epochs: 1}
 //!     space:
 //!       D: {low: 0.5, high: 20, log: true}
 //!       H: {low: 0.5, high: 20, step: 0.5}
@@ -30,6 +32,13 @@
 //! trials before its batch. This kind only summarises them once all have run: its input
 //! `trials` (added by the builder, never written) is every instance of the objective stage
 //! in its study, and it writes `trials.json`, `trials.csv` and `best.json`.
+//!
+//! Pruning (`prune:`) needs a `train` objective that passes `prune: ${prune}` on: the driver
+//! binds `prune` to the pruner's reference accuracy after each epoch, computed from the
+//! trials completed before the batch ([`crate::search::prune`]), and the training stops,
+//! marked `pruned` in its `summary.json`, at the first epoch whose best validation
+//! accuracy so far is below it. Steps are counted from 0 (epoch 1 is step 0), as an Optuna
+//! objective that reports `trial.report(acc, epoch)` in `for epoch in range(E)`.
 use std::path::Path;
 
 use indexmap::IndexMap;
@@ -45,7 +54,8 @@ use crate::search::{Direction, Distribution, ParamValue, Space};
 pub struct Search;
 
 /// Bump when the same inputs and params would give other files.
-const VERSION: u32 = 1;
+/// 2: trials list their epochs run and pruned trials.
+const VERSION: u32 = 2;
 
 /// The input the builder fills with the study's trials (`spec::inputs::TRIALS_INPUT`).
 pub const TRIALS: &str = "trials";
@@ -126,6 +136,70 @@ fn objective<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Objective, D::Err
     }
 }
 
+/// `prune:`: Optuna's `PercentilePruner` (`MedianPruner` at 50) over a `train` trial's
+/// validation accuracy per epoch. `prune: median` is the defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PruneParams {
+    /// Keep the trials in the best `percentile` at each epoch (50: the median).
+    #[serde(default = "d_percentile")]
+    pub percentile: f64,
+    /// Completed trials needed before anything is pruned (Optuna's `n_startup_trials`).
+    #[serde(default = "d_startup")]
+    pub startup_trials: usize,
+    /// Steps (epochs − 1) never pruned at (Optuna's `n_warmup_steps`).
+    #[serde(default)]
+    pub warmup_epochs: u64,
+    /// Check once per this many epochs (Optuna's `interval_steps`).
+    #[serde(default = "d_interval")]
+    pub interval_epochs: u64,
+}
+
+fn d_percentile() -> f64 {
+    crate::search::prune::MEDIAN_PRUNER.percentile
+}
+fn d_startup() -> usize {
+    crate::search::prune::MEDIAN_PRUNER.n_startup_trials
+}
+fn d_interval() -> u64 {
+    crate::search::prune::MEDIAN_PRUNER.interval_steps
+}
+
+impl PruneParams {
+    pub fn pruner(&self) -> crate::search::prune::PercentilePruner {
+        crate::search::prune::PercentilePruner {
+            percentile: self.percentile,
+            n_startup_trials: self.startup_trials,
+            n_warmup_steps: self.warmup_epochs,
+            interval_steps: self.interval_epochs,
+        }
+    }
+}
+
+/// `prune: median` is `prune: {}`; `prune: null` (the default) prunes nothing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum RawPrune {
+    Name(String),
+    Full(Value),
+}
+
+fn prune<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<PruneParams>, D::Error> {
+    use serde::de::Error;
+    match Option::<RawPrune>::deserialize(d)? {
+        None => Ok(None),
+        Some(RawPrune::Name(n)) if n == "median" => Ok(Some(
+            PruneParams::deserialize(json!({})).map_err(D::Error::custom)?,
+        )),
+        Some(RawPrune::Name(n)) => Err(D::Error::custom(format!(
+            "unknown pruner `{n}`: use `median`, or `{{percentile: 25}}` for a percentile pruner"
+        ))),
+        Some(RawPrune::Full(v)) => PruneParams::deserialize(v)
+            .map(Some)
+            .map_err(D::Error::custom),
+    }
+}
+
 /// One dimension of the space as written.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -167,6 +241,12 @@ pub struct SearchParams {
     pub sampler: SamplerName,
     #[serde(default)]
     pub seed: u64,
+    #[serde(
+        default,
+        deserialize_with = "prune",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub prune: Option<PruneParams>,
     pub space: IndexMap<String, Dim>,
 }
 
@@ -190,6 +270,21 @@ pub fn parse(params: &Value) -> Result<(SearchParams, Space), ParamError> {
     if p.space.is_empty() {
         return Err(ParamError::new("space", "the space has no parameter")
             .help("e.g. `space: {D: {low: 0.5, high: 20, log: true}}`"));
+    }
+    if let Some(pr) = &p.prune {
+        if !(0.0..=100.0).contains(&pr.percentile) {
+            return Err(ParamError::new(
+                "prune.percentile",
+                format!("must be in [0, 100], got {}", pr.percentile),
+            )
+            .help("50 is the median pruner"));
+        }
+        if pr.interval_epochs == 0 {
+            return Err(ParamError::new(
+                "prune.interval_epochs",
+                "must be at least 1",
+            ));
+        }
     }
     let mut space = Space::new();
     for (name, dim) in &p.space {
@@ -316,8 +411,51 @@ pub struct TrialRecord {
     pub number: usize,
     pub instance: String,
     pub params: IndexMap<String, Value>,
+    /// The objective (for a pruned trial, its value when it stopped: never the best).
     pub value: f64,
+    /// `complete` or `pruned`.
     pub state: String,
+    /// Epochs run, for a `train` trial (fewer than asked when pruned or stopped early).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epochs: Option<usize>,
+}
+
+/// `complete` or `pruned`, as [`TrialRecord::state`] says.
+pub const COMPLETE: &str = "complete";
+pub const PRUNED: &str = "pruned";
+
+/// What a trial's `summary.json` says of how it ended (a `train` trial's; other stages
+/// have none): whether it was pruned, and how many epochs it ran.
+pub fn trial_end(dir: &Path) -> (bool, Option<usize>) {
+    let Ok(text) = std::fs::read(dir.join(DEFAULT_FILE)) else {
+        return (false, None);
+    };
+    let Ok(v) = serde_json::from_slice::<Value>(&text) else {
+        return (false, None);
+    };
+    (
+        v.get("pruned").and_then(Value::as_bool).unwrap_or(false),
+        v.get("epochs_run")
+            .and_then(Value::as_u64)
+            .map(|n| n as usize),
+    )
+}
+
+/// A `train` trial's validation accuracy per epoch, as Optuna steps from 0 (its
+/// `history.json`); empty for other stages.
+pub fn intermediate(dir: &Path) -> Vec<(u64, f64)> {
+    let Ok(text) = std::fs::read(dir.join("history.json")) else {
+        return Vec::new();
+    };
+    let Ok(Value::Array(rows)) = serde_json::from_slice::<Value>(&text) else {
+        return Vec::new();
+    };
+    rows.iter()
+        .filter_map(|r| {
+            let epoch = r.get("epoch")?.as_u64()?;
+            Some((epoch.checked_sub(1)?, r.get("val_acc")?.as_f64()?))
+        })
+        .collect()
 }
 
 impl StageRunner for Search {
@@ -334,7 +472,7 @@ impl StageRunner for Search {
         trials.sort_by_key(|t| t.number);
         let Some(best) = best(&trials, p.direction.into()) else {
             return Err(StageError::user(format!(
-                "study `{}` has no finished trial",
+                "study `{}` has no complete trial (every trial was pruned)",
                 ctx.instance
             )));
         };
@@ -373,19 +511,22 @@ fn trial_record(
         .collect();
     let value = read_objective(&a.path, &p.objective)
         .map_err(|e| StageError::user(format!("trial {}: {e}", a.instance)))?;
+    let (pruned, epochs) = trial_end(&a.path);
     Ok(TrialRecord {
         number: number as usize,
         instance: a.instance.clone(),
         params,
         value,
-        state: "complete".into(),
+        state: if pruned { PRUNED } else { COMPLETE }.into(),
+        epochs,
     })
 }
 
-/// The best trial (the first of equals, as Optuna's `best_trial`).
+/// The best complete trial (the first of equals, as Optuna's `best_trial`).
 pub fn best(trials: &[TrialRecord], direction: Direction) -> Option<&TrialRecord> {
     trials
         .iter()
+        .filter(|t| t.state == COMPLETE)
         .fold(None, |best: Option<&TrialRecord>, t| match best {
             Some(b) if direction.sign() * t.value >= direction.sign() * b.value => Some(b),
             _ => Some(t),
@@ -408,7 +549,8 @@ fn plots(
     let line: Vec<(f64, f64)> = trials
         .iter()
         .map(|t| {
-            if best.is_nan() || sign * t.value < sign * best {
+            let counts = t.state == COMPLETE;
+            if counts && (best.is_nan() || sign * t.value < sign * best) {
                 best = t.value;
             }
             (t.number as f64, best)
@@ -481,14 +623,19 @@ fn trials_csv(space: &Space, trials: &[TrialRecord]) -> String {
         out.push(',');
         out.push_str(k);
     }
-    out.push_str(",state,instance\n");
+    out.push_str(",state,epochs,instance\n");
     for t in trials {
         out.push_str(&format!("{},{}", t.number, t.value));
         for v in t.params.values() {
             out.push(',');
             out.push_str(&csv_field(&crate::spec::interp::display(v)));
         }
-        out.push_str(&format!(",{},{}\n", t.state, csv_field(&t.instance)));
+        let epochs = t.epochs.map(|e| e.to_string()).unwrap_or_default();
+        out.push_str(&format!(
+            ",{},{epochs},{}\n",
+            t.state,
+            csv_field(&t.instance)
+        ));
     }
     out
 }
@@ -569,18 +716,61 @@ mod tests {
     }
 
     #[test]
+    fn prune_shorthand_defaults_and_errors() {
+        let (p, _) = parse(&params(json!({}))).unwrap();
+        assert_eq!(p.prune, None);
+        let (p, _) = parse(&params(json!({"prune": "median"}))).unwrap();
+        assert_eq!(
+            p.prune.unwrap().pruner(),
+            crate::search::prune::MEDIAN_PRUNER
+        );
+        let (p, _) = parse(&params(
+            json!({"prune": {"startup_trials": 2, "warmup_epochs": 1}}),
+        ))
+        .unwrap();
+        let pr = p.prune.unwrap();
+        assert_eq!(
+            (pr.startup_trials, pr.warmup_epochs, pr.percentile),
+            (2, 1, 50.0)
+        );
+        // Canonical params spell the pruner out, and leave it out when there is none.
+        let canon = Search.canonical_params(&params(json!({"prune": "median"})));
+        assert_eq!(canon["prune"]["startup_trials"], 5);
+        assert!(Search
+            .canonical_params(&params(json!({})))
+            .get("prune")
+            .is_none());
+        let err = |extra| parse(&params(extra)).unwrap_err();
+        assert!(err(json!({"prune": "hyperband"}))
+            .message
+            .contains("unknown pruner"));
+        assert_eq!(
+            err(json!({"prune": {"percentile": 120}})).path,
+            "prune.percentile"
+        );
+        assert_eq!(
+            err(json!({"prune": {"interval_epochs": 0}})).path,
+            "prune.interval_epochs"
+        );
+    }
+
+    #[test]
     fn best_is_the_first_of_equals_in_the_direction() {
         let t = |number, value| TrialRecord {
             number,
             instance: format!("fit[trial={number}]"),
             params: IndexMap::new(),
             value,
-            state: "complete".into(),
+            state: COMPLETE.into(),
+            epochs: None,
         };
-        let trials = [t(0, 0.5), t(1, 0.9), t(2, 0.9), t(3, 0.1)];
+        let mut trials = vec![t(0, 0.5), t(1, 0.9), t(2, 0.9), t(3, 0.1)];
         assert_eq!(best(&trials, Direction::Maximize).unwrap().number, 1);
         assert_eq!(best(&trials, Direction::Minimize).unwrap().number, 3);
         assert!(best(&[], Direction::Minimize).is_none());
+        // A pruned trial is never the best, whatever its value.
+        trials[3].state = PRUNED.into();
+        assert_eq!(best(&trials, Direction::Minimize).unwrap().number, 0);
     }
 
     #[test]

@@ -31,6 +31,7 @@
 //!   device: auto                  # auto | cpu | cuda | cuda:N
 //!   train_split: train
 //!   val_split: val
+//!   prune: ${prune}               # in a trial of a pruning `search`: stop below its references
 //! ```
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -275,6 +276,12 @@ pub struct TrainParams {
     pub train_split: String,
     #[serde(default = "d_val")]
     pub val_split: String,
+    /// A study's pruning references (`prune: ${prune}` in a trial of a `search` with
+    /// `prune:`): element `i` is the validation accuracy the best epoch so far must reach
+    /// after epoch `i + 1` (null: no check there); below it the run stops, `pruned`.
+    /// Left out of the canonical params when absent, so other keys do not change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prune: Option<Vec<Option<f64>>>,
 }
 
 fn positive(v: f64, path: &str) -> Result<(), ParamError> {
