@@ -115,6 +115,9 @@ struct State {
     keys: Vec<Option<String>>,
     records: Vec<Option<KeyRecord>>,
     frontier: VecDeque<usize>,
+    /// How often each instance was put on the frontier: a lookup made for one visit is
+    /// not applied to a later one (`Run::resolve_frontier`).
+    pushes: Vec<u32>,
     ready: VecDeque<usize>,
     /// Consumers of each instance.
     consumers: Vec<Vec<usize>>,
@@ -142,6 +145,7 @@ impl State {
 
     fn push_frontier(&mut self, i: usize) {
         self.st[i] = St::Frontier;
+        self.pushes[i] = self.pushes[i].wrapping_add(1);
         self.frontier.push_back(i);
     }
 
@@ -391,6 +395,14 @@ pub fn run(
 }
 
 /// One run in progress: what it was given and where every instance stands.
+/// What [`Run::look_up`] found for one instance.
+struct Looked {
+    record: KeyRecord,
+    key: String,
+    /// The cached artifact.
+    hit: Option<String>,
+}
+
 struct Run<'a> {
     p: &'a Pipeline,
     store: &'a Store,
@@ -445,6 +457,7 @@ impl<'a> Run<'a> {
             keys: vec![None; n],
             records: vec![None; n],
             frontier: VecDeque::new(),
+            pushes: vec![0; n],
             ready: VecDeque::new(),
             consumers,
             recovering: vec![None; n],
@@ -481,27 +494,48 @@ impl<'a> Run<'a> {
 
     /// Resolves everything whose inputs are known: skipped (an input failed), a cache
     /// hit, or ready to run once its cached inputs check out.
+    ///
+    /// The frontier is taken a wave at a time: the keys and cache lookups of a wave (all
+    /// of a sweep's instances, in a no-op run) are computed in parallel, read-only
+    /// ([`Run::look_up`]); what they found is then applied in frontier order, so reports
+    /// and outcomes do not depend on the parallelism.
     fn resolve_frontier(&mut self) -> Result<(), Error> {
-        let (p, store, reporter) = (self.p, self.store, self.reporter);
-        let s = &mut self.s;
-        while let Some(i) = s.frontier.pop_front() {
-            if s.st[i] != St::Frontier {
-                continue;
+        loop {
+            let mut wave: Vec<usize> = Vec::with_capacity(self.s.frontier.len());
+            let mut visits: Vec<u32> = Vec::with_capacity(self.s.frontier.len());
+            while let Some(i) = self.s.frontier.pop_front() {
+                if self.s.st[i] == St::Frontier {
+                    wave.push(i);
+                    visits.push(self.s.pushes[i]);
+                }
+            }
+            if wave.is_empty() {
+                return Ok(());
+            }
+            let looked = self.look_up(&wave);
+            for ((i, visit), found) in wave.into_iter().zip(visits).zip(looked) {
+                // Sent back (an input is recomputed) since the lookup: it comes again.
+                if self.s.st[i] != St::Frontier || self.s.pushes[i] != visit {
+                    continue;
+                }
+                self.resolve(i, found?)?;
+            }
+        }
+    }
+
+    /// Phase 1 of a wave, for each instance: `None` when an input has no artifact (it
+    /// failed or was skipped), else its key record, key and cache hit (none when forced).
+    /// Read-only, so in parallel for a wave big enough to pay for it.
+    fn look_up(&self, wave: &[usize]) -> Vec<Result<Option<Looked>, Error>> {
+        use rayon::prelude::*;
+        let (p, store, s) = (self.p, self.store, &self.s);
+        let one = |&i: &usize| -> Result<Option<Looked>, Error> {
+            if State::inputs(p, i)
+                .any(|u| s.outcomes[u].as_ref().and_then(Outcome::artifact).is_none())
+            {
+                return Ok(None);
             }
             let inst = &p.instances[i];
-            if let Some(cause) = State::inputs(p, i)
-                .find(|&u| s.outcomes[u].as_ref().and_then(Outcome::artifact).is_none())
-            {
-                let cause_name = p.instances[cause].name.clone();
-                reporter.report(Report::Skipped {
-                    name: &inst.name,
-                    cause: &cause_name,
-                });
-                s.outcomes[i] = Some(Outcome::Skipped { cause: cause_name });
-                s.st[i] = St::Done;
-                s.release(p, i);
-                continue;
-            }
             let record = self.planner.record(inst, &|u| {
                 s.outcomes[u]
                     .as_ref()
@@ -510,45 +544,79 @@ impl<'a> Run<'a> {
                     .to_string()
             })?;
             let key = record.key();
-            if !self.forced[i] {
-                if let Some(artifact) = store.hit(&key) {
-                    let _ = store.set_ref(&p.name, &inst.name, &key);
-                    reporter.report(Report::Cached(&inst.name));
-                    s.outcomes[i] = Some(Outcome::Cached { artifact });
-                    s.keys[i] = Some(key);
-                    s.st[i] = St::Done;
-                    s.release(p, i);
-                    continue;
-                }
+            let hit = if self.forced[i] {
+                None
+            } else {
+                store.hit(&key)
+            };
+            if hit.is_some() {
+                let _ = store.set_ref(&p.name, &inst.name, &key);
             }
-            match check_reads(p, store, &self.checked, s, i, reporter) {
-                Reads::Intact => {
-                    s.keys[i] = Some(key);
-                    s.records[i] = Some(record);
-                    s.st[i] = St::Ready;
-                    s.ready.push_back(i);
+            Ok(Some(Looked { record, key, hit }))
+        };
+        // Below this a wave is looked up on this thread (rayon's hand-off costs more).
+        const PARALLEL_FROM: usize = 32;
+        if wave.len() < PARALLEL_FROM {
+            wave.iter().map(one).collect()
+        } else {
+            wave.par_iter().map(one).collect()
+        }
+    }
+
+    /// Phase 2, in frontier order: what one instance's lookup means.
+    fn resolve(&mut self, i: usize, found: Option<Looked>) -> Result<(), Error> {
+        let (p, store, reporter) = (self.p, self.store, self.reporter);
+        let s = &mut self.s;
+        let inst = &p.instances[i];
+        let Some(Looked { record, key, hit }) = found else {
+            let cause = State::inputs(p, i)
+                .find(|&u| s.outcomes[u].as_ref().and_then(Outcome::artifact).is_none())
+                .expect("an input without an artifact");
+            let cause_name = p.instances[cause].name.clone();
+            reporter.report(Report::Skipped {
+                name: &inst.name,
+                cause: &cause_name,
+            });
+            s.outcomes[i] = Some(Outcome::Skipped { cause: cause_name });
+            s.st[i] = St::Done;
+            s.release(p, i);
+            return Ok(());
+        };
+        if let Some(artifact) = hit {
+            reporter.report(Report::Cached(&inst.name));
+            s.outcomes[i] = Some(Outcome::Cached { artifact });
+            s.keys[i] = Some(key);
+            s.st[i] = St::Done;
+            s.release(p, i);
+            return Ok(());
+        }
+        match check_reads(p, store, &self.checked, s, i, reporter) {
+            Reads::Intact => {
+                s.keys[i] = Some(key);
+                s.records[i] = Some(record);
+                s.st[i] = St::Ready;
+                s.ready.push_back(i);
+            }
+            Reads::Recompute { reset, wait } => {
+                for &v in &reset {
+                    s.recompute(v, &self.checked);
                 }
-                Reads::Recompute { reset, wait } => {
-                    for &v in &reset {
-                        s.recompute(v, &self.checked);
-                    }
-                    s.st[i] = St::Pending;
-                    s.blocked.push((i, reset.into_iter().chain(wait).collect()));
-                }
-                Reads::Fail(message) => {
-                    reporter.report(Report::Failed {
-                        name: &inst.name,
-                        message: &message,
-                    });
-                    s.outcomes[i] = Some(Outcome::Failed {
-                        error: StageError::internal(message),
-                        log: None,
-                    });
-                    s.keys[i] = Some(key);
-                    s.st[i] = St::Done;
-                    self.stop_launching |= !self.opts.keep_going;
-                    s.release(p, i);
-                }
+                s.st[i] = St::Pending;
+                s.blocked.push((i, reset.into_iter().chain(wait).collect()));
+            }
+            Reads::Fail(message) => {
+                reporter.report(Report::Failed {
+                    name: &inst.name,
+                    message: &message,
+                });
+                s.outcomes[i] = Some(Outcome::Failed {
+                    error: StageError::internal(message),
+                    log: None,
+                });
+                s.keys[i] = Some(key);
+                s.st[i] = St::Done;
+                self.stop_launching |= !self.opts.keep_going;
+                s.release(p, i);
             }
         }
         Ok(())
