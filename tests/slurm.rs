@@ -129,6 +129,7 @@ fn slurm_executor() {
             two_concurrent_runs_compute_each_stage_once,
         ),
         ("bundles", bundles_share_jobs),
+        ("a study", a_study_shares_its_trials_with_local_runs),
     ];
     for &(name, scenario) in scenarios {
         let t = Instant::now();
@@ -472,6 +473,57 @@ stages:
         out.stderr
     );
     assert_eq!(t.artifact_file("a[i=8]", "x"), "8\n");
+}
+
+/// A study whose trials run as Slurm jobs: a local run then finds every trial cached and
+/// the same study, and raising `trials` under Slurm computes only the new ones.
+fn a_study_shares_its_trials_with_local_runs() {
+    let t = TestDir::new();
+    let text = |trials: usize| {
+        format!(
+            r#"
+name: study
+stages:
+  fit:
+    kind: command
+    trial_of: tune
+    params:
+      shell: >-
+        echo ${{trial}} >> $RST_PROJECT/ran.log;
+        awk -v x=${{x}} 'BEGIN {{ printf "{{\"loss\": %.9f}}\n", (x - 1)^2 }}' > $RST_OUT/m.json
+  tune:
+    kind: search
+    params:
+      objective: {{stage: fit, file: m.json, key: loss}}
+      direction: minimize
+      trials: {trials}
+      parallel: 2
+      sampler: random
+      seed: 3
+      space: {{x: {{low: -3, high: 3}}}}
+"#
+        )
+    };
+    t.write("p.yaml", &text(2));
+    t.ok(&["run", "p.yaml"]);
+    assert_eq!(t.take_log().len(), 2);
+    t.write("p.yaml", &text(4));
+    let out = run_slurm(&t, &[]);
+    out.assert_code(0);
+    let mut ran = t.take_log();
+    ran.sort();
+    assert_eq!(
+        ran,
+        ["2", "3"],
+        "only the new trials, as Slurm jobs: {}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("(slurm "), "{}", out.stderr);
+    let study = t.artifact_file("tune", "trials.json");
+    let again = t.ok(&["run", "p.yaml"]);
+    assert_eq!(again.summary().ran, 0, "{}", again.stderr);
+    assert!(t.take_log().is_empty());
+    assert_eq!(t.artifact_file("tune", "trials.json"), study);
 }
 
 /// Resources are checked like every other key: file:line, exit 2.
