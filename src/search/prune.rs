@@ -95,21 +95,10 @@ impl PercentilePruner {
         let Some(best) = best else {
             return true; // every report NaN: Optuna prunes
         };
-        let at_step: Vec<f64> = complete
-            .iter()
-            .filter_map(|t| t.intermediate_at(step))
-            .collect();
-        let percentile = match direction {
-            Direction::Minimize => self.percentile,
-            Direction::Maximize => 100.0 - self.percentile,
-        };
-        let Some(reference) = nan_percentile(&at_step, percentile) else {
+        let Some(reference) = self.reference(&complete, step, direction) else {
             return false;
         };
-        match direction {
-            Direction::Minimize => best > reference,
-            Direction::Maximize => best < reference,
-        }
+        Self::prunes(best, reference, direction)
     }
 
     /// The decision of [`should_prune`](Self::should_prune) made ahead of time, for a trial
@@ -141,21 +130,27 @@ impl PercentilePruner {
                 if step < self.n_warmup_steps || !self.is_first_in_interval(step, &reports) {
                     return None;
                 }
-                let at_step: Vec<f64> = complete
-                    .iter()
-                    .filter_map(|t| t.intermediate_at(step))
-                    .collect();
-                let percentile = match direction {
-                    Direction::Minimize => self.percentile,
-                    Direction::Maximize => 100.0 - self.percentile,
-                };
-                nan_percentile(&at_step, percentile)
+                self.reference(&complete, step, direction)
             })
             .collect()
     }
 
+    /// Rule 5: the percentile of the completed trials' values at `step` (mirrored when
+    /// maximising); `None` when none of them has a number there.
+    fn reference(&self, complete: &[&Trial], step: u64, direction: Direction) -> Option<f64> {
+        let at_step: Vec<f64> = complete
+            .iter()
+            .filter_map(|t| t.intermediate_at(step))
+            .collect();
+        let percentile = match direction {
+            Direction::Minimize => self.percentile,
+            Direction::Maximize => 100.0 - self.percentile,
+        };
+        nan_percentile(&at_step, percentile)
+    }
+
     /// Whether a best-so-far value `best` is worse than a [`thresholds`](Self::thresholds)
-    /// reference.
+    /// reference (rule 6).
     pub fn prunes(best: f64, reference: f64, direction: Direction) -> bool {
         match direction {
             Direction::Minimize => best > reference,
