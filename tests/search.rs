@@ -261,9 +261,11 @@ fn the_best_values_feed_later_stages_and_every_command_sees_the_trials() {
     kind: command
     matrix: {rate: "${rates}", seed: [1, 2]}
     best: "tune[rate=${rate}]"
-    params: {shell: 'echo final >> $RST_PROJECT/ran.log; echo ${x} ${y} > $RST_OUT/best.txt'}
+    params: {shell: 'echo final ${seed} >> $RST_PROJECT/ran.log; echo ${x} ${y} > $RST_OUT/best.txt'}
 "#
     );
+    // (`${seed}` in the command: the two seeds are two stages, not twins of one key, which
+    // would race for whose name their one entry carries.)
     t.write("p.yaml", &text);
     // Before the study ran, `final` waits for it.
     let st = t.ok(&["status", "p.yaml"]);

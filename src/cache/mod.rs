@@ -3,5 +3,6 @@ pub mod digest;
 pub mod durable;
 pub mod key;
 pub mod leftovers;
+pub mod recent;
 pub mod space;
 pub mod store;

@@ -6,6 +6,7 @@
 //!   objects/ab/<digest>/      artifact directories, content-addressed, files read-only
 //!   entries/ab/<key>.json     stage key -> artifact digest + what went into the key
 //!   refs/<id>                 (pipeline, instance) -> last key (a symlink), for `rst status` reasons
+//!   refs/<id>.recent          what a pipeline's last run found: the no-op shortcut (`cache::recent`)
 //!   locks/<key>.lock          OS file locks (flock): released by the kernel when a holder dies
 //!   tmp/<key>.<pid>.<n>/      a stage being computed: out/ (the artifact) and work/
 //!   logs/<key>.log            the last log of each computed stage
@@ -325,7 +326,7 @@ impl Store {
             .join(digest)
     }
 
-    fn entry_path(&self, key: &str) -> PathBuf {
+    pub(crate) fn entry_path(&self, key: &str) -> PathBuf {
         self.root
             .join("entries")
             .join(&key[..2])

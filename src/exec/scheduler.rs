@@ -9,6 +9,7 @@ use super::plan::Planner;
 use super::progress::{Report, Reporter};
 use super::{Cancel, Executor, Job, JobError, JobFile, WorkerEvent};
 use crate::cache::key::KeyRecord;
+use crate::cache::recent::Recent;
 use crate::cache::store::Store;
 use crate::error::{Error, UserError};
 use crate::spec::Pipeline;
@@ -414,6 +415,8 @@ struct Run<'a> {
     forced: Vec<bool>,
     planner: Planner<'a>,
     checked: Checked,
+    /// What the last run of this pipeline found (`cache::recent`): the no-op shortcut.
+    recent: Recent,
     /// The thread budget (at least 1).
     jobs: usize,
     running: usize,
@@ -482,6 +485,7 @@ impl<'a> Run<'a> {
             forced,
             planner: Planner::new(p),
             checked: Checked::default(),
+            recent: Recent::load(store, &p.name),
             jobs: opts.jobs.max(1),
             running: 0,
             used_threads: 0,
@@ -546,12 +550,15 @@ impl<'a> Run<'a> {
             let key = record.key();
             let hit = if self.forced[i] {
                 None
+            } else if let Some(a) = self.recent.hit(store, &inst.name, &key) {
+                Some(a) // its ref was set by the run that recorded it
             } else {
-                store.hit(&key)
+                let hit = store.hit(&key);
+                if hit.is_some() {
+                    let _ = store.set_ref(&p.name, &inst.name, &key);
+                }
+                hit
             };
-            if hit.is_some() {
-                let _ = store.set_ref(&p.name, &inst.name, &key);
-            }
             Ok(Some(Looked { record, key, hit }))
         };
         // Below this a wave is looked up on this thread (rayon's hand-off costs more).
@@ -838,6 +845,18 @@ impl<'a> Run<'a> {
 
     /// The outcome of every instance (NotRun for what never started).
     fn finish(self) -> RunResult {
+        let recent = self.recent;
+        let found = self
+            .p
+            .instances
+            .iter()
+            .zip(&self.s.outcomes)
+            .zip(&self.s.keys)
+            .filter_map(|((inst, o), k)| {
+                let artifact = o.as_ref()?.artifact()?;
+                Some((inst.name.as_str(), k.as_deref()?, artifact))
+            });
+        recent.update(self.store, found);
         RunResult {
             outcomes: self
                 .s
