@@ -25,6 +25,10 @@ use super::store::{write_replace, Store};
 /// Bump when the layout changes (an older file is then ignored).
 const FORMAT: u32 = 1;
 
+/// Pipelines with more instances keep no record: it would cost about 250 bytes of file
+/// and more of memory per instance at every start, for a run that takes minutes anyway.
+pub const MAX_INSTANCES: usize = 200_000;
+
 /// An entry file's identity: what changes whenever it is replaced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 struct FileId {
@@ -60,12 +64,22 @@ struct File {
 
 /// The last run's records of one pipeline.
 pub struct Recent {
-    path: PathBuf,
+    /// None: recording is off (a pipeline over [`MAX_INSTANCES`]).
+    path: Option<PathBuf>,
     pipeline: String,
     instances: HashMap<String, Seen>,
 }
 
 impl Recent {
+    /// No records, and none kept.
+    pub fn off() -> Recent {
+        Recent {
+            path: None,
+            pipeline: String::new(),
+            instances: HashMap::new(),
+        }
+    }
+
     /// The records of `pipeline` (none when there is no readable file).
     pub fn load(store: &Store, pipeline: &str) -> Recent {
         let id = blake3::hash(pipeline.as_bytes()).to_hex();
@@ -80,7 +94,7 @@ impl Recent {
             .map(|f| f.instances)
             .unwrap_or_default();
         Recent {
-            path,
+            path: Some(path),
             pipeline: pipeline.to_string(),
             instances,
         }
@@ -104,6 +118,9 @@ impl Recent {
         store: &Store,
         found: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>,
     ) {
+        let Some(path) = self.path.take() else {
+            return;
+        };
         let mut changed = false;
         for (instance, key, artifact) in found {
             if let Some(s) = self.instances.get(instance) {
@@ -131,7 +148,7 @@ impl Recent {
                 instances: self.instances,
             };
             let bytes = serde_json::to_vec(&file).expect("records serialise");
-            let _ = write_replace(&self.path, &bytes);
+            let _ = write_replace(&path, &bytes);
         }
     }
 }
@@ -189,7 +206,7 @@ mod tests {
         std::fs::remove_file(store.entry_path(&k)).unwrap();
         assert_eq!(recent.hit(&store, "s", &k), None);
         // A garbled file is ignored.
-        std::fs::write(&recent.path, b"{not json").unwrap();
+        std::fs::write(recent.path.as_ref().unwrap(), b"{not json").unwrap();
         assert!(Recent::load(&store, "p").instances.is_empty());
     }
 }

@@ -485,7 +485,11 @@ impl<'a> Run<'a> {
             forced,
             planner: Planner::new(p),
             checked: Checked::default(),
-            recent: Recent::load(store, &p.name),
+            recent: if p.instances.len() <= crate::cache::recent::MAX_INSTANCES {
+                Recent::load(store, &p.name)
+            } else {
+                Recent::off()
+            },
             jobs: opts.jobs.max(1),
             running: 0,
             used_threads: 0,
