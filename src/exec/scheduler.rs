@@ -395,7 +395,6 @@ pub fn run(
     Ok(run.finish())
 }
 
-/// One run in progress: what it was given and where every instance stands.
 /// What [`Run::look_up`] found for one instance.
 struct Looked {
     record: KeyRecord,
@@ -404,6 +403,7 @@ struct Looked {
     hit: Option<String>,
 }
 
+/// One run in progress: what it was given and where every instance stands.
 struct Run<'a> {
     p: &'a Pipeline,
     store: &'a Store,
@@ -531,17 +531,17 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// Phase 1 of a wave, for each instance: `None` when an input has no artifact (it
-    /// failed or was skipped), else its key record, key and cache hit (none when forced).
-    /// Read-only, so in parallel for a wave big enough to pay for it.
-    fn look_up(&self, wave: &[usize]) -> Vec<Result<Option<Looked>, Error>> {
+    /// Phase 1 of a wave, for each instance: `Err(input)` when an input has no artifact
+    /// (it failed or was skipped), else its key record, key and cache hit (none when
+    /// forced). Read-only, so in parallel for a wave big enough to pay for it.
+    fn look_up(&self, wave: &[usize]) -> Vec<Result<Result<Looked, usize>, Error>> {
         use rayon::prelude::*;
         let (p, store, s) = (self.p, self.store, &self.s);
-        let one = |&i: &usize| -> Result<Option<Looked>, Error> {
-            if State::inputs(p, i)
-                .any(|u| s.outcomes[u].as_ref().and_then(Outcome::artifact).is_none())
+        let one = |&i: &usize| -> Result<Result<Looked, usize>, Error> {
+            if let Some(cause) = State::inputs(p, i)
+                .find(|&u| s.outcomes[u].as_ref().and_then(Outcome::artifact).is_none())
             {
-                return Ok(None);
+                return Ok(Err(cause));
             }
             let inst = &p.instances[i];
             let record = self.planner.record(inst, &|u| {
@@ -563,7 +563,7 @@ impl<'a> Run<'a> {
                 }
                 hit
             };
-            Ok(Some(Looked { record, key, hit }))
+            Ok(Ok(Looked { record, key, hit }))
         };
         // Below this a wave is looked up on this thread (rayon's hand-off costs more).
         const PARALLEL_FROM: usize = 32;
@@ -575,23 +575,23 @@ impl<'a> Run<'a> {
     }
 
     /// Phase 2, in frontier order: what one instance's lookup means.
-    fn resolve(&mut self, i: usize, found: Option<Looked>) -> Result<(), Error> {
+    fn resolve(&mut self, i: usize, found: Result<Looked, usize>) -> Result<(), Error> {
         let (p, store, reporter) = (self.p, self.store, self.reporter);
         let s = &mut self.s;
         let inst = &p.instances[i];
-        let Some(Looked { record, key, hit }) = found else {
-            let cause = State::inputs(p, i)
-                .find(|&u| s.outcomes[u].as_ref().and_then(Outcome::artifact).is_none())
-                .expect("an input without an artifact");
-            let cause_name = p.instances[cause].name.clone();
-            reporter.report(Report::Skipped {
-                name: &inst.name,
-                cause: &cause_name,
-            });
-            s.outcomes[i] = Some(Outcome::Skipped { cause: cause_name });
-            s.st[i] = St::Done;
-            s.release(p, i);
-            return Ok(());
+        let Looked { record, key, hit } = match found {
+            Ok(looked) => looked,
+            Err(cause) => {
+                let cause_name = p.instances[cause].name.clone();
+                reporter.report(Report::Skipped {
+                    name: &inst.name,
+                    cause: &cause_name,
+                });
+                s.outcomes[i] = Some(Outcome::Skipped { cause: cause_name });
+                s.st[i] = St::Done;
+                s.release(p, i);
+                return Ok(());
+            }
         };
         if let Some(artifact) = hit {
             reporter.report(Report::Cached(&inst.name));

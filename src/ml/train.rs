@@ -223,13 +223,13 @@ pub struct Summary {
     pub pruned: bool,
 }
 
-/// Whether a run whose best validation accuracy so far is `best` is pruned after `epoch`
-/// (from 1) by the study's references (`TrainParams::prune`: Optuna's percentile pruner
-/// decided ahead, `search::prune::PercentilePruner::thresholds`).
-pub fn pruned_after(references: Option<&[Option<f64>]>, epoch: usize, best: f64) -> bool {
+/// The reference a run whose best validation accuracy so far is `best` fell below after
+/// `epoch` (from 1), if it did: it is pruned (`TrainParams::prune`: Optuna's percentile
+/// pruner decided ahead, `search::prune::PercentilePruner::thresholds`).
+pub fn pruned_after(references: Option<&[Option<f64>]>, epoch: usize, best: f64) -> Option<f64> {
     references
         .and_then(|r| r.get(epoch.checked_sub(1)?).copied().flatten())
-        .is_some_and(|reference| best < reference)
+        .filter(|&reference| best < reference)
 }
 
 /// Best-epoch tracking and early stopping, as the authors' trainer (pytorch-template's
@@ -912,15 +912,11 @@ fn run_epochs(
         ));
         history.push(row);
         let best = selection.tracker.best.map_or(f64::NAN, |b| b.1);
-        if pruned_after(p.prune.as_deref(), epoch, best) {
+        if let Some(reference) = pruned_after(p.prune.as_deref(), epoch, best) {
             pruned = true;
             log(&format!(
                 "pruned: best validation accuracy {best:.4} after epoch {epoch} is below the \
-                 study's reference {:.4}",
-                p.prune
-                    .as_deref()
-                    .and_then(|r| r[epoch - 1])
-                    .unwrap_or(f64::NAN)
+                 study's reference {reference:.4}"
             ));
             break;
         }
@@ -1304,13 +1300,18 @@ pub(crate) mod tests {
     #[test]
     fn pruning_references_by_epoch() {
         let refs = [None, Some(0.5), Some(0.8)];
-        assert!(!pruned_after(None, 2, 0.1));
-        assert!(!pruned_after(Some(&refs), 1, 0.0), "no check after epoch 1");
-        assert!(pruned_after(Some(&refs), 2, 0.49));
-        assert!(!pruned_after(Some(&refs), 2, 0.5), "a tie stays");
-        assert!(pruned_after(Some(&refs), 3, 0.7));
-        assert!(
-            !pruned_after(Some(&refs), 4, 0.0),
+        assert_eq!(pruned_after(None, 2, 0.1), None);
+        assert_eq!(
+            pruned_after(Some(&refs), 1, 0.0),
+            None,
+            "no check after epoch 1"
+        );
+        assert_eq!(pruned_after(Some(&refs), 2, 0.49), Some(0.5));
+        assert_eq!(pruned_after(Some(&refs), 2, 0.5), None, "a tie stays");
+        assert_eq!(pruned_after(Some(&refs), 3, 0.7), Some(0.8));
+        assert_eq!(
+            pruned_after(Some(&refs), 4, 0.0),
+            None,
             "no reference past the list"
         );
     }

@@ -230,12 +230,9 @@ fn check_prune(cx: &Ctx<'_>, raw: &RawPipeline) -> Result<(), UserError> {
             continue;
         }
         let at = format!("stages.{study}.params.prune");
-        let objective = match params.get("objective") {
-            Some(serde_yaml::Value::String(s)) => Some(s.as_str()),
-            Some(serde_yaml::Value::Mapping(m)) => m.get("stage").and_then(|s| s.as_str()),
-            _ => None,
-        };
-        let Some((name, trs)) = objective.and_then(|o| raw.stages.get_key_value(o)) else {
+        let json = serde_json::to_value(params).unwrap_or_default();
+        let Some((name, trs)) = objective_stage(&json).and_then(|o| raw.stages.get_key_value(o))
+        else {
             continue; // the objective check says what is missing
         };
         if trs.kind != "train" {
