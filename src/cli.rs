@@ -176,6 +176,11 @@ pub struct ExecArgs {
     /// another (for sweeps of many short stages) [default: 1]
     #[arg(long = "slurm-bundle", value_name = "N")]
     pub slurm_bundle: Option<usize>,
+    /// GPUs the local executor lends to stages, whole devices each (ids as
+    /// CUDA_VISIBLE_DEVICES takes them: 0,2) [default: RST_GPUS, else
+    /// CUDA_VISIBLE_DEVICES, else those nvidia-smi -L lists]
+    #[arg(long, value_name = "IDS")]
+    pub gpus: Option<String>,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -18,6 +18,10 @@ pub struct StatusLine {
     pub reasons: Vec<String>,
     pub key: Option<String>,
     pub artifact: Option<String>,
+    /// The GPUs a cached instance was computed on (its entry's `run.gpus`, whether rst
+    /// leased them or a cluster bound them).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub gpus: Vec<String>,
 }
 
 /// The instances among `lines` that are not cached, by name.
@@ -96,6 +100,7 @@ fn status_line(
         reasons: Vec::new(),
         key: None,
         artifact: None,
+        gpus: Vec::new(),
     };
     if inst.best_pending {
         let study = inst
@@ -128,9 +133,10 @@ fn status_line(
     let record = planner.record(inst, &|u| digests[u].clone().unwrap_or_default())?;
     let key = record.key();
     let mut digest = None;
-    if let Some(artifact) = store.hit(&key) {
+    if let Some((artifact, gpus)) = store.hit_with_gpus(&key) {
         line.state = "cached".into();
         line.artifact = Some(artifact.clone());
+        line.gpus = gpus;
         digest = Some(artifact);
     } else {
         line.state = "stale".into();

@@ -362,6 +362,7 @@ pub fn replay(
             keys: lines.iter().map(|l| l.key.clone()).collect(),
             interrupted: false,
             wall_s: 0.0,
+            gpus: vec![Vec::new(); lines.len()],
         })
     };
     Ok(match drive(first, store, load, &mut lookup)? {

@@ -19,6 +19,7 @@ mod datasets;
 mod download;
 mod engine;
 mod errors;
+mod gpus;
 mod hints;
 #[cfg(feature = "torch")]
 mod indoor;

@@ -126,6 +126,10 @@ pub struct RunFacts {
     /// The device a torch stage ran on (`cpu`, `cuda:0`); None for other stages.
     #[serde(default)]
     pub device: Option<String>,
+    /// The GPUs the stage was given (`CUDA_VISIBLE_DEVICES`: leased by rst, or bound by
+    /// the cluster); empty when it had none or the variable was not set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpus: Vec<String>,
     /// The stage's log, relative to the cache root (`logs/<key>.log`: kept while the
     /// entry exists; a later run of the same key only replaces it when it recomputes).
     pub log: String,
@@ -351,17 +355,30 @@ impl Store {
     /// record and run facts are skipped, not built: on a no-op run of 1,013 stages, building
     /// them was a third of the run's time.
     pub fn hit(&self, key: &str) -> Option<String> {
+        self.hit_with_gpus(key).map(|(artifact, _)| artifact)
+    }
+
+    /// [`Store::hit`], with the GPUs the entry's run facts say it was computed on
+    /// (`run.gpus`; empty for none, or for entries older than the field).
+    pub fn hit_with_gpus(&self, key: &str) -> Option<(String, Vec<String>)> {
         #[derive(Deserialize)]
         struct Head<'a> {
             #[serde(borrow)]
             key: std::borrow::Cow<'a, str>,
             #[serde(borrow)]
             artifact: std::borrow::Cow<'a, str>,
+            #[serde(default)]
+            run: HeadRun,
+        }
+        #[derive(Deserialize, Default)]
+        struct HeadRun {
+            #[serde(default)]
+            gpus: Vec<String>,
         }
         let text = read_small(&self.entry_path(key)).ok()?;
         let head: Head = serde_json::from_slice(&text).ok()?;
         (head.key == key && self.object_path(&head.artifact).is_dir())
-            .then(|| head.artifact.into_owned())
+            .then(|| (head.artifact.into_owned(), head.run.gpus))
     }
 
     /// Forgets the entry for `key` (`--force`); its artifact stays until `gc`.

@@ -230,6 +230,7 @@ fn execute_on(
         }),
         force,
         keep_going: flags.keep_going,
+        gpus: (exec.executor == ExecutorKind::Local).then(|| exec.gpus.clone()),
     };
     let reporter = progress::reporter(p.instances.len());
     let result = scheduler::run(p, store, executor, &opts, reporter.as_ref(), cancel);
@@ -379,6 +380,11 @@ fn backend(exec: &ExecArgs, store: &Store, env: &[(String, String)]) -> Result<B
             executor: Box::new(e),
             kill,
         });
+    }
+    if exec.gpus.is_some() {
+        return Err(UserError::new("--gpus needs --executor local")
+            .help("on Slurm, a stage asks for GPUs with `resources: {gpus: N}` (--gres=gpu:N) and the cluster binds them")
+            .into());
     }
     let opts = SlurmOptions {
         partition: exec.partition.clone(),

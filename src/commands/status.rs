@@ -65,19 +65,24 @@ fn mark_pruned_trials(
     }
 }
 
-/// One line per instance (state, name, reasons), then the count.
+/// One line per instance (state, name, reasons; where a cached one was computed on GPUs),
+/// then the count.
 fn render(lines: &[StatusLine]) -> String {
     let width = lines.iter().map(|l| l.instance.len()).max().unwrap_or(0);
     let mut out = String::new();
     for l in lines {
-        if l.reasons.is_empty() {
+        let mut reasons = l.reasons.clone();
+        if !l.gpus.is_empty() {
+            reasons.push(format!("computed on GPU {}", l.gpus.join(",")));
+        }
+        if reasons.is_empty() {
             out += &format!("{:<6}  {:<width$}\n", l.state, l.instance);
         } else {
             out += &format!(
                 "{:<6}  {:<width$}  {}\n",
                 l.state,
                 l.instance,
-                l.reasons.join("; ")
+                reasons.join("; ")
             );
         }
     }

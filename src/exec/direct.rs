@@ -47,6 +47,7 @@ pub(super) fn run(
         guard,
         cancel,
         rss: AtomicU64::new(0),
+        visible_devices: job.visible_devices(),
     };
     std::thread::scope(|scope| {
         // Computed on a thread of its own so that its events (a lock wait) reach the
@@ -83,6 +84,8 @@ struct Direct<'a> {
     cancel: &'a Cancel,
     /// Peak resident memory of the program and what it waited for (KiB).
     rss: AtomicU64,
+    /// `CUDA_VISIBLE_DEVICES` for the program: the job's GPU lease.
+    visible_devices: Option<String>,
 }
 
 impl Host for Direct<'_> {
@@ -112,6 +115,11 @@ impl Host for Direct<'_> {
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err))
             .env("RAYON_NUM_THREADS", ctx.threads.to_string())
+            .envs(
+                self.visible_devices
+                    .as_ref()
+                    .map(|d| ("CUDA_VISIBLE_DEVICES", d)),
+            )
             // Its own process group, so that ending the stage ends all it started.
             .process_group(0);
         self.guard.arm(&mut program.cmd);

@@ -318,6 +318,7 @@ impl LocalExecutor {
             .env("RAYON_NUM_THREADS", job.threads.to_string())
             .env("OMP_NUM_THREADS", job.threads.to_string())
             .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .envs(job.visible_devices().map(|d| ("CUDA_VISIBLE_DEVICES", d)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))

@@ -1,6 +1,7 @@
 //! Execution: planning (keys, cache hits, reasons), the scheduler, executors and the
 //! worker entry point (the `rst` binary re-invoked on one stage).
 mod direct;
+pub mod gpus;
 mod guard;
 pub mod integrity;
 pub mod local;
@@ -42,6 +43,17 @@ pub struct Job {
     /// of `inputs` (provenance for `rst lineage`; not part of the key).
     #[serde(default)]
     pub consumed: BTreeMap<String, Vec<String>>,
+    /// The GPUs leased to this job (`CUDA_VISIBLE_DEVICES`; empty: none); None where rst
+    /// does not lease them (no devices, or a cluster that binds its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpus: Option<Vec<String>>,
+}
+
+impl Job {
+    /// `CUDA_VISIBLE_DEVICES` for the job's processes, when rst leases GPUs.
+    pub fn visible_devices(&self) -> Option<String> {
+        self.gpus.as_ref().map(|g| g.join(","))
+    }
 }
 
 /// What a worker reports, one JSON object per line on its stdout.

@@ -45,7 +45,8 @@ pub fn torch_exe() -> std::path::PathBuf {
 }
 
 /// Asks `rst-torch probe` once per process; the answer is kept in the temp dir per boot
-/// (GPUs do not come and go while a machine runs), so no-op runs do not load libtorch.
+/// (GPUs do not come and go while a machine runs) and visible-device set, so no-op runs do
+/// not load libtorch.
 pub fn probe() -> &'static Probe {
     static PROBE: std::sync::OnceLock<Probe> = std::sync::OnceLock::new();
     PROBE.get_or_init(|| {
@@ -57,8 +58,12 @@ pub fn probe() -> &'static Probe {
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map(|d| d.as_nanos())
             .unwrap_or(0);
-        let id = blake3::hash(format!("{}\0{}\0{stamp}", exe.display(), boot.trim()).as_bytes())
-            .to_hex();
+        // What the worker may see depends on its GPU lease (`CUDA_VISIBLE_DEVICES`).
+        let visible = std::env::var("CUDA_VISIBLE_DEVICES").unwrap_or_else(|_| "-".into());
+        let id = blake3::hash(
+            format!("{}\0{}\0{stamp}\0{visible}", exe.display(), boot.trim()).as_bytes(),
+        )
+        .to_hex();
         let cached = std::env::temp_dir().join(format!("rst-probe-{}.json", &id[..16]));
         if let Some(p) = std::fs::read(&cached)
             .ok()

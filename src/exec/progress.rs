@@ -14,7 +14,8 @@ pub enum Report<'a> {
     /// Submitted to a cluster: (instance, job label such as `slurm 123`).
     Queued(&'a str, &'a str),
     LockWait(&'a str),
-    Started(&'a str),
+    /// (instance, the GPUs leased to it).
+    Started(&'a str, &'a [String]),
     Progress(&'a str, &'a Progress),
     Done {
         name: &'a str,
@@ -83,7 +84,8 @@ impl Reporter for Plain {
             Report::LockWait(n) => {
                 crate::elog!("waiting  {n} (another rst process is computing it)")
             }
-            Report::Started(n) => crate::elog!("running  {n}"),
+            Report::Started(n, []) => crate::elog!("running  {n}"),
+            Report::Started(n, gpus) => crate::elog!("running  {n} on GPU {}", gpus.join(",")),
             Report::Progress(..) => {}
             Report::Done {
                 name,
@@ -168,7 +170,11 @@ impl Reporter for Live {
             Report::LockWait(n) => {
                 self.line(n, |b| b.set_message("waiting for another rst process"))
             }
-            Report::Started(n) => self.line(n, |b| b.set_message("running")),
+            Report::Started(n, []) => self.line(n, |b| b.set_message("running")),
+            Report::Started(n, gpus) => {
+                let on = format!("running on GPU {}", gpus.join(","));
+                self.line(n, |b| b.set_message(on))
+            }
             Report::Progress(n, p) => self.line(n, |b| {
                 b.set_length(p.len);
                 b.set_position(p.pos);

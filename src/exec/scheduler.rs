@@ -4,6 +4,7 @@ use std::collections::VecDeque;
 use std::sync::mpsc;
 use std::time::Instant;
 
+use super::gpus::{self, Gpus, Leases};
 use super::integrity::{corrupt_input_message, short, view_base, Checked, ObjectState};
 use super::plan::Planner;
 use super::progress::{Report, Reporter};
@@ -21,6 +22,9 @@ pub struct RunOptions {
     /// Stage or instance names to recompute even if cached.
     pub force: Vec<String>,
     pub keep_going: bool,
+    /// GPU leases ([`super::gpus`]): `Some(--gpus)` on the local executor (the devices
+    /// are found when the first stage starts), None where the cluster binds GPUs.
+    pub gpus: Option<Option<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -62,6 +66,8 @@ pub struct RunResult {
     pub keys: Vec<Option<String>>,
     pub interrupted: bool,
     pub wall_s: f64,
+    /// Per instance, the GPUs leased to it when it ran (empty: none, or not leased here).
+    pub gpus: Vec<Vec<String>>,
 }
 
 enum Msg {
@@ -425,7 +431,16 @@ struct Run<'a> {
     stop_launching: bool,
     started: Vec<Instant>,
     jobs_dir: std::path::PathBuf,
+    /// The GPU leases, set up when the first stage starts (a no-op run asks no driver).
+    gpus: Option<GpuLeases>,
     s: State,
+}
+
+/// The run's GPUs: the devices, each instance's need, and who holds which.
+struct GpuLeases {
+    leases: Leases,
+    demands: Vec<u64>,
+    held: Vec<Vec<String>>,
 }
 
 impl<'a> Run<'a> {
@@ -496,6 +511,7 @@ impl<'a> Run<'a> {
             stop_launching: false,
             started: vec![Instant::now(); n],
             jobs_dir,
+            gpus: None,
             s,
         })
     }
@@ -641,18 +657,29 @@ impl<'a> Run<'a> {
         tx: &mpsc::Sender<Msg>,
     ) -> Result<(), Error> {
         let (p, store, jobs) = (self.p, self.store, self.jobs);
+        if self.s.ready.is_empty() {
+            return Ok(());
+        }
+        self.set_up_gpus()?;
         while !self.stop_launching && !self.cancel.is_cancelled() {
             let (running, used) = (self.running, self.used_threads);
-            let Some(pos) = self
-                .s
-                .ready
-                .iter()
-                .position(|&i| running == 0 || used + p.instances[i].threads.min(jobs) <= jobs)
-            else {
+            let gpus = self.gpus.as_ref();
+            let gpus_fit = |i: usize| gpus.is_none_or(|g| g.demands[i] as usize <= g.leases.free());
+            let Some(pos) = self.s.ready.iter().position(|&i| {
+                gpus_fit(i) && (running == 0 || used + p.instances[i].threads.min(jobs) <= jobs)
+            }) else {
                 break;
             };
             let i = self.s.ready.remove(pos).expect("position is in range");
-            let job = self.job(i);
+            let mut job = self.job(i);
+            if let Some(g) = self.gpus.as_mut() {
+                let lease = g
+                    .leases
+                    .take(g.demands[i] as usize)
+                    .expect("checked to fit above");
+                g.held[i] = lease.clone();
+                job.gpus = Some(lease);
+            }
             if self.forced[i] {
                 store.remove_entry(&job.key);
             }
@@ -677,6 +704,31 @@ impl<'a> Run<'a> {
                 let _ = tx.send(Msg::Exit(i, r));
             });
         }
+        Ok(())
+    }
+
+    /// Before the first stage starts: the devices, and every instance's need checked
+    /// against them (exit 2 before anything runs when one asks for more than there are).
+    fn set_up_gpus(&mut self) -> Result<(), Error> {
+        let Some(flag) = self.opts.gpus.as_ref().filter(|_| self.gpus.is_none()) else {
+            return Ok(());
+        };
+        let found = Gpus::discover(flag.as_deref())?;
+        let p = self.p;
+        let demands: Vec<u64> = p
+            .instances
+            .iter()
+            .map(|inst| gpus::demand(p, inst, found.ids.len()))
+            .collect();
+        gpus::check_demands(p, &found, &demands)?;
+        if found.ids.is_empty() {
+            return Ok(()); // nothing to lease: every need is 0
+        }
+        self.gpus = Some(GpuLeases {
+            leases: Leases::new(&found),
+            held: vec![Vec::new(); demands.len()],
+            demands,
+        });
         Ok(())
     }
 
@@ -711,6 +763,7 @@ impl<'a> Run<'a> {
             threads: inst.threads.min(self.jobs),
             resources: inst.resources.clone(),
             consumed,
+            gpus: None,
         }
     }
 
@@ -722,7 +775,10 @@ impl<'a> Run<'a> {
         match ev {
             WorkerEvent::Queued { job } => reporter.report(Report::Queued(name, &job)),
             WorkerEvent::LockWait => reporter.report(Report::LockWait(name)),
-            WorkerEvent::Started => reporter.report(Report::Started(name)),
+            WorkerEvent::Started => {
+                let gpus = self.gpus.as_ref().map_or(&[][..], |g| &g.held[i][..]);
+                reporter.report(Report::Started(name, gpus))
+            }
             WorkerEvent::Progress(pr) => reporter.report(Report::Progress(name, &pr)),
             WorkerEvent::Done {
                 artifact, reused, ..
@@ -761,6 +817,10 @@ impl<'a> Run<'a> {
         let checked = &self.checked;
         self.running -= 1;
         self.used_threads -= p.instances[i].threads.min(jobs);
+        if let Some(g) = self.gpus.as_mut() {
+            // Kept in `held` for the run record; lent again from now on.
+            g.leases.give_back(&g.held[i]);
+        }
         let s = &mut self.s;
         if std::mem::replace(&mut s.stale[i], false) {
             // An input was recomputed meanwhile: look it up again with its
@@ -871,6 +931,10 @@ impl<'a> Run<'a> {
             keys: self.s.keys,
             interrupted: self.cancel.is_cancelled(),
             wall_s: self.t0.elapsed().as_secs_f64(),
+            gpus: match self.gpus {
+                Some(g) => g.held,
+                None => vec![Vec::new(); self.p.instances.len()],
+            },
         }
     }
 }

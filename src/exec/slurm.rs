@@ -913,6 +913,7 @@ mod tests {
             threads: 4,
             resources: Resources::default(),
             consumed: Default::default(),
+            gpus: None,
         }
     }
 

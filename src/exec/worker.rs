@@ -109,6 +109,21 @@ fn resolved_device(job: &Job, kind: &dyn StageKind) -> Option<String> {
     })
 }
 
+/// The GPUs the stage was given: rst's lease, else what the cluster set in this
+/// process's `CUDA_VISIBLE_DEVICES` (a Slurm job's binding).
+fn given_gpus(job: &Job) -> Vec<String> {
+    let visible = match &job.gpus {
+        Some(lease) => return lease.clone(),
+        None => std::env::var("CUDA_VISIBLE_DEVICES").unwrap_or_default(),
+    };
+    visible
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
 /// Runs the job; returns the process exit code (0 done, 1 failed). `kinds` supplies the
 /// runners this binary has beyond the engine's (`rst-torch` passes those of train and
 /// evaluate).
@@ -237,6 +252,7 @@ pub(crate) fn compute(
                         rst_git_commit: option_env!("RST_GIT_COMMIT").map(str::to_string),
                         libtorch: super::plan::LIBTORCH_VERSION.unwrap_or("none").to_string(),
                         device: resolved_device(job, kind),
+                        gpus: given_gpus(job),
                         log: format!("logs/{}.log", job.key),
                         reads: objects_read(&inputs, &resolved),
                         consumed: job.consumed.clone(),
@@ -421,6 +437,7 @@ mod tests {
             threads: 1,
             resources: Default::default(),
             consumed: Default::default(),
+            gpus: None,
         }
     }
 

@@ -27,6 +27,9 @@ pub struct StageRun {
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log: Option<String>,
+    /// The GPUs leased to it when it ran here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpus: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -82,7 +85,8 @@ pub fn record(
         .iter()
         .zip(&r.outcomes)
         .zip(&r.keys)
-        .map(|((inst, o), key)| {
+        .zip(&r.gpus)
+        .map(|(((inst, o), key), gpus)| {
             let (outcome, secs, error, log) = match o {
                 Outcome::Ran { secs, .. } => ("ran", Some(*secs), None, None),
                 Outcome::Cached { .. } => ("cached", None, None, None),
@@ -116,6 +120,11 @@ pub fn record(
                 secs,
                 error,
                 log,
+                gpus: if outcome == "ran" {
+                    gpus.clone()
+                } else {
+                    Vec::new()
+                },
             }
         })
         .collect();

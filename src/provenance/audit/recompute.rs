@@ -101,6 +101,7 @@ fn prepare_one(
         threads,
         resources: inst.resources.clone(),
         consumed: entry.run.consumed.clone(),
+        gpus: None,
     };
     Ok(Planned {
         instance: chosen.instance,

@@ -1,0 +1,173 @@
+//! GPUs as a scheduled resource of the local executor, on machines without GPUs:
+//! `RST_GPUS` declares device ids and `command` stages record the `CUDA_VISIBLE_DEVICES`
+//! they were given and when they ran, so the real lease logic is what is tested.
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::common::TestDir;
+
+/// A sweep of `n` one-GPU stages (`one[i=1]` … `one[i=n]`) (each holds its device ~0.3 s), one two-GPU stage and
+/// one that asks for none. Each writes `ids start_ns end_ns` to `gpu.txt`.
+fn pipeline(n: usize) -> String {
+    let record = r#"s=$(date +%s%N); sleep 0.3; echo \"$${CUDA_VISIBLE_DEVICES-unset} $s $(date +%s%N)\" > $RST_OUT/gpu.txt"#;
+    format!(
+        "name: gpus\nstages:\n  one:\n    kind: command\n    matrix: {{i: {{count: {n}}}}}\n    resources: {{gpus: 1}}\n    params: {{shell: \"echo ${{i}} > /dev/null; {record}\"}}\n  two:\n    kind: command\n    resources: {{gpus: 2}}\n    params: {{shell: \"echo two > /dev/null; {record}\"}}\n  none:\n    kind: command\n    params: {{shell: \"echo none > /dev/null; {record}\"}}\n"
+    )
+}
+
+/// (devices, start, end) that `instance` recorded.
+fn lease(t: &TestDir, instance: &str) -> (String, u128, u128) {
+    let text = t.artifact_file(instance, "gpu.txt");
+    let f: Vec<&str> = text.split_whitespace().collect();
+    match f.as_slice() {
+        [ids, s, e] => (ids.to_string(), s.parse().unwrap(), e.parse().unwrap()),
+        // `CUDA_VISIBLE_DEVICES=` (empty): only the two times.
+        [s, e] => (String::new(), s.parse().unwrap(), e.parse().unwrap()),
+        _ => panic!("{instance}: unexpected gpu.txt {text:?}"),
+    }
+}
+
+fn run(t: &TestDir, gpus_env: &str, args: &[&str]) -> crate::common::Output {
+    let mut all = vec!["run", "p.yaml", "-j", "16"];
+    all.extend_from_slice(args);
+    let out = t
+        .command(&all)
+        .env("RST_GPUS", gpus_env)
+        .env_remove("CUDA_VISIBLE_DEVICES")
+        .output()
+        .unwrap();
+    crate::common::Output {
+        args: all.iter().map(|s| s.to_string()).collect(),
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn leases_never_share_a_device_and_use_every_one() {
+    let t = TestDir::new();
+    t.write("p.yaml", &pipeline(9));
+    let out = run(&t, "0,1,2", &[]);
+    out.assert_code(0);
+
+    let mut by_device: BTreeMap<String, Vec<(u128, u128, String)>> = BTreeMap::new();
+    for i in 1..=9 {
+        let name = format!("one[i={i}]");
+        let (ids, s, e) = lease(&t, &name);
+        assert!(
+            ["0", "1", "2"].contains(&ids.as_str()),
+            "{name} got `{ids}`, not one of the declared devices"
+        );
+        by_device.entry(ids).or_default().push((s, e, name));
+    }
+    let (two, s2, e2) = lease(&t, "two");
+    let pair: BTreeSet<&str> = two.split(',').collect();
+    assert_eq!(pair.len(), 2, "`two` asked for 2 devices, got `{two}`");
+    for id in &pair {
+        by_device
+            .entry(id.to_string())
+            .or_default()
+            .push((s2, e2, "two".into()));
+    }
+    assert_eq!(
+        by_device.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["0", "1", "2"],
+        "every device is used"
+    );
+    for (id, mut runs) in by_device {
+        runs.sort();
+        for w in runs.windows(2) {
+            assert!(
+                w[0].1 <= w[1].0,
+                "device {id} was held by {} and {} at once",
+                w[0].2,
+                w[1].2
+            );
+        }
+    }
+    // A stage that asked for none sees none (the variable is set, empty).
+    assert_eq!(
+        lease(&t, "none").0,
+        "",
+        "no GPU for a stage that asked none"
+    );
+
+    // The live view, the entry's run facts and the run record say where each ran.
+    out.assert_stderr_contains(&format!("running  two on GPU {two}"));
+    let facts = &t.entry_of("one[i=1]").unwrap()["run"]["gpus"];
+    assert_eq!(facts, &serde_json::json!([lease(&t, "one[i=1]").0]));
+    assert!(t.entry_of("none").unwrap()["run"].get("gpus").is_none());
+    let runs = crate::common::read_dir_sorted(&t.join("cache/runs"));
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(runs.last().unwrap()).unwrap()).unwrap();
+    let two_run = record["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["instance"] == "two")
+        .unwrap();
+    assert_eq!(two_run["gpus"].as_array().unwrap().len(), 2, "{two_run}");
+
+    // `rst status` reads the same field from the entries (as for a Slurm-bound stage).
+    let status = t.ok(&["status", "p.yaml", "--json"]);
+    let lines: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    let line = |name: &str| {
+        lines
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["instance"] == name)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(line("two")["gpus"], two_run["gpus"]);
+    assert!(line("none").get("gpus").is_none());
+    t.ok(&["status", "p.yaml"])
+        .assert_stdout_contains(&format!("computed on GPU {two}"));
+}
+
+#[test]
+fn a_stage_asking_for_more_gpus_than_exist_fails_before_anything_runs() {
+    let t = TestDir::new();
+    t.write("p.yaml", &pipeline(2));
+    let out = run(&t, "0", &[]);
+    out.assert_code(2).assert_no_panic();
+    out.assert_stderr_contains("stage `two` in p.yaml asks for 2 GPUs");
+    out.assert_stderr_contains("this run has 1 (0), from RST_GPUS");
+    assert!(t.entries().is_empty(), "nothing ran: {:?}", t.entries());
+
+    // No GPUs at all: the same, before anything runs.
+    let out = run(&t, "", &[]);
+    out.assert_code(2);
+    out.assert_stderr_contains("asks for 1 GPU (resources: gpus), but this run has none");
+    assert!(t.entries().is_empty());
+}
+
+#[test]
+fn the_gpus_flag_picks_the_devices_and_names_a_wrong_one() {
+    let t = TestDir::new();
+    t.write(
+        "p.yaml",
+        &pipeline(3).replace("resources: {gpus: 2}", "resources: {gpus: 1}"),
+    );
+    run(&t, "0,1,2", &["--gpus", "2"]).assert_code(0);
+    for i in 1..=3 {
+        assert_eq!(lease(&t, &format!("one[i={i}]")).0, "2");
+    }
+    let out = run(&t, "0,1,2", &["--gpus", "5", "--force", "two"]);
+    out.assert_code(2);
+    out.assert_stderr_contains(
+        "--gpus 5: device `5` is not one of this machine's GPUs (0,1,2, from RST_GPUS)",
+    );
+}
+
+#[test]
+fn without_gpus_the_environment_is_left_alone() {
+    let t = TestDir::new();
+    t.write(
+        "p.yaml",
+        "name: plain\nstages:\n  s:\n    kind: command\n    params: {shell: \"echo $${CUDA_VISIBLE_DEVICES-unset} > $RST_OUT/v.txt\"}\n",
+    );
+    run(&t, "", &[]).assert_code(0);
+    assert_eq!(t.artifact_file("s", "v.txt").trim(), "unset");
+}
