@@ -30,3 +30,34 @@ fn engine_binary_does_not_link_libtorch() {
         "rst links libtorch; keep tch out of the engine"
     );
 }
+
+/// `rst-torch selftest` is what a GPU host runs with nothing but the binary: every check
+/// against PyTorch's numbers, on CPU and each GPU (here: CPU, and a loud SKIPPED for CUDA).
+#[test]
+#[cfg(feature = "torch")]
+fn rst_torch_selftest_checks_every_device() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rst-torch"))
+        .arg("selftest")
+        .current_dir(std::env::temp_dir())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    for check in [
+        "frob projection",
+        "inf-op projection",
+        "BN rule",
+        "label correction",
+    ] {
+        assert!(
+            stdout.contains(&format!("ok      cpu     {check}")),
+            "{check}: {stdout}"
+        );
+    }
+    let cuda = stdout.contains("ok      cuda:0");
+    assert!(
+        cuda || stdout.contains("SKIPPED on CUDA"),
+        "neither CUDA checks nor a SKIPPED line: {stdout}"
+    );
+    assert!(stdout.contains(": 0 failed"), "{stdout}");
+}

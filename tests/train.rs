@@ -139,3 +139,50 @@ fn train_evaluate_cached_deterministic_and_divergence_is_reported() {
         .assert_stderr_contains("training diverged: loss is");
     assert_eq!(t.entries(), entries, "a failed run caches nothing");
 }
+
+/// `precision: bf16 | fp16` is mixed precision for GPUs: with `device: cpu` the pipeline is
+/// refused before anything runs (file:line, the parameter named); with `device: auto` on a
+/// machine without a GPU the training stage refuses at its start, exit 2, nothing cached.
+#[test]
+fn mixed_precision_on_a_cpu_is_an_error_naming_the_parameter() {
+    let t = project();
+    let out = t.rst(&["run", "p.yaml", "train", "--set", "lr=0.01"]);
+    out.assert_code(0);
+    let before = t.entries();
+    t.write(
+        "p.yaml",
+        &with_band_stages(&PIPELINE.replacen(
+            "      lr_step: 2\n",
+            "      lr_step: 2\n      precision: bf16\n",
+            1,
+        )),
+    );
+    let out = t.rst(&["run", "p.yaml", "train"]);
+    out.assert_code(2).assert_no_panic();
+    out.assert_stderr_contains("precision bf16 needs a CUDA device");
+    out.assert_stderr_contains("p.yaml:");
+    assert_eq!(t.entries(), before, "nothing ran");
+
+    if rst_has_no_gpu() {
+        let auto = PIPELINE.replacen(
+            "      lr_step: 2\n      device: cpu\n",
+            "      lr_step: 2\n      device: auto\n      precision: fp16\n",
+            1,
+        );
+        t.write("p.yaml", &with_band_stages(&auto));
+        let out = t.rst(&["run", "p.yaml", "train"]);
+        out.assert_code(2).assert_no_panic();
+        out.assert_stderr_contains("precision fp16 needs a CUDA device");
+        assert_eq!(t.entries(), before, "a refused training caches nothing");
+    }
+}
+
+/// Whether libtorch sees no GPU here (`rst-torch probe`).
+fn rst_has_no_gpu() -> bool {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rst-torch"))
+        .arg("probe")
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["cuda_available"] == false
+}

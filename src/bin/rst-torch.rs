@@ -1,6 +1,7 @@
 //! `rst-torch`: the libtorch side of rst. `rst-torch probe` prints what libtorch sees on
-//! this machine (version, CUDA devices) as JSON; the training issue adds the worker for
-//! `train` and `evaluate` stages here.
+//! this machine (version, CUDA devices) as JSON; `rst-torch worker JOB` runs `train` and
+//! `evaluate` stages; `rst-torch selftest` runs the checks against PyTorch's numbers on
+//! every device (CPU, and each GPU libtorch sees).
 #[path = "../ml/mod.rs"]
 mod ml;
 
@@ -29,6 +30,7 @@ fn main() {
                 &ml::kinds(),
             ));
         }
+        Some("selftest") => std::process::exit(ml::selftest::command()),
         Some("bench-epoch") => {
             if let Err(e) = ml::bench::bench_epoch(&args[1..]) {
                 eprintln!("error: {e}");
@@ -42,7 +44,7 @@ fn main() {
             }
         }
         _ => {
-            eprintln!("usage: rst-torch probe | rst-torch worker JOB | rst-torch bench-epoch [--n N] [--batch B] [--epochs E] [--threads T] | rst-torch bench-loader [--n N] [--height H] [--width W] [--size S] [--batch B] [--threads T]");
+            eprintln!("usage: rst-torch probe | rst-torch selftest | rst-torch worker JOB | rst-torch bench-epoch [--n N] [--batch B] [--epochs E] [--threads T] | rst-torch bench-loader [--n N] [--height H] [--width W] [--size S] [--batch B] [--threads T]");
             std::process::exit(2);
         }
     }

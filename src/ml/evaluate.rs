@@ -80,6 +80,7 @@ pub fn score(
 fn run(ctx: &StageCtx<'_>) -> Result<(), StageError> {
     let p = EvalParams::parse(ctx.params).map_err(StageError::from)?;
     let dev = train::setup(ctx.threads, &p.device)?;
+    super::precision::check(p.precision, dev)?;
     let model_input = ctx.one_input("model")?;
     let what = format!("input `model` ({})", model_input.instance);
     let meta = ModelMeta::read(&model_input.path, &what)?;
@@ -122,7 +123,7 @@ fn run(ctx: &StageCtx<'_>) -> Result<(), StageError> {
             message: format!("{} {}", p.split, weights),
         })
     };
-    let logits = train::logits(&net, &x, p.batch_size, &mut tick);
+    let logits = train::logits(&net, &x, p.batch_size, p.precision, &mut tick);
     let flat: Vec<f32> = Vec::try_from(logits.flatten(0, -1))
         .map_err(|e| StageError::internal(format!("logits: {e}")))?;
     let k = meta.num_classes;

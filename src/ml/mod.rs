@@ -6,8 +6,10 @@ pub mod device;
 pub mod evaluate;
 pub mod imagenet;
 pub mod model;
+pub mod precision;
 pub mod pth;
 pub mod regsl;
+pub mod selftest;
 pub mod train;
 
 use rst::stages::StageRunner;

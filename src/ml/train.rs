@@ -41,11 +41,11 @@ use std::sync::Arc;
 use rst::data::dataset::Images;
 use rst::data::transform::RandomResizedCrop;
 use rst::prng::Prng;
-use rst::stages::train::{OptimizerKind, SelfLabel, TrainParams, TRAIN};
+use rst::stages::train::{OptimizerKind, Precision, SelfLabel, TrainParams, TRAIN};
 use rst::stages::{Progress, StageCtx, StageError, StageKind, StageRunner};
 
 use super::data::{self, Normalisation, RawSplit};
-use super::{device, imagenet, model, regsl};
+use super::{device, imagenet, model, precision, regsl};
 
 pub const MODEL_FILE: &str = "model.json";
 pub const BEST_FILE: &str = "best.safetensors";
@@ -300,17 +300,23 @@ fn to_vec_i64(t: &Tensor) -> Vec<i64> {
 }
 
 /// Eval-mode predictions (argmax) of `net` on `x`, `batch` images at a time.
-pub fn predict(net: &model::ResNet, x: &data::EvalSet, batch: usize) -> Vec<i64> {
-    let logits = logits(net, x, batch, &mut |_, _| {});
+pub fn predict(
+    net: &model::ResNet,
+    x: &data::EvalSet,
+    batch: usize,
+    precision: Precision,
+) -> Vec<i64> {
+    let logits = logits(net, x, batch, precision, &mut |_, _| {});
     to_vec_i64(&logits.argmax(-1, false))
 }
 
-/// Eval-mode logits `[N, K]` (on the CPU) of `net` on `x`; `tick(done, total)` after each
-/// batch.
+/// Eval-mode logits `[N, K]` (float32, on the CPU) of `net` on `x`, the forward pass in
+/// `precision`; `tick(done, total)` after each batch.
 pub fn logits(
     net: &model::ResNet,
     x: &data::EvalSet,
     batch: usize,
+    precision: Precision,
     tick: &mut dyn FnMut(usize, usize),
 ) -> Tensor {
     let n = x.count();
@@ -321,10 +327,9 @@ pub fn logits(
         let mut start = 0;
         while start < n {
             let len = batch.min(n - start);
-            out.push(
-                net.forward_t(&x.batch(start, len), false)
-                    .to_device(Device::Cpu),
-            );
+            let b = x.batch(start, len);
+            let y = precision::autocast(precision, b.device(), || net.forward_t(&b, false));
+            out.push(precision::float(y).to_device(Device::Cpu));
             start += len;
             tick(out.len(), total as usize);
         }
@@ -444,6 +449,8 @@ struct Learner {
     opt: nn::Optimizer,
     /// Every variable by name (BN running stats included), for snapshots.
     vars: Vec<(String, Tensor)>,
+    /// `precision: fp16`: the loss scaling, and the variables whose gradients it unscales.
+    scaler: Option<(precision::LossScaler, Vec<Tensor>)>,
 }
 
 impl Learner {
@@ -498,20 +505,32 @@ impl Learner {
         }
         .map_err(|e| StageError::internal(format!("cannot build the optimizer: {e}")))?;
         let vars = model::named_variables(&vs);
+        let scaler = (p.precision == Precision::Fp16)
+            .then(|| (precision::LossScaler::default(), vs.trainable_variables()));
         Ok(Learner {
             vs,
             net,
             reg,
             opt,
             vars,
+            scaler,
         })
     }
 
     /// One optimisation step on `loss`, then the constraint projection (`reg: constraint`),
     /// which follows **every** step.
+    /// With fp16 loss scaling, a step whose gradients overflowed is skipped (and the scale
+    /// halved), as PyTorch's `GradScaler.step` does.
     fn step(&mut self, loss: &Tensor) {
         self.opt.zero_grad();
-        loss.backward();
+        match &mut self.scaler {
+            None => loss.backward(),
+            Some((scaler, params)) => {
+                if !scaler.backward(loss, params) {
+                    return;
+                }
+            }
+        }
         self.opt.step();
         self.reg.project(&self.vs);
     }
@@ -776,7 +795,9 @@ fn train_epoch(
     for (bi, chunk) in order.chunks(p.batch_size).enumerate() {
         let x = batches.next(chunk);
         let mut y_vec: Vec<i64> = chunk.iter().map(|&i| labels.current[i]).collect();
-        let out = learner.net.forward_t(&x, true);
+        let out = precision::float(precision::autocast(p.precision, dev, || {
+            learner.net.forward_t(&x, true)
+        }));
         let (base, changed) = step.loss(&out, chunk, &mut labels.current, &mut y_vec, dev);
         totals.changed += changed;
         let loss = match learner.reg.penalty(&learner.vs) {
@@ -884,7 +905,7 @@ fn run_epochs(
             &|bi, chunk, loss_sum| ticker.batch(epoch, bi, chunk, loss_sum, last_val),
         )?;
         schedules.advance(p, epoch, &mut learner.opt);
-        let val_pred = predict(&learner.net, &data.val, EVAL_BATCH);
+        let val_pred = predict(&learner.net, &data.val, EVAL_BATCH, p.precision);
         let val_acc = count_eq(&val_pred, data.val_truth.iter().copied()) as f64
             / data.val_truth.len() as f64;
         last_val = val_acc;
@@ -1045,6 +1066,7 @@ pub fn setup(threads: usize, device_spec: &str) -> Result<Device, StageError> {
 fn run(ctx: &StageCtx<'_>) -> Result<(), StageError> {
     let p = TrainParams::parse(ctx.params).map_err(StageError::from)?;
     let dev = setup(ctx.threads, &p.device)?;
+    precision::check(p.precision, dev)?;
     let ds = ctx.dataset_input("data")?;
     let base = data::base_dir(ctx, "data", &ds)?;
     let train = data::load_split("data", &ds, &base, &p.train_split)?;

@@ -29,6 +29,7 @@
 //!   self_label: {correct_epoch: 10, correct_thres: 0.9, reweight_epoch: 5, reweight_temp: 2.0}
 //!   augment: {crop_padding: 2, flip: true}   # small images; or {imagenet: true, flip: true, size: 224}
 //!   device: auto                  # auto | cpu | cuda | cuda:N
+//!   precision: fp32               # fp32 | bf16 | fp16 (mixed precision: CUDA only; fp16 with loss scaling)
 //!   train_split: train
 //!   val_split: val
 //!   prune: ${prune}               # in a trial of a pruning `search`: stop below its references
@@ -49,6 +50,53 @@ pub enum Model {
     Resnet34,
     Resnet50,
     Resnet101,
+}
+
+/// The arithmetic of the forward pass (`precision:` of `train` and `evaluate`): fp32, or
+/// mixed precision on CUDA (autocast: matrix products and convolutions in bf16 or fp16,
+/// reductions and the loss in fp32; the weights and the optimiser stay fp32; fp16 with
+/// dynamic loss scaling, as PyTorch's `GradScaler`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    Fp32,
+    Bf16,
+    Fp16,
+}
+
+impl Precision {
+    /// Left out of the canonical params when fp32, so the keys of every stage written
+    /// before the parameter existed stay the same.
+    pub fn is_fp32(&self) -> bool {
+        *self == Precision::Fp32
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Bf16 => "bf16",
+            Precision::Fp16 => "fp16",
+        }
+    }
+
+    /// Mixed precision is for GPUs: on the CPU anything but fp32 is refused (`device`
+    /// being what the stage runs on, `cpu` or `cuda:N`).
+    pub fn check_on(self, device: &str) -> Result<(), ParamError> {
+        if self.is_fp32() || device.trim() != "cpu" {
+            return Ok(());
+        }
+        Err(ParamError::new(
+            "precision",
+            format!(
+                "precision {} needs a CUDA device, and this stage runs on the CPU",
+                self.name()
+            ),
+        )
+        .help(
+            "use precision: fp32 (the default) on the CPU, or run on a GPU (device: auto or cuda)",
+        ))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -272,6 +320,8 @@ pub struct TrainParams {
     pub augment: Augment,
     #[serde(default = "d_device")]
     pub device: String,
+    #[serde(default, skip_serializing_if = "Precision::is_fp32")]
+    pub precision: Precision,
     #[serde(default = "d_train")]
     pub train_split: String,
     #[serde(default = "d_val")]
@@ -363,6 +413,7 @@ impl TrainParams {
         }
         p.augment.check()?;
         check_device(&p.device)?;
+        p.precision.check_on(&p.device)?;
         Ok(p)
     }
 }
@@ -393,6 +444,8 @@ pub struct EvalParams {
     pub batch_size: usize,
     #[serde(default = "d_device")]
     pub device: String,
+    #[serde(default, skip_serializing_if = "Precision::is_fp32")]
+    pub precision: Precision,
     /// Also write `predictions.json`: the argmax class of every image of the split, in
     /// the split's order (what `noise` with `mode: correlated` reads).
     #[serde(default)]
@@ -419,6 +472,7 @@ impl EvalParams {
             return Err(ParamError::new("batch_size", "must be at least 1"));
         }
         check_device(&p.device)?;
+        p.precision.check_on(&p.device)?;
         Ok(p)
     }
 }
@@ -556,6 +610,42 @@ mod tests {
         );
         // Params that do not parse are keyed as written (the planner rejects them first).
         assert_eq!(TRAIN.canonical_params(&json!({"x": 1})), json!({"x": 1}));
+        // fp32 (the default) is left out, so keys from before `precision` stay the same;
+        // mixed precision is keyed.
+        assert_eq!(t(json!({})), t(json!({"precision": "fp32"})));
+        assert!(t(json!({})).get("precision").is_none());
+        assert_eq!(t(json!({"precision": "bf16"}))["precision"], "bf16");
+        assert_ne!(
+            EVALUATE.canonical_params(&json!({"precision": "fp16"})),
+            bare
+        );
+    }
+
+    #[test]
+    fn mixed_precision_on_the_cpu_is_refused_naming_the_parameter() {
+        let base = json!({"model": "resnet-mini", "epochs": 1, "batch_size": 8});
+        let with = |extra: Value| {
+            let mut p = base.clone();
+            p.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            p
+        };
+        let e =
+            TrainParams::parse(&with(json!({"device": "cpu", "precision": "bf16"}))).unwrap_err();
+        assert_eq!(e.path, "precision");
+        assert!(
+            e.message.contains("bf16 needs a CUDA device"),
+            "{}",
+            e.message
+        );
+        assert!(e.help.unwrap().contains("fp32"));
+        assert!(TrainParams::parse(&with(json!({"device": "auto", "precision": "fp16"}))).is_ok());
+        assert!(TrainParams::parse(&with(json!({"device": "cpu", "precision": "fp32"}))).is_ok());
+        let e = EvalParams::parse(&json!({"device": "cpu", "precision": "fp16"})).unwrap_err();
+        assert_eq!(e.path, "precision");
+        let e = TrainParams::parse(&with(json!({"precision": "fp8"}))).unwrap_err();
+        assert!(e.message.contains("fp8"), "{}", e.message);
     }
 
     #[test]
