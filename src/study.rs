@@ -219,7 +219,7 @@ pub enum Driven {
     /// instance that ran in a round did (by name).
     Done {
         known: Known,
-        ran: HashMap<String, Outcome>,
+        ran: HashMap<String, RoundRun>,
     },
     /// A round did not end well (a failed trial, Ctrl-C): that round's pipeline and result.
     Stopped {
@@ -330,9 +330,9 @@ pub fn drive(
                 t.state = TrialState::Complete;
             }
         }
-        for (inst, o) in round.instances.iter().zip(result.outcomes) {
+        for ((inst, o), gpus) in round.instances.iter().zip(result.outcomes).zip(result.gpus) {
             if matches!(o, Outcome::Ran { .. }) {
-                ran.insert(inst.name.clone(), o);
+                ran.insert(inst.name.clone(), (o, gpus));
             }
         }
     }
@@ -372,17 +372,22 @@ pub fn replay(
 
 /// The final run's outcomes with what ran in a round counted as ran (the final run finds
 /// those trials cached, but this `rst run` computed them).
-pub fn merge_rounds(p: &Pipeline, result: &mut RunResult, ran: &HashMap<String, Outcome>) {
-    for (inst, o) in p.instances.iter().zip(result.outcomes.iter_mut()) {
-        if let (Outcome::Cached { artifact }, Some(r @ Outcome::Ran { artifact: a, .. })) =
+pub fn merge_rounds(p: &Pipeline, result: &mut RunResult, ran: &HashMap<String, RoundRun>) {
+    let outcomes = result.outcomes.iter_mut().zip(result.gpus.iter_mut());
+    for (inst, (o, gpus)) in p.instances.iter().zip(outcomes) {
+        if let (Outcome::Cached { artifact }, Some((r @ Outcome::Ran { artifact: a, .. }, g))) =
             (&*o, ran.get(&inst.name))
         {
             if artifact == a {
                 *o = r.clone();
+                gpus.clone_from(g);
             }
         }
     }
 }
+
+/// What an instance that ran in a round did, and the GPUs it had.
+pub type RoundRun = (Outcome, Vec<String>);
 
 /// `--force` names as the instances of `p` they name, each forced in the first round that
 /// has it (so a forced trial or input is computed once per `rst run`, not once per round).

@@ -171,3 +171,99 @@ fn without_gpus_the_environment_is_left_alone() {
     run(&t, "", &[]).assert_code(0);
     assert_eq!(t.artifact_file("s", "v.txt").trim(), "unset");
 }
+
+/// Without `RST_GPUS` or `CUDA_VISIBLE_DEVICES`, the devices are those `nvidia-smi -L`
+/// lists, asked once per run and never by a run with nothing to do (here a stand-in
+/// `nvidia-smi` on PATH that counts its calls).
+#[test]
+fn nvidia_smi_is_asked_once_per_run_and_not_by_a_no_op() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = TestDir::new();
+    let bin = t.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let smi = bin.join("nvidia-smi");
+    std::fs::write(
+        &smi,
+        format!(
+            "#!/bin/sh\necho x >> {}\necho 'GPU 0: Stand-in (UUID: GPU-a)'\necho 'GPU 1: Stand-in (UUID: GPU-b)'\n",
+            t.join("calls").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&smi, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // A chain of three stages (three launches), each asking for one GPU.
+    t.write(
+        "p.yaml",
+        "name: chain\nstages:\n  a:\n    kind: command\n    resources: {gpus: 1}\n    params: {shell: \"echo $${CUDA_VISIBLE_DEVICES} > $RST_OUT/v\"}\n  b:\n    kind: command\n    inputs: {x: a}\n    resources: {gpus: 2}\n    params: {shell: \"echo $${CUDA_VISIBLE_DEVICES} > $RST_OUT/v\"}\n  c:\n    kind: command\n    inputs: {x: b}\n    resources: {gpus: 1}\n    params: {shell: \"echo c $${CUDA_VISIBLE_DEVICES} > $RST_OUT/v\"}\n",
+    );
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let run = || {
+        let out = t
+            .command(&["run", "p.yaml"])
+            .env("PATH", &path)
+            .env_remove("RST_GPUS")
+            .env_remove("CUDA_VISIBLE_DEVICES")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run();
+    assert_eq!(
+        t.read("calls").lines().count(),
+        1,
+        "asked once for three launches"
+    );
+    assert_eq!(t.artifact_file("b", "v").trim(), "0,1");
+    assert_eq!(t.artifact_file("a", "v").trim(), "0");
+    run();
+    assert_eq!(
+        t.read("calls").lines().count(),
+        1,
+        "a no-op run asks nothing"
+    );
+
+    // A driver that lists no GPU: still asked once, however many stages start.
+    std::fs::write(
+        &smi,
+        format!("#!/bin/sh\necho x >> {}\n", t.join("calls").display()),
+    )
+    .unwrap();
+    std::fs::remove_file(t.join("calls")).unwrap();
+    t.write(
+        "p.yaml",
+        "name: chain\nstages:\n  a:\n    kind: command\n    params: {shell: \"echo 1 > $RST_OUT/v\"}\n  b:\n    kind: command\n    inputs: {x: a}\n    params: {shell: \"echo 2 > $RST_OUT/v\"}\n  c:\n    kind: command\n    inputs: {x: b}\n    params: {shell: \"echo 3 > $RST_OUT/v\"}\n",
+    );
+    run();
+    assert_eq!(
+        t.read("calls").lines().count(),
+        1,
+        "no GPUs: asked once all the same"
+    );
+}
+
+/// GPU stages start in ready order: a two-GPU stage waiting for devices is not passed by
+/// the one-GPU stages behind it (each would take the device that just came free).
+#[test]
+fn a_multi_gpu_stage_is_not_starved_by_the_stages_behind_it() {
+    let t = TestDir::new();
+    let record = r#"s=$(date +%s%N); sleep 0.3; echo \"$${CUDA_VISIBLE_DEVICES-unset} $s $(date +%s%N)\" > $RST_OUT/gpu.txt"#;
+    t.write(
+        "p.yaml",
+        &format!(
+            "name: order\nstages:\n  first:\n    kind: command\n    resources: {{gpus: 1}}\n    params: {{shell: \"echo first > /dev/null; {record}\"}}\n  two:\n    kind: command\n    resources: {{gpus: 2}}\n    params: {{shell: \"echo two > /dev/null; {record}\"}}\n  more:\n    kind: command\n    matrix: {{i: {{count: 4}}}}\n    resources: {{gpus: 1}}\n    params: {{shell: \"echo ${{i}} > /dev/null; {record}\"}}\n"
+        ),
+    );
+    run(&t, "0,1", &[]).assert_code(0);
+    let (_, two_start, _) = lease(&t, "two");
+    for i in 1..=4 {
+        let (_, start, _) = lease(&t, &format!("more[i={i}]"));
+        assert!(
+            start > two_start,
+            "more[i={i}] started before the two-GPU stage that was ready first"
+        );
+    }
+}

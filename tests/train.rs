@@ -186,3 +186,40 @@ fn rst_has_no_gpu() -> bool {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     v["cuda_available"] == false
 }
+
+/// A torch stage runs in its own `rst-torch` worker process: its GPU lease reaches it
+/// through that process's `CUDA_VISIBLE_DEVICES` (recorded in the entry's run facts), and a
+/// torch stage on `device: cpu` that asked for none sees none.
+#[test]
+fn a_torch_worker_gets_its_gpu_lease_in_its_environment() {
+    let t = TestDir::new();
+    write_band_idx(&t);
+    t.write(
+        "p.yaml",
+        &with_band_stages(&PIPELINE.replacen(
+            "    threads: 2\n",
+            "    threads: 2\n    resources: {gpus: 1}\n",
+            1,
+        )),
+    );
+    let out = t
+        .command(&["run", "p.yaml", "evaluate"])
+        .env("RST_GPUS", "3")
+        .env_remove("CUDA_VISIBLE_DEVICES")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let train = t.entry_of("train").unwrap();
+    assert_eq!(
+        train["run"]["gpus"],
+        serde_json::json!(["3"]),
+        "{}",
+        train["run"]
+    );
+    let eval = t.entry_of("evaluate").unwrap();
+    assert!(eval["run"].get("gpus").is_none(), "{}", eval["run"]);
+}

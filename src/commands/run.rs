@@ -10,6 +10,7 @@ use crate::cache::durable::{recover_crashed, LazyBatch, DEFERRED_ENV};
 use crate::cache::store::Store;
 use crate::cli::{ExecArgs, ExecutorKind, PipelineArgs};
 use crate::error::{Error, Result, UserError};
+use crate::exec::gpus::GpuSource;
 use crate::exec::local::LocalExecutor;
 use crate::exec::progress;
 use crate::exec::scheduler::{self, Outcome, RunOptions, RunResult};
@@ -49,19 +50,21 @@ pub fn run(args: &PipelineArgs, flags: &RunFlags, exec: &ExecArgs) -> Result<Exi
         Some(b) => b,
         None => executor.as_ref(),
     };
+    // The devices, found once when a stage first starts (a no-op run asks no driver).
+    let gpus = (exec.executor == ExecutorKind::Local)
+        .then(|| std::sync::Arc::new(GpuSource::new(exec.gpus.clone())));
+    let on = On {
+        store: &store,
+        executor: executor_ref,
+        flags,
+        exec,
+        cancel: &cancel,
+        gpus: gpus.as_ref(),
+    };
     let result = if crate::study::has_studies(&pipeline) {
-        drive_studies(
-            args,
-            flags,
-            exec,
-            &mut pipeline,
-            &store,
-            executor_ref,
-            &cancel,
-        )
+        drive_studies(args, &on, &mut pipeline)
     } else {
-        let force = flags.force.clone();
-        execute_on(&pipeline, &store, executor_ref, force, flags, exec, &cancel)
+        execute_on(&pipeline, flags.force.clone(), &on)
     };
     // The executor ends here (a Slurm monitor is joined) before anything is published.
     drop(executor);
@@ -80,25 +83,34 @@ pub fn run(args: &PipelineArgs, flags: &RunFlags, exec: &ExecArgs) -> Result<Exi
     finish(&prepared, &result)
 }
 
+/// Where and how the stages of a run execute (every round of a study the same).
+struct On<'a> {
+    store: &'a Store,
+    executor: &'a dyn Executor,
+    flags: &'a RunFlags,
+    exec: &'a ExecArgs,
+    cancel: &'a Cancel,
+    /// The local executor's GPUs; None on Slurm.
+    gpus: Option<&'a std::sync::Arc<GpuSource>>,
+}
+
 /// Runs the studies round by round (`crate::study`), then the whole pipeline with every
 /// trial; `pipeline` becomes the pipeline the result is of.
-fn drive_studies(
-    args: &PipelineArgs,
-    flags: &RunFlags,
-    exec: &ExecArgs,
-    pipeline: &mut Pipeline,
-    store: &Store,
-    executor: &dyn Executor,
-    cancel: &Cancel,
-) -> Result<RunResult> {
+fn drive_studies(args: &PipelineArgs, on: &On<'_>, pipeline: &mut Pipeline) -> Result<RunResult> {
+    let (store, flags) = (on.store, on.flags);
     let started = std::time::Instant::now();
+    if let Some(gpus) = on.gpus {
+        // A round runs only its trials and what they need: the stages after the study
+        // are checked against the devices now, before the first round starts.
+        gpus.check(pipeline)?;
+    }
     crate::study::check_force(pipeline, &flags.force)?;
     let mut forced = crate::study::Forced::new(&flags.force);
     let first = pipeline.clone();
     let mut load = |known: &crate::study::Known| super::load_studied(args, known);
     let mut round = |p: &Pipeline| {
         let force = forced.round(p);
-        execute_on(p, store, executor, force, flags, exec, cancel)
+        execute_on(p, force, on)
     };
     let driven = crate::study::drive(&first, store, &mut load, &mut round)?;
     match driven {
@@ -118,7 +130,7 @@ fn drive_studies(
                 )));
             }
             let force = forced.round(&p);
-            let mut result = execute_on(&p, store, executor, force, flags, exec, cancel)?;
+            let mut result = execute_on(&p, force, on)?;
             crate::study::merge_rounds(&p, &mut result, &ran);
             result.wall_s = started.elapsed().as_secs_f64();
             *pipeline = p;
@@ -213,15 +225,8 @@ fn on_interrupt(kill: Killer) -> Cancel {
 }
 
 /// Runs the scheduler on `p`, with a live view of its own.
-fn execute_on(
-    p: &Pipeline,
-    store: &Store,
-    executor: &dyn Executor,
-    force: Vec<String>,
-    flags: &RunFlags,
-    exec: &ExecArgs,
-    cancel: &Cancel,
-) -> Result<RunResult> {
+fn execute_on(p: &Pipeline, force: Vec<String>, on: &On<'_>) -> Result<RunResult> {
+    let (flags, exec) = (on.flags, on.exec);
     let opts = RunOptions {
         jobs: flags.jobs.unwrap_or_else(|| match exec.executor {
             // The cluster schedules: every ready stage is submitted.
@@ -230,10 +235,17 @@ fn execute_on(
         }),
         force,
         keep_going: flags.keep_going,
-        gpus: (exec.executor == ExecutorKind::Local).then(|| exec.gpus.clone()),
+        gpus: on.gpus.cloned(),
     };
     let reporter = progress::reporter(p.instances.len());
-    let result = scheduler::run(p, store, executor, &opts, reporter.as_ref(), cancel);
+    let result = scheduler::run(
+        p,
+        on.store,
+        on.executor,
+        &opts,
+        reporter.as_ref(),
+        on.cancel,
+    );
     reporter.finish();
     result
 }

@@ -95,6 +95,12 @@ impl Host for Direct<'_> {
         }
     }
 
+    /// The lease, set on the program's command; without one the program inherits rst's
+    /// own variable.
+    fn gpus(&self, job: &Job) -> Vec<String> {
+        job.gpus.clone().unwrap_or_else(worker::visible_devices)
+    }
+
     fn log(&self, line: &str) {
         // A lost log line (full disk) is the lesser harm, as with `elog!`.
         let _ = writeln!(&mut &*self.log, "{line}");

@@ -22,6 +22,44 @@ use crate::spec::{Instance, Pipeline};
 /// The variable that declares device ids (see the module doc).
 pub const GPUS_ENV: &str = "RST_GPUS";
 
+/// The devices of one `rst run`, looked for at most once (when the first stage is about
+/// to start; every round of a study shares the answer).
+#[derive(Debug)]
+pub struct GpuSource {
+    flag: Option<String>,
+    found: std::sync::OnceLock<Result<Gpus, UserError>>,
+}
+
+impl GpuSource {
+    /// `flag`: the value of `--gpus`.
+    pub fn new(flag: Option<String>) -> GpuSource {
+        GpuSource {
+            flag,
+            found: std::sync::OnceLock::new(),
+        }
+    }
+
+    pub fn get(&self) -> Result<&Gpus, UserError> {
+        self.found
+            .get_or_init(|| Gpus::discover(self.flag.as_deref()))
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// Refuses, before anything runs, an instance of `p` that needs more GPUs than there
+    /// are; returns each instance's need.
+    pub fn check(&self, p: &Pipeline) -> Result<(&Gpus, Vec<u64>), UserError> {
+        let found = self.get()?;
+        let demands: Vec<u64> = p
+            .instances
+            .iter()
+            .map(|inst| demand(p, inst, found.ids.len()))
+            .collect();
+        check_demands(p, found, &demands)?;
+        Ok((found, demands))
+    }
+}
+
 /// The devices a run may use, as the ids `CUDA_VISIBLE_DEVICES` takes (indices or UUIDs),
 /// and where they were found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,7 +161,15 @@ fn bad_list(what: &str, text: &str, why: &str) -> UserError {
 /// tool is missing or fails. Parsed by hand: one line per device, and no NVML crate
 /// (which would link the driver's library into every build) is needed for a count.
 fn nvidia_smi() -> Vec<String> {
-    let Ok(out) = std::process::Command::new("nvidia-smi")
+    // Looked up first: spawning a name that is nowhere on PATH still forks rst.
+    let Some(exe) = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join("nvidia-smi"))
+            .find(|p| p.is_file())
+    }) else {
+        return Vec::new();
+    };
+    let Ok(out) = std::process::Command::new(exe)
         .arg("-L")
         .stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

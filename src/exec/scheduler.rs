@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 use std::sync::mpsc;
 use std::time::Instant;
 
-use super::gpus::{self, Gpus, Leases};
+use super::gpus::{GpuSource, Leases};
 use super::integrity::{corrupt_input_message, short, view_base, Checked, ObjectState};
 use super::plan::Planner;
 use super::progress::{Report, Reporter};
@@ -22,9 +22,9 @@ pub struct RunOptions {
     /// Stage or instance names to recompute even if cached.
     pub force: Vec<String>,
     pub keep_going: bool,
-    /// GPU leases ([`super::gpus`]): `Some(--gpus)` on the local executor (the devices
-    /// are found when the first stage starts), None where the cluster binds GPUs.
-    pub gpus: Option<Option<String>>,
+    /// GPU leases ([`super::gpus`]) on the local executor (the devices are found when the
+    /// first stage starts), None where the cluster binds GPUs.
+    pub gpus: Option<std::sync::Arc<GpuSource>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -433,6 +433,8 @@ struct Run<'a> {
     jobs_dir: std::path::PathBuf,
     /// The GPU leases, set up when the first stage starts (a no-op run asks no driver).
     gpus: Option<GpuLeases>,
+    /// The devices were looked for (once per run: `nvidia-smi` is a process).
+    gpus_found: bool,
     s: State,
 }
 
@@ -512,6 +514,7 @@ impl<'a> Run<'a> {
             started: vec![Instant::now(); n],
             jobs_dir,
             gpus: None,
+            gpus_found: false,
             s,
         })
     }
@@ -650,7 +653,10 @@ impl<'a> Run<'a> {
     }
 
     /// Starts ready instances while they fit in the thread budget (one always may, so a
-    /// stage asking for more threads than the budget still runs, alone).
+    /// stage asking for more threads than the budget still runs, alone) and their GPUs are
+    /// free. GPU stages start in ready order: once one waits for devices, no later one
+    /// takes them (a two-GPU stage is not starved by a stream of one-GPU stages); stages
+    /// that need none still start meanwhile.
     fn launch_ready<'s>(
         &mut self,
         scope: &'s std::thread::Scope<'s, 'a>,
@@ -664,9 +670,19 @@ impl<'a> Run<'a> {
         while !self.stop_launching && !self.cancel.is_cancelled() {
             let (running, used) = (self.running, self.used_threads);
             let gpus = self.gpus.as_ref();
-            let gpus_fit = |i: usize| gpus.is_none_or(|g| g.demands[i] as usize <= g.leases.free());
+            let mut gpu_queue_blocked = false;
+            let mut gpus_fit = |i: usize| {
+                let Some(g) = gpus else { return true };
+                let need = g.demands[i] as usize;
+                if need == 0 {
+                    return true;
+                }
+                let fits = !gpu_queue_blocked && need <= g.leases.free();
+                gpu_queue_blocked |= !fits;
+                fits
+            };
             let Some(pos) = self.s.ready.iter().position(|&i| {
-                gpus_fit(i) && (running == 0 || used + p.instances[i].threads.min(jobs) <= jobs)
+                (running == 0 || used + p.instances[i].threads.min(jobs) <= jobs) && gpus_fit(i)
             }) else {
                 break;
             };
@@ -710,22 +726,16 @@ impl<'a> Run<'a> {
     /// Before the first stage starts: the devices, and every instance's need checked
     /// against them (exit 2 before anything runs when one asks for more than there are).
     fn set_up_gpus(&mut self) -> Result<(), Error> {
-        let Some(flag) = self.opts.gpus.as_ref().filter(|_| self.gpus.is_none()) else {
+        let Some(source) = self.opts.gpus.as_ref().filter(|_| !self.gpus_found) else {
             return Ok(());
         };
-        let found = Gpus::discover(flag.as_deref())?;
-        let p = self.p;
-        let demands: Vec<u64> = p
-            .instances
-            .iter()
-            .map(|inst| gpus::demand(p, inst, found.ids.len()))
-            .collect();
-        gpus::check_demands(p, &found, &demands)?;
+        self.gpus_found = true;
+        let (found, demands) = source.check(self.p)?;
         if found.ids.is_empty() {
             return Ok(()); // nothing to lease: every need is 0
         }
         self.gpus = Some(GpuLeases {
-            leases: Leases::new(&found),
+            leases: Leases::new(found),
             held: vec![Vec::new(); demands.len()],
             demands,
         });

@@ -27,6 +27,8 @@ pub(crate) trait Host: Sync {
     fn run(&self, runner: &dyn StageRunner, ctx: &StageCtx<'_>) -> Result<(), StageError>;
     /// Peak resident memory of what computed the stage (KiB), for the entry.
     fn peak_rss_kib(&self) -> u64;
+    /// The GPUs the stage's programs see (`CUDA_VISIBLE_DEVICES`), for the entry.
+    fn gpus(&self, job: &Job) -> Vec<String>;
 }
 
 /// The `rst worker` process itself.
@@ -55,6 +57,11 @@ impl Host for WorkerProcess {
     }
     fn peak_rss_kib(&self) -> u64 {
         peak_rss_kib()
+    }
+    /// This process's own variable: set by the executor to the lease, or by the cluster
+    /// (a Slurm job's binding).
+    fn gpus(&self, _job: &Job) -> Vec<String> {
+        visible_devices()
     }
 }
 
@@ -109,14 +116,10 @@ fn resolved_device(job: &Job, kind: &dyn StageKind) -> Option<String> {
     })
 }
 
-/// The GPUs the stage was given: rst's lease, else what the cluster set in this
-/// process's `CUDA_VISIBLE_DEVICES` (a Slurm job's binding).
-fn given_gpus(job: &Job) -> Vec<String> {
-    let visible = match &job.gpus {
-        Some(lease) => return lease.clone(),
-        None => std::env::var("CUDA_VISIBLE_DEVICES").unwrap_or_default(),
-    };
-    visible
+/// This process's `CUDA_VISIBLE_DEVICES`, as a list (empty when unset or empty).
+pub(crate) fn visible_devices() -> Vec<String> {
+    std::env::var("CUDA_VISIBLE_DEVICES")
+        .unwrap_or_default()
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
@@ -252,7 +255,7 @@ pub(crate) fn compute(
                         rst_git_commit: option_env!("RST_GIT_COMMIT").map(str::to_string),
                         libtorch: super::plan::LIBTORCH_VERSION.unwrap_or("none").to_string(),
                         device: resolved_device(job, kind),
-                        gpus: given_gpus(job),
+                        gpus: host.gpus(job),
                         log: format!("logs/{}.log", job.key),
                         reads: objects_read(&inputs, &resolved),
                         consumed: job.consumed.clone(),

@@ -25,6 +25,8 @@ extern "C" {
     fn at_get_autocast_dtype(device_type: i8) -> i8;
     #[link_name = "_ZN2at8autocast20set_autocast_enabledEN3c1010DeviceTypeEb"]
     fn at_set_autocast_enabled(device_type: i8, enabled: bool);
+    #[link_name = "_ZN2at8autocast19is_autocast_enabledEN3c1010DeviceTypeE"]
+    fn at_is_autocast_enabled(device_type: i8) -> bool;
 }
 
 fn device_type(device: Device) -> i8 {
@@ -43,24 +45,47 @@ pub fn autocast<T>(precision: Precision, device: Device, f: impl FnOnce() -> T) 
         Precision::Bf16 => SCALAR_BFLOAT16,
         Precision::Fp16 => SCALAR_HALF,
     };
-    let dt = device_type(device);
-    // SAFETY: plain setters of libtorch's thread-local autocast state (see the module doc
-    // for the declarations); the previous dtype is restored below.
-    let before = unsafe { at_get_autocast_dtype(dt) };
-    unsafe {
-        at_set_autocast_dtype(dt, dtype);
-        at_set_autocast_enabled(dt, true);
-        torch_sys::at_autocast_increment_nesting();
-    }
-    let out = f();
-    unsafe {
-        if torch_sys::at_autocast_decrement_nesting() == 0 {
-            torch_sys::at_autocast_clear_cache();
+    let _on = Autocast::enter(device_type(device), dtype);
+    f()
+}
+
+/// libtorch's autocast state for one device type while alive: what it was is restored on
+/// drop, also when the forward pass panics (tch panics on a C++ error such as CUDA OOM).
+struct Autocast {
+    device_type: i8,
+    dtype_before: i8,
+    enabled_before: bool,
+}
+
+impl Autocast {
+    fn enter(device_type: i8, dtype: i8) -> Autocast {
+        // SAFETY: getters and setters of libtorch's thread-local autocast state (see the
+        // module doc for the declarations).
+        unsafe {
+            let on = Autocast {
+                device_type,
+                dtype_before: at_get_autocast_dtype(device_type),
+                enabled_before: at_is_autocast_enabled(device_type),
+            };
+            at_set_autocast_dtype(device_type, dtype);
+            at_set_autocast_enabled(device_type, true);
+            torch_sys::at_autocast_increment_nesting();
+            on
         }
-        at_set_autocast_enabled(dt, false);
-        at_set_autocast_dtype(dt, before);
     }
-    out
+}
+
+impl Drop for Autocast {
+    fn drop(&mut self) {
+        // SAFETY: as in `enter`.
+        unsafe {
+            if torch_sys::at_autocast_decrement_nesting() == 0 {
+                torch_sys::at_autocast_clear_cache();
+            }
+            at_set_autocast_enabled(self.device_type, self.enabled_before);
+            at_set_autocast_dtype(self.device_type, self.dtype_before);
+        }
+    }
 }
 
 /// Dynamic loss scaling for fp16 (PyTorch's `GradScaler` defaults: scale 2^16, halved on
@@ -87,20 +112,24 @@ impl LossScaler {
     /// they are all finite: when not, the caller skips this step (and the scale halves).
     pub fn backward(&mut self, loss: &Tensor, params: &[Tensor]) -> bool {
         (loss * self.scale).backward();
-        let mut finite = true;
-        tch::no_grad(|| {
+        // The non-finite counts stay on the device; one read at the end (one sync a step).
+        let bad = tch::no_grad(|| {
+            let mut bad: Option<Tensor> = None;
             for p in params {
                 let mut g = p.grad();
                 if !g.defined() {
                     continue;
                 }
                 let _ = g.g_mul_scalar_(1.0 / self.scale);
-                if finite {
-                    let bad = g.isfinite().logical_not().any();
-                    finite = bad.int64_value(&[]) == 0;
-                }
+                let n = g.isfinite().logical_not().sum(Kind::Int64);
+                bad = Some(match bad {
+                    Some(b) => b + n,
+                    None => n,
+                });
             }
+            bad
         });
+        let finite = bad.is_none_or(|b| b.int64_value(&[]) == 0);
         self.update(finite);
         finite
     }
@@ -171,6 +200,15 @@ mod tests {
             unsafe { at_get_autocast_dtype(DEVICE_CPU) },
             SCALAR_BFLOAT16
         );
+        // Nested: the inner one gives the outer its state back (dtype and enabled).
+        let (inner, outer) = autocast(Precision::Bf16, Device::Cpu, || {
+            let inner = autocast(Precision::Fp16, Device::Cpu, || {
+                x.linear::<Tensor>(&w, None)
+            });
+            (inner.kind(), x.linear::<Tensor>(&w, None).kind())
+        });
+        assert_eq!((inner, outer), (Kind::Half, Kind::BFloat16));
+        assert!(!unsafe { at_is_autocast_enabled(DEVICE_CPU) });
     }
 
     #[test]

@@ -120,7 +120,7 @@ pub fn record(
                 secs,
                 error,
                 log,
-                gpus: if outcome == "ran" {
+                gpus: if matches!(outcome, "ran" | "failed") {
                     gpus.clone()
                 } else {
                     Vec::new()
