@@ -3,7 +3,7 @@
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::cache::store::Store;
+use crate::cache::store::{Listing, Store};
 use crate::error::Result;
 use crate::exec::plan::Planner;
 use crate::spec::{Instance, Pipeline};
@@ -12,9 +12,9 @@ use crate::spec::{Instance, Pipeline};
 pub struct StatusLine {
     pub instance: String,
     pub stage: String,
-    pub kind: String,
+    pub kind: &'static str,
     /// cached | stale | blocked; queued | running while a Slurm job computes it
-    pub state: String,
+    pub state: &'static str,
     pub reasons: Vec<String>,
     pub key: Option<String>,
     pub artifact: Option<String>,
@@ -40,6 +40,10 @@ pub fn uncached<'a>(lines: impl IntoIterator<Item = &'a StatusLine>) -> Vec<&'a 
 /// a sweep of a million instances is one level of a million independent lookups.
 pub fn status_lines(p: &Pipeline, store: &Store) -> Result<Vec<StatusLine>> {
     let planner = Planner::new(p);
+    // Above this, listing the store once costs less than a failing lookup per miss.
+    const LIST_FROM: usize = 10_000;
+    let listing = (p.instances.len() >= LIST_FROM).then(|| store.listing());
+    let listing = listing.as_ref();
     let mut digests: Vec<Option<String>> = vec![None; p.instances.len()];
     let mut lines: Vec<Option<StatusLine>> = Vec::new();
     lines.resize_with(p.instances.len(), || None);
@@ -48,7 +52,10 @@ pub fn status_lines(p: &Pipeline, store: &Store) -> Result<Vec<StatusLine>> {
         for chunk in level.chunks(1 << 16) {
             let done: Vec<(StatusLine, Option<String>)> = chunk
                 .par_iter()
-                .map(|&i| status_line(p, store, &planner, &digests, &p.instances[i]))
+                .map(|&i| {
+                    let at = At { p, store, listing };
+                    status_line(&at, &planner, &digests, &p.instances[i])
+                })
                 .collect::<Result<_>>()?;
             for (&i, (line, digest)) in chunk.iter().zip(done) {
                 digests[i] = digest;
@@ -83,20 +90,27 @@ fn levels(p: &Pipeline) -> Vec<Vec<usize>> {
     levels
 }
 
+/// What the lines are of: the pipeline, the store and, for big pipelines, its listing.
+struct At<'a> {
+    p: &'a Pipeline,
+    store: &'a Store,
+    listing: Option<&'a Listing>,
+}
+
 /// One instance's line, and its artifact when cached (its consumers' keys need it).
 fn status_line(
-    p: &Pipeline,
-    store: &Store,
+    at: &At<'_>,
     planner: &Planner<'_>,
     digests: &[Option<String>],
     inst: &Instance,
 ) -> Result<(StatusLine, Option<String>)> {
+    let (p, store) = (at.p, at.store);
     let stage = &p.stages[inst.stage];
     let mut line = StatusLine {
         instance: inst.name.clone(),
         stage: stage.name.clone(),
-        kind: stage.kind.name().into(),
-        state: String::new(),
+        kind: stage.kind.name(),
+        state: "",
         reasons: Vec::new(),
         key: None,
         artifact: None,
@@ -108,7 +122,7 @@ fn status_line(
             .get(crate::spec::BEST_INPUT)
             .and_then(|ids| ids.first())
             .map_or("?", |&u| p.instances[u].name.as_str());
-        line.state = "stale".into();
+        line.state = "stale";
         line.reasons
             .push(format!("waits for the best trial of {study}"));
         return Ok((line, None));
@@ -122,7 +136,7 @@ fn status_line(
         .collect();
     if !unknown.is_empty() {
         unknown.dedup();
-        line.state = "stale".into();
+        line.state = "stale";
         line.reasons.push(format!(
             "runs after its stale input{} {}",
             if unknown.len() > 1 { "s" } else { "" },
@@ -133,14 +147,14 @@ fn status_line(
     let record = planner.record(inst, &|u| digests[u].clone().unwrap_or_default())?;
     let key = record.key();
     let mut digest = None;
-    if let Some((artifact, gpus)) = store.hit_with_gpus(&key) {
-        line.state = "cached".into();
+    if let Some((artifact, gpus)) = store.hit_listed(at.listing, &key) {
+        line.state = "cached";
         line.artifact = Some(artifact.clone());
         line.gpus = gpus;
         digest = Some(artifact);
     } else {
-        line.state = "stale".into();
-        line.reasons = match store.last_entry(&p.name, &inst.name) {
+        line.state = "stale";
+        line.reasons = match store.last_entry_listed(at.listing, &p.name, &inst.name) {
             None => vec!["never run".to_string()],
             Some(old) if old.key == key => {
                 vec!["its cached artifact is missing (removed or quarantined)".to_string()]

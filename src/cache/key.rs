@@ -78,15 +78,46 @@ pub fn canonical(v: &Value) -> Value {
     }
 }
 
+/// Whether `v` is already what [`canonical`] makes of it (objects sorted, no integral
+/// floats). The planner's records are, so keying them needs no second copy (a sweep keys
+/// a million of them).
+fn is_canonical(v: &Value) -> bool {
+    match v {
+        Value::Object(m) => {
+            m.keys().zip(m.keys().skip(1)).all(|(a, b)| a < b) && m.values().all(is_canonical)
+        }
+        Value::Array(a) => a.iter().all(is_canonical),
+        Value::Number(n) if n.is_f64() => {
+            !matches!(n.as_f64(), Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15)
+        }
+        _ => true,
+    }
+}
+
+/// [`canonical`] of a value that is given away: returned as it is when already canonical.
+pub fn into_canonical(v: Value) -> Value {
+    if is_canonical(&v) {
+        v
+    } else {
+        canonical(&v)
+    }
+}
+
 impl KeyRecord {
     /// The cache key (64 hex chars).
     pub fn key(&self) -> String {
-        let params = canonical(&self.params);
+        let rebuilt;
+        let params = if is_canonical(&self.params) {
+            &self.params
+        } else {
+            rebuilt = canonical(&self.params);
+            &rebuilt
+        };
         let hashed = Hashed {
             cache_version: self.cache_version,
             kind: &self.kind,
             kind_version: self.kind_version,
-            params: &params,
+            params,
             inputs: self
                 .inputs
                 .iter()
@@ -234,6 +265,34 @@ mod tests {
             inputs,
             local_deps: local,
             env,
+        }
+    }
+
+    #[test]
+    fn a_canonical_value_is_kept_and_any_other_rebuilt() {
+        for v in [
+            json!({"a": [1.5, 3], "b": {"c": "x", "d": true}}),
+            json!({"b": 2.0, "a": [1.5, 3.0]}),
+            json!([{"z": 1e3}, null, "s"]),
+            json!(7.25),
+        ] {
+            assert_eq!(into_canonical(v.clone()), canonical(&v), "{v}");
+            assert_eq!(
+                is_canonical(&v),
+                canonical(&v) == v && !has_integral_float(&v)
+            );
+        }
+        assert!(is_canonical(&json!({"a": [1.5, 3], "b": "x"})));
+        assert!(!is_canonical(&json!({"b": 2.0})));
+        assert!(!is_canonical(&json!([[1e3]])));
+    }
+
+    fn has_integral_float(v: &Value) -> bool {
+        match v {
+            Value::Object(m) => m.values().any(has_integral_float),
+            Value::Array(a) => a.iter().any(has_integral_float),
+            Value::Number(n) => n.is_f64() && n.as_f64().is_some_and(|f| f.fract() == 0.0),
+            _ => false,
         }
     }
 

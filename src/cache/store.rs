@@ -153,6 +153,22 @@ struct Ref {
     key: String,
 }
 
+/// The name of `instance`'s ref in `refs/`: 32 hex digits of blake3(`pipeline\0instance`).
+fn ref_id(pipeline: &str, instance: &str) -> String {
+    let mut h = blake3::Hasher::new();
+    h.update(pipeline.as_bytes());
+    h.update(b"\0");
+    h.update(instance.as_bytes());
+    let hex = h.finalize().to_hex();
+    hex[..32].to_string()
+}
+
+/// The names a [`Store::listing`] found.
+pub struct Listing {
+    entries: std::collections::HashSet<String>,
+    refs: std::collections::HashSet<String>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
@@ -512,11 +528,65 @@ impl Store {
         let _ = remove_tree(&staging.dir);
     }
 
+    /// What the store holds, by name, listed with one `readdir` per folder: the keys that
+    /// have an entry file and the ref ids (`refs/<id>` or `refs/<id>.json`). For reports
+    /// over very many instances, where a miss is otherwise a failing path lookup each
+    /// (a never-run sweep of a million instances: three million). A snapshot: what is
+    /// written meanwhile may be missed.
+    pub fn listing(&self) -> Listing {
+        let names = |dir: &Path| -> Vec<String> {
+            fs::read_dir(dir)
+                .map(|rd| {
+                    rd.flatten()
+                        .filter_map(|e| e.file_name().into_string().ok())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let mut entries = std::collections::HashSet::new();
+        for shard in names(&self.root.join("entries")) {
+            for f in names(&self.root.join("entries").join(&shard)) {
+                if let Some(key) = f.strip_suffix(".json").filter(|k| !k.starts_with('.')) {
+                    entries.insert(key.to_string());
+                }
+            }
+        }
+        let refs = names(&self.root.join("refs"))
+            .into_iter()
+            .map(|n| n.strip_suffix(".json").map(str::to_string).unwrap_or(n))
+            .collect();
+        Listing { entries, refs }
+    }
+
+    /// [`Store::hit_with_gpus`], asking the file system only when `listing` has the key.
+    pub fn hit_listed(
+        &self,
+        listing: Option<&Listing>,
+        key: &str,
+    ) -> Option<(String, Vec<String>)> {
+        if listing.is_some_and(|l| !l.entries.contains(key)) {
+            return None;
+        }
+        self.hit_with_gpus(key)
+    }
+
+    /// [`Store::last_entry`], asking the file system only when `listing` has the ref.
+    pub fn last_entry_listed(
+        &self,
+        listing: Option<&Listing>,
+        pipeline: &str,
+        instance: &str,
+    ) -> Option<Entry> {
+        if listing.is_some_and(|l| !l.refs.contains(&ref_id(pipeline, instance))) {
+            return None;
+        }
+        self.last_entry(pipeline, instance)
+    }
+
     /// `refs/<id>`: a symbolic link whose target is the key (one `readlink` to check it:
     /// a no-op run checks 1,000 refs); `refs/<id>.json` is the older form, still read.
     fn ref_path(&self, pipeline: &str, instance: &str) -> PathBuf {
-        let id = blake3::hash(format!("{pipeline}\0{instance}").as_bytes()).to_hex();
-        self.root.join("refs").join(&id[..32])
+        self.root.join("refs").join(ref_id(pipeline, instance))
     }
 
     /// The key `instance` of `pipeline` last used.

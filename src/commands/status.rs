@@ -1,5 +1,6 @@
 //! `rst status FILE`: every stage instance, cached or stale and why (and, with the Slurm
 //! executor, queued or running there).
+use std::io::Write;
 use std::process::ExitCode;
 
 use crate::cli::PipelineArgs;
@@ -20,7 +21,10 @@ pub fn run(args: &PipelineArgs, targets: &[String], json: bool) -> Result<ExitCo
             serde_json::to_string_pretty(&lines).expect("status lines serialise")
         );
     } else {
-        print!("{}", render(&lines));
+        // Written as it is rendered: a million lines need not be one string first. A
+        // closed pipe (`| head`) ends the process quietly (SIGPIPE, see main.rs).
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        let _ = render(&lines, &mut out).and_then(|()| out.flush());
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -30,7 +34,7 @@ fn mark_slurm_jobs(lines: &mut [StatusLine], store: &crate::cache::store::Store)
     let jobs = slurm::outstanding(store.root());
     for l in lines.iter_mut().filter(|l| l.state != "cached") {
         if let Some((id, state)) = l.key.as_ref().and_then(|k| jobs.get(k)) {
-            l.state = state.to_string();
+            l.state = state;
             l.reasons.insert(0, format!("slurm {id}"));
         }
     }
@@ -67,30 +71,31 @@ fn mark_pruned_trials(
 
 /// One line per instance (state, name, reasons; where a cached one was computed on GPUs),
 /// then the count.
-fn render(lines: &[StatusLine]) -> String {
+fn render(lines: &[StatusLine], out: &mut impl std::io::Write) -> std::io::Result<()> {
     let width = lines.iter().map(|l| l.instance.len()).max().unwrap_or(0);
-    let mut out = String::new();
     for l in lines {
-        let mut reasons = l.reasons.clone();
-        if !l.gpus.is_empty() {
-            reasons.push(format!("computed on GPU {}", l.gpus.join(",")));
-        }
-        if reasons.is_empty() {
-            out += &format!("{:<6}  {:<width$}\n", l.state, l.instance);
-        } else {
-            out += &format!(
-                "{:<6}  {:<width$}  {}\n",
-                l.state,
-                l.instance,
-                reasons.join("; ")
-            );
+        let on_gpus = (!l.gpus.is_empty()).then(|| format!("computed on GPU {}", l.gpus.join(",")));
+        let mut reasons = l
+            .reasons
+            .iter()
+            .map(String::as_str)
+            .chain(on_gpus.as_deref());
+        match reasons.next() {
+            None => writeln!(out, "{:<6}  {:<width$}", l.state, l.instance)?,
+            Some(first) => {
+                write!(out, "{:<6}  {:<width$}  {first}", l.state, l.instance)?;
+                for r in reasons {
+                    write!(out, "; {r}")?;
+                }
+                writeln!(out)?;
+            }
         }
     }
     let stale = lines.iter().filter(|l| l.state != "cached").count();
-    out += &format!(
-        "{} of {} stage instances cached, {stale} to run\n",
+    writeln!(
+        out,
+        "{} of {} stage instances cached, {stale} to run",
         lines.len() - stale,
         lines.len()
-    );
-    out
+    )
 }

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use crate::cache::digest::digest_path;
-use crate::cache::key::{canonical, InputRecord, KeyRecord, CACHE_VERSION};
+use crate::cache::key::{into_canonical, InputRecord, KeyRecord, CACHE_VERSION};
 use crate::error::UserError;
 use crate::spec::{Instance, Pipeline};
 
@@ -189,7 +189,7 @@ impl<'a> Planner<'a> {
             cache_version: CACHE_VERSION,
             kind: kind.name().to_string(),
             kind_version: kind.version(),
-            params: canonical(&kind.canonical_params(&params)),
+            params: into_canonical(kind.canonical_params(&params)),
             inputs,
             local_deps,
             env: if kind.uses_torch() {

@@ -122,7 +122,7 @@ pub(super) fn bind(
         .collect();
     let study_params = Scope {
         params,
-        matrix: &mvals,
+        matrix: (&mvals).into(),
     }
     .apply(&t.params)
     .map_err(|(p, e)| cx.interp(&format!("stages.{}.params.{p}", t.name), e))?;

@@ -117,7 +117,7 @@ fn expand_stage(
         if let Some(reference) = &d.raw.best {
             let scope = Scope {
                 params,
-                matrix: &mvals,
+                matrix: (&mvals).into(),
             };
             let bound = best::bind(cx, &sp, reference, at.stages, params, &scope, at.best)?;
             for (k, v) in &bound.values {
@@ -136,7 +136,7 @@ fn expand_stage(
         }
         let scope = Scope {
             params,
-            matrix: &mvals,
+            matrix: (&mvals).into(),
         };
         let iparams = instance_params(cx, &sp, d, &name, &bindings, &scope)?;
         let threads = match &threads_json {
@@ -176,11 +176,28 @@ pub fn instance_name(stage: &str, bindings: &[(Arc<str>, Value)]) -> String {
     if bindings.is_empty() {
         return stage.to_string();
     }
-    let parts: Vec<String> = bindings
-        .iter()
-        .map(|(k, v)| format!("{k}={}", interp::display(v)))
-        .collect();
-    format!("{stage}[{}]", parts.join(", "))
+    // Written into one string: a sweep names a million instances.
+    use std::fmt::Write;
+    let mut name = String::with_capacity(stage.len() + 16 * bindings.len());
+    name.push_str(stage);
+    for (i, (k, v)) in bindings.iter().enumerate() {
+        name.push(if i == 0 { '[' } else { ',' });
+        if i > 0 {
+            name.push(' ');
+        }
+        name.push_str(k);
+        name.push('=');
+        match v {
+            Value::String(s) => name.push_str(s),
+            Value::Null => name.push_str("null"),
+            other => {
+                let _ = write!(name, "{other}");
+            }
+        }
+    }
+    name.push(']');
+    name.shrink_to_fit();
+    name
 }
 
 /// The stage's `params:` interpolated for one instance and checked by its kind.

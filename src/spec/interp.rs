@@ -5,12 +5,48 @@
 //! `${matrix.x}` and `${params.x}` name one scope explicitly; a bare `${x}` looks in the
 //! stage's matrix first, then in the pipeline parameters. `$${` writes a literal `${`.
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde_json::Value;
 
 pub struct Scope<'a> {
     pub params: &'a BTreeMap<String, Value>,
-    pub matrix: &'a BTreeMap<String, Value>,
+    pub matrix: MatrixVars<'a>,
+}
+
+/// The matrix variables a scope sees: a map, or an instance's own bindings (its matrix
+/// values, then its `best:` values) as the instance stores them, so that keying an
+/// instance copies none of them (`Pipeline::params_of`, once per instance of a sweep).
+#[derive(Clone, Copy)]
+pub enum MatrixVars<'a> {
+    Map(&'a BTreeMap<String, Value>),
+    Bindings(&'a [(Arc<str>, Value)], &'a [(Arc<str>, Value)]),
+}
+
+impl<'a> From<&'a BTreeMap<String, Value>> for MatrixVars<'a> {
+    fn from(m: &'a BTreeMap<String, Value>) -> Self {
+        MatrixVars::Map(m)
+    }
+}
+
+impl<'a> MatrixVars<'a> {
+    fn get(self, name: &str) -> Option<&'a Value> {
+        match self {
+            MatrixVars::Map(m) => m.get(name),
+            MatrixVars::Bindings(a, b) => a
+                .iter()
+                .chain(b)
+                .find(|(k, _)| &**k == name)
+                .map(|(_, v)| v),
+        }
+    }
+
+    fn keys(self) -> Vec<&'a str> {
+        match self {
+            MatrixVars::Map(m) => m.keys().map(String::as_str).collect(),
+            MatrixVars::Bindings(a, b) => a.iter().chain(b).map(|(k, _)| &**k).collect(),
+        }
+    }
 }
 
 /// An interpolation failure: the variable and a suggestion.
@@ -36,13 +72,13 @@ impl Scope<'_> {
             let candidates = self
                 .matrix
                 .keys()
-                .chain(self.params.keys())
-                .map(String::as_str);
+                .into_iter()
+                .chain(self.params.keys().map(String::as_str));
             let help = match crate::hint::closest(var, candidates) {
                 Some(s) => format!("did you mean `${{{s}}}`?"),
                 None => {
                     let mut known: Vec<&str> = self.params.keys().map(String::as_str).collect();
-                    known.extend(self.matrix.keys().map(String::as_str));
+                    known.extend(self.matrix.keys());
                     if known.is_empty() {
                         "declare it under `params:` at the top of the pipeline".to_string()
                     } else {
@@ -200,7 +236,7 @@ mod tests {
         );
         let s = Scope {
             params: &p,
-            matrix: &m,
+            matrix: (&m).into(),
         };
         assert_eq!(s.string("${rates}").unwrap(), json!([0.2, 0.4]));
         assert_eq!(s.string("${rate}").unwrap(), json!(0.4));
@@ -219,7 +255,7 @@ mod tests {
         let (p, m) = scope_with(json!({"noise_rates": [0.2]}), json!({}));
         let s = Scope {
             params: &p,
-            matrix: &m,
+            matrix: (&m).into(),
         };
         let e = s.string("${noise_rate}").unwrap_err();
         assert_eq!(e.help.as_deref(), Some("did you mean `${noise_rates}`?"));

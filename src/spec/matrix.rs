@@ -208,10 +208,10 @@ pub(super) fn parse(
     raw: &IndexMap<String, serde_yaml::Value>,
     params: &Params,
 ) -> Result<Matrix, UserError> {
-    let empty = Default::default();
+    let empty = std::collections::BTreeMap::<String, Value>::new();
     let top = Scope {
         params,
-        matrix: &empty,
+        matrix: (&empty).into(),
     };
     let mut m = Matrix::default();
     for (key, v) in raw {

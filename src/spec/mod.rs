@@ -115,15 +115,9 @@ impl Pipeline {
     /// The params of `inst`: its stage's `params:` interpolated with the pipeline
     /// parameters and the instance's matrix values (what its kind reads and its key hashes).
     pub fn params_of(&self, inst: &Instance) -> Value {
-        let matrix = inst
-            .matrix
-            .iter()
-            .chain(&inst.best)
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect();
         let scope = interp::Scope {
             params: &self.params,
-            matrix: &matrix,
+            matrix: interp::MatrixVars::Bindings(&inst.matrix, &inst.best),
         };
         // Building interpolated and checked these very values, so this cannot fail.
         scope

@@ -133,7 +133,7 @@ fn interpolate(
                     } else {
                         let scope = Scope {
                             params: &out,
-                            matrix: &empty,
+                            matrix: (&empty).into(),
                         };
                         scope.apply(v).map_err(|(rel, e)| {
                             cx.interp(&super::ctx::join_path(&format!("params.{name}"), &rel), e)

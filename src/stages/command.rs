@@ -39,7 +39,10 @@ struct Params {
     shell: Option<String>,
     #[serde(default)]
     env: BTreeMap<String, Value>,
+    /// Declared so that it is type-checked (a list of strings); [`Command::local_deps`]
+    /// reads it from the JSON.
     #[serde(default)]
+    #[allow(dead_code)]
     deps: Vec<String>,
 }
 
@@ -48,6 +51,18 @@ fn scalar_text(v: &Value, what: &str) -> Result<String, ParamError> {
         Value::String(s) => Ok(s.clone()),
         Value::Number(_) | Value::Bool(_) => Ok(v.to_string()),
         _ => Err(ParamError::new(what, "must be a string, number or boolean")),
+    }
+}
+
+/// Whether `v` can be a program argument or an environment value (checked per instance of
+/// a sweep: the error's path is only built when there is an error).
+fn check_scalar(v: &Value, what: impl FnOnce() -> String) -> Result<(), ParamError> {
+    match v {
+        Value::String(_) | Value::Number(_) | Value::Bool(_) => Ok(()),
+        _ => Err(ParamError::new(
+            what(),
+            "must be a string, number or boolean",
+        )),
     }
 }
 
@@ -74,10 +89,10 @@ impl Params {
             _ => {}
         }
         for (i, a) in p.argv.iter().flatten().enumerate() {
-            scalar_text(a, &format!("argv[{i}]"))?;
+            check_scalar(a, || format!("argv[{i}]"))?;
         }
         for (k, v) in &p.env {
-            scalar_text(v, &format!("env.{k}"))?;
+            check_scalar(v, || format!("env.{k}"))?;
             if k.starts_with("RST_") {
                 return Err(ParamError::new(
                     format!("env.{k}"),
@@ -102,8 +117,18 @@ impl StageKind for Command {
     fn inputs(&self) -> Option<&'static [InputDecl]> {
         None
     }
+    /// `deps:` as [`Command::check`] accepted it (a list of strings), read without parsing
+    /// the params a second time (a sweep of a million instances does this for each).
     fn local_deps(&self, params: &Value) -> Vec<String> {
-        Params::parse(params).map(|p| p.deps).unwrap_or_default()
+        params
+            .get("deps")
+            .and_then(Value::as_array)
+            .map(|deps| {
+                deps.iter()
+                    .filter_map(|d| d.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 }
 
