@@ -29,18 +29,10 @@ fn lease(t: &TestDir, instance: &str) -> (String, u128, u128) {
 fn run(t: &TestDir, gpus_env: &str, args: &[&str]) -> crate::common::Output {
     let mut all = vec!["run", "p.yaml", "-j", "16"];
     all.extend_from_slice(args);
-    let out = t
-        .command(&all)
-        .env("RST_GPUS", gpus_env)
-        .env_remove("CUDA_VISIBLE_DEVICES")
-        .output()
-        .unwrap();
-    crate::common::Output {
-        args: all.iter().map(|s| s.to_string()).collect(),
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    t.rst_env(
+        &all,
+        &[("RST_GPUS", Some(gpus_env)), ("CUDA_VISIBLE_DEVICES", None)],
+    )
 }
 
 #[test]
@@ -198,18 +190,12 @@ fn nvidia_smi_is_asked_once_per_run_and_not_by_a_no_op() {
     );
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
     let run = || {
-        let out = t
-            .command(&["run", "p.yaml"])
-            .env("PATH", &path)
-            .env_remove("RST_GPUS")
-            .env_remove("CUDA_VISIBLE_DEVICES")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let env = [
+            ("PATH", Some(path.as_str())),
+            ("RST_GPUS", None),
+            ("CUDA_VISIBLE_DEVICES", None),
+        ];
+        t.rst_env(&["run", "p.yaml"], &env).assert_code(0);
     };
     run();
     assert_eq!(

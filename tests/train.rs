@@ -202,17 +202,9 @@ fn a_torch_worker_gets_its_gpu_lease_in_its_environment() {
             1,
         )),
     );
-    let out = t
-        .command(&["run", "p.yaml", "evaluate"])
-        .env("RST_GPUS", "3")
-        .env_remove("CUDA_VISIBLE_DEVICES")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let env = [("RST_GPUS", Some("3")), ("CUDA_VISIBLE_DEVICES", None)];
+    t.rst_env(&["run", "p.yaml", "evaluate"], &env)
+        .assert_code(0);
     let train = t.entry_of("train").unwrap();
     assert_eq!(
         train["run"]["gpus"],

@@ -77,10 +77,20 @@ impl TestDir {
 
     /// Runs `rst ARGS` to completion.
     pub fn rst(&self, args: &[&str]) -> Output {
-        let out = self
-            .command(args)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run rst: {e}"));
+        self.rst_env(args, &[])
+    }
+
+    /// Runs `rst ARGS` to completion with its environment changed: `(name, Some(value))`
+    /// sets a variable, `(name, None)` removes it.
+    pub fn rst_env(&self, args: &[&str], env: &[(&str, Option<&str>)]) -> Output {
+        let mut c = self.command(args);
+        for (k, v) in env {
+            match v {
+                Some(v) => c.env(k, v),
+                None => c.env_remove(k),
+            };
+        }
+        let out = c.output().unwrap_or_else(|e| panic!("cannot run rst: {e}"));
         Output {
             args: args.iter().map(|s| s.to_string()).collect(),
             code: out.status.code().unwrap_or(-1),
