@@ -253,3 +253,15 @@ fn a_multi_gpu_stage_is_not_starved_by_the_stages_behind_it() {
         );
     }
 }
+
+/// `--gpus` is the local executor's: with Slurm, where the cluster binds GPUs, it is an
+/// error before anything is submitted.
+#[test]
+fn the_gpus_flag_needs_the_local_executor() {
+    let t = TestDir::new();
+    t.write("p.yaml", &pipeline(1));
+    let out = t.rst(&["run", "p.yaml", "--executor", "slurm", "--gpus", "0"]);
+    out.assert_code(2).assert_no_panic();
+    out.assert_stderr_contains("--gpus needs --executor local");
+    assert!(t.entries().is_empty());
+}

@@ -48,6 +48,8 @@ fn rst_torch_selftest_checks_every_device() {
         "inf-op projection",
         "BN rule",
         "label correction",
+        "constraint projection of a model (inf-op)",
+        "penalty of a model (frob)",
     ] {
         assert!(
             stdout.contains(&format!("ok      cpu     {check}")),
@@ -59,5 +61,6 @@ fn rst_torch_selftest_checks_every_device() {
         cuda || stdout.contains("SKIPPED on CUDA"),
         "neither CUDA checks nor a SKIPPED line: {stdout}"
     );
+    assert!(stdout.contains("9 checks on "), "{stdout}");
     assert!(stdout.contains(": 0 failed"), "{stdout}");
 }

@@ -1,5 +1,6 @@
 //! The numerical checks against PyTorch, on every device this machine has: RegSL's
-//! projections, its BN rule, the reweighted loss and its gradient, and label correction,
+//! projections (of single tensors and of a whole model's state), its BN rule, the penalty,
+//! the reweighted loss and its gradient, and label correction,
 //! each compared with the numbers PyTorch computed (`tests/fixtures/regsl/`, written by
 //! the committed script there). The fixtures are compiled in, so `rst-torch selftest` runs
 //! them on a GPU host that has the binary and nothing else; the unit test
@@ -8,7 +9,12 @@
 use serde_json::Value;
 use tch::{Device, Kind, Reduction, Tensor};
 
-use super::regsl::{bn_rule, correct_labels, project_frob, project_inf_op, reweighted_nll};
+use rst::stages::train::{Norm, Reg};
+use tch::nn::VarStore;
+
+use super::regsl::{
+    bn_rule, correct_labels, project_frob, project_inf_op, reweighted_nll, Regularizer,
+};
 
 const FIXTURES: &str = include_str!("../../tests/fixtures/regsl/fixtures.json");
 
@@ -19,7 +25,7 @@ pub struct Check {
 }
 
 /// The checks, in the order they are reported.
-pub const CHECKS: [Check; 5] = [
+pub const CHECKS: [Check; 9] = [
     Check {
         name: "frob projection",
         run: frob,
@@ -39,6 +45,22 @@ pub const CHECKS: [Check; 5] = [
     Check {
         name: "label correction",
         run: correction,
+    },
+    Check {
+        name: "constraint projection of a model (frob)",
+        run: |fx, on| model_projection(fx, on, Norm::Frob, "projected_frob"),
+    },
+    Check {
+        name: "constraint projection of a model (inf-op)",
+        run: |fx, on| model_projection(fx, on, Norm::InfOp, "projected_inf_op"),
+    },
+    Check {
+        name: "penalty of a model (frob)",
+        run: |fx, on| model_penalty(fx, on, Norm::Frob, "penalty_frob"),
+    },
+    Check {
+        name: "penalty of a model (inf-op)",
+        run: |fx, on| model_penalty(fx, on, Norm::InfOp, "penalty_inf_op"),
     },
 ];
 
@@ -247,6 +269,86 @@ fn correction(fx: &Value, on: On) -> Result<(), String> {
                 c["changed"]
             ));
         }
+    }
+    Ok(())
+}
+
+/// A variable store on the check's device holding `state` (a torchvision-named state
+/// dict, BN statistics included), as a model's would: the regularizer reads names only.
+fn var_store(on: On, state: &Value) -> Result<VarStore, String> {
+    let state = state.as_object().ok_or("fixture state is not an object")?;
+    let vs = VarStore::new(on.device);
+    for (name, t) in state {
+        let parts: Vec<&str> = name.split('.').collect();
+        let Some((last, path)) = parts.split_last() else {
+            continue;
+        };
+        let mut p = vs.root();
+        for part in path {
+            p = p / *part;
+        }
+        let _ = p.var_copy(last, &on.tensor(t));
+    }
+    Ok(vs)
+}
+
+/// Overwrites the store's variables with `state` (training moved them).
+fn set(vs: &VarStore, on: On, state: &Value) {
+    tch::no_grad(|| {
+        for (name, v) in vs.variables() {
+            v.shallow_clone().copy_(&on.tensor(&state[name.as_str()]));
+        }
+    });
+}
+
+/// (D, H, γ) of the regularizer fixture.
+fn reg_params(fr: &Value) -> Result<(f64, f64, f64), String> {
+    Ok((
+        number(&fr["d"], "d")?,
+        number(&fr["h"], "h")?,
+        number(&fr["gamma"], "gamma")?,
+    ))
+}
+
+/// `reg: constraint`: a model far from its start projected back, tensor by tensor, as
+/// PyTorch's reference did (what it left alone stays bit for bit).
+fn model_projection(fx: &Value, on: On, norm: Norm, key: &str) -> Result<(), String> {
+    let fr = &fx["regularizer"];
+    let (d, h, g) = reg_params(fr)?;
+    let vs = var_store(on, &fr["pretrained"])?;
+    let reg = Regularizer::new(&vs, Reg::Constraint, norm, d, h, g);
+    set(&vs, on, &fr["perturbed"]);
+    reg.project(&vs);
+    let expected = fr[key]
+        .as_object()
+        .ok_or_else(|| format!("fixtures have no `{key}`"))?;
+    for (name, v) in vs.variables() {
+        match expected.get(&name) {
+            Some(e) => on.close(&v, &on.tensor(e), &name)?,
+            None => {
+                if !v.equal(&on.tensor(&fr["perturbed"][name.as_str()])) {
+                    return Err(format!("{name} was modified"));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `reg: penalty`: the penalty of a moved model, against PyTorch's.
+fn model_penalty(fx: &Value, on: On, norm: Norm, key: &str) -> Result<(), String> {
+    let fr = &fx["regularizer"];
+    let (d, h, g) = reg_params(fr)?;
+    let vs = var_store(on, &fr["pretrained"])?;
+    let reg = Regularizer::new(&vs, Reg::Penalty, norm, d, h, g);
+    set(&vs, on, &fr["perturbed"]);
+    let got = reg
+        .penalty(&vs)
+        .ok_or("no penalty in penalty mode")?
+        .double_value(&[]);
+    let expected = number(&fr[key], key)?;
+    if (got - expected).abs() > on.tol * expected.abs().max(1.0) {
+        return Err(format!("penalty {got} vs PyTorch's {expected}"));
     }
     Ok(())
 }
