@@ -69,13 +69,6 @@ pub struct Gpus {
 }
 
 impl Gpus {
-    pub fn none() -> Gpus {
-        Gpus {
-            ids: Vec::new(),
-            source: "none",
-        }
-    }
-
     /// The devices of this machine for this run (`flag`: the value of `--gpus`).
     pub fn discover(flag: Option<&str>) -> Result<Gpus, UserError> {
         let env = |name: &str| std::env::var(name).ok();
@@ -222,7 +215,7 @@ pub fn check_demands(p: &Pipeline, gpus: &Gpus, demands: &[u64]) -> Result<(), U
         return Ok(());
     };
     Err(UserError::new(format!(
-        "stage `{}` in {} asks for {n} GPU{} (resources: gpus), but this run has {}{}",
+        "stage `{}` in {} asks for {n} GPU{} (resources: gpus), but this run has {}, from {}",
         inst.name,
         p.file.display(),
         if n == 1 { "" } else { "s" },
@@ -230,11 +223,7 @@ pub fn check_demands(p: &Pipeline, gpus: &Gpus, demands: &[u64]) -> Result<(), U
             0 => "none".to_string(),
             h => format!("{h} ({})", gpus.ids.join(",")),
         },
-        if gpus.source == "none" {
-            String::new()
-        } else {
-            format!(", from {}", gpus.source)
-        }
+        gpus.source
     ))
     .help(format!(
         "lower `resources: {{gpus: …}}` (or --set it), run on a machine with more GPUs, or use --executor slurm; {GPUS_ENV}=0,1 declares device ids rst cannot find itself"
@@ -254,11 +243,6 @@ impl Leases {
             ids: gpus.ids.clone(),
             busy: vec![false; gpus.ids.len()],
         }
-    }
-
-    /// Whether this run manages GPUs at all (it found some).
-    pub fn managed(&self) -> bool {
-        !self.ids.is_empty()
     }
 
     pub fn free(&self) -> usize {
