@@ -98,7 +98,9 @@ impl Host for Direct<'_> {
     /// The lease, set on the program's command; without one the program inherits rst's
     /// own variable.
     fn gpus(&self, job: &Job) -> Vec<String> {
-        job.gpus.clone().unwrap_or_else(worker::visible_devices)
+        job.gpus
+            .clone()
+            .unwrap_or_else(super::gpus::visible_devices)
     }
 
     fn log(&self, line: &str) {

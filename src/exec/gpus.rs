@@ -121,6 +121,15 @@ impl Gpus {
     }
 }
 
+/// This process's `CUDA_VISIBLE_DEVICES` as ids (what a worker records it was given: its
+/// lease, or a cluster's binding); none when unset, empty or not a list of ids.
+pub fn visible_devices() -> Vec<String> {
+    std::env::var("CUDA_VISIBLE_DEVICES")
+        .ok()
+        .and_then(|v| parse_list(&v).ok())
+        .unwrap_or_default()
+}
+
 /// `0,2` or `GPU-1a2b…, 3` → the ids; an empty text → none.
 fn parse_list(text: &str) -> Result<Vec<String>, String> {
     if text.trim().is_empty() {
@@ -185,7 +194,7 @@ fn nvidia_smi() -> Vec<String> {
 /// `resources: {gpus: N}`, else, for a torch stage on a machine with GPUs, one for
 /// `device: auto` or `cuda` and N + 1 for `cuda:N` (device numbers count within the
 /// lease, as CUDA numbers the visible devices), else none.
-pub fn demand(p: &Pipeline, inst: &Instance, available: usize) -> u64 {
+fn demand(p: &Pipeline, inst: &Instance, available: usize) -> u64 {
     if let Some(n) = inst.resources.gpus {
         return n;
     }
@@ -209,7 +218,7 @@ pub fn demand(p: &Pipeline, inst: &Instance, available: usize) -> u64 {
 }
 
 /// Refuses, before anything runs, a stage that needs more GPUs than the run has.
-pub fn check_demands(p: &Pipeline, gpus: &Gpus, demands: &[u64]) -> Result<(), UserError> {
+fn check_demands(p: &Pipeline, gpus: &Gpus, demands: &[u64]) -> Result<(), UserError> {
     let have = gpus.ids.len() as u64;
     let Some((inst, &n)) = p.instances.iter().zip(demands).find(|(_, &n)| n > have) else {
         return Ok(());

@@ -61,7 +61,7 @@ impl Host for WorkerProcess {
     /// This process's own variable: set by the executor to the lease, or by the cluster
     /// (a Slurm job's binding).
     fn gpus(&self, _job: &Job) -> Vec<String> {
-        visible_devices()
+        super::gpus::visible_devices()
     }
 }
 
@@ -114,17 +114,6 @@ fn resolved_device(job: &Job, kind: &dyn StageKind) -> Option<String> {
         "cuda" => "cuda:0".to_string(),
         other => other.to_string(),
     })
-}
-
-/// This process's `CUDA_VISIBLE_DEVICES`, as a list (empty when unset or empty).
-pub(crate) fn visible_devices() -> Vec<String> {
-    std::env::var("CUDA_VISIBLE_DEVICES")
-        .unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect()
 }
 
 /// Runs the job; returns the process exit code (0 done, 1 failed). `kinds` supplies the
