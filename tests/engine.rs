@@ -290,7 +290,12 @@ stages:
     assert!(t.entries().is_empty(), "entries: {:?}", t.entries());
     assert!(t.objects().is_empty(), "objects: {:?}", t.objects());
     let left = staging_dirs(&t);
-    assert_eq!(left.len(), 1, "the killed staging dir: {left:?}");
+    assert_eq!(
+        left.len(),
+        2,
+        "the killed staging dir and work dir: {left:?}"
+    );
+    assert!(left[1].starts_with("work."), "{left:?}");
     let st = t.ok(&["status", "p.yaml"]);
     st.assert_stdout_contains("0 of 1 stage instances cached");
 

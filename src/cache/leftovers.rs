@@ -5,7 +5,8 @@
 //!
 //! | leftover | written by | removed when |
 //! |---|---|---|
-//! | `tmp/<key>.<pid>.<n>/` (staging) | the worker computing `key` (it holds the key's lock) | the key's lock is free |
+//! | `tmp/<key>.<pid>.<n>/` (staging; and `….link-copy.<m>` files beside it) | the worker computing `key` (it holds the key's lock) | the key's lock is free |
+//! | `tmp/work.<pid>.<n>/` (a stage's scratch, reused by that process) | the process with that pid | that pid is not running |
 //! | `tmp/jobs/<key>.<pid>.<i>.json` | the `rst run` with that pid | that pid is not running |
 //! | `logs/<key>.<pid>.log` | the `rst run` with that pid (renamed to `<key>.log` at the end) | that pid is not running and the key's lock is free |
 //! | `.<name>.<pid>.<n>.tmp` (entries, refs, runs) | `write_atomic` in that pid | that pid is not running, the key in the name (if any) is unlocked, and it is over a minute old |
@@ -17,7 +18,7 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use super::store::{dir_size, pid_alive, remove_tree, temp_file_owner};
+use super::store::{dir_size, pid_alive, remove_tree, temp_file_owner, work_dir_owner};
 
 /// What a sweep removed (or would remove, when dry).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -111,21 +112,34 @@ pub fn sweep(root: &Path, dry_run: bool) -> Swept {
             swept.bytes += size;
         }
     };
-    // Staging dirs of computations that are not running (their key is unlocked).
-    for (name, path) in names(&root.join("tmp")) {
-        let Some(key) = name.split('.').next().filter(|k| is_key(k)) else {
-            continue; // tmp/jobs, audit scratch caches
-        };
-        if !path.is_dir() {
-            continue;
+    let remove_dir = |path: &Path, swept: &mut Swept| {
+        let size = dir_size(path).0;
+        if dry_run || remove_tree(path).is_ok() {
+            swept.items += 1;
+            swept.bytes += size;
         }
-        with_free_lock(root, key, || {
-            let size = dir_size(&path).0;
-            if dry_run || remove_tree(&path).is_ok() {
-                swept.items += 1;
-                swept.bytes += size;
+    };
+    for (name, path) in names(&root.join("tmp")) {
+        match name.split('.').next() {
+            // The work dirs of processes that are gone.
+            Some("work")
+                if path.is_dir() && work_dir_owner(&name).is_some_and(|p| !pid_alive(p)) =>
+            {
+                remove_dir(&path, &mut swept);
             }
-        });
+            // Staging dirs (and their link copies) of computations that are not running
+            // (their key is unlocked).
+            Some(key) if is_key(key) => {
+                with_free_lock(root, key, || {
+                    if path.is_dir() {
+                        remove_dir(&path, &mut swept);
+                    } else {
+                        remove_file(&path, &mut swept);
+                    }
+                });
+            }
+            _ => {} // tmp/jobs, audit scratch caches
+        }
     }
     // Job files of runs that are gone.
     for (name, path) in names(&root.join("tmp").join("jobs")) {
@@ -244,7 +258,9 @@ mod tests {
             p
         };
         // Dead run's leftovers.
-        fs::create_dir_all(root.join(format!("tmp/{k1}.{DEAD}.0/out"))).unwrap();
+        fs::create_dir_all(root.join(format!("tmp/{k1}.{DEAD}.0/sub"))).unwrap();
+        touch(&format!("tmp/{k1}.{DEAD}.0.link-copy.4"));
+        fs::create_dir_all(root.join(format!("tmp/work.{DEAD}.1/scratch"))).unwrap();
         touch(&format!("tmp/jobs/{k1}.{DEAD}.0.json"));
         touch(&format!("logs/{k1}.{DEAD}.log"));
         age(&touch(&format!("entries/ab/.{k1}.json.{DEAD}.3.tmp")));
@@ -252,7 +268,8 @@ mod tests {
         // A live run's files (this process), a locked key, a fresh temp file, real entries.
         touch(&format!("tmp/jobs/{k2}.{me}.0.json"));
         touch(&format!("logs/{k2}.{me}.log"));
-        fs::create_dir_all(root.join(format!("tmp/{k2}.{DEAD}.0/out"))).unwrap();
+        fs::create_dir_all(root.join(format!("tmp/{k2}.{DEAD}.0/sub"))).unwrap();
+        fs::create_dir_all(root.join(format!("tmp/work.{me}.2"))).unwrap();
         let lock = fs::File::create(root.join(format!("locks/{k2}.lock"))).unwrap();
         lock.lock().unwrap();
         std::thread::scope(|s| {
@@ -263,14 +280,16 @@ mod tests {
                 touch(&format!("entries/ab/{k1}.json"));
                 touch(&format!("logs/{k1}.log"));
                 let dry = sweep(root, true);
-                assert_eq!(dry.items, 5);
+                assert_eq!(dry.items, 7);
                 assert!(root.join(format!("logs/{k1}.{DEAD}.log")).exists());
                 let swept = sweep(root, false);
-                assert_eq!(swept.items, 5, "{swept:?}");
+                assert_eq!(swept.items, 7, "{swept:?}");
             });
         });
         for gone in [
             format!("tmp/{k1}.{DEAD}.0"),
+            format!("tmp/{k1}.{DEAD}.0.link-copy.4"),
+            format!("tmp/work.{DEAD}.1"),
             format!("tmp/jobs/{k1}.{DEAD}.0.json"),
             format!("logs/{k1}.{DEAD}.log"),
             format!("entries/ab/.{k1}.json.{DEAD}.3.tmp"),
@@ -282,6 +301,7 @@ mod tests {
             format!("tmp/jobs/{k2}.{me}.0.json"),
             format!("logs/{k2}.{me}.log"),
             format!("tmp/{k2}.{DEAD}.0"),
+            format!("tmp/work.{me}.2"),
             format!("refs/.x.json.{DEAD}.0.tmp"),
             format!("entries/ab/{k1}.json"),
             format!("logs/{k1}.log"),

@@ -39,6 +39,7 @@ use std::fs::{self, File};
 use std::io::{Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -180,14 +181,108 @@ pub struct KeyLock {
     _file: File,
 }
 
-/// A private staging area for one computation.
+/// A private staging area for one computation: `out`, the artifact being written
+/// (`tmp/<key>.<pid>.<n>/`, renamed into `objects/` when published), and `work`, the
+/// stage's scratch directory (`tmp/work.<pid>.<n>/`, reused by this process's next
+/// computation). Dropping it removes what was not published and empties the work dir.
+///
+/// Why this layout, and not one fresh `tmp/<key>…/{out,work}` per computation: every
+/// directory made and removed per stage is an inode freed mid-run, and ext4 skips inodes
+/// freed in the last seconds when it allocates new ones, scanning past each: a run of a
+/// thousand small stages spent most of its kernel time there (measured in #11). Now a
+/// stage that leaves no scratch frees no inode at all.
 pub struct Staging {
-    pub dir: PathBuf,
     pub out: PathBuf,
     pub work: PathBuf,
 }
 
+impl Drop for Staging {
+    fn drop(&mut self) {
+        // Not there after a publish (renamed into objects/).
+        let _ = remove_tree(&self.out);
+        give_back_work_dir(std::mem::take(&mut self.work));
+    }
+}
+
 static STAGING_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// This process's idle work dirs (of any store: each lies in its store's `tmp/`).
+static WORK_DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// The file every `command` stage finds in its work dir (`$RST_INPUTS`): kept when a work
+/// dir is emptied, because the next command stage rewrites it in place (truncating the
+/// same inode). Only `command` stages are computed in the process that runs the
+/// scheduler (`exec::direct`); every other kind runs in a worker process of its own, so
+/// no stage finds another kind's leftover.
+const KEPT_IN_WORK: &str = "rst-inputs.json";
+
+/// The pid that made the work dir named `name` (`work.<pid>.<n>`); None for any other name.
+pub(crate) fn work_dir_owner(name: &str) -> Option<u32> {
+    let mut parts = name.split('.');
+    (parts.next() == Some("work"))
+        .then(|| parts.next()?.parse().ok())
+        .flatten()
+}
+
+/// An empty work dir in `tmp`: one this process used before, else a new one.
+fn take_work_dir(tmp: &Path) -> Result<PathBuf, StoreError> {
+    let mut idle = WORK_DIRS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(i) = idle.iter().position(|d| d.parent() == Some(tmp)) {
+        let dir = idle.swap_remove(i);
+        drop(idle);
+        // Still there unless someone removed it.
+        if dir.is_dir() {
+            return Ok(dir);
+        }
+    } else {
+        drop(idle);
+    }
+    let dir = tmp.join(format!(
+        "work.{}.{}",
+        std::process::id(),
+        STAGING_SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    fs::create_dir_all(&dir).map_err(io(&dir))?;
+    Ok(dir)
+}
+
+/// Removes the work dirs this process kept: call when it computes no more stages.
+pub fn release_work_dirs() {
+    let idle = std::mem::take(&mut *WORK_DIRS.lock().unwrap_or_else(|e| e.into_inner()));
+    for dir in idle {
+        let _ = remove_tree(&dir);
+    }
+}
+
+/// Empties `dir` (all but [`KEPT_IN_WORK`]) and keeps it for the next computation; a
+/// dir that cannot be emptied is removed instead.
+fn give_back_work_dir(dir: PathBuf) {
+    if dir.as_os_str().is_empty() {
+        return;
+    }
+    let emptied = fs::read_dir(&dir).is_ok_and(|rd| {
+        rd.flatten().all(|e| {
+            let path = e.path();
+            if e.file_name() == KEPT_IN_WORK && e.file_type().is_ok_and(|t| t.is_file()) {
+                return true;
+            }
+            match e.file_type() {
+                Ok(t) if t.is_dir() => remove_tree(&path).is_ok(),
+                _ => fs::remove_file(&path).is_ok(),
+            }
+        })
+    });
+    // The stage may have made its work dir read-only: it is kept only if still writable.
+    let writable = fs::metadata(&dir).is_ok_and(|m| !m.permissions().readonly());
+    if emptied && writable {
+        WORK_DIRS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(dir);
+    } else {
+        let _ = remove_tree(&dir);
+    }
+}
 
 fn fsync_dir(path: &Path) -> Result<(), StoreError> {
     File::open(path)
@@ -244,7 +339,19 @@ fn write_via_temp(path: &Path, bytes: &[u8], durable: bool) -> Result<(), StoreE
 
 /// Is process `pid` alive (on this machine)?
 pub fn pid_alive(pid: u32) -> bool {
-    pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists()
+    if pid == std::process::id() {
+        return true;
+    }
+    // A zombie (dead, not yet reaped by its parent: a killed cluster job's worker while
+    // slurmstepd cleans up) has a /proc entry too: its state, after the name in
+    // parentheses, says `Z`.
+    match fs::read(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let after = stat.iter().rposition(|&b| b == b')').map_or(0, |i| i + 1);
+            !matches!(stat.get(after + 1), Some(b'Z' | b'X'))
+        }
+        Err(_) => false,
+    }
 }
 
 /// The target name and writer pid of a [`write_atomic`] temp file name
@@ -427,26 +534,32 @@ impl Store {
     /// staging dirs of earlier, killed computations of the same key.
     pub fn staging(&self, key: &str) -> Result<Staging, StoreError> {
         let tmp = self.root.join("tmp");
+        let prefix = format!("{key}.");
         if let Ok(rd) = fs::read_dir(&tmp) {
             for e in rd.flatten() {
-                if e.file_name()
-                    .to_string_lossy()
-                    .starts_with(&format!("{key}."))
-                {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                if name.starts_with(&prefix) {
+                    // Staging dirs, and the link copies beside them.
+                    let _ = match e.file_type() {
+                        Ok(t) if t.is_dir() => remove_tree(&e.path()),
+                        _ => fs::remove_file(e.path()),
+                    };
+                } else if work_dir_owner(&name).is_some_and(|pid| !pid_alive(pid)) {
+                    // The work dir of a killed worker (a cancelled cluster job, which the
+                    // next run waits for through this key's lock).
                     let _ = remove_tree(&e.path());
                 }
             }
         }
-        let dir = tmp.join(format!(
+        let out = tmp.join(format!(
             "{key}.{}.{}",
             std::process::id(),
             STAGING_SEQ.fetch_add(1, Ordering::Relaxed)
         ));
-        let out = dir.join("out");
-        let work = dir.join("work");
-        fs::create_dir_all(&out).map_err(io(&out))?;
-        fs::create_dir_all(&work).map_err(io(&work))?;
-        Ok(Staging { dir, out, work })
+        fs::create_dir(&out).map_err(io(&out))?;
+        let work = take_work_dir(&tmp)?;
+        Ok(Staging { out, work })
     }
 
     /// Hashes and publishes a finished staging area; returns the entry.
@@ -465,7 +578,7 @@ impl Store {
         // One pass over the files, in parallel: check, copy if hard-linked, hash, seal.
         let hashed: Vec<(u64, blake3::Hash)> = listed
             .par_iter()
-            .map(|f| seal_file(f, &staging.dir))
+            .map(|f| seal_file(f, &staging.out))
             .collect::<Result<_, _>>()
             .map_err(|e| match e {
                 StoreError::Digest(e) => named(e),
@@ -519,13 +632,13 @@ impl Store {
         } else {
             write_replace(&path, &bytes)?;
         }
-        let _ = remove_tree(&staging.dir);
+        drop(staging);
         Ok(entry)
     }
 
     /// Discards a staging area (failed computation).
     pub fn discard(&self, staging: Staging) {
-        let _ = remove_tree(&staging.dir);
+        drop(staging);
     }
 
     /// What the store holds, by name, listed with one `readdir` per folder: the keys that
@@ -735,8 +848,15 @@ impl Store {
         })))
     }
 
-    pub fn tmp_dirs(&self) -> Vec<PathBuf> {
-        read_dirs(&self.root.join("tmp"))
+    /// What is in `tmp/` but the reused work dirs (`work.*`): staging dirs, job files.
+    #[cfg(test)]
+    pub fn staging_dirs(&self) -> Vec<PathBuf> {
+        let mut v = read_dirs(&self.root.join("tmp"));
+        v.retain(|p| {
+            !p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("work."))
+        });
+        v
     }
 }
 
@@ -773,14 +893,17 @@ fn as_output(e: DigestError, out: &Path) -> DigestError {
 /// file outside the artifact would otherwise be chmodded and shared with the cache),
 /// hashes it and makes it read-only. `scratch` is a directory on the same filesystem
 /// for the copy.
-fn seal_file(f: &digest::Listed, scratch: &Path) -> Result<(u64, blake3::Hash), StoreError> {
+fn seal_file(f: &digest::Listed, out: &Path) -> Result<(u64, blake3::Hash), StoreError> {
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
     let (mut file, meta) = digest::open_regular(&f.path)?;
     if meta.nlink() > 1 {
-        let tmp = scratch.join(format!(
-            "link-copy.{}",
+        // Beside the staging dir, named after it: a leftover of the same key's staging.
+        let mut tmp = out.as_os_str().to_owned();
+        tmp.push(format!(
+            ".link-copy.{}",
             STAGING_SEQ.fetch_add(1, Ordering::Relaxed)
         ));
+        let tmp = PathBuf::from(tmp);
         let mut copy = fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -867,7 +990,7 @@ mod tests {
             fs::read_to_string(store.object_path(&e.artifact).join("a.txt")).unwrap(),
             "hello"
         );
-        assert!(store.tmp_dirs().is_empty(), "staging removed");
+        assert!(store.staging_dirs().is_empty(), "staging removed");
         // An entry whose object vanished is a miss.
         remove_tree(&store.object_path(&e.artifact)).unwrap();
         assert!(store.entry(&key).is_none());
@@ -887,6 +1010,25 @@ mod tests {
     }
 
     #[test]
+    fn a_zombie_is_not_alive() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        // Exited, not yet waited for: a zombie.
+        let stat = format!("/proc/{pid}/stat");
+        for _ in 0..200 {
+            if fs::read_to_string(&stat).is_ok_and(|s| s.contains(") Z")) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(!pid_alive(pid));
+        child.wait().unwrap();
+        assert!(!pid_alive(pid));
+        assert!(pid_alive(std::process::id()));
+        assert!(pid_alive(1), "init runs");
+    }
+
+    #[test]
     fn set_ref_creates_then_moves_the_ref() {
         let d = tempfile::tempdir().unwrap();
         let store = Store::open(d.path()).unwrap();
@@ -901,12 +1043,49 @@ mod tests {
     }
 
     #[test]
+    fn a_work_dir_is_emptied_and_reused_and_a_staging_area_frees_no_inode() {
+        use std::os::unix::fs::MetadataExt;
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(d.path()).unwrap();
+        let key = record().key();
+        let st = store.staging(&key).unwrap();
+        let (work, ino) = (st.work.clone(), fs::metadata(&st.work).unwrap().ino());
+        assert!(work
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("work."));
+        fs::write(work.join(KEPT_IN_WORK), "[]").unwrap();
+        fs::create_dir_all(work.join("scratch/deep")).unwrap();
+        fs::write(work.join("scratch/deep/x"), "x").unwrap();
+        fs::write(st.out.join("a"), "a").unwrap();
+        store
+            .publish(st, &key, "p", "s", record(), RunFacts::default())
+            .unwrap();
+        // The next staging area gets the same dir, emptied but for the inputs file.
+        let key2 = "e7".repeat(32);
+        let st = store.staging(&key2).unwrap();
+        assert_eq!(st.work, work);
+        assert_eq!(fs::metadata(&st.work).unwrap().ino(), ino);
+        let names: Vec<_> = read_dirs(&st.work);
+        assert_eq!(names, [work.join(KEPT_IN_WORK)]);
+        // A failed computation: its output goes, the work dir stays for the next.
+        let out = st.out.clone();
+        store.discard(st);
+        assert!(!out.exists());
+        assert_eq!(store.staging_dirs(), Vec::<PathBuf>::new());
+        assert!(work.is_dir());
+        release_work_dirs();
+        assert!(!work.exists(), "released when the process computes no more");
+    }
+
+    #[test]
     fn stale_staging_of_a_killed_run_is_removed_under_the_lock() {
         let d = tempfile::tempdir().unwrap();
         let store = Store::open(d.path()).unwrap();
         let key = record().key();
         let leftover = d.path().join("tmp").join(format!("{key}.99999.0"));
-        fs::create_dir_all(leftover.join("out")).unwrap();
+        fs::create_dir_all(leftover.join("half")).unwrap();
         let _st = store.staging(&key).unwrap();
         assert!(!leftover.exists());
     }

@@ -26,6 +26,13 @@ use crate::spec::Pipeline;
 
 /// Runs the subcommand `cmd`.
 pub fn dispatch(cmd: Cmd) -> Result<ExitCode> {
+    let result = command(cmd);
+    // The scratch dirs this process kept for its next stage (`Store::staging`).
+    crate::cache::store::release_work_dirs();
+    result
+}
+
+fn command(cmd: Cmd) -> Result<ExitCode> {
     match cmd {
         Cmd::Worker { job } => Ok(worker::run(&job)),
         Cmd::Run {

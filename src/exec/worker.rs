@@ -146,7 +146,9 @@ pub fn run(job_file: &Path, kinds: &[&dyn StageRunner]) -> i32 {
         ))));
         return 1;
     };
-    finish(&host, compute(&job, runner, &host))
+    let result = compute(&job, runner, &host);
+    crate::cache::store::release_work_dirs();
+    finish(&host, result)
 }
 
 /// Reports the result of [`compute`] as the job's last event; the exit code of a worker.
@@ -455,7 +457,7 @@ mod tests {
             err.message
         );
         assert!(!store.object_path(&a).exists(), "moved to quarantine/");
-        assert!(store.tmp_dirs().is_empty(), "the stage never started");
+        assert!(store.staging_dirs().is_empty(), "the stage never started");
     }
 
     #[test]
