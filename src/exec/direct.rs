@@ -130,11 +130,14 @@ impl Host for Direct<'_> {
             )
             // Its own process group, so that ending the stage ends all it started.
             .process_group(0);
-        self.guard.arm(&mut program.cmd);
+        self.guard.mark(&mut program.cmd);
         // Registered under the lock, so a Ctrl-C between spawn and push cannot miss it.
         let pid = {
             let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
-            let child = program.cmd.spawn().map_err(|e| program.start_error(e))?;
+            self.guard.spawning();
+            let child = program.cmd.spawn();
+            self.guard.spawned(child.as_ref().ok().map(|c| c.id()));
+            let child = child.map_err(|e| program.start_error(e))?;
             groups.push(child.id());
             child.id()
         };
