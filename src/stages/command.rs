@@ -163,10 +163,13 @@ pub struct Program {
 /// Builds the stage's program: its argv or `sh -c`, the working directory, and the
 /// environment (`RST_OUT`, `RST_IN_*`, the inputs file, the stage's `env`).
 pub fn prepare(ctx: &StageCtx<'_>) -> Result<Program, StageError> {
+    use std::os::unix::process::CommandExt;
     let p = Params::parse(ctx.params)
         .map_err(|e| StageError::user(format!("params {}: {}", e.path, e.message)))?;
     let mut cmd = if let Some(shell) = &p.shell {
-        let mut c = std::process::Command::new("sh");
+        let mut c = std::process::Command::new(program_path("sh", p.env.contains_key("PATH")));
+        // The name the program sees as argv[0] stays the one it was asked by.
+        c.arg0("sh");
         c.arg("-c").arg(shell);
         c
     } else {
@@ -176,7 +179,8 @@ pub fn prepare(ctx: &StageCtx<'_>) -> Result<Program, StageError> {
             .flatten()
             .map(|a| scalar_text(a, "argv").unwrap_or_default())
             .collect();
-        let mut c = std::process::Command::new(&argv[0]);
+        let mut c = std::process::Command::new(program_path(&argv[0], p.env.contains_key("PATH")));
+        c.arg0(&argv[0]);
         c.args(&argv[1..]);
         c
     };
@@ -220,6 +224,44 @@ pub fn prepare(ctx: &StageCtx<'_>) -> Result<Program, StageError> {
             .join(" ")
     });
     Ok(Program { cmd, what })
+}
+
+/// Where `name` is found on rst's `PATH`, looked up once per process; `name` itself when
+/// it has a `/`, when the stage sets its own `PATH` (`path_set`), when `PATH` has a
+/// relative entry (found from the stage's work dir, not ours), or when it is not found
+/// (the start then fails as it would have).
+///
+/// Why: the program is otherwise looked up by the standard library at every start, one
+/// failing `execve` per `PATH` entry before the one that has it: eight for every `sh` of
+/// a thousand-stage run here.
+fn program_path(name: &str, path_set: bool) -> std::path::PathBuf {
+    use std::collections::HashMap;
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::{Path, PathBuf};
+    use std::sync::{Mutex, OnceLock};
+    static FOUND: OnceLock<Mutex<HashMap<String, Option<PathBuf>>>> = OnceLock::new();
+    if name.contains('/') || path_set {
+        return PathBuf::from(name);
+    }
+    let lookup = || -> Option<PathBuf> {
+        let path = std::env::var_os("PATH")?;
+        let dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
+        if dirs.iter().any(|d| !d.is_absolute()) {
+            return None;
+        }
+        dirs.iter().map(|d| d.join(name)).find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    };
+    let mut found = FOUND
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    found
+        .entry(name.to_string())
+        .or_insert_with(lookup)
+        .clone()
+        .unwrap_or_else(|| Path::new(name).to_path_buf())
 }
 
 impl Program {
@@ -275,5 +317,28 @@ impl Program {
             ))),
             None => Err(StageError::internal(why)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::program_path;
+    use std::path::Path;
+
+    #[test]
+    fn programs_are_found_on_path_once_unless_the_stage_sets_its_own() {
+        let sh = program_path("sh", false);
+        assert!(sh.is_absolute() && sh.ends_with("sh"), "{sh:?}");
+        assert_eq!(
+            program_path("sh", false),
+            sh,
+            "the same answer from the cache"
+        );
+        assert_eq!(program_path("sh", true), Path::new("sh"));
+        assert_eq!(program_path("./run.sh", false), Path::new("./run.sh"));
+        assert_eq!(
+            program_path("no-such-program-rst", false),
+            Path::new("no-such-program-rst")
+        );
     }
 }
