@@ -13,7 +13,7 @@
 //!     to copy). Issue #10 measured 34.3 s to store them and 1.3 s per no-op re-run.
 //!
 //! (d) `peers`: the same trivial DAG as rst `command` stages, Snakemake rules and DVC stages
-//!     (55 and 1,013 stages: first run and the median of 3 no-op re-runs), and the plan of
+//!     (55 and 1,013 stages: the medians of 3 first runs in fresh directories and of 3 no-op re-runs, and the same commands run alone, with no engine), and the plan of
 //!     10,013 stages: `rst check` / `rst status` against `snakemake -n`; the ratios are
 //!     printed. Snakemake and DVC come from the virtualenv `scripts/bench-peers` makes
 //!     (target/peers, or `RST_PEERS_VENV`); without it their columns are skipped with a
@@ -65,12 +65,7 @@ fn main() {
     let pipeline = want("pipeline").then(|| bench_pipeline(&tmp.path().join("pipeline")));
     let hash = want("hash").then(|| bench_hash(&tmp.path().join("hash")));
     let files = want("files").then(|| bench_files(&tmp.path().join("files")));
-    let peers = want("peers").then(|| {
-        bench_peers(
-            &tmp.path().join("peers"),
-            pipeline.as_ref().map(|p| (p.cold, p.noop_median)),
-        )
-    });
+    let peers = want("peers").then(|| bench_peers(&tmp.path().join("peers")));
 
     println!();
     println!("## Results ({cores} cores, {})", cpu_model());
@@ -780,19 +775,88 @@ fn timed(what: &str, cmd: &mut Command) -> Duration {
     wall
 }
 
-/// First run, then the median of [`PEER_REPS`] no-op re-runs.
-fn first_and_noop(what: &str, make: &dyn Fn() -> Command) -> (Duration, Duration) {
-    let first = timed(&format!("{what}, first run"), &mut make());
+/// The median of [`PEER_REPS`] first runs, each in a fresh directory made by `setup`
+/// (`<base>-<i>`), then the median of [`PEER_REPS`] no-op re-runs in the last one. Why
+/// medians of fresh runs: on a shared VM one first run can take twice another (steal
+/// time), and a peer measured once against rst measured once says little.
+fn first_and_noop(
+    what: &str,
+    base: &Path,
+    setup: &dyn Fn(&Path),
+    make: &dyn Fn(&Path) -> Command,
+) -> (Duration, Duration) {
+    let mut firsts = Vec::new();
+    let mut last = PathBuf::new();
+    for i in 0..PEER_REPS {
+        last = PathBuf::from(format!("{}-{i}", base.display()));
+        std::fs::create_dir_all(&last).unwrap();
+        setup(&last);
+        firsts.push(timed(&format!("{what}, first run"), &mut make(&last)));
+    }
     let noops: Vec<Duration> = (0..PEER_REPS)
-        .map(|_| timed(&format!("{what}, no-op"), &mut make()))
+        .map(|_| timed(&format!("{what}, no-op"), &mut make(&last)))
         .collect();
+    let (_, first) = min_median(firsts);
     let (_, median) = min_median(noops);
     println!(
-        "    {what}: first run {:.2} s, no-op median of {PEER_REPS} {:.1} ms",
+        "    {what}: first run median of {PEER_REPS} {:.2} s, no-op median of {PEER_REPS} {:.1} ms",
         first.as_secs_f64(),
         ms(median)
     );
     (first, median)
+}
+
+/// The DAG's shell commands alone, no engine: one `sh -c` per stage, the stages of a level
+/// in parallel on `cores` (`xargs -P`), level after level. What no engine can go below on
+/// this machine; the median of [`PEER_REPS`] runs in fresh directories.
+fn commands_alone(base: &Path, dag: Dag, cores: &str) -> Duration {
+    let (rates, seeds) = (dag.rates(), dag.seeds());
+    let mut levels: Vec<Vec<String>> = vec![
+        vec!["echo raw-data > out/data.txt".into()],
+        vec!["cp out/data.txt out/train.txt && echo test > out/test.txt".into()],
+        rates
+            .iter()
+            .map(|r| {
+                format!(
+                    "cat out/train.txt > out/noisy_{r}.txt && echo rate={r} >> out/noisy_{r}.txt"
+                )
+            })
+            .collect(),
+    ];
+    let (mut train, mut eval, mut metrics) = (Vec::new(), Vec::new(), Vec::new());
+    for r in &rates {
+        for s in &seeds {
+            train.push(format!("cat out/noisy_{r}.txt > out/model_{r}_{s}.txt && echo seed={s} >> out/model_{r}_{s}.txt"));
+            eval.push(format!("echo eval rate={r} seed={s} $(wc -l < out/model_{r}_{s}.txt) > out/metrics_{r}_{s}.txt"));
+            metrics.push(format!("out/metrics_{r}_{s}.txt"));
+        }
+    }
+    levels.push(train);
+    levels.push(eval);
+    levels.push(vec![format!("cat {} > out/summary.txt", metrics.join(" "))]);
+    let runs: Vec<Duration> = (0..PEER_REPS)
+        .map(|i| {
+            let d = PathBuf::from(format!("{}-{i}", base.display()));
+            std::fs::create_dir_all(d.join("out")).unwrap();
+            for (l, cmds) in levels.iter().enumerate() {
+                std::fs::write(d.join(format!("level{l}")), cmds.join("\n") + "\n").unwrap();
+            }
+            let script = (0..levels.len())
+                .map(|l| format!("xargs -P {cores} -d '\\n' -n 1 sh -c < level{l}"))
+                .collect::<Vec<_>>()
+                .join(" && ");
+            timed(
+                "commands alone",
+                Command::new("sh").arg("-c").arg(script).current_dir(&d),
+            )
+        })
+        .collect();
+    let (_, median) = min_median(runs);
+    println!(
+        "    commands alone (xargs -P {cores}, level by level): median of {PEER_REPS} {:.2} s",
+        median.as_secs_f64()
+    );
+    median
 }
 
 /// Per tool: (first run, no-op median); None when not measured.
@@ -801,6 +865,8 @@ type Times = Option<(Duration, Duration)>;
 struct SizeResult {
     stages: usize,
     rst: (Duration, Duration),
+    /// The same commands with no engine ([`commands_alone`]).
+    alone: Duration,
     snakemake: Times,
     dvc: Times,
 }
@@ -811,7 +877,7 @@ struct PeersResult {
     dry: (Duration, Duration, Option<Duration>),
 }
 
-fn bench_peers(dir: &Path, rst_1013: Option<(Duration, Duration)>) -> PeersResult {
+fn bench_peers(dir: &Path) -> PeersResult {
     let peers = find_peers();
     if peers.snakemake.is_none() || peers.dvc.is_none() {
         println!();
@@ -829,48 +895,49 @@ fn bench_peers(dir: &Path, rst_1013: Option<(Duration, Duration)>) -> PeersResul
     for dag in [DAG_55, DAG_1013] {
         let n = dag.stages();
         println!("(d) {n} stages: rst, Snakemake, DVC");
-        let rst_times = match rst_1013.filter(|_| n == DAG_1013.stages()) {
-            Some(t) => t,
-            None => {
-                let d = dir.join(format!("rst-{n}"));
-                std::fs::create_dir_all(&d).unwrap();
-                std::fs::write(d.join("pipeline.yaml"), dag_yaml(dag)).unwrap();
-                first_and_noop(&format!("rst {n}"), &|| {
-                    let mut c = rst(&d, &["run", "pipeline.yaml"]);
-                    c.current_dir(&d);
-                    c
-                })
-            }
-        };
+        let rst_times = first_and_noop(
+            &format!("rst {n}"),
+            &dir.join(format!("rst-{n}")),
+            &|d| std::fs::write(d.join("pipeline.yaml"), dag_yaml(dag)).unwrap(),
+            &|d| rst(d, &["run", "pipeline.yaml"]),
+        );
+        let alone = commands_alone(&dir.join(format!("alone-{n}")), dag, &cores);
         let snakemake = peers.snakemake.as_ref().map(|exe| {
-            let d = dir.join(format!("snakemake-{n}"));
-            std::fs::create_dir_all(&d).unwrap();
-            std::fs::write(d.join("Snakefile"), snakefile(dag)).unwrap();
-            first_and_noop(&format!("snakemake {n}"), &|| {
-                let mut c = Command::new(exe);
-                c.args(["--cores", &cores, "--quiet"]).current_dir(&d);
-                c
-            })
+            first_and_noop(
+                &format!("snakemake {n}"),
+                &dir.join(format!("snakemake-{n}")),
+                &|d| std::fs::write(d.join("Snakefile"), snakefile(dag)).unwrap(),
+                &|d| {
+                    let mut c = Command::new(exe);
+                    c.args(["--cores", &cores, "--quiet"]).current_dir(d);
+                    c
+                },
+            )
         });
         let dvc = peers
             .dvc
             .as_ref()
             .filter(|_| dvc_large || n != DAG_1013.stages())
             .map(|exe| {
-                let d = dir.join(format!("dvc-{n}"));
-                std::fs::create_dir_all(d.join("out")).unwrap();
-                std::fs::write(d.join("dvc.yaml"), dvc_yaml(dag)).unwrap();
-                timed(
-                    "dvc init",
-                    Command::new(exe)
-                        .args(["init", "--no-scm", "-q"])
-                        .current_dir(&d),
-                );
-                first_and_noop(&format!("dvc {n}"), &|| {
-                    let mut c = Command::new(exe);
-                    c.args(["repro", "-q"]).current_dir(&d);
-                    c
-                })
+                first_and_noop(
+                    &format!("dvc {n}"),
+                    &dir.join(format!("dvc-{n}")),
+                    &|d| {
+                        std::fs::create_dir_all(d.join("out")).unwrap();
+                        std::fs::write(d.join("dvc.yaml"), dvc_yaml(dag)).unwrap();
+                        timed(
+                            "dvc init",
+                            Command::new(exe)
+                                .args(["init", "--no-scm", "-q"])
+                                .current_dir(d),
+                        );
+                    },
+                    &|d| {
+                        let mut c = Command::new(exe);
+                        c.args(["repro", "-q"]).current_dir(d);
+                        c
+                    },
+                )
             });
         if peers.dvc.is_some() && dvc.is_none() {
             println!("    dvc {n}: skipped (RST_BENCH_DVC_1013=0)");
@@ -878,6 +945,7 @@ fn bench_peers(dir: &Path, rst_1013: Option<(Duration, Duration)>) -> PeersResul
         sizes.push(SizeResult {
             stages: n,
             rst: rst_times,
+            alone,
             snakemake,
             dvc,
         });
@@ -948,7 +1016,7 @@ fn print_peers(r: &PeersResult) {
     for s in &r.sizes {
         let big = s.stages == DAG_1013.stages();
         println!(
-            "| {} | first run | {} | {} | {} | {} | {} |",
+            "| {} | first run (median of {PEER_REPS}) | {} | {} | {} | {} | {} |",
             s.stages,
             secs(Some(s.rst.0)),
             secs(s.snakemake.map(|t| t.0)),
@@ -959,6 +1027,17 @@ fn print_peers(r: &PeersResult) {
                 big.then_some(FIRST_RUN_RATIO_TARGET)
             ),
             ratio(s.dvc.map(|t| t.0), s.rst.0, None),
+        );
+        let over = |t: Duration| t.saturating_sub(s.alone);
+        println!(
+            "| {} | first run, time over the commands alone ({}) | {} | {} | {} | {} | {} |",
+            s.stages,
+            secs(Some(s.alone)),
+            secs(Some(over(s.rst.0))),
+            secs(s.snakemake.map(|t| over(t.0))),
+            secs(s.dvc.map(|t| over(t.0))),
+            ratio(s.snakemake.map(|t| over(t.0)), over(s.rst.0), None),
+            ratio(s.dvc.map(|t| over(t.0)), over(s.rst.0), None),
         );
         println!(
             "| {} | no-op (median of {PEER_REPS}) | {} | {} | {} | {} | {} |",
