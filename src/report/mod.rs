@@ -6,7 +6,9 @@
 //! Everything here is deterministic: the same table gives the same bytes.
 use serde_json::Value;
 
+pub mod compare;
 pub mod plot;
+pub mod stats;
 pub mod study_plot;
 pub mod table;
 

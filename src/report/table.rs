@@ -1,6 +1,6 @@
 //! The results table and its text renderings: Markdown (the paper's README layout), CSV,
 //! LaTeX and JSON. Cells read `mean ± std` over their runs (population std, values in
-//! percent), `± 0.00` for a single run, and `–` where no run exists.
+//! percent), `(n = 1)` for a single run, and `–` where no run exists.
 use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
@@ -85,11 +85,16 @@ impl Table {
         mean_std(&values)
     }
 
-    /// `75.21 ± 0.46` with the table's decimals, or None for a missing combination.
+    /// `75.21 ± 0.46` with the table's decimals, `68.13 (n = 1)` for a single run (whose
+    /// spread is unknown, not zero), or None for a missing combination.
     pub fn cell_text(&self, row: usize, column: usize, pm: &str) -> Option<String> {
         self.stats(row, column).map(|s| {
             let d = self.decimals;
-            format!("{:.d$}{pm}{:.d$}", s.mean, s.std)
+            if s.n == 1 {
+                format!("{:.d$} (n = 1)", s.mean)
+            } else {
+                format!("{:.d$}{pm}{:.d$}", s.mean, s.std)
+            }
         })
     }
 
@@ -251,7 +256,7 @@ fn csv_field(s: &str) -> String {
     }
 }
 
-fn tex_escape(s: &str) -> String {
+pub(crate) fn tex_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -325,7 +330,7 @@ pub(crate) mod tests {
             t.markdown(),
             "| Method | Noise = 20% | Noise = 40% |\n\
              |---|---|---|\n\
-             | Ours | 75.00 ± 5.00 | 68.13 ± 0.00 |\n\
+             | Ours | 75.00 ± 5.00 | 68.13 (n = 1) |\n\
              | Fine-tuning | 65.00 ± 0.41 | – |\n"
         );
         assert!(t
@@ -347,7 +352,7 @@ pub(crate) mod tests {
         let tex = t.latex();
         assert!(tex.starts_with("% Indoor, test accuracy (%)\n\\begin{tabular}{lcc}\n"));
         assert!(tex.contains("Method & Noise = 20\\% & Noise = 40\\% \\\\\n"));
-        assert!(tex.contains("Ours & 75.00 $\\pm$ 5.00 & 68.13 $\\pm$ 0.00 \\\\\n"));
+        assert!(tex.contains("Ours & 75.00 $\\pm$ 5.00 & 68.13 (n = 1) \\\\\n"));
         assert!(tex.contains("Fine-tuning & 65.00 $\\pm$ 0.41 & -- \\\\\n"));
         assert!(tex.ends_with("\\end{tabular}\n"));
         let j = t.json();

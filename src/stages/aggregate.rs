@@ -21,13 +21,21 @@
 //!     row_header: Method              # the first header cell (default Method)
 //!     x_label: Noise rate             # accuracy plot's x axis (default: the columns axis)
 //!     y_label: Test accuracy (%)      # its y axis (default: "<Split> top-1 accuracy (%)")
+//!     compare: {Ours: Fine-tuning}    # optional: row vs baseline (labels or keys), paired stats
 //! ```
 //!
 //! Each evaluation is grouped by (row, column): the row is its stage name (the instance
 //! name before `[`) or its value of the `rows` axis, the column its value of the `columns`
 //! axis. A cell reads `mean ± std` of the metric × 100 over its runs with the POPULATION
-//! std (ddof 0, as the paper), `± 0.00` for one run, `–` where no run exists. Numeric
+//! std (ddof 0, as the paper), `(n = 1)` for one run, `–` where no run exists. Numeric
 //! columns are sorted by value, others keep their first appearance.
+//!
+//! `compare` adds, per comparison and column, the paired statistics of
+//! [`crate::report::compare`]: the runs of the two rows paired by their values of the
+//! `over` axes, the mean difference with its t and bootstrap 95% intervals, the paired
+//! t-test and Wilcoxon signed-rank p-values, Holm-corrected across the columns ("n too
+//! small" under two pairs), as a block under the table in table.md and table.tex and as
+//! `comparisons` in table.json.
 //!
 //! Writes `table.md` (the paper's README layout), `table.csv`, `table.tex`, `table.json`
 //! (with every run), `accuracy.png`/`.svg` (the metric per column, ±std error bars) and,
@@ -45,13 +53,15 @@ use super::{
     canonical_as, parse_params, Arity, InputArtifact, InputDecl, ParamError, StageCtx, StageError,
     StageKind, StageRunner, Upstreams,
 };
+use crate::report::compare;
 use crate::report::plot::{self, AccuracyFigure, Curve, CurvesFigure};
 use crate::report::{fill_template, template_placeholders, value_text, Column, Row, Run, Table};
 
 pub struct Aggregate;
 
-/// Bump when the same inputs and params would give other files.
-const VERSION: u32 = 1;
+/// Bump when the same inputs and params would give other files. 2: a single run reads
+/// `(n = 1)`, not `± 0.00`.
+const VERSION: u32 = 2;
 
 const INPUTS: &[InputDecl] = &[
     InputDecl {
@@ -121,6 +131,9 @@ pub struct AggregateParams {
     pub x_label: Option<String>,
     #[serde(default)]
     pub y_label: Option<String>,
+    /// Rows to compare, `{row: baseline}` (labels or keys): paired statistics per column.
+    #[serde(default)]
+    pub compare: Option<BTreeMap<String, String>>,
 }
 
 fn default_rows() -> String {
@@ -199,7 +212,45 @@ fn parse(params: &Value) -> Result<AggregateParams, ParamError> {
         ));
     }
     template_placeholders(&p.column_label).map_err(|m| ParamError::new("column_label", m))?;
+    for (row, baseline) in p.compare.iter().flatten() {
+        if row == baseline {
+            return Err(ParamError::new(
+                format!("compare.{row}"),
+                "compares a row with itself; name another row as its baseline",
+            ));
+        }
+    }
     Ok(p)
+}
+
+/// The (row, baseline) positions of `compare` in `table`, each named by its label or key.
+fn compared_rows(p: &AggregateParams, table: &Table) -> Result<Vec<(usize, usize)>, StageError> {
+    let find = |name: &str, what: &str| {
+        table
+            .rows
+            .iter()
+            .position(|r| r.label == name || r.key == name)
+            .ok_or_else(|| {
+                let names = table.rows.iter().map(|r| r.label.as_str());
+                let hint = crate::hint::did_you_mean(name, names)
+                    .map(|h| format!(" ({h})"))
+                    .unwrap_or_default();
+                StageError::user(format!(
+                    "params.compare: {what} `{name}` is not a row of the table; its rows: {}{hint}",
+                    table
+                        .rows
+                        .iter()
+                        .map(|r| format!("`{}`", r.label))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })
+    };
+    p.compare
+        .iter()
+        .flatten()
+        .map(|(row, baseline)| Ok((find(row, "row")?, find(baseline, "baseline")?)))
+        .collect()
 }
 
 /// `eval_regsl[rate=0.4, seed=1]` → `eval_regsl`.
@@ -633,18 +684,32 @@ impl StageRunner for Aggregate {
             }
         }
 
-        let markdown = table.markdown_document();
+        let comparisons: Vec<compare::Compared> = compared_rows(&p, &table)?
+            .into_iter()
+            .map(|(row, baseline)| compare::compare(&table, row, baseline, p.over()))
+            .collect();
+        let mut markdown = table.markdown_document();
+        let mut latex = table.latex();
+        for c in &comparisons {
+            markdown.push('\n');
+            markdown.push_str(&c.markdown(p.decimals));
+            latex.push('\n');
+            latex.push_str(&c.latex(p.decimals));
+        }
         for line in markdown.lines() {
             ctx.log(line);
         }
         write(ctx.out, "table.md", &markdown)?;
         write(ctx.out, "table.csv", table.csv())?;
-        write(ctx.out, "table.tex", table.latex())?;
+        write(ctx.out, "table.tex", latex)?;
         let mut doc = table.json();
         doc["rows_by"] = json!(p.rows);
         doc["columns_by"] = json!(p.columns);
         doc["over"] = json!(p.over());
         doc["split"] = json!(split);
+        if !comparisons.is_empty() {
+            doc["comparisons"] = comparisons.iter().map(compare::Compared::json).collect();
+        }
         let text = serde_json::to_string_pretty(&doc)
             .map_err(|e| StageError::internal(format!("table.json: {e}")))?;
         write(ctx.out, "table.json", text + "\n")?;
@@ -848,7 +913,7 @@ mod tests {
              | Method | Noise = 20% | Noise = 40% |\n\
              |---|---|---|\n\
              | Ours | 75.00 ± 5.00 | 68.13 ± 0.00 |\n\
-             | Fine-tuning | 65.00 ± 0.00 | 57.50 ± 0.50 |\n"
+             | Fine-tuning | 65.00 (n = 1) | 57.50 ± 0.50 |\n"
         );
         let csv = read(&out, "table.csv");
         assert_eq!(csv.lines().next(), Some("method,column,mean,std,n,runs"));
@@ -879,6 +944,60 @@ mod tests {
     }
 
     #[test]
+    fn compare_pairs_rows_by_seed_under_the_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let seeds = |stage: &str, rate: f64, values: &[f64]| -> Vec<InputArtifact> {
+            values
+                .iter()
+                .enumerate()
+                .map(|(s, v)| {
+                    let m = [("rate", json!(rate)), ("seed", json!(s + 1))];
+                    eval(dir.path(), stage, &m, *v)
+                })
+                .collect()
+        };
+        let mut evals = seeds("eval_regsl", 0.2, &[0.75, 0.765, 0.74]);
+        evals.extend(seeds("eval_ft", 0.2, &[0.73, 0.75, 0.735]));
+        evals.extend(seeds("eval_regsl", 0.4, &[0.70]));
+        evals.extend(seeds("eval_ft", 0.4, &[0.69]));
+        let mut params = paper_params();
+        params["compare"] = json!({"Ours": "eval_ft"});
+        let out = run_aggregate(dir.path(), evals.clone(), vec![], params.clone()).unwrap();
+        let md = read(&out, "table.md");
+        assert!(
+            md.contains("| Ours | 75.17 ± 1.03 | 70.00 (n = 1) |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("Ours − Fine-tuning, paired by `seed`: mean difference"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| mean difference | +1.33 | n too small |"),
+            "{md}"
+        );
+        let j: Value = serde_json::from_str(&read(&out, "table.json")).unwrap();
+        let c = &j["comparisons"][0];
+        assert_eq!(c["baseline"], json!("Fine-tuning"));
+        assert_eq!(c["columns"][0]["n"], json!(3));
+        assert_eq!(c["columns"][1]["too_small"], json!(true));
+        assert!(read(&out, "table.tex").contains("mean difference & +1.33 & n too small"));
+
+        params["compare"] = json!({"Ours": "Finetuning"});
+        let err = run_aggregate(dir.path(), evals.clone(), vec![], params.clone()).unwrap_err();
+        assert!(
+            err.message
+                .contains("baseline `Finetuning` is not a row of the table")
+                && err.message.contains("`Fine-tuning`"),
+            "{}",
+            err.message
+        );
+        params["compare"] = json!({"Ours": "Ours"});
+        let err = parse(&params).unwrap_err();
+        assert!(format!("{err:?}").contains("with itself"), "{err:?}");
+    }
+
+    #[test]
     fn top3_and_decimals() {
         let dir = tempfile::tempdir().unwrap();
         let mut params = paper_params();
@@ -902,7 +1021,7 @@ mod tests {
             read(&out, "table.md"),
             "| Method | rate = 0.2 | rate = 0.4 |\n\
              |---|---|---|\n\
-             | eval_ft | 65.00 ± 0.00 | 57.50 ± 0.50 |\n\
+             | eval_ft | 65.00 (n = 1) | 57.50 ± 0.50 |\n\
              | eval_regsl | 75.00 ± 5.00 | 68.13 ± 0.00 |\n"
         );
     }
@@ -939,11 +1058,11 @@ mod tests {
             read(&out, "table.md"),
             "| Approach | 20% | 80% |\n\
              |---|---|---|\n\
-             | Ours | 75 ± 0 | 35 ± 1 |\n\
-             | ft | 65 ± 0 | – |\n"
+             | Ours | 75 (n = 1) | 35 ± 1 |\n\
+             | ft | 65 (n = 1) | – |\n"
         );
         assert!(read(&out, "table.csv").contains("\nft,0.8,,,0,\n"));
-        assert!(read(&out, "table.tex").contains("ft & 65 $\\pm$ 0 & -- \\\\"));
+        assert!(read(&out, "table.tex").contains("ft & 65 (n = 1) & -- \\\\"));
     }
 
     #[test]
@@ -965,7 +1084,7 @@ mod tests {
         assert_eq!(
             read(&out, "table.md"),
             "| Method | resnet18 | mini |\n|---|---|---|\n\
-             | eval_b | 50.00 ± 0.00 | – |\n| eval_a | 60.00 ± 0.00 | 70.00 ± 0.00 |\n"
+             | eval_b | 50.00 (n = 1) | – |\n| eval_a | 60.00 (n = 1) | 70.00 (n = 1) |\n"
         );
         let out = run_aggregate(
             d,
@@ -1241,7 +1360,7 @@ mod tests {
                 .collect::<Vec<_>>(),
             [("evals", Arity::Many, true), ("trains", Arity::Many, false)]
         );
-        assert_eq!((Aggregate.name(), Aggregate.version()), ("aggregate", 1));
+        assert_eq!((Aggregate.name(), Aggregate.version()), ("aggregate", 2));
         assert!(!Aggregate.uses_torch());
         assert_eq!(stage_name("eval_regsl[rate=0.4, seed=1]"), "eval_regsl");
     }
