@@ -53,6 +53,9 @@ pub enum Cmd {
         /// Use files from the network that no sha256 pins (trust on first use; the log prints the digest to pin).
         #[arg(long)]
         accept_new_checksums: bool,
+        /// Publish to results/<pipeline>/ even though its results come from a run with other `--set` overrides (or none).
+        #[arg(long)]
+        replace_results: bool,
         #[command(flatten)]
         exec: ExecArgs,
     },

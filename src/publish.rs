@@ -37,6 +37,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
 use crate::cache::digest::{self, DigestError};
@@ -153,6 +154,58 @@ fn mtime_ns(meta: &fs::Metadata) -> i128 {
 struct Record {
     /// Publish directory (`publish:` value) → record.
     stages: BTreeMap<String, StageRecord>,
+    /// The `--set` overrides of the run that published them; None in records written
+    /// before rst kept them.
+    #[serde(default)]
+    overrides: Option<Vec<(String, Value)>>,
+}
+
+fn read_record(root: &Path) -> Record {
+    fs::read(root.join(RECORD_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+/// `--set a=1 --set b=x` as a user would type it; `no --set overrides` for none.
+fn overrides_text(o: &[(String, Value)]) -> String {
+    if o.is_empty() {
+        return "no --set overrides".into();
+    }
+    o.iter()
+        .map(|(k, v)| match v {
+            Value::String(s) => format!("--set {k}={s}"),
+            v => format!("--set {k}={v}"),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Refuses (exit 2) to publish over `results/<stem>/` that a run with other `--set`
+/// overrides published, unless `replace` (`--replace-results`): a one-off variation
+/// (`--set seeds=[1]`) must not silently replace the pipeline's table.
+pub fn check_overrides(p: &Pipeline, replace: bool) -> Result<()> {
+    if replace || p.stages.iter().all(|s| s.publish.is_none()) {
+        return Ok(());
+    }
+    let root = p.results_dir();
+    let Some(old) = read_record(&root).overrides else {
+        return Ok(());
+    };
+    if old == p.overrides {
+        return Ok(());
+    }
+    let shown = root.strip_prefix(&p.project_dir).unwrap_or(&root).display();
+    Err(crate::error::UserError::new(format!(
+        "{shown}/ holds the results of a run with {}; this run has {}, and would replace them",
+        overrides_text(&old),
+        overrides_text(&p.overrides)
+    ))
+    .help(
+        "pass --replace-results to replace them, or copy the pipeline file under another \
+         name for a variation that keeps its own results/ folder",
+    )
+    .into())
 }
 
 /// Copies the artifacts of published stages to `results/<stem>/`, then writes
@@ -162,14 +215,14 @@ pub fn publish(p: &Pipeline, store: &Store, r: &RunResult) -> Result<()> {
     if p.stages.iter().all(|s| s.publish.is_none()) {
         return Ok(());
     }
-    let root = p.project_dir.join("results").join(p.stem());
+    let root = p.results_dir();
     fs::create_dir_all(&root).map_err(|e| Error::io_path("cannot create", &root, e))?;
     remove_stale(&root);
-    let old: Record = fs::read(root.join(RECORD_FILE))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
-    let mut record = Record::default();
+    let old = read_record(&root);
+    let mut record = Record {
+        overrides: Some(p.overrides.clone()),
+        ..Record::default()
+    };
     let mut manifest = BTreeMap::new();
     let mut first_error: Option<PublishError> = None;
     for stage in &p.stages {

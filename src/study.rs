@@ -223,7 +223,7 @@ pub enum Driven {
     },
     /// A round did not end well (a failed trial, Ctrl-C): that round's pipeline and result.
     Stopped {
-        round: Pipeline,
+        round: Box<Pipeline>,
         result: RunResult,
         known: Known,
     },
@@ -291,7 +291,7 @@ pub fn drive(
         if !ended_well {
             known.update(&studies);
             return Ok(Driven::Stopped {
-                round,
+                round: Box::new(round),
                 result,
                 known,
             });

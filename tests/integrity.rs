@@ -344,7 +344,7 @@ stages:
         .unwrap()
         .to_string();
     std::thread::sleep(std::time::Duration::from_millis(20));
-    let second = t.ok(&["run", "p.yaml", "--set", "p=2"]);
+    let second = t.ok(&["run", "p.yaml", "--set", "p=2", "--replace-results"]);
     assert!(second.cached().contains("c"), "{}", second.stderr);
     let newer_a = t.entry_of("a").unwrap()["key"]
         .as_str()

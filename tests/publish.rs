@@ -139,7 +139,7 @@ fn concurrent_publishers_in_one_directory_all_succeed() {
         let set = format!("v={round}");
         let children: Vec<Child> = (0..4)
             .map(|_| {
-                t.command(&["run", "conc.yaml", "--set", &set])
+                t.command(&["run", "conc.yaml", "--set", &set, "--replace-results"])
                     .stdout(Stdio::piped())
                     .stderr(Stdio::piped())
                     .spawn()
@@ -188,15 +188,21 @@ fn kill_9_mid_publish_leaves_the_old_or_the_new_complete_folder() {
     let t = TestDir::new();
     t.write("conc.yaml", &many_files(N));
     // Two cached versions: each run below switches results/conc/agg to the other one.
-    t.ok(&["run", "conc.yaml", "--set", "v=1"]);
-    t.ok(&["run", "conc.yaml", "--set", "v=2"]);
+    t.ok(&["run", "conc.yaml", "--set", "v=1", "--replace-results"]);
+    t.ok(&["run", "conc.yaml", "--set", "v=2", "--replace-results"]);
     let root = t.join("results/conc");
     let spawn = |v: &str| {
-        t.command(&["run", "conc.yaml", "--set", &format!("v={v}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
+        t.command(&[
+            "run",
+            "conc.yaml",
+            "--set",
+            &format!("v={v}"),
+            "--replace-results",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
     };
     // How long publishing takes, to kill at points spread over it (denser near the end,
     // where the old folder is replaced).
@@ -239,7 +245,7 @@ fn kill_9_mid_publish_leaves_the_old_or_the_new_complete_folder() {
     }
     assert!(killed > 0, "no run was killed while publishing");
     // The next run finishes the job and removes what the killed ones left.
-    t.ok(&["run", "conc.yaml", "--set", "v=2"]);
+    t.ok(&["run", "conc.yaml", "--set", "v=2", "--replace-results"]);
     assert_eq!(agg_version(&t, N), Ok("2".into()));
     assert_eq!(leftovers(&t.join("results")), Vec::<String>::new());
 }
@@ -455,4 +461,31 @@ fn a_no_op_rerun_does_not_recopy_published_files() {
     assert_eq!(t.read("results/p/table.md"), "| t |\n");
     let prov = t.read("results/p/provenance.json");
     assert!(prov.contains("\"a/sub/y\""), "{prov}");
+}
+
+/// A run with other `--set` overrides than the one that published `results/<stem>/`
+/// stops before anything runs (exit 2) instead of replacing them; `--replace-results`
+/// replaces them; the same overrides again publish as usual.
+#[test]
+fn a_run_with_other_overrides_does_not_replace_the_results_without_a_flag() {
+    let t = TestDir::new();
+    t.write(
+        "p.yaml",
+        "name: p\nparams: {seeds: [1, 2]}\nstages:\n  s:\n    kind: command\n    publish: \".\"\n    params: {shell: 'echo ${seeds} >> $RST_PROJECT/ran.log; echo ${seeds} > $RST_OUT/out.txt'}\n",
+    );
+    t.ok(&["run", "p.yaml"]);
+    let refused = t.rst(&["run", "p.yaml", "--set", "seeds=[1]"]);
+    refused.assert_code(2);
+    refused.assert_stderr_contains("results/p/ holds the results of a run with no --set overrides; this run has --set seeds=[1]");
+    refused.assert_stderr_contains("--replace-results");
+    assert_eq!(t.take_log(), ["[1,2]"], "nothing ran");
+    assert_eq!(t.read("results/p/out.txt"), "[1,2]\n");
+    t.ok(&["run", "p.yaml", "--set", "seeds=[1]", "--replace-results"]);
+    assert_eq!(t.read("results/p/out.txt"), "[1]\n");
+    t.ok(&["run", "p.yaml", "--set", "seeds=[1]"]);
+    // Back to the file's own values: also a replacement.
+    t.rst(&["run", "p.yaml"])
+        .assert_code(2)
+        .assert_stderr_contains("a run with --set seeds=[1]; this run has no --set overrides");
+    assert_eq!(t.take_log(), ["[1]"]);
 }

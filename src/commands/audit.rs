@@ -13,7 +13,7 @@ pub fn run(args: &PipelineArgs, opts: AuditOptions) -> Result<ExitCode> {
     let store = open_store(&cache_dir(&args.cache_dir))?;
     let p = super::load_replayed(args, &store)?;
     let report = audit::audit(&p, &store, &args.file, &opts)?;
-    let dir = p.project_dir.join("results").join(p.stem());
+    let dir = p.results_dir();
     let md = report.write(&dir)?;
     print!("{md}");
     let shown = dir.strip_prefix(&p.project_dir).unwrap_or(&dir);

@@ -42,6 +42,7 @@ fn command(cmd: Cmd) -> Result<ExitCode> {
             force,
             keep_going,
             accept_new_checksums,
+            replace_results,
             exec,
         } => run::run(
             &p,
@@ -51,6 +52,7 @@ fn command(cmd: Cmd) -> Result<ExitCode> {
                 force,
                 keep_going,
                 accept_new_checksums,
+                replace_results,
             },
             &exec,
         ),

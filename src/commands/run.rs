@@ -27,6 +27,8 @@ pub struct RunFlags {
     pub force: Vec<String>,
     pub keep_going: bool,
     pub accept_new_checksums: bool,
+    /// Publish over results of a run with other `--set` overrides.
+    pub replace_results: bool,
 }
 
 pub fn run(args: &PipelineArgs, flags: &RunFlags, exec: &ExecArgs) -> Result<ExitCode> {
@@ -118,7 +120,7 @@ fn drive_studies(args: &PipelineArgs, on: &On<'_>, pipeline: &mut Pipeline) -> R
             round, mut result, ..
         } => {
             result.wall_s = started.elapsed().as_secs_f64();
-            *pipeline = round;
+            *pipeline = *round;
             Ok(result)
         }
         crate::study::Driven::Done { known, ran } => {
@@ -160,6 +162,8 @@ struct Backend {
 
 fn prepare(args: &PipelineArgs, flags: &RunFlags, exec: &ExecArgs) -> Result<(Prepared, Backend)> {
     let pipeline = super::load(args)?.select(&flags.targets)?;
+    // Before anything runs: a one-off `--set` run must not silently replace the results.
+    crate::publish::check_overrides(&pipeline, flags.replace_results)?;
     if flags.jobs == Some(0) {
         return Err(UserError::new("--jobs must be at least 1").into());
     }

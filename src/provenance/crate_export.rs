@@ -147,7 +147,7 @@ fn gather<'a>(p: &'a Pipeline, store: &'a Store, file: &Path) -> Result<Sources<
             })
         })
         .collect::<Result<_>>()?;
-    let results_dir: PathBuf = p.project_dir.join("results").join(p.stem());
+    let results_dir: PathBuf = p.results_dir();
     let published = Published::read(&results_dir);
     if published.is_none() {
         crate::elog!(

@@ -97,15 +97,22 @@ pub struct Pipeline {
     pub stages: Vec<StageDef>,
     /// All instances, in a topological order (every input before its consumer).
     pub instances: Vec<Instance>,
+    /// The `--set` overrides it was loaded with, in the order given.
+    pub overrides: Vec<(String, Value)>,
 }
 
 impl Pipeline {
-    /// The `results/<stem>` directory name for this pipeline file.
+    /// The pipeline file's name without its extension.
     pub fn stem(&self) -> String {
         self.file
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| self.name.clone())
+    }
+
+    /// Where its published results go: `results/<stem>/`.
+    pub fn results_dir(&self) -> PathBuf {
+        self.project_dir.join("results").join(self.stem())
     }
 
     pub fn find_stage(&self, name: &str) -> Option<usize> {
@@ -345,6 +352,7 @@ fn build(
         params,
         stages,
         instances,
+        overrides: overrides.to_vec(),
     };
     stage_checks::check_upstreams(cx, &pipeline)?;
     Ok(pipeline)
