@@ -148,6 +148,18 @@ pub enum Cmd {
         #[arg(long, value_name = "X")]
         tolerance: Option<f64>,
     },
+    /// What changed between two runs: overrides and parameters, the stage instances computed in one but not the other, every published table cell side by side (default: the last two runs of the newest run's pipeline).
+    Diff {
+        /// A run id or its first characters (default: the run before B of the same pipeline).
+        a: Option<String>,
+        /// Another run id (default: the newest run; with only A given, A is compared with the run before it).
+        b: Option<String>,
+        #[arg(long, env = "RST_CACHE_DIR", value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Export the last run of a pipeline as a Workflow Run RO-Crate (ro-crate-metadata.json, the pipeline file, published results, logs).
     ExportCrate {
         #[command(flatten)]

@@ -73,6 +73,8 @@ fn run_dataset(t: &TestDir, pipeline: &str, folder: &str, make: Generator, extra
         "trials=2",
         "--set",
         "parallel=2",
+        // A variation of the run that published the table: replace it on purpose.
+        "--replace-results",
     ]);
     let out = t.ok(&args);
     let s = out.summary();

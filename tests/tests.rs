@@ -16,6 +16,7 @@ mod bounds;
 mod correlated;
 #[cfg(feature = "torch")]
 mod datasets;
+mod diff;
 mod download;
 mod engine;
 mod errors;

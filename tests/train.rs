@@ -134,7 +134,7 @@ fn train_evaluate_cached_deterministic_and_divergence_is_reported() {
 
     // A learning rate that blows up: a user error naming the divergence; nothing cached.
     let entries = t.entries();
-    let out = t.rst(&["run", "p.yaml", "--set", "lr=1e12"]);
+    let out = t.rst(&["run", "p.yaml", "--set", "lr=1e12", "--replace-results"]);
     out.assert_code(2)
         .assert_stderr_contains("training diverged: loss is");
     assert_eq!(t.entries(), entries, "a failed run caches nothing");

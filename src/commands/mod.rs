@@ -8,6 +8,7 @@
 //! from tests and other front ends without clap.
 mod audit;
 mod check;
+mod diff;
 mod export_crate;
 mod gc;
 mod graph;
@@ -97,6 +98,12 @@ fn command(cmd: Cmd) -> Result<ExitCode> {
             },
         ),
         Cmd::ExportCrate { p, dir } => export_crate::run(&p, &dir),
+        Cmd::Diff {
+            a,
+            b,
+            cache_dir,
+            json,
+        } => diff::run(a.as_deref(), b.as_deref(), &cache_dir, json),
     }
 }
 

@@ -5,6 +5,7 @@
 //! times, threads, memory, device, versions, log).
 pub mod audit;
 pub mod crate_export;
+pub mod diff;
 pub mod lineage;
 pub mod runlog;
 

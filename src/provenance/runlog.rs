@@ -58,6 +58,10 @@ pub struct RunRecord {
     pub status: String,
     pub counts: Counts,
     pub stages: Vec<StageRun>,
+    /// The pipeline parameters the run used (after `--set`); empty in records written
+    /// before rst kept them.
+    #[serde(default)]
+    pub params: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 fn runs_dir(store: &Store) -> PathBuf {
@@ -155,6 +159,7 @@ pub fn record(
         .to_string(),
         counts,
         stages,
+        params: p.params.clone(),
     }
 }
 
