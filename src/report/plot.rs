@@ -1,6 +1,6 @@
 //! Figures as PNG and SVG with plotters: accuracy per column with ±std error bars (one
-//! line per table row), and validation accuracy per epoch (one line per training run,
-//! coloured by group).
+//! line per table row), and validation accuracy per epoch (one panel per table column,
+//! in each the mean of every row's runs with a min–max band, in the row's colour).
 //!
 //! Text is laid out and rasterised with an embedded DejaVu Sans (`assets/fonts/`, its
 //! licence beside it) through plotters' `ab_glyph` backend, so no system font is needed
@@ -67,6 +67,10 @@ pub struct Rendered {
 /// Something that draws itself on any plotters backend.
 pub trait Figure {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String>;
+    /// Width and height in pixels.
+    fn size(&self) -> (u32, u32) {
+        (WIDTH, HEIGHT)
+    }
 }
 
 fn err<E: std::fmt::Display>(e: E) -> String {
@@ -88,18 +92,19 @@ pub(super) fn legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
         .map_err(err)
 }
 
-/// Draws `fig` into a PNG (RGB, WIDTH × HEIGHT) and an SVG.
+/// Draws `fig` into a PNG (RGB, its [`size`](Figure::size)) and an SVG.
 pub fn render(fig: &impl Figure) -> Result<Rendered, String> {
     register_font();
+    let (width, height) = fig.size();
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut svg, (width, height)).into_drawing_area();
         fig.draw(&root)?;
         root.present().map_err(err)?;
     }
-    let mut pixels = vec![0u8; (WIDTH * HEIGHT * 3) as usize];
+    let mut pixels = vec![0u8; (width * height * 3) as usize];
     {
-        let root = BitMapBackend::with_buffer(&mut pixels, (WIDTH, HEIGHT)).into_drawing_area();
+        let root = BitMapBackend::with_buffer(&mut pixels, (width, height)).into_drawing_area();
         fig.draw(&root)?;
         root.present().map_err(err)?;
     }
@@ -107,7 +112,7 @@ pub fn render(fig: &impl Figure) -> Result<Rendered, String> {
     {
         use image::ImageEncoder;
         image::codecs::png::PngEncoder::new(&mut png)
-            .write_image(&pixels, WIDTH, HEIGHT, image::ExtendedColorType::Rgb8)
+            .write_image(&pixels, width, height, image::ExtendedColorType::Rgb8)
             .map_err(|e| format!("encoding the PNG: {e}"))?;
     }
     Ok(Rendered { png, svg })
@@ -315,13 +320,18 @@ impl Figure for AccuracyFigure {
 pub struct Curve {
     /// The run (its instance name).
     pub name: String,
-    /// The legend entry it counts under.
+    /// The legend entry it counts under (the table's row label).
     pub group: String,
     pub color: usize,
+    /// The panel it is drawn in (the table's column label, e.g. `Noise = 20%`); the
+    /// panels keep their first appearance's order.
+    pub panel: String,
     pub points: Vec<(f64, f64)>,
 }
 
-/// Validation accuracy per epoch, one line per run, one legend entry per group.
+/// Validation accuracy per epoch: one panel per column of the table, in each one line per
+/// group (the mean over its runs at each epoch) with a band from the lowest to the
+/// highest run, in the colour of the group's row everywhere.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CurvesFigure {
     pub title: Option<String>,
@@ -330,9 +340,83 @@ pub struct CurvesFigure {
     pub curves: Vec<Curve>,
 }
 
+/// A group's runs in one panel: per epoch (epoch, mean, lowest, highest, runs).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Band {
+    pub group: String,
+    pub color: usize,
+    pub points: Vec<(f64, f64, f64, f64, usize)>,
+}
+
+impl CurvesFigure {
+    /// The panels in order, each with its groups' bands.
+    pub fn panels(&self) -> Vec<(String, Vec<Band>)> {
+        let mut panels: Vec<(String, Vec<Band>)> = Vec::new();
+        for c in &self.curves {
+            let i = match panels.iter().position(|(p, _)| *p == c.panel) {
+                Some(i) => i,
+                None => {
+                    panels.push((c.panel.clone(), Vec::new()));
+                    panels.len() - 1
+                }
+            };
+            let bands = &mut panels[i].1;
+            let j = match bands.iter().position(|b| b.group == c.group) {
+                Some(j) => j,
+                None => {
+                    bands.push(Band {
+                        group: c.group.clone(),
+                        color: c.color,
+                        points: Vec::new(),
+                    });
+                    bands.len() - 1
+                }
+            };
+            for &(epoch, v) in &c.points {
+                let pts = &mut bands[j].points;
+                match pts.iter_mut().find(|p| p.0 == epoch) {
+                    Some(p) => {
+                        // Running sum in .1 until the end, then the mean.
+                        p.1 += v;
+                        p.2 = p.2.min(v);
+                        p.3 = p.3.max(v);
+                        p.4 += 1;
+                    }
+                    None => pts.push((epoch, v, v, v, 1)),
+                }
+            }
+        }
+        for (_, bands) in &mut panels {
+            for b in bands {
+                for p in &mut b.points {
+                    p.1 /= p.4 as f64;
+                }
+                b.points.sort_by(|x, y| x.0.total_cmp(&y.0));
+            }
+        }
+        panels
+    }
+
+    /// Panels per row of the grid.
+    fn grid(n: usize) -> (usize, usize) {
+        let cols = if n <= 1 { 1 } else { 2 };
+        (n.max(1).div_ceil(cols), cols)
+    }
+}
+
 impl Figure for CurvesFigure {
+    fn size(&self) -> (u32, u32) {
+        let (rows, cols) = Self::grid(self.panels().len());
+        if rows * cols == 1 {
+            (WIDTH, HEIGHT)
+        } else {
+            (WIDTH + 200, 48 + 330 * rows as u32)
+        }
+    }
+
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String> {
         root.fill(&WHITE).map_err(err)?;
+        let panels = self.panels();
         let all = || self.curves.iter().flat_map(|c| c.points.iter().copied());
         let (e_lo, e_hi) = all().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), (e, _)| {
             (lo.min(e), hi.max(e))
@@ -344,44 +428,70 @@ impl Figure for CurvesFigure {
         } else {
             (e_lo, e_hi)
         };
+        // One y scale for every panel, so that they compare at a glance.
         let (y0, y1) = percent_range(all().map(|(_, v)| (v, v)));
-        let mut builder = ChartBuilder::on(root);
-        builder
-            .margin(16)
-            .x_label_area_size(48)
-            .y_label_area_size(64);
-        if let Some(t) = &self.title {
-            builder.caption(t, (FAMILY, 22));
-        }
-        let mut chart = builder.build_cartesian_2d(x0..x1, y0..y1).map_err(err)?;
-        chart
-            .configure_mesh()
-            .x_label_formatter(&|x| super::format_number(*x))
-            .x_desc(self.x_label.as_str())
-            .y_desc(self.y_label.as_str())
-            .label_style((FAMILY, 14))
-            .axis_desc_style((FAMILY, 16))
-            .y_label_formatter(&|y| super::format_number(*y))
-            .light_line_style(RGBColor(246, 246, 246))
-            .draw()
-            .map_err(err)?;
-        let mut labelled: Vec<&str> = Vec::new();
-        for curve in &self.curves {
-            let c = color(curve.color);
-            let series = chart
-                .draw_series(LineSeries::new(
-                    curve.points.iter().copied(),
-                    c.mix(0.85).stroke_width(2),
-                ))
+        let area = match &self.title {
+            Some(t) => root.titled(t, (FAMILY, 22)).map_err(err)?,
+            None => root.clone(),
+        };
+        let (rows, cols) = Self::grid(panels.len());
+        let cells = area.split_evenly((rows, cols));
+        let empty = vec![(String::new(), Vec::new())];
+        let panels = if panels.is_empty() { empty } else { panels };
+        for (k, ((title, bands), cell)) in panels.iter().zip(cells.iter()).enumerate() {
+            let mut builder = ChartBuilder::on(cell);
+            builder
+                .margin(12)
+                .x_label_area_size(44)
+                .y_label_area_size(60);
+            if !title.is_empty() {
+                builder.caption(title, (FAMILY, 18));
+            }
+            let mut chart = builder.build_cartesian_2d(x0..x1, y0..y1).map_err(err)?;
+            chart
+                .configure_mesh()
+                .x_label_formatter(&|x| super::format_number(*x))
+                .x_desc(self.x_label.as_str())
+                .y_desc(self.y_label.as_str())
+                .label_style((FAMILY, 13))
+                .axis_desc_style((FAMILY, 14))
+                .y_label_formatter(&|y| super::format_number(*y))
+                .light_line_style(RGBColor(246, 246, 246))
+                .draw()
                 .map_err(err)?;
-            if !labelled.contains(&curve.group.as_str()) {
-                labelled.push(&curve.group);
-                series.label(curve.group.as_str()).legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
-                });
+            for band in bands {
+                let c = color(band.color);
+                if band.points.iter().any(|p| p.4 > 1) {
+                    let mut outline: Vec<(f64, f64)> =
+                        band.points.iter().map(|p| (p.0, p.3)).collect();
+                    outline.extend(band.points.iter().rev().map(|p| (p.0, p.2)));
+                    chart
+                        .draw_series(std::iter::once(Polygon::new(outline, c.mix(0.18).filled())))
+                        .map_err(err)?;
+                }
+                let runs = band.points.iter().map(|p| p.4).max().unwrap_or(0);
+                let label = if runs > 1 {
+                    format!("{} (mean of {runs}, min–max)", band.group)
+                } else {
+                    band.group.clone()
+                };
+                let series = chart
+                    .draw_series(LineSeries::new(
+                        band.points.iter().map(|p| (p.0, p.1)),
+                        c.stroke_width(2),
+                    ))
+                    .map_err(err)?;
+                // The legend once, in the first panel.
+                if k == 0 {
+                    series.label(label).legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
+                    });
+                }
+            }
+            if k == 0 && !bands.is_empty() {
+                legend(&mut chart, SeriesLabelPosition::LowerRight)?;
             }
         }
-        legend(&mut chart, SeriesLabelPosition::LowerRight)?;
         Ok(())
     }
 }
@@ -393,7 +503,6 @@ mod tests {
     /// Dark pixels: text, axes and lines were drawn.
     pub(crate) fn dark_pixels(png: &[u8]) -> usize {
         let img = image::load_from_memory(png).unwrap().to_rgb8();
-        assert_eq!(img.dimensions(), (WIDTH, HEIGHT));
         img.pixels()
             .filter(|p| p.0.iter().map(|&v| v as u32).sum::<u32>() < 200)
             .count()
@@ -439,10 +548,11 @@ mod tests {
 
     #[test]
     fn curves_figure() {
-        let curve = |name: &str, group: &str, color, shift: f64| Curve {
+        let curve = |name: &str, group: &str, color, panel: &str, shift: f64| Curve {
             name: name.into(),
             group: group.into(),
             color,
+            panel: panel.into(),
             points: (1..=10)
                 .map(|e| (e as f64, 40.0 + shift + 3.0 * e as f64))
                 .collect(),
@@ -452,17 +562,40 @@ mod tests {
             x_label: "Epoch".into(),
             y_label: "Validation accuracy (%)".into(),
             curves: vec![
-                curve("ft_regsl[seed=1]", "Ours", 0, 5.0),
-                curve("ft_regsl[seed=2]", "Ours", 0, 4.0),
-                curve("ft_plain[seed=1]", "Fine-tuning", 1, 0.0),
+                curve("ft_regsl[rate=0.2, seed=1]", "Ours", 0, "Noise = 20%", 5.0),
+                curve("ft_regsl[rate=0.2, seed=2]", "Ours", 0, "Noise = 20%", 3.0),
+                curve(
+                    "ft_plain[rate=0.2, seed=1]",
+                    "Fine-tuning",
+                    1,
+                    "Noise = 20%",
+                    0.0,
+                ),
+                curve("ft_regsl[rate=0.4, seed=1]", "Ours", 0, "Noise = 40%", 1.0),
+                curve(
+                    "ft_plain[rate=0.4, seed=1]",
+                    "Fine-tuning",
+                    1,
+                    "Noise = 40%",
+                    -2.0,
+                ),
             ],
         };
+        let panels = fig.panels();
+        assert_eq!(panels.len(), 2);
+        assert_eq!(panels[0].0, "Noise = 20%");
+        let ours = &panels[0].1[0];
+        assert_eq!((ours.group.as_str(), ours.color), ("Ours", 0));
+        // Epoch 1: runs at 48 and 46: mean 47, band 46..48, two runs.
+        assert_eq!(ours.points[0], (1.0, 47.0, 46.0, 48.0, 2));
         let r = render(&fig).unwrap();
+        assert_eq!(fig.size(), (WIDTH + 200, 48 + 330));
+        assert!(r.svg.contains("Noise = 20%") && r.svg.contains("Noise = 40%"));
         assert!(r.svg.contains("Epoch") && r.svg.contains("Validation accuracy (%)"));
         assert_eq!(
-            r.svg.matches(">\nOurs\n<").count(),
+            r.svg.matches(">\nOurs (mean of 2, min–max)\n<").count(),
             1,
-            "one legend entry per group"
+            "one legend entry per group, in the first panel"
         );
         assert!(dark_pixels(&r.png) > 1000);
         // A single epoch and an empty figure still render.

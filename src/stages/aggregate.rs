@@ -39,10 +39,12 @@
 //!
 //! Writes `table.md` (the paper's README layout), `table.csv`, `table.tex`, `table.json`
 //! (with every run), `accuracy.png`/`.svg` (the metric per column, ±std error bars) and,
-//! with `trains`, `curves.png`/`.svg`: validation accuracy per epoch, one line per run,
-//! coloured by row: a train run's row is its `rows` axis value when it has that axis, else
-//! its stage name, shown through `row_labels` (so `row_labels: {ft_regsl: Ours}` puts
-//! `ft_regsl`'s curves in the colour of the `Ours` row). The table is also printed to the log.
+//! with `trains`, `curves.png`/`.svg`: validation accuracy per epoch, one panel per table
+//! column (a train run's value of the `columns` axis), in each the mean over a row's runs
+//! with a min–max band, coloured by row: a train run's row is its `rows` axis value when it
+//! has that axis, else its stage name, shown through `row_labels` (so `row_labels:
+//! {ft_regsl: Ours}` puts `ft_regsl`'s curves under the `Ours` label and colour). The table
+//! is also printed to the log.
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -60,7 +62,7 @@ use crate::report::{fill_template, template_placeholders, value_text, Column, Ro
 pub struct Aggregate;
 
 /// Bump when the same inputs and params would give other files. 2: a single run reads
-/// `(n = 1)`, not `± 0.00`.
+/// `(n = 1)`, not `± 0.00`; curves.png has one panel per column, means with bands.
 const VERSION: u32 = 2;
 
 const INPUTS: &[InputDecl] = &[
@@ -622,10 +624,20 @@ fn build_curves(
                 table.rows.len() + extra_groups.iter().position(|g| *g == group).unwrap()
             }
         };
+        // Its panel: the table column of its value of the columns axis (all in one panel
+        // when it has no such axis).
+        let panel = input
+            .matrix
+            .get(&p.columns)
+            .map(value_text)
+            .and_then(|v| table.columns.iter().find(|c| value_text(&c.value) == v))
+            .map(|c| c.label.clone())
+            .unwrap_or_default();
         curves.push(Curve {
             name: input.instance.clone(),
             group,
             color,
+            panel,
             points,
         });
     }
@@ -1272,8 +1284,10 @@ mod tests {
         for text in [
             "Epoch",
             "Validation accuracy (%)",
-            ">\nOurs\n<",
-            ">\nft_plain\n<",
+            // One panel per column, the table's row labels in the legend.
+            "Noise = 20%",
+            ">\nOurs",
+            ">\nft_plain",
         ] {
             assert!(curves.contains(text), "{text:?} not in curves.svg");
         }
