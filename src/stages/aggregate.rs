@@ -372,6 +372,53 @@ fn read_metric(input: &InputArtifact, metric: Metric) -> Result<(f64, Option<Str
     Ok((value, split))
 }
 
+/// The class every prediction of an evaluation fell in, when they all did (its
+/// `confusion[true][predicted]` has one non-empty column, of two or more): a degenerate
+/// model, whose accuracy is only that class's share of the split.
+fn one_class(input: &InputArtifact) -> Option<usize> {
+    let metrics = read_json(input, "evals", "metrics.json").ok()?;
+    let rows = metrics.get("confusion")?.as_array()?;
+    let k = rows.len();
+    if k < 2 {
+        return None;
+    }
+    let mut predicted = vec![0u64; k];
+    for row in rows {
+        for (j, n) in row.as_array()?.iter().enumerate() {
+            *predicted.get_mut(j)? += n.as_u64()?;
+        }
+    }
+    let used: Vec<usize> = (0..k).filter(|&j| predicted[j] > 0).collect();
+    match used.as_slice() {
+        [one] => Some(*one),
+        _ => None,
+    }
+}
+
+/// The warning under the table about degenerate evaluations, or None.
+fn degenerate_note(evals: &[InputArtifact]) -> (Vec<String>, Option<String>) {
+    let found: Vec<String> = evals
+        .iter()
+        .filter_map(|e| one_class(e).map(|c| format!("`{}` (class {c})", e.instance)))
+        .collect();
+    if found.is_empty() {
+        return (found, None);
+    }
+    let shown: Vec<&str> = found.iter().take(8).map(String::as_str).collect();
+    let more = if found.len() > 8 {
+        format!(" and {} more", found.len() - 8)
+    } else {
+        String::new()
+    };
+    let note = format!(
+        "Warning: {} evaluation(s) predict one class for every image, a degenerate model \
+         whose accuracy is only that class's share of the split: {}{more}.",
+        found.len(),
+        shown.join(", ")
+    );
+    (found, Some(note))
+}
+
 /// Validation accuracy (percent) per epoch from a train artifact's history.json.
 fn read_curve(input: &InputArtifact) -> Result<Vec<(f64, f64)>, StageError> {
     let history = read_json(input, "trains", "history.json")?;
@@ -702,6 +749,14 @@ impl StageRunner for Aggregate {
             .collect();
         let mut markdown = table.markdown_document();
         let mut latex = table.latex();
+        let (degenerate, note) = degenerate_note(evals);
+        if let Some(note) = &note {
+            ctx.log(&format!("warning: aggregate: {note}"));
+            markdown.push('\n');
+            markdown.push_str(note);
+            markdown.push('\n');
+            latex.push_str(&format!("% {}\n", note.replace('`', "")));
+        }
         for c in &comparisons {
             markdown.push('\n');
             markdown.push_str(&c.markdown(p.decimals));
@@ -721,6 +776,9 @@ impl StageRunner for Aggregate {
         doc["split"] = json!(split);
         if !comparisons.is_empty() {
             doc["comparisons"] = comparisons.iter().map(compare::Compared::json).collect();
+        }
+        if !degenerate.is_empty() {
+            doc["degenerate"] = json!(degenerate);
         }
         let text = serde_json::to_string_pretty(&doc)
             .map_err(|e| StageError::internal(format!("table.json: {e}")))?;
@@ -1007,6 +1065,32 @@ mod tests {
         params["compare"] = json!({"Ours": "Ours"});
         let err = parse(&params).unwrap_err();
         assert!(format!("{err:?}").contains("with itself"), "{err:?}");
+    }
+
+    #[test]
+    fn a_degenerate_evaluation_is_flagged_under_the_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let evals = paper_evals(dir.path());
+        // One evaluation predicts class 1 for everything.
+        let m = evals[0].path.join("metrics.json");
+        let mut metrics: Value =
+            serde_json::from_str(&std::fs::read_to_string(&m).unwrap()).unwrap();
+        metrics["confusion"] = json!([[0, 40], [0, 60]]);
+        std::fs::write(&m, metrics.to_string()).unwrap();
+        let out = run_aggregate(dir.path(), evals.clone(), vec![], paper_params()).unwrap();
+        let md = read(&out, "table.md");
+        assert!(
+            md.contains("Warning: 1 evaluation(s) predict one class for every image")
+                && md.contains(&format!("`{}` (class 1)", evals[0].instance)),
+            "{md}"
+        );
+        let j: Value = serde_json::from_str(&read(&out, "table.json")).unwrap();
+        assert_eq!(j["degenerate"].as_array().unwrap().len(), 1);
+        // A healthy confusion matrix: no warning.
+        metrics["confusion"] = json!([[30, 10], [5, 55]]);
+        std::fs::write(&m, metrics.to_string()).unwrap();
+        let out = run_aggregate(dir.path(), evals, vec![], paper_params()).unwrap();
+        assert!(!read(&out, "table.md").contains("Warning"));
     }
 
     #[test]
