@@ -148,6 +148,17 @@ pub enum Cmd {
         #[arg(long, value_name = "X")]
         tolerance: Option<f64>,
     },
+    /// The parameters of a stage kind: types, defaults and what each does (from the structs the validator uses).
+    Params {
+        /// download, split, noise, command, train, evaluate, aggregate or search.
+        kind: Option<String>,
+        /// Every kind's reference.
+        #[arg(long)]
+        all: bool,
+        /// The JSON schema instead.
+        #[arg(long)]
+        json: bool,
+    },
     /// What changed between two runs: overrides and parameters, the stage instances computed in one but not the other, every published table cell side by side (default: the last two runs of the newest run's pipeline).
     Diff {
         /// A run id or its first characters (default: the run before B of the same pipeline).

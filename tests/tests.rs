@@ -28,6 +28,7 @@ mod integrity;
 mod keys;
 mod layer;
 mod libtorch;
+mod params;
 mod perf_exec;
 mod planner;
 #[cfg(feature = "torch")]

@@ -14,6 +14,7 @@ mod gc;
 mod graph;
 mod lineage;
 mod log;
+mod params;
 mod run;
 mod status;
 mod verify;
@@ -98,6 +99,7 @@ fn command(cmd: Cmd) -> Result<ExitCode> {
             },
         ),
         Cmd::ExportCrate { p, dir } => export_crate::run(&p, &dir),
+        Cmd::Params { kind, all, json } => params::run(kind.as_deref(), all, json),
         Cmd::Diff {
             a,
             b,

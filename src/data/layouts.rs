@@ -21,7 +21,9 @@ use crate::data::imagefolder::{self, Entry};
 use crate::data::matfile::{self, MatValue};
 
 /// An official dataset layout (`layout:` in a pipeline, kebab-case).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Layout {
     /// MIT Indoor 67.

@@ -82,7 +82,9 @@ const INPUTS: &[InputDecl] = &[
 const STAGE: &str = "stage";
 const MAX_DECIMALS: usize = 6;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Metric {
     #[default]
@@ -107,30 +109,42 @@ impl Metric {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AggregateParams {
+    /// Which accuracy of metrics.json the table shows.
     #[serde(default)]
     pub metric: Metric,
+    /// What makes a row: `stage` (the evaluation's stage name) or a matrix axis.
     #[serde(default = "default_rows")]
     pub rows: String,
+    /// Display names of rows (by stage name or axis value); also labels train stages' curves.
     #[serde(default)]
     pub row_labels: Option<BTreeMap<String, String>>,
+    /// Rows in this order first (by key), then the rest in first appearance.
     #[serde(default)]
     pub row_order: Option<Vec<String>>,
+    /// The matrix axis (or `stage`) that makes the columns (and the curves' panels).
     pub columns: String,
+    /// The column header: `{value}`, `{percent}` (value × 100), `{axis}`; `{{` for a brace.
     #[serde(default = "default_column_label")]
     pub column_label: String,
+    /// The axes averaged over (e.g. `[seed]`): any other axis an evaluation varies is an error.
     #[serde(default)]
     pub over: Option<Vec<String>>,
+    /// Decimals of the cells (0–6).
     #[serde(default = "default_decimals")]
     pub decimals: usize,
+    /// A line above the table (and the LaTeX comment).
     #[serde(default)]
     pub title: Option<String>,
+    /// The first header cell.
     #[serde(default = "default_row_header")]
     pub row_header: String,
+    /// accuracy.png's x axis (default: the columns axis).
     #[serde(default)]
     pub x_label: Option<String>,
+    /// Its y axis (default: `<Split> top-1 accuracy (%)`).
     #[serde(default)]
     pub y_label: Option<String>,
     /// Rows to compare, `{row: baseline}` (labels or keys): paired statistics per column.
@@ -818,6 +832,12 @@ impl StageRunner for Aggregate {
         }
         Ok(())
     }
+}
+
+/// The JSON schema of this kind's `params:` (what the validator deserialises), for the
+/// parameter reference (`rst params`).
+pub fn params_schema() -> schemars::Schema {
+    schemars::schema_for!(AggregateParams)
 }
 
 #[cfg(test)]

@@ -30,13 +30,17 @@ pub struct Command;
 /// not be stored.
 pub static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Params {
+    /// The program and its arguments, run without a shell (give this or `shell`).
     #[serde(default)]
     argv: Option<Vec<Value>>,
+    /// A `sh -c` script (give this or `argv`); rst fills in `${name}` first, `$${` writes a
+    /// literal `${` (the shell's own `$VAR` needs no escape).
     #[serde(default)]
     shell: Option<String>,
+    /// Extra environment variables for the program (part of the key).
     #[serde(default)]
     env: BTreeMap<String, Value>,
     /// Declared so that it is type-checked (a list of strings); [`Command::local_deps`]
@@ -318,6 +322,12 @@ impl Program {
             None => Err(StageError::internal(why)),
         }
     }
+}
+
+/// The JSON schema of this kind's `params:` (what the validator deserialises), for the
+/// parameter reference (`rst params`).
+pub fn params_schema() -> schemars::Schema {
+    schemars::schema_for!(Params)
 }
 
 #[cfg(test)]

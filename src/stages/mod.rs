@@ -13,6 +13,7 @@ pub mod aggregate;
 pub mod command;
 pub mod download;
 pub mod noise;
+pub mod reference;
 pub mod search;
 pub mod split;
 pub mod train;

@@ -50,7 +50,9 @@ const INPUTS: &[InputDecl] = &[
     },
 ];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum NoiseMode {
     #[default]
@@ -71,16 +73,18 @@ impl NoiseMode {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NoiseParams {
     /// Required for the random modes; not used by `correlated`.
     #[serde(default)]
     pub rate: Option<f64>,
+    /// Seeds which samples get a noisy label and which label (the paper: 1024).
     #[serde(default = "default_seed")]
     pub seed: u64,
     #[serde(default)]
     pub mode: NoiseMode,
+    /// The split whose labels are corrupted; the others are kept clean.
     #[serde(default = "default_split")]
     pub split: String,
 }
@@ -368,6 +372,12 @@ impl Noise {
         )
         .map_err(|e| StageError::internal(format!("writing the noisy view: {e}")))
     }
+}
+
+/// The JSON schema of this kind's `params:` (what the validator deserialises), for the
+/// parameter reference (`rst params`).
+pub fn params_schema() -> schemars::Schema {
+    schemars::schema_for!(NoiseParams)
 }
 
 #[cfg(test)]

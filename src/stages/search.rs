@@ -70,7 +70,9 @@ const INPUTS: &[InputDecl] = &[InputDecl {
 pub const DEFAULT_FILE: &str = "summary.json";
 pub const DEFAULT_KEY: &str = "best_val_acc";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum SamplerName {
     #[default]
@@ -79,7 +81,7 @@ pub enum SamplerName {
     Grid,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DirectionName {
     Minimize,
@@ -96,7 +98,7 @@ impl From<DirectionName> for Direction {
 }
 
 /// Which number of a trial's artifact is the objective.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Objective {
     /// The trial stage (`trial_of` this study) whose artifact holds it.
@@ -117,7 +119,7 @@ fn default_key() -> String {
 }
 
 /// `objective: fit` is `objective: {stage: fit}`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 enum RawObjective {
     Stage(String),
@@ -138,7 +140,7 @@ fn objective<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Objective, D::Err
 
 /// `prune:`: Optuna's `PercentilePruner` (`MedianPruner` at 50) over a `train` trial's
 /// validation accuracy per epoch. `prune: median` is the defaults.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PruneParams {
     /// Keep the trials in the best `percentile` at each epoch (50: the median).
@@ -177,7 +179,7 @@ impl PruneParams {
 }
 
 /// `prune: median` is `prune: {}`; `prune: null` (the default) prunes nothing.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 enum RawPrune {
     Name(String),
@@ -201,44 +203,54 @@ fn prune<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<PruneParams>, 
 }
 
 /// One dimension of the space as written.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Dim {
     /// `float` (the default) or `int`; a dimension with `choices` is categorical.
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
     pub ty: Option<DimType>,
+    /// The lowest value (with `high`; not with `choices`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub low: Option<f64>,
+    /// The highest value (included).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub high: Option<f64>,
+    /// Sample on a log scale (low > 0).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub log: bool,
+    /// Only values low + k·step (an `int` dimension: 1 by default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step: Option<f64>,
+    /// The values of a categorical dimension (any YAML values).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub choices: Option<Vec<Value>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DimType {
     Float,
     Int,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SearchParams {
+    /// The number a trial is scored by: the trial stage's name (`objective: fit`: its
+    /// summary.json's `best_val_acc`), or `{stage, file, key}`.
     #[serde(deserialize_with = "objective")]
     pub objective: Objective,
+    /// `maximize` or `minimize` the objective.
     pub direction: DirectionName,
     /// How many trials the study runs (per instance of the search stage).
     pub trials: usize,
     /// Trials proposed per batch and run at once (within `--jobs`).
     #[serde(default = "one")]
     pub parallel: usize,
+    /// `tpe` (Optuna's TPE, the default), `random` or `grid` (every combination of a finite space).
     #[serde(default)]
     pub sampler: SamplerName,
+    /// Seeds the sampler (the same seed proposes the same trials).
     #[serde(default)]
     pub seed: u64,
     #[serde(
@@ -246,7 +258,10 @@ pub struct SearchParams {
         deserialize_with = "prune",
         skip_serializing_if = "Option::is_none"
     )]
+    /// Stop trials early whose validation accuracy falls below the others' (a `train` trial only); none: never.
     pub prune: Option<PruneParams>,
+    /// The parameters searched, by name: `{low: 0.25, high: 8, log: true}`, `{type: int,
+    /// low: 1, high: 9, step: 2}` or `{choices: [a, b]}`.
     pub space: IndexMap<String, Dim>,
 }
 
@@ -406,7 +421,7 @@ impl StageKind for Search {
 }
 
 /// One finished trial, as the study's artifact lists it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct TrialRecord {
     pub number: usize,
     pub instance: String,
@@ -651,6 +666,12 @@ fn csv_field(s: &str) -> String {
 fn write_json(path: &Path, v: &Value) -> Result<(), StageError> {
     let text = serde_json::to_vec_pretty(v).expect("JSON values serialise");
     std::fs::write(path, text).map_err(|e| StageError::io(format!("writing {}", path.display()), e))
+}
+
+/// The JSON schema of this kind's `params:` (what the validator deserialises), for the
+/// parameter reference (`rst params`).
+pub fn params_schema() -> schemars::Schema {
+    schemars::schema_for!(SearchParams)
 }
 
 #[cfg(test)]

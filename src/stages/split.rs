@@ -58,18 +58,20 @@ const INPUTS: &[InputDecl] = &[InputDecl {
     required: true,
 }];
 
-#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SplitParams {
+    /// Seeds the one shuffle of each source split (`Prng::new(seed, "split/<source>")`).
     #[serde(default)]
     pub seed: u64,
     /// Class ids of the input to keep, relabelled 0..K-1 in this order.
     #[serde(default)]
     pub classes: Option<Vec<usize>>,
+    /// The output splits, in order; rules reading the same source take disjoint samples.
     pub splits: Vec<SplitRule>,
 }
 
-#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SplitRule {
     pub name: String,
@@ -1110,4 +1112,10 @@ pub(crate) mod tests {
         );
         assert_eq!((Split.name(), Split.version()), ("split", 1));
     }
+}
+
+/// The JSON schema of this kind's `params:` (what the validator deserialises), for the
+/// parameter reference (`rst params`).
+pub fn params_schema() -> schemars::Schema {
+    schemars::schema_for!(SplitParams)
 }

@@ -42,7 +42,7 @@ use super::{
     Upstreams,
 };
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Model {
     ResnetMini,
@@ -56,7 +56,9 @@ pub enum Model {
 /// mixed precision on CUDA (autocast: matrix products and convolutions in bf16 or fp16,
 /// reductions and the loss in fp32; the weights and the optimiser stay fp32; fp16 with
 /// dynamic loss scaling, as PyTorch's `GradScaler`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
     #[default]
@@ -99,7 +101,9 @@ impl Precision {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum OptimizerKind {
     #[default]
@@ -107,7 +111,9 @@ pub enum OptimizerKind {
     Sgd,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Reg {
     #[default]
@@ -116,7 +122,9 @@ pub enum Reg {
     Penalty,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Norm {
     #[default]
@@ -124,7 +132,7 @@ pub enum Norm {
     InfOp,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SelfLabel {
     /// First (1-based) epoch of label correction.
@@ -137,12 +145,13 @@ pub struct SelfLabel {
     pub reweight_temp: f64,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Augment {
     /// Random crop back to the original size after zero-padding by this many pixels.
     #[serde(default)]
     pub crop_padding: usize,
+    /// Random horizontal flips.
     #[serde(default)]
     pub flip: bool,
     /// ImageNet transforms: train RandomResizedCrop(`size`, `scale`, `ratio`) + flip (with
@@ -278,52 +287,78 @@ fn d_early() -> Option<usize> {
     Some(10)
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrainParams {
+    /// The network: `resnet-mini` (CPU-sized) or a torchvision ResNet.
     pub model: Model,
+    /// A local `.safetensors` or torch.save `.pth` file to start from (its classifier head dropped); or give an `init`/`weights` input.
     #[serde(default)]
     pub weights: Option<String>,
+    /// Seeds initialisation, shuffling and augmentation (rst's portable PRNG: the same seed gives the same run).
     #[serde(default = "d_seed")]
     pub seed: u64,
+    /// Training epochs (at most; see `early_stop`).
     pub epochs: usize,
+    /// Images per step.
     pub batch_size: usize,
+    /// `adam` (with `amsgrad`, as the paper) or `sgd` (with `momentum`).
     #[serde(default)]
     pub optimizer: OptimizerKind,
+    /// Learning rate.
     #[serde(default = "d_lr")]
     pub lr: f64,
+    /// Adam's AMSGrad variant (the paper's setting).
     #[serde(default = "d_true")]
     pub amsgrad: bool,
+    /// SGD momentum (`optimizer: sgd` only).
     #[serde(default = "d_momentum")]
     pub momentum: f64,
+    /// L2 weight decay of the optimizer.
     #[serde(default)]
     pub weight_decay: f64,
+    /// StepLR: multiply the learning rate by `lr_gamma` every this many epochs (none: constant).
     #[serde(default)]
     pub lr_step: Option<usize>,
+    /// StepLR's factor.
     #[serde(default = "d_gamma")]
     pub lr_gamma: f64,
+    /// Stop after this many epochs without a better validation accuracy (`>=` counts as better, as the authors' code); null: never.
     #[serde(default = "d_early")]
     pub early_stop: Option<usize>,
+    /// `none` (plain fine-tuning), `constraint` (project onto the balls after every step: RegSL) or `penalty` (add the distances to the loss).
     #[serde(default)]
     pub reg: Reg,
+    /// The distance: `frob` (Frobenius) or `inf-op` (maximum absolute row sum).
     #[serde(default)]
     pub norm: Norm,
+    /// D: the radius (`reg: constraint`) or penalty weight (`reg: penalty`) of the weights of
+    /// layer1..4 (layer k scaled by γ^k), around the weights the run starts from: the
+    /// pretrained ones (`init`/`weights`), else its own seeded initialisation.
     #[serde(default)]
     pub reg_extractor: f64,
+    /// H: the same for the classifier head, always around zero.
     #[serde(default)]
     pub reg_predictor: f64,
+    /// γ: layer k (layer1 is 0) gets D·γ^k, the paper's layer-wise scaling.
     #[serde(default = "d_scale")]
     pub scale_factor: f64,
+    /// Self-labeling (the paper's SL): reweighting and label correction; none: off.
     #[serde(default)]
     pub self_label: Option<SelfLabel>,
+    /// Training-time augmentation (evaluation uses the matching deterministic transform).
     #[serde(default)]
     pub augment: Augment,
+    /// `auto` (a GPU when there is one, else the CPU), `cpu`, `cuda` or `cuda:N`.
     #[serde(default = "d_device")]
     pub device: String,
     #[serde(default, skip_serializing_if = "Precision::is_fp32")]
+    #[schemars(extend("default" = "fp32"))]
     pub precision: Precision,
+    /// The input split trained on.
     #[serde(default = "d_train")]
     pub train_split: String,
+    /// The clean validation split that picks the best epoch and drives `early_stop`.
     #[serde(default = "d_val")]
     pub val_split: String,
     /// A study's pruning references (`prune: ${prune}` in a trial of a `search` with
@@ -425,7 +460,9 @@ fn d_eval_batch() -> usize {
     256
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum WhichWeights {
     #[default]
@@ -433,18 +470,23 @@ pub enum WhichWeights {
     Final,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EvalParams {
+    /// The split evaluated.
     #[serde(default = "d_split_test")]
     pub split: String,
+    /// Which weights of the train artifact: `best` (best validation epoch) or `final`.
     #[serde(default)]
     pub weights: WhichWeights,
+    /// Images per forward pass.
     #[serde(default = "d_eval_batch")]
     pub batch_size: usize,
+    /// As `train`'s `device`.
     #[serde(default = "d_device")]
     pub device: String,
     #[serde(default, skip_serializing_if = "Precision::is_fp32")]
+    #[schemars(extend("default" = "fp32"))]
     pub precision: Precision,
     /// Also write `predictions.json`: the argmax class of every image of the split, in
     /// the split's order (what `noise` with `mode: correlated` reads).
@@ -453,7 +495,7 @@ pub struct EvalParams {
 }
 
 /// `predictions.json` of an `evaluate` artifact (`predictions: true`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Predictions {
     pub split: String,
     /// `best` or `final`.
@@ -581,6 +623,17 @@ impl StageKind for TorchKind {
             }
         }
     }
+}
+
+/// The JSON schemas of `train`'s and `evaluate`'s `params:` (what the validator
+/// deserialises), for the parameter reference (`rst params`).
+pub fn train_params_schema() -> schemars::Schema {
+    schemars::schema_for!(TrainParams)
+}
+
+/// See [`train_params_schema`].
+pub fn evaluate_params_schema() -> schemars::Schema {
+    schemars::schema_for!(EvalParams)
 }
 
 #[cfg(test)]

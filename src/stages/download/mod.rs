@@ -204,5 +204,11 @@ impl Runner<'_, '_> {
     }
 }
 
+/// The JSON schema of this kind's `params:` (what the validator deserialises), for the
+/// parameter reference (`rst params`).
+pub fn params_schema() -> schemars::Schema {
+    schemars::schema_for!(params::Params)
+}
+
 #[cfg(test)]
 mod tests;

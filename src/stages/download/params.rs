@@ -12,14 +12,18 @@ use crate::data::archive::{self, archive_kind, safe_relative};
 use crate::data::fetch;
 use crate::data::layouts::Layout;
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
+    /// The files to fetch, each pinned by sha256 and tried from its mirrors in order.
     pub files: Vec<FileSpec>,
+    /// How the files are read into the artifact: `raw` (as they are, archives unpacked), `idx` (MNIST-style IDX files) or `image-folder`.
     #[serde(default)]
     pub format: Format,
+    /// For `format: idx`: which file holds which split's images and labels.
     #[serde(default)]
     pub idx: Option<IdxSpec>,
+    /// For `format: image-folder`: the folder (or official layout) to read.
     #[serde(default)]
     pub image_folder: Option<ImageFolderSpec>,
     /// Seconds an HTTP attempt may wait for the server (connecting, the answer, each read of
@@ -88,20 +92,25 @@ pub(super) struct Net {
     pub(super) attempts: u32,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileSpec {
+    /// The file's name in the artifact (and the archive's, for `raw`).
     pub name: String,
+    /// Its sha256 (hex): checked on every fetch; without one the run needs `--accept-new-checksums` and prints the digest to pin.
     #[serde(default)]
     pub sha256: Option<String>,
     /// torch.hub's convention: a source file named `<stem>-<hex>.<ext>` must have a sha256
     /// starting with `<hex>` (checked per mirror, for names of that form).
     #[serde(default)]
     pub hash_in_name: bool,
+    /// Where to get it, tried in order: a local path (relative to the project), `file://`, `http(s)://`.
     pub mirrors: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Format {
     #[default]
@@ -110,18 +119,25 @@ pub enum Format {
     ImageFolder,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IdxSpec {
+    /// The `files` entry holding the training images.
     pub train_images: String,
+    /// The `files` entry holding the training labels.
     pub train_labels: String,
+    /// The `files` entry holding the test images.
     pub test_images: String,
+    /// The `files` entry holding the test labels.
     pub test_labels: String,
+    /// Class names, in label order (default: `0`, `1`, …).
     #[serde(default)]
     pub classes: Option<Vec<String>>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum OnCorrupt {
     #[default]
@@ -129,7 +145,7 @@ pub enum OnCorrupt {
     Error,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImageFolderSpec {
     /// The folder of class folders, or with `layout` the dataset's root folder.
@@ -138,10 +154,13 @@ pub struct ImageFolderSpec {
     /// An official dataset layout (its list and annotation files give splits and labels).
     #[serde(default)]
     pub layout: Option<Layout>,
+    /// A file listing the training images (one relative path per line); without lists, every image is in `train`.
     #[serde(default)]
     pub train_list: Option<String>,
+    /// A file listing the test images.
     #[serde(default)]
     pub test_list: Option<String>,
+    /// An image that does not decode: `skip` it (with a warning naming it) or fail with an `error`.
     #[serde(default)]
     pub on_corrupt: OnCorrupt,
     /// Resize every image so its shorter side has this many pixels (aspect kept), once,

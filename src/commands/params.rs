@@ -1,0 +1,44 @@
+//! `rst params [KIND] [--all] [--json]`: the parameters of a stage kind, with types,
+//! defaults and descriptions (see [`crate::stages::reference`]).
+use std::process::ExitCode;
+
+use crate::error::{Result, UserError};
+use crate::stages::reference::{self, KINDS};
+
+pub fn run(kind: Option<&str>, all: bool, json: bool) -> Result<ExitCode> {
+    if all {
+        if json {
+            let every: serde_json::Map<String, serde_json::Value> = KINDS
+                .iter()
+                .map(|k| (k.to_string(), reference::schema(k).expect("listed kind")))
+                .collect();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&every).expect("schemas serialise")
+            );
+        } else {
+            print!("{}", reference::all_markdown());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let Some(kind) = kind else {
+        println!("stage kinds: {}", KINDS.join(", "));
+        println!("`rst params KIND` shows one kind's parameters; `rst params --all` every kind's");
+        return Ok(ExitCode::SUCCESS);
+    };
+    let (Some(md), Some(schema)) = (reference::markdown(kind), reference::schema(kind)) else {
+        let hint = crate::hint::did_you_mean(kind, KINDS.iter().copied());
+        return Err(UserError::new(format!("unknown stage kind `{kind}`"))
+            .help(hint.unwrap_or_else(|| format!("the kinds: {}", KINDS.join(", "))))
+            .into());
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&schema).expect("schemas serialise")
+        );
+    } else {
+        print!("{md}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
