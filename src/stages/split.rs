@@ -672,6 +672,12 @@ fn make_pool(
     })
 }
 
+/// The JSON schema of this kind's `params:` (what the validator deserialises), for the
+/// parameter reference (`rst params`).
+pub fn params_schema() -> schemars::Schema {
+    schemars::schema_for!(SplitParams)
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -1112,10 +1118,4 @@ pub(crate) mod tests {
         );
         assert_eq!((Split.name(), Split.version()), ("split", 1));
     }
-}
-
-/// The JSON schema of this kind's `params:` (what the validator deserialises), for the
-/// parameter reference (`rst params`).
-pub fn params_schema() -> schemars::Schema {
-    schemars::schema_for!(SplitParams)
 }
