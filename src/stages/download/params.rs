@@ -27,10 +27,10 @@ pub struct Params {
     #[serde(default)]
     pub image_folder: Option<ImageFolderSpec>,
     /// Seconds an HTTP attempt may wait for the server (connecting, the answer, each read of
-    /// the body) before it counts as failed. Default [`IDLE_TIMEOUT_S`].
+    /// the body) before it counts as failed. Default 30 ([`IDLE_TIMEOUT_S`]).
     #[serde(default)]
     pub idle_timeout_s: Option<f64>,
-    /// Attempts per http(s) mirror (each resumes what the last one got). Default [`ATTEMPTS`].
+    /// Attempts per http(s) mirror (each resumes what the last one got). Default 3 ([`ATTEMPTS`]).
     #[serde(default)]
     pub attempts: Option<u32>,
     /// The most bytes an archive may unpack to. Default 256 GiB.
