@@ -347,8 +347,15 @@ fn read_json(input: &InputArtifact, input_name: &str, file: &str) -> Result<Valu
     })
 }
 
-/// The metric of one evaluation as a fraction, and the split it was measured on.
-fn read_metric(input: &InputArtifact, metric: Metric) -> Result<(f64, Option<String>), StageError> {
+/// What one evaluation's metrics.json says: the metric as a fraction, the split it was
+/// measured on, and the class every prediction fell in if they all did ([`one_class`]).
+struct Measured {
+    value: f64,
+    split: Option<String>,
+    one_class: Option<usize>,
+}
+
+fn read_metric(input: &InputArtifact, metric: Metric) -> Result<Measured, StageError> {
     let metrics = read_json(input, "evals", "metrics.json")?;
     let key = metric.key();
     let Some(obj) = metrics.as_object() else {
@@ -383,14 +390,17 @@ fn read_metric(input: &InputArtifact, metric: Metric) -> Result<(f64, Option<Str
         )));
     }
     let split = obj.get("split").and_then(Value::as_str).map(str::to_string);
-    Ok((value, split))
+    Ok(Measured {
+        value,
+        split,
+        one_class: one_class(obj),
+    })
 }
 
 /// The class every prediction of an evaluation fell in, when they all did (its
 /// `confusion[true][predicted]` has one non-empty column, of two or more): a degenerate
 /// model, whose accuracy is only that class's share of the split.
-fn one_class(input: &InputArtifact) -> Option<usize> {
-    let metrics = read_json(input, "evals", "metrics.json").ok()?;
+fn one_class(metrics: &serde_json::Map<String, Value>) -> Option<usize> {
     let rows = metrics.get("confusion")?.as_array()?;
     let k = rows.len();
     if k < 2 {
@@ -409,14 +419,11 @@ fn one_class(input: &InputArtifact) -> Option<usize> {
     }
 }
 
-/// The warning under the table about degenerate evaluations, or None.
-fn degenerate_note(evals: &[InputArtifact]) -> (Vec<String>, Option<String>) {
-    let found: Vec<String> = evals
-        .iter()
-        .filter_map(|e| one_class(e).map(|c| format!("`{}` (class {c})", e.instance)))
-        .collect();
+/// The warning under the table about degenerate evaluations (`` `instance` (class c) ``
+/// each), or None when there are none.
+fn degenerate_note(found: &[String]) -> Option<String> {
     if found.is_empty() {
-        return (found, None);
+        return None;
     }
     let shown: Vec<&str> = found.iter().take(8).map(String::as_str).collect();
     let more = if found.len() > 8 {
@@ -430,7 +437,7 @@ fn degenerate_note(evals: &[InputArtifact]) -> (Vec<String>, Option<String>) {
         found.len(),
         shown.join(", ")
     );
-    (found, Some(note))
+    Some(note)
 }
 
 /// Validation accuracy (percent) per epoch from a train artifact's history.json.
@@ -528,10 +535,15 @@ fn check_axes(p: &AggregateParams, inputs: &Upstreams<'_>) -> Result<(), ParamEr
     Ok(())
 }
 
-fn build_table(
-    p: &AggregateParams,
-    evals: &[InputArtifact],
-) -> Result<(Table, Option<String>), StageError> {
+/// The table, the split its evaluations were measured on (when they agree), and the
+/// evaluations that predicted a single class (`` `instance` (class c) ``).
+struct Built {
+    table: Table,
+    split: Option<String>,
+    degenerate: Vec<String>,
+}
+
+fn build_table(p: &AggregateParams, evals: &[InputArtifact]) -> Result<Built, StageError> {
     struct Entry {
         row: String,
         column: Value,
@@ -539,6 +551,7 @@ fn build_table(
     }
     let mut entries = Vec::with_capacity(evals.len());
     let mut splits: Vec<Option<String>> = Vec::new();
+    let mut degenerate = Vec::new();
     for input in evals {
         for axis in input.matrix.keys() {
             if axis != &p.rows && axis != &p.columns && !p.over().contains(axis) {
@@ -568,9 +581,16 @@ fn build_table(
         }
         let column = required_value(input, &p.columns, "columns")?;
         let row = value_text(&required_value(input, &p.rows, "rows")?);
-        let (value, split) = read_metric(input, p.metric)?;
+        let Measured {
+            value,
+            split,
+            one_class,
+        } = read_metric(input, p.metric)?;
         if !splits.contains(&split) {
             splits.push(split);
+        }
+        if let Some(c) = one_class {
+            degenerate.push(format!("`{}` (class {c})", input.instance));
         }
         entries.push(Entry {
             row,
@@ -650,7 +670,11 @@ fn build_table(
         [Some(s)] => Some(s.clone()),
         _ => None,
     };
-    Ok((table, split))
+    Ok(Built {
+        table,
+        split,
+        degenerate,
+    })
 }
 
 /// One curve per train run, coloured as the table row of the same label.
@@ -742,7 +766,11 @@ impl StageRunner for Aggregate {
                  `inputs: {evals: [eval_regsl, eval_ft]}`",
             ));
         }
-        let (table, split) = build_table(&p, evals)?;
+        let Built {
+            table,
+            split,
+            degenerate,
+        } = build_table(&p, evals)?;
         if let Some(order) = &p.row_order {
             for key in order {
                 if !table.rows.iter().any(|r| &r.key == key) {
@@ -763,8 +791,7 @@ impl StageRunner for Aggregate {
             .collect();
         let mut markdown = table.markdown_document();
         let mut latex = table.latex();
-        let (degenerate, note) = degenerate_note(evals);
-        if let Some(note) = &note {
+        if let Some(note) = &degenerate_note(&degenerate) {
             ctx.log(&format!("warning: aggregate: {note}"));
             markdown.push('\n');
             markdown.push_str(note);
