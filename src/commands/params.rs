@@ -26,19 +26,23 @@ pub fn run(kind: Option<&str>, all: bool, json: bool) -> Result<ExitCode> {
         println!("`rst params KIND` shows one kind's parameters; `rst params --all` every kind's");
         return Ok(ExitCode::SUCCESS);
     };
-    let (Some(md), Some(schema)) = (reference::markdown(kind), reference::schema(kind)) else {
+    if !KINDS.contains(&kind) {
         let hint = crate::hint::did_you_mean(kind, KINDS.iter().copied());
         return Err(UserError::new(format!("unknown stage kind `{kind}`"))
             .help(hint.unwrap_or_else(|| format!("the kinds: {}", KINDS.join(", "))))
             .into());
-    };
+    }
     if json {
+        let schema = reference::schema(kind).expect("a listed kind has a schema");
         println!(
             "{}",
             serde_json::to_string_pretty(&schema).expect("schemas serialise")
         );
     } else {
-        print!("{md}");
+        print!(
+            "{}",
+            reference::markdown(kind).expect("a listed kind has a schema")
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
