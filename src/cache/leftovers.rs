@@ -6,7 +6,7 @@
 //! | leftover | written by | removed when |
 //! |---|---|---|
 //! | `tmp/<key>.<pid>.<n>/` (staging; and `….link-copy.<m>` files beside it) | the worker computing `key` (it holds the key's lock) | the key's lock is free |
-//! | `tmp/work.<pid>.<n>/` (a stage's scratch, reused by that process) | the process with that pid | that pid is not running |
+//! | `tmp/work.<pid>.<n>.<host>/` (a stage's scratch, reused by that process) | the process with that pid on that host | it is this host and that pid is not running |
 //! | `tmp/jobs/<key>.<pid>.<i>.json` | the `rst run` with that pid | that pid is not running |
 //! | `logs/<key>.<pid>.log` | the `rst run` with that pid (renamed to `<key>.log` at the end) | that pid is not running and the key's lock is free |
 //! | `.<name>.<pid>.<n>.tmp` (entries, refs, runs) | `write_atomic` in that pid | that pid is not running, the key in the name (if any) is unlocked, and it is over a minute old |
@@ -18,7 +18,7 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use super::store::{dir_size, pid_alive, remove_tree, temp_file_owner, work_dir_owner};
+use super::store::{dir_size, is_dead_work_dir, pid_alive, remove_tree, temp_file_owner};
 
 /// What a sweep removed (or would remove, when dry).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -122,9 +122,7 @@ pub fn sweep(root: &Path, dry_run: bool) -> Swept {
     for (name, path) in names(&root.join("tmp")) {
         match name.split('.').next() {
             // The work dirs of processes that are gone.
-            Some("work")
-                if path.is_dir() && work_dir_owner(&name).is_some_and(|p| !pid_alive(p)) =>
-            {
+            Some("work") if path.is_dir() && is_dead_work_dir(&name) => {
                 remove_dir(&path, &mut swept);
             }
             // Staging dirs (and their link copies) of computations that are not running
@@ -260,7 +258,11 @@ mod tests {
         // Dead run's leftovers.
         fs::create_dir_all(root.join(format!("tmp/{k1}.{DEAD}.0/sub"))).unwrap();
         touch(&format!("tmp/{k1}.{DEAD}.0.link-copy.4"));
-        fs::create_dir_all(root.join(format!("tmp/work.{DEAD}.1/scratch"))).unwrap();
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+        let host = host.trim();
+        fs::create_dir_all(root.join(format!("tmp/work.{DEAD}.1.{host}/scratch"))).unwrap();
+        // Another node's (a shared cluster cache): never judged here.
+        fs::create_dir_all(root.join(format!("tmp/work.{DEAD}.3.other-node"))).unwrap();
         touch(&format!("tmp/jobs/{k1}.{DEAD}.0.json"));
         touch(&format!("logs/{k1}.{DEAD}.log"));
         age(&touch(&format!("entries/ab/.{k1}.json.{DEAD}.3.tmp")));
@@ -269,7 +271,7 @@ mod tests {
         touch(&format!("tmp/jobs/{k2}.{me}.0.json"));
         touch(&format!("logs/{k2}.{me}.log"));
         fs::create_dir_all(root.join(format!("tmp/{k2}.{DEAD}.0/sub"))).unwrap();
-        fs::create_dir_all(root.join(format!("tmp/work.{me}.2"))).unwrap();
+        fs::create_dir_all(root.join(format!("tmp/work.{me}.2.{host}"))).unwrap();
         let lock = fs::File::create(root.join(format!("locks/{k2}.lock"))).unwrap();
         lock.lock().unwrap();
         std::thread::scope(|s| {
@@ -289,7 +291,7 @@ mod tests {
         for gone in [
             format!("tmp/{k1}.{DEAD}.0"),
             format!("tmp/{k1}.{DEAD}.0.link-copy.4"),
-            format!("tmp/work.{DEAD}.1"),
+            format!("tmp/work.{DEAD}.1.{host}"),
             format!("tmp/jobs/{k1}.{DEAD}.0.json"),
             format!("logs/{k1}.{DEAD}.log"),
             format!("entries/ab/.{k1}.json.{DEAD}.3.tmp"),
@@ -301,7 +303,8 @@ mod tests {
             format!("tmp/jobs/{k2}.{me}.0.json"),
             format!("logs/{k2}.{me}.log"),
             format!("tmp/{k2}.{DEAD}.0"),
-            format!("tmp/work.{me}.2"),
+            format!("tmp/work.{me}.2.{host}"),
+            format!("tmp/work.{DEAD}.3.other-node"),
             format!("refs/.x.json.{DEAD}.0.tmp"),
             format!("entries/ab/{k1}.json"),
             format!("logs/{k1}.log"),

@@ -183,7 +183,7 @@ pub struct KeyLock {
 
 /// A private staging area for one computation: `out`, the artifact being written
 /// (`tmp/<key>.<pid>.<n>/`, renamed into `objects/` when published), and `work`, the
-/// stage's scratch directory (`tmp/work.<pid>.<n>/`, reused by this process's next
+/// stage's scratch directory (`tmp/work.<pid>.<n>.<host>/`, reused by this process's next
 /// computation). Dropping it removes what was not published and empties the work dir.
 ///
 /// Why this layout, and not one fresh `tmp/<key>…/{out,work}` per computation: every
@@ -216,12 +216,27 @@ static WORK_DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 /// no stage finds another kind's leftover.
 const KEPT_IN_WORK: &str = "rst-inputs.json";
 
-/// The pid that made the work dir named `name` (`work.<pid>.<n>`); None for any other name.
-pub(crate) fn work_dir_owner(name: &str) -> Option<u32> {
-    let mut parts = name.split('.');
-    (parts.next() == Some("work"))
-        .then(|| parts.next()?.parse().ok())
-        .flatten()
+/// This machine's host name (read once), part of a work dir's name: the cache's `tmp/`
+/// may be shared by cluster nodes, whose pids this machine cannot judge.
+fn this_host() -> &'static str {
+    static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HOST.get_or_init(|| {
+        fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default()
+    })
+}
+
+/// Whether `name` is a work dir (`work.<pid>.<n>.<host>`) of a process of this host that is
+/// gone; a work dir of another host is never judged here.
+pub(crate) fn is_dead_work_dir(name: &str) -> bool {
+    let mut parts = name.splitn(4, '.');
+    if parts.next() != Some("work") {
+        return false;
+    }
+    let pid = parts.next().and_then(|p| p.parse::<u32>().ok());
+    let host = parts.nth(1);
+    matches!((pid, host), (Some(pid), Some(host)) if host == this_host() && !pid_alive(pid))
 }
 
 /// An empty work dir in `tmp`: one this process used before, else a new one.
@@ -238,9 +253,10 @@ fn take_work_dir(tmp: &Path) -> Result<PathBuf, StoreError> {
         drop(idle);
     }
     let dir = tmp.join(format!(
-        "work.{}.{}",
+        "work.{}.{}.{}",
         std::process::id(),
-        STAGING_SEQ.fetch_add(1, Ordering::Relaxed)
+        STAGING_SEQ.fetch_add(1, Ordering::Relaxed),
+        this_host()
     ));
     fs::create_dir_all(&dir).map_err(io(&dir))?;
     Ok(dir)
@@ -545,7 +561,7 @@ impl Store {
                         Ok(t) if t.is_dir() => remove_tree(&e.path()),
                         _ => fs::remove_file(e.path()),
                     };
-                } else if work_dir_owner(&name).is_some_and(|pid| !pid_alive(pid)) {
+                } else if is_dead_work_dir(&name) {
                     // The work dir of a killed worker (a cancelled cluster job, which the
                     // next run waits for through this key's lock).
                     let _ = remove_tree(&e.path());
