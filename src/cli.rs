@@ -153,7 +153,7 @@ pub enum Cmd {
         /// download, split, noise, command, train, evaluate, aggregate or search.
         kind: Option<String>,
         /// Every kind's reference.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "kind")]
         all: bool,
         /// The JSON schema instead.
         #[arg(long)]

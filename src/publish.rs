@@ -181,6 +181,16 @@ fn overrides_text(o: &[(String, Value)]) -> String {
         .join(" ")
 }
 
+/// What `--set` overrides amount to: by name, the last one of a name counting (so their
+/// order does not matter).
+fn effective(o: &[(String, Value)]) -> Vec<(String, Value)> {
+    let by_name: BTreeMap<&String, &Value> = o.iter().map(|(k, v)| (k, v)).collect();
+    by_name
+        .into_iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
 /// Refuses (exit 2) to publish over `results/<stem>/` that a run with other `--set`
 /// overrides published, unless `replace` (`--replace-results`): a one-off variation
 /// (`--set seeds=[1]`) must not silently replace the pipeline's table.
@@ -192,14 +202,15 @@ pub fn check_overrides(p: &Pipeline, replace: bool) -> Result<()> {
     let Some(old) = read_record(&root).overrides else {
         return Ok(());
     };
-    if old == p.overrides {
+    let (old, new) = (effective(&old), effective(&p.overrides));
+    if old == new {
         return Ok(());
     }
     let shown = root.strip_prefix(&p.project_dir).unwrap_or(&root).display();
     Err(crate::error::UserError::new(format!(
         "{shown}/ holds the results of a run with {}; this run has {}, and would replace them",
         overrides_text(&old),
-        overrides_text(&p.overrides)
+        overrides_text(&new)
     ))
     .help(
         "pass --replace-results to replace them, or copy the pipeline file under another \
@@ -220,7 +231,7 @@ pub fn publish(p: &Pipeline, store: &Store, r: &RunResult) -> Result<()> {
     remove_stale(&root);
     let old = read_record(&root);
     let mut record = Record {
-        overrides: Some(p.overrides.clone()),
+        overrides: Some(effective(&p.overrides)),
         ..Record::default()
     };
     let mut manifest = BTreeMap::new();

@@ -69,6 +69,9 @@ fn diff_names_what_changed_between_two_runs() {
         serde_json::from_str(&t.ok(&["diff", newest, oldest, "--json"]).stdout).unwrap();
     assert_eq!(two["a"]["id"], newest.as_str());
     assert_eq!(two["params"][0]["b"], "0.5");
+    t.rst(&["diff", "--cache-dir", "no-such-cache"])
+        .assert_code(2)
+        .assert_stderr_contains("the cache directory no-such-cache does not exist");
     t.rst(&["diff", "nosuchrun"])
         .assert_code(2)
         .assert_stderr_contains("no run `nosuchrun`");

@@ -18,6 +18,7 @@ fn params_prints_each_kind_and_refuses_an_unknown_one() {
     assert!(schema["properties"]["splits"].is_object(), "{schema}");
     let all = t.ok(&["params", "--all"]);
     assert_eq!(all.stdout.matches("\n### `").count() + 1, 8, "every kind");
+    t.rst(&["params", "split", "--all"]).assert_code(2);
     t.rst(&["params", "agregate"])
         .assert_code(2)
         .assert_stderr_contains("unknown stage kind `agregate`")

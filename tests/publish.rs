@@ -483,6 +483,8 @@ fn a_run_with_other_overrides_does_not_replace_the_results_without_a_flag() {
     t.ok(&["run", "p.yaml", "--set", "seeds=[1]", "--replace-results"]);
     assert_eq!(t.read("results/p/out.txt"), "[1]\n");
     t.ok(&["run", "p.yaml", "--set", "seeds=[1]"]);
+    // The same overrides in another order, or a key repeated (the last counts): the same.
+    t.ok(&["run", "p.yaml", "--set", "seeds=[2]", "--set", "seeds=[1]"]);
     // Back to the file's own values: also a replacement.
     t.rst(&["run", "p.yaml"])
         .assert_code(2)

@@ -189,7 +189,7 @@ fn read_table(store: &Store, artifact: &str) -> Result<(Vec<String>, Vec<String>
     let bytes = crate::cache::digest::read_regular(&path).map_err(|_| {
         format!(
             "its table ({}) is no longer in the cache",
-            &artifact[..12.min(artifact.len())]
+            artifact.chars().take(12).collect::<String>()
         )
     })?;
     let doc: Value = serde_json::from_slice(&bytes).map_err(|e| format!("table.json: {e}"))?;

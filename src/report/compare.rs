@@ -246,7 +246,8 @@ impl Compared {
         for (label, cells) in self.lines(decimals) {
             let cells: Vec<String> = cells
                 .iter()
-                .map(|c| tex_escape(&c.replace('−', "-").replace('<', "$<$")))
+                // `<` after escaping: in LaTeX's text mode it prints as `¡`.
+                .map(|c| tex_escape(&c.replace('−', "-")).replace('<', "$<$"))
                 .collect();
             out.push_str(&format!(
                 "{} & {} \\\\\n",
@@ -379,6 +380,14 @@ mod tests {
         assert_eq!(signed(-1.2, 2), "−1.20");
         assert_eq!(signed(-0.001, 2), "+0.00");
         assert_eq!(p_text(0.0004), "< 0.001");
+        // In LaTeX the `<` is math, not text mode's `¡`, and the `$` are not escaped.
+        let mut t = two_by_two();
+        let many = |base: f64| (1..=12).map(|s| run(s, base + s as f64 * 0.01)).collect();
+        t.cells[0][0] = many(80.0);
+        t.cells[1][0] = many(70.0);
+        let tex = compare(&t, 0, 1, &["seed".to_string()]).latex(2);
+        assert!(tex.contains("$<$ 0.001"), "{tex}");
+        assert!(!tex.contains("\\$"), "{tex}");
         assert_eq!(p_text(0.12345), "0.123");
     }
 }

@@ -404,6 +404,16 @@ impl CurvesFigure {
     }
 }
 
+/// A band's legend entry: its group, and how its line was made when from several runs.
+fn band_label(band: &Band) -> String {
+    let runs = band.points.iter().map(|p| p.4).max().unwrap_or(0);
+    if runs > 1 {
+        format!("{} (mean of {runs}, min–max)", band.group)
+    } else {
+        band.group.clone()
+    }
+}
+
 impl Figure for CurvesFigure {
     fn size(&self) -> (u32, u32) {
         let (rows, cols) = Self::grid(self.panels().len());
@@ -469,12 +479,6 @@ impl Figure for CurvesFigure {
                         .draw_series(std::iter::once(Polygon::new(outline, c.mix(0.18).filled())))
                         .map_err(err)?;
                 }
-                let runs = band.points.iter().map(|p| p.4).max().unwrap_or(0);
-                let label = if runs > 1 {
-                    format!("{} (mean of {runs}, min–max)", band.group)
-                } else {
-                    band.group.clone()
-                };
                 let series = chart
                     .draw_series(LineSeries::new(
                         band.points.iter().map(|p| (p.0, p.1)),
@@ -483,13 +487,36 @@ impl Figure for CurvesFigure {
                     .map_err(err)?;
                 // The legend once, in the first panel.
                 if k == 0 {
-                    series.label(label).legend(move |(x, y)| {
+                    series.label(band_label(band)).legend(move |(x, y)| {
                         PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
                     });
                 }
             }
-            if k == 0 && !bands.is_empty() {
-                legend(&mut chart, SeriesLabelPosition::LowerRight)?;
+            if k == 0 {
+                // Groups with no run in the first panel still get their legend entry there.
+                let here: Vec<&str> = bands.iter().map(|b| b.group.as_str()).collect();
+                let mut listed = here.clone();
+                for band in panels.iter().flat_map(|(_, b)| b) {
+                    if listed.contains(&band.group.as_str()) {
+                        continue;
+                    }
+                    listed.push(&band.group);
+                    let c = color(band.color);
+                    chart
+                        // One point: no visible line, but a series the legend lists.
+                        .draw_series(LineSeries::new(
+                            band.points.first().map(|p| (p.0, p.1)),
+                            c.stroke_width(2),
+                        ))
+                        .map_err(err)?
+                        .label(band_label(band))
+                        .legend(move |(x, y)| {
+                            PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
+                        });
+                }
+                if !listed.is_empty() {
+                    legend(&mut chart, SeriesLabelPosition::LowerRight)?;
+                }
             }
         }
         Ok(())
@@ -579,6 +606,13 @@ mod tests {
                     "Noise = 40%",
                     -2.0,
                 ),
+                curve(
+                    "ft_other[rate=0.4, seed=1]",
+                    "Other",
+                    2,
+                    "Noise = 40%",
+                    -4.0,
+                ),
             ],
         };
         let panels = fig.panels();
@@ -596,6 +630,11 @@ mod tests {
             r.svg.matches(">\nOurs (mean of 2, min–max)\n<").count(),
             1,
             "one legend entry per group, in the first panel"
+        );
+        assert_eq!(
+            r.svg.matches(">\nOther\n<").count(),
+            1,
+            "also a group absent there"
         );
         assert!(dark_pixels(&r.png) > 1000);
         // A single epoch and an empty figure still render.

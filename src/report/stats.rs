@@ -71,7 +71,8 @@ pub struct Paired {
     pub bootstrap_ci: (f64, f64),
     /// Two-sided paired t-test; None when every difference is zero.
     pub t_p: Option<f64>,
-    /// Two-sided Wilcoxon signed-rank test; None when every difference is zero.
+    /// Two-sided Wilcoxon signed-rank test. Every difference zero: 1 up to
+    /// [`WILCOXON_PERMUTATION_MAX`] pairs (SciPy's sign flips), None above (SciPy: NaN).
     pub wilcoxon_p: Option<f64>,
     pub wilcoxon_method: WilcoxonMethod,
 }

@@ -265,7 +265,17 @@ fn compared_rows(p: &AggregateParams, table: &Table) -> Result<Vec<(usize, usize
     p.compare
         .iter()
         .flatten()
-        .map(|(row, baseline)| Ok((find(row, "row")?, find(baseline, "baseline")?)))
+        .map(|(row, baseline)| {
+            let (r, b) = (find(row, "row")?, find(baseline, "baseline")?);
+            if r == b {
+                return Err(StageError::user(format!(
+                    "params.compare: `{row}` and `{baseline}` are the same row (`{}`); name \
+                     another row as its baseline",
+                    table.rows[r].label
+                )));
+            }
+            Ok((r, b))
+        })
         .collect()
 }
 
@@ -409,7 +419,8 @@ fn one_class(metrics: &serde_json::Map<String, Value>) -> Option<usize> {
     let mut predicted = vec![0u64; k];
     for row in rows {
         for (j, n) in row.as_array()?.iter().enumerate() {
-            *predicted.get_mut(j)? += n.as_u64()?;
+            let count = predicted.get_mut(j)?;
+            *count = count.checked_add(n.as_u64()?)?;
         }
     }
     let used: Vec<usize> = (0..k).filter(|&j| predicted[j] > 0).collect();
@@ -1106,6 +1117,13 @@ mod tests {
             err.message
                 .contains("baseline `Finetuning` is not a row of the table")
                 && err.message.contains("`Fine-tuning`"),
+            "{}",
+            err.message
+        );
+        params["compare"] = json!({"Ours": "eval_regsl"});
+        let err = run_aggregate(dir.path(), evals.clone(), vec![], params.clone()).unwrap_err();
+        assert!(
+            err.message.contains("are the same row (`Ours`)"),
             "{}",
             err.message
         );
