@@ -10,6 +10,20 @@ pub fn cache_dir(explicit: &Option<PathBuf>) -> PathBuf {
     explicit.clone().unwrap_or_else(|| PathBuf::from("cache"))
 }
 
+/// The store of an existing cache directory (a typo in `--cache-dir` must not read as "no
+/// runs yet"): exit 2 naming it when it does not exist.
+pub fn open_existing_store(dir: &Path) -> Result<crate::cache::store::Store> {
+    if !dir.is_dir() {
+        return Err(crate::error::UserError::new(format!(
+            "the cache directory {} does not exist",
+            dir.display()
+        ))
+        .help("give the cache directory the runs used (--cache-dir or RST_CACHE_DIR; default ./cache)")
+        .into());
+    }
+    open_store(dir)
+}
+
 /// Refuses a path that is not UTF-8: rst writes its paths into JSON (job files, entries,
 /// run records), which holds only Unicode text.
 pub fn utf8_path(what: &str, path: &Path) -> Result<()> {

@@ -173,10 +173,7 @@ fn overrides_text(o: &[(String, Value)]) -> String {
         return "no --set overrides".into();
     }
     o.iter()
-        .map(|(k, v)| match v {
-            Value::String(s) => format!("--set {k}={s}"),
-            v => format!("--set {k}={v}"),
-        })
+        .map(|(k, v)| format!("--set {k}={}", crate::report::value_text(v)))
         .collect::<Vec<_>>()
         .join(" ")
 }

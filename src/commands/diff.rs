@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::error::{Result, UserError};
-use crate::project::{cache_dir, open_store};
+use crate::project::{cache_dir, open_existing_store};
 use crate::provenance::runlog::{self, RunRecord};
 
 pub fn run(
@@ -15,15 +15,7 @@ pub fn run(
     json: bool,
 ) -> Result<ExitCode> {
     let dir = cache_dir(cache);
-    if !dir.is_dir() {
-        return Err(UserError::new(format!(
-            "the cache directory {} does not exist",
-            dir.display()
-        ))
-        .help("give the cache directory the runs used (--cache-dir or RST_CACHE_DIR; default ./cache)")
-        .into());
-    }
-    let store = open_store(&dir)?;
+    let store = open_existing_store(&dir)?;
     let runs = runlog::all(&store);
     let (older, newer) = pick(&runs, a, b, &dir)?;
     let d = crate::provenance::diff::diff(&store, older, newer);

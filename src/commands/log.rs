@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::error::{Result, UserError};
-use crate::project::{cache_dir, open_store};
+use crate::error::Result;
+use crate::project::{cache_dir, open_existing_store};
 use crate::provenance::runlog::{self, RunRecord};
 
 pub fn run(
@@ -14,17 +14,9 @@ pub fn run(
     limit: usize,
 ) -> Result<ExitCode> {
     let dir = cache_dir(cache);
-    if cache.is_some() && !dir.is_dir() {
-        // A typo in --cache-dir must not look like "no runs yet".
-        return Err(UserError::new(format!(
-            "the cache directory {} does not exist",
-            dir.display()
-        ))
-        .help("give the cache directory a run used (--cache-dir or RST_CACHE_DIR; default ./cache)")
-        .into());
-    }
-    let runs = if dir.is_dir() {
-        runlog::all(&open_store(&dir)?)
+    // A typo in --cache-dir must not look like "no runs yet"; no ./cache yet is no runs.
+    let runs = if cache.is_some() || dir.is_dir() {
+        runlog::all(&open_existing_store(&dir)?)
     } else {
         Vec::new()
     };

@@ -114,13 +114,6 @@ fn changed<V: PartialEq + Clone>(
         .collect()
 }
 
-fn param_text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        v => v.to_string(),
-    }
-}
-
 /// Compares run `a` with run `b` (usually the older with the newer).
 pub fn diff(store: &Store, a: &RunRecord, b: &RunRecord) -> RunDiff {
     let by_name = |r: &RunRecord| -> BTreeMap<String, StageRun> {
@@ -174,7 +167,7 @@ pub fn diff(store: &Store, a: &RunRecord, b: &RunRecord) -> RunDiff {
         a: Summary::of(a),
         b: Summary::of(b),
         overrides: changed(&overrides(&a.set), &overrides(&b.set), String::clone),
-        params: changed(&a.params, &b.params, param_text),
+        params: changed(&a.params, &b.params, crate::report::value_text),
         instances,
         unchanged,
         tables,
