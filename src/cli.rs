@@ -171,6 +171,17 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Write the HTML report of a run (default: the newest successful one) to results/<pipeline>/report.html: tables and their statistics, plots, training curves, a timeline, the DAG, parameters, provenance, the latest audit.
+    Report {
+        #[command(flatten)]
+        p: PipelineArgs,
+        /// Where to write it [default: results/<pipeline>/report.html]
+        #[arg(long, short = 'o', value_name = "PATH")]
+        output: Option<PathBuf>,
+        /// The run to report on: a run id or its first characters (`rst log` lists them).
+        #[arg(long, value_name = "ID")]
+        run: Option<String>,
+    },
     /// Export the last run of a pipeline as a Workflow Run RO-Crate (ro-crate-metadata.json, the pipeline file, published results, logs).
     ExportCrate {
         #[command(flatten)]

@@ -64,6 +64,19 @@ fn only_commands_and_main_use_the_cli() {
 }
 
 #[test]
+fn only_commands_use_the_html_report() {
+    let found = offenders(
+        |p| !p.starts_with("commands") && !p.starts_with("html") && p != Path::new("layering.rs"),
+        &["crate::html", "rst::html"],
+    );
+    assert!(
+        found.is_empty(),
+        "src/html/ (the report) reads the engine, the cache and provenance; only src/commands/ may call it:\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
 fn data_does_not_use_stages() {
     let found = offenders(|p| p.starts_with("data"), &["crate::stages", "rst::stages"]);
     assert!(

@@ -28,6 +28,7 @@ pub mod error;
 pub mod exec;
 pub mod graph;
 pub mod hint;
+pub mod html;
 pub mod human;
 #[cfg(test)]
 mod layering;

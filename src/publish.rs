@@ -219,9 +219,9 @@ pub fn check_overrides(p: &Pipeline, replace: bool) -> Result<()> {
 /// Copies the artifacts of published stages to `results/<stem>/`, then writes
 /// `manifest.json` and `provenance.json` there. A stage whose object turns out corrupt is
 /// not published (the others are) and the first such error is returned at the end.
-pub fn publish(p: &Pipeline, store: &Store, r: &RunResult) -> Result<()> {
+pub fn publish(p: &Pipeline, store: &Store, r: &RunResult) -> Result<Outcome> {
     if p.stages.iter().all(|s| s.publish.is_none()) {
-        return Ok(());
+        return Ok(Outcome::Nothing);
     }
     let root = p.results_dir();
     fs::create_dir_all(&root).map_err(|e| Error::io_path("cannot create", &root, e))?;
@@ -331,8 +331,19 @@ pub fn publish(p: &Pipeline, store: &Store, r: &RunResult) -> Result<()> {
     );
     match first_error {
         Some(e) => Err(e.into()),
-        None => Ok(()),
+        None if same => Ok(Outcome::Unchanged),
+        None => Ok(Outcome::Changed),
     }
+}
+
+/// What [`publish`] did to `results/<stem>/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The pipeline publishes nothing.
+    Nothing,
+    /// Everything there already was what this run would publish.
+    Unchanged,
+    Changed,
 }
 
 fn write(path: &Path, bytes: &[u8]) -> Result<(), PublishError> {

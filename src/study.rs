@@ -330,9 +330,21 @@ pub fn drive(
                 t.state = TrialState::Complete;
             }
         }
-        for ((inst, o), gpus) in round.instances.iter().zip(result.outcomes).zip(result.gpus) {
+        let per_instance = result
+            .outcomes
+            .into_iter()
+            .zip(result.gpus)
+            .zip(result.spans);
+        for (inst, ((o, gpus), span)) in round.instances.iter().zip(per_instance) {
             if matches!(o, Outcome::Ran { .. }) {
-                ran.insert(inst.name.clone(), (o, gpus));
+                ran.insert(
+                    inst.name.clone(),
+                    RoundRun {
+                        outcome: o,
+                        gpus,
+                        span,
+                    },
+                );
             }
         }
     }
@@ -360,6 +372,7 @@ pub fn replay(
                 })
                 .collect(),
             keys: lines.iter().map(|l| l.key.clone()).collect(),
+            spans: vec![None; lines.len()],
             interrupted: false,
             wall_s: 0.0,
             gpus: vec![Vec::new(); lines.len()],
@@ -373,21 +386,33 @@ pub fn replay(
 /// The final run's outcomes with what ran in a round counted as ran (the final run finds
 /// those trials cached, but this `rst run` computed them).
 pub fn merge_rounds(p: &Pipeline, result: &mut RunResult, ran: &HashMap<String, RoundRun>) {
-    let outcomes = result.outcomes.iter_mut().zip(result.gpus.iter_mut());
-    for (inst, (o, gpus)) in p.instances.iter().zip(outcomes) {
-        if let (Outcome::Cached { artifact }, Some((r @ Outcome::Ran { artifact: a, .. }, g))) =
-            (&*o, ran.get(&inst.name))
+    let per_instance = result
+        .outcomes
+        .iter_mut()
+        .zip(result.gpus.iter_mut())
+        .zip(result.spans.iter_mut());
+    for (inst, ((o, gpus), span)) in p.instances.iter().zip(per_instance) {
+        let Some(round) = ran.get(&inst.name) else {
+            continue;
+        };
+        if let (Outcome::Cached { artifact }, Outcome::Ran { artifact: a, .. }) =
+            (&*o, &round.outcome)
         {
             if artifact == a {
-                *o = r.clone();
-                gpus.clone_from(g);
+                *o = round.outcome.clone();
+                gpus.clone_from(&round.gpus);
+                span.clone_from(&round.span);
             }
         }
     }
 }
 
-/// What an instance that ran in a round did, and the GPUs it had.
-pub type RoundRun = (Outcome, Vec<String>);
+/// What an instance that ran in a round did, the GPUs it had, and when it ran.
+pub struct RoundRun {
+    pub outcome: Outcome,
+    pub gpus: Vec<String>,
+    pub span: Option<crate::exec::scheduler::Span>,
+}
 
 /// `--force` names as the instances of `p` they name, each forced in the first round that
 /// has it (so a forced trial or input is computed once per `rst run`, not once per round).

@@ -34,6 +34,7 @@ mod planner;
 #[cfg(feature = "torch")]
 mod prune;
 mod publish;
+mod report;
 mod search;
 mod slurm;
 #[cfg(feature = "torch")]

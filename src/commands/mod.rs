@@ -15,6 +15,7 @@ mod graph;
 mod lineage;
 mod log;
 mod params;
+mod report;
 mod run;
 mod status;
 mod verify;
@@ -99,6 +100,7 @@ fn command(cmd: Cmd) -> Result<ExitCode> {
             },
         ),
         Cmd::ExportCrate { p, dir } => export_crate::run(&p, &dir),
+        Cmd::Report { p, output, run } => report::run(&p, output.as_deref(), run.as_deref()),
         Cmd::Params { kind, all, json } => params::run(kind.as_deref(), all, json),
         Cmd::Diff {
             a,

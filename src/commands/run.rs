@@ -17,6 +17,7 @@ use crate::exec::scheduler::{self, Outcome, RunOptions, RunResult};
 use crate::exec::slurm::{self, SlurmExecutor, SlurmOptions};
 use crate::exec::{Cancel, Executor, Job, JobError, JobFile, WorkerEvent};
 use crate::project::{cache_dir, open_store};
+use crate::provenance::runlog::RunRecord;
 use crate::spec::Pipeline;
 
 /// `run`'s own flags (besides the pipeline and the executor's).
@@ -81,8 +82,8 @@ pub fn run(args: &PipelineArgs, flags: &RunFlags, exec: &ExecArgs) -> Result<Exi
         crate::cache::leftovers::mark_sweep_due(prepared.store.root());
     }
     let result = result?;
-    record(&prepared, &args.set, started_unix, &result);
-    finish(&prepared, &result)
+    let rec = record(&prepared, &args.set, started_unix, &result);
+    finish(&prepared, &result, &rec)
 }
 
 /// Where and how the stages of a run execute (every round of a study the same).
@@ -275,7 +276,7 @@ impl Executor for Batched<'_> {
 
 /// Prints the summary and writes the run record (a failure to write it is a warning: the
 /// stages' results are in the cache either way).
-fn record(prepared: &Prepared, set: &[String], started_unix: f64, result: &RunResult) {
+fn record(prepared: &Prepared, set: &[String], started_unix: f64, result: &RunResult) -> RunRecord {
     let (p, store) = (&prepared.pipeline, &prepared.store);
     print_summary(p, result);
     let rec =
@@ -286,10 +287,12 @@ fn record(prepared: &Prepared, set: &[String], started_unix: f64, result: &RunRe
             crate::error::chain(&e)
         );
     }
+    rec
 }
 
-/// Failed or interrupted: the error that says so; else publishes and prints the tables.
-fn finish(prepared: &Prepared, result: &RunResult) -> Result<ExitCode> {
+/// Failed or interrupted: the error that says so; else publishes, writes the report and
+/// prints the tables.
+fn finish(prepared: &Prepared, result: &RunResult, rec: &RunRecord) -> Result<ExitCode> {
     let (p, store) = (&prepared.pipeline, &prepared.store);
     let failed: Vec<&Outcome> = result
         .outcomes
@@ -308,10 +311,46 @@ fn finish(prepared: &Prepared, result: &RunResult) -> Result<ExitCode> {
             user_caused,
         });
     }
-    crate::publish::publish(p, store, result)?;
+    let published = crate::publish::publish(p, store, result)?;
+    write_report(p, store, result, rec, published);
     print_studies(p, store, result);
     print_tables(p, store, result);
     Ok(ExitCode::SUCCESS)
+}
+
+/// `results/<stem>/report.html`, from a run that published: rewritten unless the run
+/// changed nothing (all cached, nothing published anew, the report there), so that the
+/// report keeps describing the run that made the results. A failure is a warning: the
+/// results are published either way.
+fn write_report(
+    p: &Pipeline,
+    store: &Store,
+    result: &RunResult,
+    rec: &RunRecord,
+    published: crate::publish::Outcome,
+) {
+    use crate::publish::Outcome as Published;
+    let path = crate::html::default_path(p);
+    let computed = result
+        .outcomes
+        .iter()
+        .any(|o| matches!(o, Outcome::Ran { .. } | Outcome::Reused { .. }));
+    match published {
+        Published::Nothing => return,
+        Published::Unchanged if !computed && path.is_file() => return,
+        _ => {}
+    }
+    match crate::html::write(p, store, rec, &path) {
+        Ok(_) => println!(
+            "report: {}",
+            path.strip_prefix(&p.project_dir).unwrap_or(&path).display()
+        ),
+        Err(e) => eprintln!(
+            "warning: cannot write {}: {}",
+            path.display(),
+            crate::error::chain(&e)
+        ),
+    }
 }
 
 /// One line per study: its trials and the best one.

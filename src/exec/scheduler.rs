@@ -61,8 +61,23 @@ impl Outcome {
     }
 }
 
+/// When an instance was answered or ran, and where: what a report's timeline draws.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Span {
+    pub start_unix: f64,
+    pub end_unix: f64,
+    /// The slot it ran in (0-based, fewer than `--jobs`): the first free one when it started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lane: Option<usize>,
+    /// The cluster job it ran as (Slurm).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
+}
+
 pub struct RunResult {
     pub outcomes: Vec<Outcome>,
+    /// Per instance, when it was answered from the cache or ran (None: it never did).
+    pub spans: Vec<Option<Span>>,
     pub keys: Vec<Option<String>>,
     pub interrupted: bool,
     pub wall_s: f64,
@@ -430,6 +445,9 @@ struct Run<'a> {
     /// A stage failed (without --keep-going): start nothing more.
     stop_launching: bool,
     started: Vec<Instant>,
+    spans: Vec<Option<Span>>,
+    /// Which slots are taken (`Span::lane`).
+    lanes: Vec<bool>,
     jobs_dir: std::path::PathBuf,
     /// The GPU leases, set up when the first stage starts (a no-op run asks no driver).
     gpus: Option<GpuLeases>,
@@ -512,6 +530,8 @@ impl<'a> Run<'a> {
             used_threads: 0,
             stop_launching: false,
             started: vec![Instant::now(); n],
+            spans: vec![None; n],
+            lanes: Vec::new(),
             jobs_dir,
             gpus: None,
             gpus_found: false,
@@ -614,6 +634,13 @@ impl<'a> Run<'a> {
         };
         if let Some(artifact) = hit {
             reporter.report(Report::Cached(&inst.name));
+            let now = crate::time::unix_now();
+            self.spans[i] = Some(Span {
+                start_unix: now,
+                end_unix: now,
+                lane: None,
+                job: None,
+            });
             s.outcomes[i] = Some(Outcome::Cached { artifact });
             s.keys[i] = Some(key);
             s.st[i] = St::Done;
@@ -706,6 +733,21 @@ impl<'a> Run<'a> {
             self.running += 1;
             self.used_threads += job.threads;
             self.started[i] = Instant::now();
+            let lane = match self.lanes.iter().position(|busy| !busy) {
+                Some(free) => free,
+                None => {
+                    self.lanes.push(false);
+                    self.lanes.len() - 1
+                }
+            };
+            self.lanes[lane] = true;
+            let now = crate::time::unix_now();
+            self.spans[i] = Some(Span {
+                start_unix: now,
+                end_unix: now,
+                lane: Some(lane),
+                job: None,
+            });
             self.s.st[i] = St::Running;
             let tx = tx.clone();
             let (executor, cancel) = (self.executor, self.cancel);
@@ -783,12 +825,21 @@ impl<'a> Run<'a> {
         let (s, started, checked) = (&mut self.s, &self.started, &self.checked);
         let name = &p.instances[i].name;
         match ev {
-            WorkerEvent::Queued { job } => reporter.report(Report::Queued(name, &job)),
-            WorkerEvent::LockWait => reporter.report(Report::LockWait(name)),
+            WorkerEvent::Queued { job } => {
+                reporter.report(Report::Queued(name, &job));
+                if let Some(span) = self.spans[i].as_mut() {
+                    span.job = Some(job);
+                }
+            }
             WorkerEvent::Started => {
+                if let Some(span) = self.spans[i].as_mut() {
+                    // A cluster job may wait in the queue: its bar starts when it does.
+                    span.start_unix = crate::time::unix_now();
+                }
                 let gpus = self.gpus.as_ref().map_or(&[][..], |g| &g.held[i][..]);
                 reporter.report(Report::Started(name, gpus))
             }
+            WorkerEvent::LockWait => reporter.report(Report::LockWait(name)),
             WorkerEvent::Progress(pr) => reporter.report(Report::Progress(name, &pr)),
             WorkerEvent::Done {
                 artifact, reused, ..
@@ -827,6 +878,12 @@ impl<'a> Run<'a> {
         let checked = &self.checked;
         self.running -= 1;
         self.used_threads -= p.instances[i].threads.min(jobs);
+        if let Some(span) = self.spans[i].as_mut() {
+            span.end_unix = crate::time::unix_now();
+            if let Some(lane) = span.lane {
+                self.lanes[lane] = false;
+            }
+        }
         if let Some(g) = self.gpus.as_mut() {
             // Kept in `held` for the run record; lent again from now on.
             g.leases.give_back(&g.held[i]);
@@ -938,6 +995,7 @@ impl<'a> Run<'a> {
                 .into_iter()
                 .map(|o| o.unwrap_or(Outcome::NotRun))
                 .collect(),
+            spans: self.spans,
             keys: self.s.keys,
             interrupted: self.cancel.is_cancelled(),
             wall_s: self.t0.elapsed().as_secs_f64(),

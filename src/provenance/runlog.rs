@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::{iso_time, unix_now};
 use crate::cache::store::{write_atomic, Store};
 use crate::error::{Error, Result, UserError};
-use crate::exec::scheduler::{Outcome, RunResult};
+use crate::exec::scheduler::{Outcome, RunResult, Span};
 use crate::spec::Pipeline;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -30,6 +30,10 @@ pub struct StageRun {
     /// The GPUs leased to it when it ran here.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gpus: Vec<String>,
+    /// When it was answered from the cache or ran, and in which slot or cluster job
+    /// (absent in records written before rst kept it, and for what never ran).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub span: Option<Span>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -90,7 +94,8 @@ pub fn record(
         .zip(&r.outcomes)
         .zip(&r.keys)
         .zip(&r.gpus)
-        .map(|(((inst, o), key), gpus)| {
+        .zip(&r.spans)
+        .map(|((((inst, o), key), gpus), span)| {
             let (outcome, secs, error, log) = match o {
                 Outcome::Ran { secs, .. } => ("ran", Some(*secs), None, None),
                 Outcome::Cached { .. } => ("cached", None, None, None),
@@ -129,6 +134,7 @@ pub fn record(
                 } else {
                     Vec::new()
                 },
+                span: span.clone(),
             }
         })
         .collect();

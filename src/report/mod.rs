@@ -61,6 +61,26 @@ pub fn value_text(v: &Value) -> String {
     }
 }
 
+/// Validation accuracy (percent) per epoch from a train artifact's `history.json` (a list
+/// of epochs; an epoch without a finite `val_acc` is left out); None when it is not a list.
+pub fn validation_curve(history: &Value) -> Option<Vec<(f64, f64)>> {
+    let entries = history.as_array()?;
+    Some(
+        entries
+            .iter()
+            .enumerate()
+            .filter_map(|(i, entry)| {
+                let epoch = entry
+                    .get("epoch")
+                    .and_then(Value::as_f64)
+                    .unwrap_or((i + 1) as f64);
+                let acc = entry.get("val_acc")?.as_f64().filter(|a| a.is_finite())?;
+                Some((epoch, acc * 100.0))
+            })
+            .collect(),
+    )
+}
+
 /// `{value}`, `{percent}` (value × 100) and `{axis}` in a label template; `{{` and `}}`
 /// are literal braces.
 pub const LABEL_PLACEHOLDERS: &[&str] = &["value", "percent", "axis"];

@@ -57,6 +57,12 @@ pub fn color(i: usize) -> RGBColor {
     PALETTE[i % PALETTE.len()]
 }
 
+/// [`color`] as CSS writes it (`#1f77b4`).
+pub fn color_hex(i: usize) -> String {
+    let RGBColor(r, g, b) = color(i);
+    format!("#{r:02x}{g:02x}{b:02x}")
+}
+
 /// A figure in both formats.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rendered {

@@ -39,7 +39,8 @@
 //!
 //! Writes `table.md` (the paper's README layout), `table.csv`, `table.tex`, `table.json`
 //! (with every run), `accuracy.png`/`.svg` (the metric per column, ±std error bars) and,
-//! with `trains`, `curves.png`/`.svg`: validation accuracy per epoch, one panel per table
+//! with `trains`, `curves.png`/`.svg` (and `curves.json`, every run's curve with its group,
+//! panel and colour): validation accuracy per epoch, one panel per table
 //! column (a train run's value of the `columns` axis), in each the mean over a row's runs
 //! with a min–max band, coloured by row: a train run's row is its `rows` axis value when it
 //! has that axis, else its stage name, shown through `row_labels` (so `row_labels:
@@ -63,7 +64,8 @@ pub struct Aggregate;
 
 /// Bump when the same inputs and params would give other files. 2: a single run reads
 /// `(n = 1)`, not `± 0.00`; curves.png has one panel per column, means with bands.
-const VERSION: u32 = 2;
+/// 3: curves.json (every run's curve, for the HTML report).
+const VERSION: u32 = 3;
 
 const INPUTS: &[InputDecl] = &[
     InputDecl {
@@ -454,25 +456,12 @@ fn degenerate_note(found: &[String]) -> Option<String> {
 /// Validation accuracy (percent) per epoch from a train artifact's history.json.
 fn read_curve(input: &InputArtifact) -> Result<Vec<(f64, f64)>, StageError> {
     let history = read_json(input, "trains", "history.json")?;
-    let Some(entries) = history.as_array() else {
-        return Err(StageError::user(format!(
+    crate::report::validation_curve(&history).ok_or_else(|| {
+        StageError::user(format!(
             "`{}` (input `trains`): history.json is not a list of epochs",
             input.instance
-        )));
-    };
-    let mut points = Vec::new();
-    for (i, entry) in entries.iter().enumerate() {
-        let epoch = entry
-            .get("epoch")
-            .and_then(Value::as_f64)
-            .unwrap_or((i + 1) as f64);
-        if let Some(acc) = entry.get("val_acc").and_then(Value::as_f64) {
-            if acc.is_finite() {
-                points.push((epoch, acc * 100.0));
-            }
-        }
-    }
-    Ok(points)
+        ))
+    })
 }
 
 fn write(out: &Path, name: &str, bytes: impl AsRef<[u8]>) -> Result<(), StageError> {
@@ -688,6 +677,24 @@ fn build_table(p: &AggregateParams, evals: &[InputArtifact]) -> Result<Built, St
     })
 }
 
+/// `curves.json`: every run's curve with its group, panel and colour, as curves.png draws
+/// them (the HTML report draws each run from it in the same colours).
+fn curves_json(curves: &[Curve]) -> String {
+    let runs: Vec<Value> = curves
+        .iter()
+        .map(|c| {
+            json!({
+                "instance": c.name,
+                "group": c.group,
+                "panel": c.panel,
+                "color": plot::color_hex(c.color),
+                "points": c.points.iter().map(|&(x, y)| json!([x, y])).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    serde_json::to_string_pretty(&runs).expect("curves serialise")
+}
+
 /// One curve per train run, coloured as the table row of the same label.
 fn build_curves(
     ctx: &StageCtx<'_>,
@@ -856,6 +863,7 @@ impl StageRunner for Aggregate {
                      curves.png is not written",
                 );
             } else {
+                write(ctx.out, "curves.json", curves_json(&curves) + "\n")?;
                 let fig = CurvesFigure {
                     title: Some("Validation accuracy per epoch".into()),
                     x_label: "Epoch".into(),
@@ -1403,6 +1411,7 @@ mod tests {
             [
                 "accuracy.png",
                 "accuracy.svg",
+                "curves.json",
                 "curves.png",
                 "curves.svg",
                 "table.csv",
@@ -1444,6 +1453,17 @@ mod tests {
         // one after the table's rows.
         assert!(curves.contains("stroke=\"#1F77B4\""));
         assert!(curves.contains("stroke=\"#2CA02C\""));
+        // curves.json: every run, in the colour, group and panel curves.png gives it.
+        let runs: Value = serde_json::from_str(&read(&a, "curves.json")).unwrap();
+        let runs = runs.as_array().unwrap();
+        assert_eq!(runs.len(), 3);
+        let ours = runs.iter().find(|r| r["group"] == "Ours").unwrap();
+        assert_eq!(ours["color"], "#1f77b4");
+        assert_eq!(ours["panel"], "Noise = 20%");
+        assert!(ours["instance"].as_str().unwrap().starts_with("ft_regsl"));
+        assert!(!ours["points"].as_array().unwrap().is_empty());
+        let plain = runs.iter().find(|r| r["group"] == "ft_plain").unwrap();
+        assert_eq!(plain["color"], "#2ca02c");
         for png in ["accuracy.png", "curves.png"] {
             let bytes = std::fs::read(a.join(png)).unwrap();
             assert!(bytes.len() > 5_000, "{png}: {} bytes", bytes.len());
@@ -1523,7 +1543,7 @@ mod tests {
                 .collect::<Vec<_>>(),
             [("evals", Arity::Many, true), ("trains", Arity::Many, false)]
         );
-        assert_eq!((Aggregate.name(), Aggregate.version()), ("aggregate", 2));
+        assert_eq!((Aggregate.name(), Aggregate.version()), ("aggregate", 3));
         assert!(!Aggregate.uses_torch());
         assert_eq!(stage_name("eval_regsl[rate=0.4, seed=1]"), "eval_regsl");
     }
