@@ -257,3 +257,25 @@ fn the_report_renders_in_a_real_browser() {
         "the plots are not drawn ({tab_blue} pixels)"
     );
 }
+
+#[test]
+fn a_study_shows_its_best_trial_plots_and_every_trial_on_the_timeline() {
+    let t = TestDir::new();
+    t.write("p.yaml", &crate::search::pipeline(6, 2, "tpe"));
+    t.ok(&["run", "p.yaml"]);
+    let html = t.read("results/p/report.html");
+    assert!(html.contains("<section id=\"studies\">"));
+    assert_eq!(
+        html.matches("<h3><code>tune[rate=").count(),
+        2,
+        "one block per study"
+    );
+    assert!(html.contains(" · 6 trials</h3>"));
+    assert!(html.contains("<th>best trial</th>"));
+    // objective.png and one plot per parameter (x, y) per study, and the DAG.
+    assert_eq!(html.matches("<img ").count(), 2 * 3 + 1);
+    // Every trial ran in a round before the final run: each keeps its bar and slot.
+    // data + 2 × 6 trials + 2 studies.
+    assert_eq!(html.matches("<rect class=\"bar ran\"").count(), 1 + 12 + 2);
+    assert!(!html.contains("have no times"));
+}

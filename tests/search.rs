@@ -8,7 +8,7 @@ use crate::common::{self, TestDir};
 
 /// Two studies (one per `rate`), each minimising (x − 2)² + (y − 0.5)² + rate over a
 /// 2-D space; a trial appends `rate,trial` to `ran.log`.
-fn pipeline(trials: usize, parallel: usize, sampler: &str) -> String {
+pub(crate) fn pipeline(trials: usize, parallel: usize, sampler: &str) -> String {
     format!(
         r#"name: tune
 params:

@@ -22,6 +22,7 @@ mod engine;
 mod errors;
 mod gpus;
 mod hints;
+mod include;
 #[cfg(feature = "torch")]
 mod indoor;
 mod integrity;

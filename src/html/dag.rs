@@ -99,10 +99,7 @@ fn fit(svg: &str) -> String {
     }
     for path in svg.split(" d=\"").skip(1) {
         let d = &path[..path.find('"').unwrap_or(0)];
-        let numbers: Vec<f64> = d
-            .split([' ', ','])
-            .filter_map(|t| t.parse().ok())
-            .collect();
+        let numbers: Vec<f64> = d.split([' ', ',']).filter_map(|t| t.parse().ok()).collect();
         for pair in numbers.chunks_exact(2) {
             take(pair[0], pair[1]);
         }

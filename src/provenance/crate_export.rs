@@ -233,6 +233,7 @@ pub fn build(src: &Sources<'_>, dir: &Path) -> Result<Value> {
         dir,
     };
     let wf_name = b.workflow_file(p)?;
+    let included = b.included_files(p)?;
     b.software();
     let params = b.parameters(p);
     let (downloads, fetched) = b.downloads(src.store, &src.entries);
@@ -244,7 +245,8 @@ pub fn build(src: &Sources<'_>, dir: &Path) -> Result<Value> {
         actual: [params.actual, downloads.actual].concat(),
     };
     let run_action = b.run(src, &wf_name, &inputs.actual, &outputs.actual, controls);
-    b.workflow(p, &wf_name, &inputs.formal, &outputs.formal, tools, steps);
+    let parts = [included, tools].concat();
+    b.workflow(p, &wf_name, &inputs.formal, &outputs.formal, parts, steps);
     b.root(p, &wf_name, &run_action);
     Ok(json!({
         "@context": ["https://w3id.org/ro/crate/1.1/context", "https://w3id.org/ro/terms/workflow-run/context"],
@@ -263,6 +265,40 @@ impl Builder<'_> {
         copy_file(&p.file, &self.dir.join(&wf_name))?;
         self.has_part.push(wf_name.clone());
         Ok(wf_name)
+    }
+
+    /// Copies the files the pipeline includes beside it, at the same relative paths (so
+    /// the copied pipeline finds them); returns their ids.
+    fn included_files(&mut self, p: &Pipeline) -> Result<Vec<String>> {
+        let dir = p.file.parent().unwrap_or(Path::new(""));
+        let mut ids = Vec::new();
+        for inc in &p.includes {
+            let rel = inc
+                .strip_prefix(dir)
+                .ok()
+                .filter(|r| {
+                    r.components()
+                        .all(|c| matches!(c, std::path::Component::Normal(_)))
+                })
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from(inc.file_name().unwrap_or_default()));
+            let dest = self.dir.join(&rel);
+            if let Some(parent) = dest.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| Error::io_path("cannot create", parent, e))?;
+            }
+            copy_file(inc, &dest)?;
+            let id = rel.to_string_lossy().into_owned();
+            self.graph.push(json!({
+                "@id": id, "@type": ["File", "SoftwareSourceCode"],
+                "name": format!("stages included by {}", p.name),
+                "programmingLanguage": self::id("#rst-pipeline"),
+                "encodingFormat": "application/yaml",
+            }));
+            self.has_part.push(id.clone());
+            ids.push(id);
+        }
+        Ok(ids)
     }
 
     /// The profiles the crate conforms to, the pipeline language and rst itself.
@@ -565,7 +601,7 @@ impl Builder<'_> {
         wf_name: &str,
         inputs: &[String],
         outputs: &[String],
-        tools: Vec<String>,
+        parts: Vec<String>,
         steps: Vec<String>,
     ) {
         self.graph.push(json!({
@@ -575,7 +611,7 @@ impl Builder<'_> {
             "conformsTo": id(COMPUTATIONAL_WORKFLOW),
             "input": ids(inputs.iter().cloned()),
             "output": ids(outputs.iter().cloned()),
-            "hasPart": ids(tools),
+            "hasPart": ids(parts),
             "step": ids(steps),
             "encodingFormat": "application/yaml",
         }));

@@ -6,6 +6,7 @@ mod best;
 mod ctx;
 mod declare;
 mod expand;
+mod include;
 mod inputs;
 pub mod interp;
 pub mod matrix;
@@ -27,7 +28,7 @@ use serde_json::Value;
 use crate::error::{Location, UserError};
 use crate::stages::StageKind;
 pub use best::{BestValues, BEST_INPUT};
-use ctx::{Ctx, Located};
+use ctx::{Ctx, Located, Routes};
 pub use expand::instance_name;
 pub use matrix::{Matrix, DEFAULT_MAX_INSTANCES};
 pub use order::topo_order;
@@ -99,6 +100,8 @@ pub struct Pipeline {
     pub instances: Vec<Instance>,
     /// The `--set` overrides it was loaded with, in the order given.
     pub overrides: Vec<(String, Value)>,
+    /// The files its `include:` brought in (paths as the pipeline file's folder joins them).
+    pub includes: Vec<PathBuf>,
 }
 
 impl Pipeline {
@@ -275,19 +278,32 @@ pub fn parse_with(
         u.help = e.help;
         u
     })?;
+    let mut raw: RawPipeline =
+        serde_yaml::from_str(text).map_err(|e| serde_error(file, text, e))?;
+    let no_routes = Routes::default();
     let cx = Ctx {
         file,
         text,
         map: &map,
         overrides,
+        routes: &no_routes,
     };
-    let raw: RawPipeline = serde_yaml::from_str(text).map_err(|e| serde_error(&cx, e))?;
-    build(&cx, &raw, overrides, project_dir, opts)
+    if raw.include.is_empty() {
+        return build(&cx, &raw, overrides, project_dir, opts, Vec::new());
+    }
+    let (included, fragments) = include::read(&cx, &raw)?;
+    let routes = include::merge(&cx, &mut raw, fragments, include::sources(&included))?;
+    let cx = Ctx {
+        routes: &routes,
+        ..cx
+    };
+    let files = included.iter().map(|inc| inc.file.clone()).collect();
+    build(&cx, &raw, overrides, project_dir, opts, files)
 }
 
-fn serde_error(cx: &Ctx<'_>, e: serde_yaml::Error) -> UserError {
+fn serde_error(file: &Path, text: &str, e: serde_yaml::Error) -> UserError {
     let loc = e.location().map(|l| Location {
-        file: cx.file.to_path_buf(),
+        file: file.to_path_buf(),
         line: l.line(),
         column: l.column(),
     });
@@ -299,7 +315,7 @@ fn serde_error(cx: &Ctx<'_>, e: serde_yaml::Error) -> UserError {
     let hint = msg
         .find("unknown field `")
         .and_then(|i| crate::hint::serde_unknown(&msg[i..]));
-    let mut u = UserError::new(msg.clone()).located(loc, cx.text);
+    let mut u = UserError::new(msg.clone()).located(loc, text);
     u.help = hint.or_else(|| {
         msg.contains("missing field")
             .then(|| "see pipelines/demo.yaml for a complete example".to_string())
@@ -314,6 +330,7 @@ fn build(
     overrides: &[(String, Value)],
     project_dir: &Path,
     opts: &Options,
+    includes: Vec<PathBuf>,
 ) -> Result<Pipeline, UserError> {
     if !valid_name(&raw.name) {
         return Err(cx.at_value(
@@ -353,6 +370,7 @@ fn build(
         stages,
         instances,
         overrides: overrides.to_vec(),
+        includes,
     };
     stage_checks::check_upstreams(cx, &pipeline)?;
     Ok(pipeline)

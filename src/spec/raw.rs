@@ -15,6 +15,31 @@ pub(super) struct RawPipeline {
     /// Defaults of every stage's cluster resources.
     #[serde(default)]
     pub resources: super::resources::RawResources,
+    /// Stage files whose parameters and stages join this pipeline's (`spec::include`).
+    #[serde(default)]
+    pub include: Vec<RawInclude>,
+    pub stages: IndexMap<String, RawStage>,
+}
+
+/// One `include:` item: a stage file, and values for its parameters.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawInclude {
+    /// Relative to the including file's folder.
+    pub file: String,
+    #[serde(default)]
+    pub params: IndexMap<String, serde_yaml::Value>,
+}
+
+/// An included stage file: parameters with their defaults, and stages.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFragment {
+    #[serde(default)]
+    #[allow(dead_code)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub params: IndexMap<String, serde_yaml::Value>,
     pub stages: IndexMap<String, RawStage>,
 }
 

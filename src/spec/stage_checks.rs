@@ -76,7 +76,7 @@ pub(super) fn param_error(
         cx.at_key(&use_path, message)
     } else if e.message.starts_with("missing field") {
         // The field is absent: point at the mapping it belongs in, not at its first key.
-        let at = if cx.map.key(&use_path).is_some() {
+        let at = if cx.key_at(&use_path).is_some() {
             use_path.clone()
         } else {
             sp.to_string()
@@ -94,19 +94,27 @@ pub(super) fn param_error(
                 format!("{message} (the value of `{name}` given by --set {name}=...)"),
             ),
             Some(Origin::Param(name)) => {
-                let line = cx.map.value(&use_path).map(|p| p.line);
+                let param = format!("params.{name}");
+                // The use's line, and its file when the parameter is written in another one
+                // (an included stage using the pipeline's parameter, or the other way).
+                let used_at = cx.value_at(&use_path).map(|u| {
+                    match cx.value_at(&param).filter(|p| p.file == u.file) {
+                        Some(_) => format!(" (line {})", u.line),
+                        None => format!(" ({}:{})", u.file.display(), u.line),
+                    }
+                });
                 cx.at_value(
-                    &format!("params.{name}"),
+                    &param,
                     format!(
                         "{message}: the value of the pipeline parameter `{name}`, used by \
                          {use_path}{}",
-                        line.map(|l| format!(" (line {l})")).unwrap_or_default()
+                        used_at.unwrap_or_default()
                     ),
                 )
             }
             Some(Origin::Matrix(name)) => {
                 let axis = format!("{sp}.matrix.{name}");
-                let at = if cx.map.value(&axis).is_some() {
+                let at = if cx.value_at(&axis).is_some() {
                     axis
                 } else {
                     use_path.clone()
@@ -158,9 +166,9 @@ pub(super) fn check_upstreams(cx: &Ctx<'_>, p: &Pipeline) -> Result<(), UserErro
             let sp = format!("stages.{}", stage.name);
             let path = join_path(&format!("{sp}.params"), &e.path);
             // The stage's params as written (a default that is not written: the stage).
-            let at = if cx.map.value(&path).is_some() {
+            let at = if cx.value_at(&path).is_some() {
                 path
-            } else if cx.map.key(&format!("{sp}.params")).is_some() {
+            } else if cx.key_at(&format!("{sp}.params")).is_some() {
                 format!("{sp}.params")
             } else {
                 sp
