@@ -235,29 +235,34 @@ mod tests {
     use crate::error::UserError;
     use crate::spec::{load, Pipeline};
 
-    /// What each instance would be keyed on: kind, params, inputs (by upstream name).
-    fn plan(p: &Pipeline) -> Vec<(String, String, Value, Vec<(String, Vec<String>)>)> {
-        let mut v: Vec<_> = p
+    /// Everything a key is made of, per instance (kind, params, inputs by upstream name,
+    /// threads, local files), as text, sorted by instance.
+    fn keyed(p: &Pipeline) -> Vec<String> {
+        let mut v: Vec<String> = p
             .instances
             .iter()
             .map(|i| {
-                let inputs = i
+                let inputs: Vec<(&String, Vec<&str>)> = i
                     .inputs
                     .iter()
                     .map(|(k, ups)| {
-                        let names = ups.iter().map(|&u| p.instances[u].name.clone()).collect();
-                        (k.clone(), names)
+                        (
+                            k,
+                            ups.iter().map(|&u| p.instances[u].name.as_str()).collect(),
+                        )
                     })
                     .collect();
-                (
-                    i.name.clone(),
-                    p.stages[i.stage].kind.name().to_string(),
+                format!(
+                    "{} {} {} {inputs:?} {} {:?}",
+                    i.name,
+                    p.stages[i.stage].kind.name(),
                     p.params_of(i),
-                    inputs,
+                    i.threads,
+                    i.local_deps
                 )
             })
             .collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v.sort();
         v
     }
 
@@ -330,7 +335,7 @@ stages:
         ]);
         let flat = load_in(d.path(), "flat.yaml", &[]).unwrap();
         let inc = load_in(d.path(), "p.yaml", &[]).unwrap();
-        assert_eq!(plan(&flat), plan(&inc));
+        assert_eq!(keyed(&flat), keyed(&inc));
         assert_eq!(inc.includes, vec![d.path().join("inc/noise.yaml")]);
         // One namespace: `--set` reaches the included parameter, the included stage sees
         // the pipeline's.
@@ -469,46 +474,6 @@ stages:
             e.help.as_deref().unwrap().contains("cannot include others"),
             "{e:?}"
         );
-    }
-}
-
-#[cfg(test)]
-mod bundled {
-    use std::path::Path;
-
-    use serde_json::Value;
-
-    use crate::spec::{load, Pipeline};
-
-    /// Everything a key is made of, per instance: kind, params, inputs (by upstream name
-    /// and matrix), threads and local files.
-    fn keyed(p: &Pipeline) -> Vec<(String, String, Value, String, usize, Vec<String>)> {
-        let mut v: Vec<_> = p
-            .instances
-            .iter()
-            .map(|i| {
-                let inputs: Vec<(String, Vec<String>)> = i
-                    .inputs
-                    .iter()
-                    .map(|(k, ups)| {
-                        (
-                            k.clone(),
-                            ups.iter().map(|&u| p.instances[u].name.clone()).collect(),
-                        )
-                    })
-                    .collect();
-                (
-                    i.name.clone(),
-                    p.stages[i.stage].kind.name().to_string(),
-                    p.params_of(i),
-                    format!("{inputs:?}"),
-                    i.threads,
-                    i.local_deps.clone(),
-                )
-            })
-            .collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
-        v
     }
 
     #[test]
