@@ -8,6 +8,7 @@ use serde_json::Value;
 
 pub mod compare;
 pub mod plot;
+pub mod spread;
 pub mod stats;
 pub mod study_plot;
 pub mod table;

@@ -58,6 +58,7 @@ use super::{
 };
 use crate::report::compare;
 use crate::report::plot::{self, AccuracyFigure, Curve, CurvesFigure};
+use crate::report::spread::Spreads;
 use crate::report::{fill_template, template_placeholders, value_text, Column, Row, Run, Table};
 
 pub struct Aggregate;
@@ -152,6 +153,10 @@ pub struct AggregateParams {
     /// Rows to compare, `{row: baseline}` (labels or keys): paired statistics per column.
     #[serde(default)]
     pub compare: Option<BTreeMap<String, String>>,
+    /// Axes of `over` that are data realisations (a noise or split seed): per cell, the
+    /// spread between realisations and between seeds, under the table.
+    #[serde(default)]
+    pub realisations: Option<Vec<String>>,
 }
 
 fn default_rows() -> String {
@@ -230,6 +235,25 @@ fn parse(params: &Value) -> Result<AggregateParams, ParamError> {
         ));
     }
     template_placeholders(&p.column_label).map_err(|m| ParamError::new("column_label", m))?;
+    for (i, axis) in p.realisations.iter().flatten().enumerate() {
+        let at = format!("realisations[{i}]");
+        if !p.over().contains(axis) {
+            return Err(ParamError::new(
+                at,
+                format!(
+                    "`{axis}` is not averaged over: a realisation axis is one of params.over ({})",
+                    if p.over().is_empty() {
+                        "none".to_string()
+                    } else {
+                        p.over().join(", ")
+                    }
+                ),
+            ));
+        }
+        if p.realisations.as_deref().unwrap_or(&[])[..i].contains(axis) {
+            return Err(ParamError::new(at, format!("`{axis}` is listed twice")));
+        }
+    }
     for (row, baseline) in p.compare.iter().flatten() {
         if row == baseline {
             return Err(ParamError::new(
@@ -822,6 +846,17 @@ impl StageRunner for Aggregate {
             latex.push('\n');
             latex.push_str(&c.latex(p.decimals));
         }
+        let spreads = p
+            .realisations
+            .as_deref()
+            .filter(|axes| !axes.is_empty())
+            .map(|axes| Spreads::of(&table, axes));
+        if let Some(s) = &spreads {
+            markdown.push('\n');
+            markdown.push_str(&s.markdown(&table, p.decimals));
+            latex.push('\n');
+            latex.push_str(&s.latex(&table, p.decimals));
+        }
         for line in markdown.lines() {
             ctx.log(line);
         }
@@ -838,6 +873,9 @@ impl StageRunner for Aggregate {
         }
         if !degenerate.is_empty() {
             doc["degenerate"] = json!(degenerate);
+        }
+        if let Some(s) = &spreads {
+            doc["spreads"] = s.json(&table);
         }
         let text = serde_json::to_string_pretty(&doc)
             .map_err(|e| StageError::internal(format!("table.json: {e}")))?;
@@ -1077,6 +1115,47 @@ mod tests {
         assert_eq!(j["over"], json!(["seed"]));
         assert_eq!(j["split"], json!("test"));
         assert_eq!(j["metric"], json!("top1"));
+    }
+
+    #[test]
+    fn two_spreads_when_the_runs_differ_in_data_realisation_and_seed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut evals = Vec::new();
+        // Two noise realisations × two seeds at 80%: realisation means 81 and 86.
+        for (noise, seed, v) in [(1, 1, 0.80), (1, 2, 0.82), (2, 1, 0.84), (2, 2, 0.88)] {
+            let m = [
+                ("rate", json!(0.8)),
+                ("noise_seed", json!(noise)),
+                ("seed", json!(seed)),
+            ];
+            evals.push(eval(dir.path(), "eval_regsl", &m, v));
+        }
+        let mut params = paper_params();
+        params["over"] = json!(["seed", "noise_seed"]);
+        params["realisations"] = json!(["noise_seed"]);
+        let out = run_aggregate(dir.path(), evals.clone(), vec![], params.clone()).unwrap();
+        let md = read(&out, "table.md");
+        assert!(md.contains("| Ours | 83.50 ± 2.96 |"), "{md}");
+        assert!(
+            md.contains("between data realisations (`noise_seed`)"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| Ours | 2.50 between 2 realisations, 1.50 between seeds |"),
+            "{md}"
+        );
+        let j: Value = serde_json::from_str(&read(&out, "table.json")).unwrap();
+        let cell = &j["spreads"]["rows"][0]["cells"][0];
+        assert_eq!(cell["between_realisations"], json!(2.5));
+        assert_eq!(cell["between_seeds"], json!(1.5));
+        assert!(read(&out, "table.tex").contains("2.50 between 2 realisations"));
+        // A realisation axis must be one averaged over.
+        params["realisations"] = json!(["split_seed"]);
+        let err = parse(&params).unwrap_err();
+        assert!(
+            format!("{err:?}").contains("is not averaged over"),
+            "{err:?}"
+        );
     }
 
     #[test]
