@@ -171,6 +171,16 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// What the cache holds for a stage, instance or slice: per instance its key, how and when it was computed, the record of its key (kind, params, inputs) and the files of its artifact with their sizes.
+    Show {
+        #[command(flatten)]
+        p: PipelineArgs,
+        /// A stage (`train`), an instance (`noisy[rate=0.4]`) or a slice (`regsl[rate=0.4]`).
+        target: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write the HTML report of a run (default: the newest successful one) to results/<pipeline>/report.html: tables and their statistics, plots, training curves, a timeline, the DAG, parameters, provenance, the latest audit.
     Report {
         #[command(flatten)]

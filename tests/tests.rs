@@ -37,6 +37,7 @@ mod prune;
 mod publish;
 mod report;
 mod search;
+mod show;
 mod slurm;
 #[cfg(feature = "torch")]
 mod train;

@@ -17,6 +17,7 @@ mod log;
 mod params;
 mod report;
 mod run;
+mod show;
 mod status;
 mod verify;
 mod worker;
@@ -100,6 +101,7 @@ fn command(cmd: Cmd) -> Result<ExitCode> {
             },
         ),
         Cmd::ExportCrate { p, dir } => export_crate::run(&p, &dir),
+        Cmd::Show { p, target, json } => show::run(&p, &target, json),
         Cmd::Report { p, output, run } => report::run(&p, output.as_deref(), run.as_deref()),
         Cmd::Params { kind, all, json } => params::run(kind.as_deref(), all, json),
         Cmd::Diff {

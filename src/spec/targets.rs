@@ -38,8 +38,8 @@ impl Pipeline {
         self.retain(&keep)
     }
 
-    /// The instances one target names.
-    fn target(&self, t: &str) -> Result<Vec<usize>, UserError> {
+    /// The instances one target names (a stage, an instance or a slice).
+    pub fn target(&self, t: &str) -> Result<Vec<usize>, UserError> {
         let t = t.trim();
         if let Some(inst) = self.instances.iter().find(|i| i.name == t) {
             return Ok(vec![inst.id]);
