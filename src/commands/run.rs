@@ -242,7 +242,11 @@ fn execute_on(p: &Pipeline, force: Vec<String>, on: &On<'_>) -> Result<RunResult
         keep_going: flags.keep_going,
         gpus: on.gpus.cloned(),
     };
-    let reporter = progress::reporter(p.instances.len());
+    // The ETA's durations: each instance's last entry of this pipeline, read when it starts.
+    let store = on.store;
+    let earlier =
+        Box::new(move |instance: &str| store.last_entry(&p.name, instance).map(|e| e.duration_s));
+    let reporter = progress::reporter(p.instances.len(), earlier);
     let result = scheduler::run(
         p,
         on.store,

@@ -1,6 +1,7 @@
 //! Execution: planning (keys, cache hits, reasons), the scheduler, executors and the
 //! worker entry point (the `rst` binary re-invoked on one stage).
 mod direct;
+pub mod eta;
 pub mod gpus;
 mod guard;
 pub mod integrity;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use super::eta::Eta;
 use crate::stages::Progress;
 
 pub enum Report<'a> {
@@ -108,28 +109,45 @@ impl Reporter for Plain {
     }
 }
 
-/// The live view: a header bar counting finished stages and one line per running stage.
-pub struct Live {
+/// How long a stage took when it was last computed, if known (for the ETA).
+pub type Earlier<'a> = Box<dyn Fn(&str) -> Option<f64> + Sync + 'a>;
+
+/// The live view: a header bar counting finished stages (with an overall ETA) and one
+/// line per running stage.
+pub struct Live<'a> {
     multi: MultiProgress,
     total: ProgressBar,
     bars: Mutex<HashMap<String, ProgressBar>>,
+    eta: Mutex<Eta>,
+    earlier: Earlier<'a>,
 }
 
-impl Live {
-    pub fn new(total: usize) -> Live {
+impl<'a> Live<'a> {
+    pub fn new(total: usize, earlier: Earlier<'a>) -> Live<'a> {
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10));
         let bar = multi.add(ProgressBar::new(total as u64));
         bar.set_style(
-            ProgressStyle::with_template("{prefix:.bold} [{bar:30}] {pos}/{len} stages {elapsed}")
-                .unwrap()
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{prefix:.bold} [{bar:30}] {pos}/{len} stages {elapsed} {msg}",
+            )
+            .unwrap()
+            .progress_chars("=> "),
         );
         bar.set_prefix("rst");
         Live {
             multi,
             total: bar,
             bars: Mutex::new(HashMap::new()),
+            eta: Mutex::new(Eta::new(total)),
+            earlier,
         }
+    }
+
+    /// Updates the ETA with `f` and shows it on the header.
+    fn eta(&self, f: impl FnOnce(&mut Eta)) {
+        let mut eta = self.eta.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut eta);
+        self.total.set_message(eta.text(std::time::Instant::now()));
     }
 
     fn line(&self, name: &str, f: impl FnOnce(&ProgressBar)) {
@@ -138,7 +156,7 @@ impl Live {
             let b = self.multi.add(ProgressBar::new(0));
             b.set_style(
                 ProgressStyle::with_template(
-                    "  {spinner} {prefix} {wide_msg} {pos}/{len} {elapsed}",
+                    "  {spinner} {prefix} {wide_msg} {elapsed}",
                 )
                 .unwrap(),
             );
@@ -149,7 +167,8 @@ impl Live {
         f(bar);
     }
 
-    fn close(&self, name: &str, text: String) {
+    fn close(&self, name: &str, secs: Option<f64>, text: String) {
+        self.eta(|e| e.closed(name, secs));
         if let Some(b) = self.bars.lock().unwrap().remove(name) {
             b.finish_and_clear();
             self.multi.remove(&b);
@@ -159,10 +178,10 @@ impl Live {
     }
 }
 
-impl Reporter for Live {
+impl Reporter for Live<'_> {
     fn report(&self, r: Report<'_>) {
         match r {
-            Report::Cached(n) => self.close(n, format!("  cached   {n}")),
+            Report::Cached(n) => self.close(n, None, format!("  cached   {n}")),
             Report::Queued(n, job) => self.line(n, |b| {
                 b.set_prefix(format!("{n} ({job})"));
                 b.set_message("queued");
@@ -170,18 +189,32 @@ impl Reporter for Live {
             Report::LockWait(n) => {
                 self.line(n, |b| b.set_message("waiting for another rst process"))
             }
-            Report::Started(n, []) => self.line(n, |b| b.set_message("running")),
             Report::Started(n, gpus) => {
-                let on = format!("running on GPU {}", gpus.join(","));
+                let earlier = (self.earlier)(n);
+                self.eta(|e| e.started(n, earlier));
+                let on = match gpus {
+                    [] => "running".to_string(),
+                    gpus => format!("running on GPU {}", gpus.join(",")),
+                };
                 self.line(n, |b| b.set_message(on))
             }
             Report::Progress(n, p) => self.line(n, |b| {
+                if b.length() == Some(0) {
+                    // A stage that counts: its position and an ETA from its rate.
+                    b.set_style(
+                        ProgressStyle::with_template(
+                            "  {spinner} {prefix} {wide_msg} {pos}/{len} {elapsed} (eta {eta})",
+                        )
+                        .unwrap(),
+                    );
+                }
                 b.set_length(p.len);
                 b.set_position(p.pos);
                 b.set_message(p.message.clone());
             }),
             Report::Done { name, secs, reused } => self.close(
                 name,
+                (!reused).then_some(secs),
                 if reused {
                     format!("  reused   {name}")
                 } else {
@@ -189,11 +222,13 @@ impl Reporter for Live {
                 },
             ),
             Report::Failed { name, message } => {
-                self.close(name, format!("  FAILED   {name}: {message}"))
+                self.close(name, None, format!("  FAILED   {name}: {message}"))
             }
-            Report::Skipped { name, cause } => {
-                self.close(name, format!("  skipped  {name} (input {cause} failed)"))
-            }
+            Report::Skipped { name, cause } => self.close(
+                name,
+                None,
+                format!("  skipped  {name} (input {cause} failed)"),
+            ),
             Report::Warning(message) => {
                 let _ = self.multi.println(format!("warning: {message}"));
             }
@@ -207,9 +242,9 @@ impl Reporter for Live {
 }
 
 /// The live view on a terminal, plain lines elsewhere.
-pub fn reporter(total: usize) -> Box<dyn Reporter> {
+pub fn reporter<'a>(total: usize, earlier: Earlier<'a>) -> Box<dyn Reporter + 'a> {
     if std::io::stderr().is_terminal() && std::env::var_os("RST_PLAIN").is_none() {
-        Box::new(Live::new(total))
+        Box::new(Live::new(total, earlier))
     } else {
         Box::new(Plain::default())
     }

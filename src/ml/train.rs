@@ -732,6 +732,9 @@ struct Ticker<'a> {
     epochs: usize,
     batches: usize,
     batch_size: usize,
+    /// Training images per epoch.
+    images: usize,
+    started: std::time::Instant,
 }
 
 impl Ticker<'_> {
@@ -742,17 +745,24 @@ impl Ticker<'_> {
     /// After batch `bi` (0-based) of `epoch`: the epoch's mean loss so far, and the last
     /// epoch's validation accuracy (NaN before the first).
     fn batch(&self, epoch: usize, bi: usize, chunk: usize, loss_sum: f64, last_val: f64) {
+        let seen = (epoch - 1) * self.images + bi * self.batch_size + chunk;
+        let secs = self.started.elapsed().as_secs_f64();
         (self.progress)(Progress {
             pos: ((epoch - 1) * self.batches + bi + 1) as u64,
             len: self.total(),
             message: format!(
-                "epoch {epoch}/{} loss {:.4}{}",
+                "epoch {epoch}/{} loss {:.4}{}{}",
                 self.epochs,
                 loss_sum / ((bi * self.batch_size + chunk) as f64),
                 if last_val.is_nan() {
                     String::new()
                 } else {
                     format!(" val {last_val:.4}")
+                },
+                if secs > 0.5 {
+                    format!(" · {:.0} img/s", seen as f64 / secs)
+                } else {
+                    String::new()
                 }
             ),
         });
@@ -881,6 +891,8 @@ fn run_epochs(
         epochs: p.epochs,
         batches: n.div_ceil(p.batch_size),
         batch_size: p.batch_size,
+        images: n,
+        started: std::time::Instant::now(),
     };
     let mut schedules = Schedules::start(p);
     let mut selection = Selection::default();
