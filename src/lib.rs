@@ -39,6 +39,7 @@ pub mod provenance;
 pub mod publish;
 pub mod report;
 pub mod search;
+pub mod shell;
 pub mod spec;
 pub mod stages;
 pub mod status;

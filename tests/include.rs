@@ -68,6 +68,16 @@ fn included_stages_run_cache_and_take_set_like_written_ones() {
     assert_eq!(t.read("crate/shared/stages.yaml"), SHARED);
     let meta = t.read("crate/ro-crate-metadata.json");
     assert!(meta.contains("\"shared/stages.yaml\""), "{meta}");
+    // An include outside the pipeline's folder cannot keep its place in a crate.
+    t.write("elsewhere/stages.yaml", SHARED);
+    t.write(
+        "pipelines/p.yaml",
+        &PIPELINE.replace("shared/stages.yaml", "../elsewhere/stages.yaml"),
+    );
+    t.rst(&["export-crate", "pipelines/p.yaml", "crate2"])
+        .assert_code(2)
+        .assert_stderr_contains("which is outside its folder");
+    assert!(!t.exists("crate2"), "nothing written");
 }
 
 #[test]

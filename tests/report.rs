@@ -143,18 +143,86 @@ fn rst_report_writes_any_run_with_the_latest_audit() {
     assert!(html.contains("Latest audit, ended"));
     assert!(html.contains("every stage met its standard"));
     assert!(html.contains("bit-identical"));
-    // A run by id prefix; an unknown one is the user's to fix.
-    let id = t
+    // An older run by id prefix: the page is that run's, and says a newer one exists.
+    let first = t
         .ok(&["log"])
         .stdout
         .split_whitespace()
         .next()
         .unwrap()
         .to_string();
-    t.ok(&["report", "p.yaml", "--run", &id[..12]]);
+    t.ok(&[
+        "run",
+        "p.yaml",
+        "--set",
+        "seeds=[1, 2]",
+        "--replace-results",
+    ]);
+    t.ok(&["report", "p.yaml", "--run", &first, "-o", "old.html"]);
+    let old = t.read("old.html");
+    assert!(old.contains(&format!("data-run=\"{first}\"")));
+    assert!(old.contains("this is not the newest successful run"));
+    assert_eq!(old.matches("<rect class=\"bar ").count(), INSTANCES);
+    // The pipeline as that run had it (three seeds), not as the newest (two).
+    assert!(
+        dag_of(&old).contains("command · 12 instances"),
+        "{}",
+        dag_of(&old)
+    );
+    let new = t.ok(&["report", "p.yaml", "-o", "new.html"]);
+    new.assert_stdout_contains("new.html: report of run ");
+    assert!(dag_of(&t.read("new.html")).contains("command · 8 instances"));
     t.rst(&["report", "p.yaml", "--run", "nosuchrun"])
         .assert_code(2)
         .assert_stderr_contains("no run `nosuchrun`");
+    // A copy with the same `name:` has its own results/ and none of these runs.
+    t.write("copy.yaml", &t.read("p.yaml"));
+    t.rst(&["report", "copy.yaml"])
+        .assert_code(2)
+        .assert_stderr_contains("no successful run");
+}
+
+#[test]
+fn a_failed_run_has_a_report_and_an_unwritable_report_is_a_warning() {
+    let t = project();
+    // The report's place taken by a folder: the run publishes and warns.
+    std::fs::create_dir_all(t.join("results/p/report.html/x")).unwrap();
+    t.ok(&["run", "p.yaml"])
+        .assert_stderr_contains("warning: cannot write")
+        .assert_stderr_contains("report.html");
+    assert!(t.exists("results/p/table.md"));
+    // A failed run: `rst report --run` shows its failure on the timeline.
+    std::fs::remove_dir_all(t.join("results/p/report.html")).unwrap();
+    let bad = t
+        .read("p.yaml")
+        .replace("> $RST_OUT/metrics.json", "> $RST_OUT/metrics.json; exit 3");
+    t.write("p.yaml", &bad);
+    t.rst(&["run", "p.yaml"]).assert_code(1);
+    let failed = t
+        .ok(&["log"])
+        .stdout
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    t.ok(&["report", "p.yaml", "--run", &failed, "-o", "failed.html"]);
+    let html = t.read("failed.html");
+    assert!(html.contains("badge failed"), "the run's status");
+    assert!(html.contains("<rect class=\"bar failed\""));
+}
+
+/// The DAG's SVG, decoded from its `data:` URI.
+fn dag_of(html: &str) -> String {
+    use base64::Engine as _;
+    let start = html
+        .find("class=\"dag\" src=\"data:image/svg+xml;base64,")
+        .expect("a DAG")
+        + 43;
+    let end = start + html[start..].find('"').unwrap();
+    let svg = base64::engine::general_purpose::STANDARD
+        .decode(&html[start..end])
+        .unwrap();
+    String::from_utf8(svg).unwrap()
 }
 
 /// The browser: `RST_CHROMIUM`, else Debian's `chromium` (the setup installs it).

@@ -11,7 +11,6 @@ use crate::cli::PipelineArgs;
 use crate::error::Result;
 use crate::human::{human_bytes, short};
 use crate::project::{cache_dir, open_existing_store};
-use crate::provenance::iso_time;
 use crate::status::{status_lines, StatusLine};
 
 /// Files listed per artifact in the text output (the JSON lists up to [`MAX_JSON_FILES`]).
@@ -21,7 +20,7 @@ const MAX_JSON_FILES: usize = 10_000;
 pub fn run(args: &PipelineArgs, target: &str, json: bool) -> Result<ExitCode> {
     let store = open_existing_store(&cache_dir(&args.cache_dir))?;
     let p = super::load_replayed(args, &store)?;
-    let named: Vec<String> = p
+    let named: std::collections::HashSet<String> = p
         .target(target)?
         .into_iter()
         .map(|i| p.instances[i].name.clone())
@@ -45,28 +44,11 @@ pub fn run(args: &PipelineArgs, target: &str, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Every regular file under `dir`, relative, with its size, sorted.
+/// Every file of an artifact, relative, with its size (what `cache::digest` hashes).
 fn files(dir: &Path) -> Vec<(String, u64)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let Ok(meta) = e.metadata() else { continue };
-            if meta.is_dir() {
-                stack.push(e.path());
-            } else if meta.is_file() {
-                let rel = e
-                    .path()
-                    .strip_prefix(dir)
-                    .unwrap_or(&e.path())
-                    .display()
-                    .to_string();
-                out.push((rel, meta.len()));
-            }
-        }
-    }
-    out.sort();
-    out
+    crate::cache::digest::walk(dir)
+        .map(|all| all.into_iter().map(|f| (f.rel, f.meta.len())).collect())
+        .unwrap_or_default()
 }
 
 fn entry_of(store: &Store, l: &StatusLine) -> Option<Entry> {
@@ -101,28 +83,11 @@ fn render(store: &Store, l: &StatusLine) -> String {
             dir.display()
         ),
     );
-    let r = &e.run;
-    let mut made = format!(
-        "{} on {} in {:.2} s, {} thread{}, peak {}",
-        iso_time(r.started_unix),
-        r.host,
-        r.duration_s,
-        r.threads,
-        if r.threads == 1 { "" } else { "s" },
-        human_bytes(r.peak_rss_kib * 1024)
+    row(
+        &mut out,
+        "computed",
+        crate::provenance::describe_run(&e.run),
     );
-    if let Some(device) = &r.device {
-        made.push_str(&format!(", {device}, libtorch {}", r.libtorch));
-    }
-    made.push_str(&format!(
-        "; rst {}{}",
-        r.rst_version,
-        r.rst_git_commit
-            .as_deref()
-            .map(|c| format!(" ({})", short(c)))
-            .unwrap_or_default()
-    ));
-    row(&mut out, "computed", made);
     let k = &e.record;
     row(
         &mut out,
@@ -146,11 +111,11 @@ fn render(store: &Store, l: &StatusLine) -> String {
     for (var, value) in &k.env {
         row(&mut out, "env", format!("{var}={value}"));
     }
-    if !r.log.is_empty() {
+    if !e.run.log.is_empty() {
         row(
             &mut out,
             "log",
-            store.root().join(&r.log).display().to_string(),
+            store.root().join(&e.run.log).display().to_string(),
         );
     }
     let all = files(&dir);

@@ -155,10 +155,7 @@ impl<'a> Live<'a> {
         let bar = bars.entry(name.to_string()).or_insert_with(|| {
             let b = self.multi.add(ProgressBar::new(0));
             b.set_style(
-                ProgressStyle::with_template(
-                    "  {spinner} {prefix} {wide_msg} {elapsed}",
-                )
-                .unwrap(),
+                ProgressStyle::with_template("  {spinner} {prefix} {wide_msg} {elapsed}").unwrap(),
             );
             b.set_prefix(name.to_string());
             b.enable_steady_tick(Duration::from_millis(200));

@@ -666,6 +666,14 @@ impl<'a> Run<'a> {
                     name: &inst.name,
                     message: &message,
                 });
+                // Failed before it started: a bar of no length at the time it failed.
+                let now = crate::time::unix_now();
+                self.spans[i] = Some(Span {
+                    start_unix: now,
+                    end_unix: now,
+                    lane: None,
+                    job: None,
+                });
                 s.outcomes[i] = Some(Outcome::Failed {
                     error: StageError::internal(message),
                     log: None,

@@ -119,10 +119,6 @@ pub struct JobRecord {
 }
 
 /// Single-quotes `s` for sh.
-fn sh_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
-
 /// The batch script (given to `sbatch` on stdin): the worker for each stage of the job
 /// (one, or a bundle run one after another), its events and its log redirected into the
 /// cache.
@@ -142,10 +138,10 @@ pub fn batch_script(exe: &Path, stages: &[(&Path, &Job)]) -> String {
              {exe} worker {jf} >{ev}/{key}.\"$SLURM_JOB_ID\".{n}.jsonl 2>{logs}/{key}.\"$SLURM_JOB_ID\".{n}.log\n",
             inst = job.instance.replace('\n', " "),
             key = job.key,
-            exe = sh_quote(&exe.display().to_string()),
-            jf = sh_quote(&job_file.display().to_string()),
-            ev = sh_quote(&s.join("events").display().to_string()),
-            logs = sh_quote(&job.cache_dir.join("logs").display().to_string()),
+            exe = crate::shell::quote(&exe.display().to_string()),
+            jf = crate::shell::quote(&job_file.display().to_string()),
+            ev = crate::shell::quote(&s.join("events").display().to_string()),
+            logs = crate::shell::quote(&job.cache_dir.join("logs").display().to_string()),
         );
     }
     script

@@ -33,8 +33,13 @@ pub fn svg(stages: &[StageNode], edges: &[(usize, usize)]) -> Option<String> {
         return None;
     }
     // layout-rs asserts on what it cannot lay out; a report without its DAG is better than
-    // a run that panics after its results were published.
-    std::panic::catch_unwind(|| draw(stages, edges)).ok()
+    // a run that panics after its results were published. The panic is caught, and its
+    // message kept off the run's output (the hook is the process's, restored after).
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let drawn = std::panic::catch_unwind(|| draw(stages, edges)).ok();
+    std::panic::set_hook(hook);
+    drawn
 }
 
 fn draw(stages: &[StageNode], edges: &[(usize, usize)]) -> String {

@@ -104,14 +104,46 @@ pub struct AuditOutput {
     pub ended: String,
 }
 
+/// Entries read at most (each is a file to parse): a run of a million instances gets a
+/// report in seconds, with the environment of the first ones and a note saying so.
+pub const MAX_ENTRIES: usize = 10_000;
+
 /// Reads what the report of `run` shows.
 pub fn gather(p: &Pipeline, store: &Store, run: &RunRecord) -> Report {
     let mut notes = Vec::new();
+    // Every download's (its files are the provenance), then the first MAX_ENTRIES others.
+    let mut budget = MAX_ENTRIES;
     let entries: Vec<Option<Entry>> = run
         .stages
         .iter()
-        .map(|s| s.key.as_deref().and_then(|k| store.entry(k)))
+        .map(|s| {
+            let wanted = s.kind == "download" || budget > 0;
+            if s.kind != "download" {
+                budget = budget.saturating_sub(1);
+            }
+            s.key
+                .as_deref()
+                .filter(|_| wanted)
+                .and_then(|k| store.entry(k))
+        })
         .collect();
+    if run.stages.len() > MAX_ENTRIES {
+        notes.push(format!(
+            "{} stage instances: the provenance's hosts, versions and devices are those of the              first {MAX_ENTRIES}",
+            run.stages.len()
+        ));
+    }
+    if let Some(newer) = crate::provenance::runlog::all(store)
+        .into_iter()
+        .find(|r| super::is_run_of(r, p) && r.status == "ok")
+        .filter(|r| r.id != run.id)
+    {
+        notes.push(format!(
+            "this is not the newest successful run ({} is): the published files and the audit              below are those in {} now",
+            newer.id,
+            p.results_dir().display()
+        ));
+    }
     let (tables, curves, studies) = outputs(store, run, &mut notes);
     let (stages, edges) = dag(p, run);
     let (bars, untimed) = bars(run, &entries);
@@ -185,6 +217,9 @@ fn outputs(
                 figures: figures(&dir),
             }),
             _ => {}
+        }
+        if s.kind != "train" {
+            continue;
         }
         if let Some(history) = read_json(&dir.join("history.json")) {
             let points = crate::report::validation_curve(&history).unwrap_or_default();
@@ -300,7 +335,7 @@ fn bars(run: &RunRecord, entries: &[Option<Entry>]) -> (Vec<Bar>, usize) {
         .iter()
         .zip(entries)
         .filter_map(|(s, e)| {
-            if s.outcome == "not_run" || s.outcome == "skipped" {
+            if matches!(&*s.outcome, "not_run" | "skipped") {
                 return None;
             }
             let Some(span) = &s.span else {
@@ -352,7 +387,7 @@ fn environment(run: &RunRecord, entries: &[Option<Entry>]) -> Vec<(String, Strin
     }
     let mut rows = vec![
         ("run".to_string(), run.id.clone()),
-        ("command".to_string(), shell_words(&run.argv)),
+        ("command".to_string(), crate::shell::words(&run.argv)),
         ("run on".to_string(), run.host.clone()),
         (
             "rst of the run".to_string(),
@@ -371,23 +406,6 @@ fn environment(run: &RunRecord, entries: &[Option<Entry>]) -> Vec<(String, Strin
         rows.push((format!("{what} of the entries"), text));
     }
     rows
-}
-
-/// A command line as a user would type it (arguments with spaces or quotes quoted).
-fn shell_words(argv: &[String]) -> String {
-    argv.iter()
-        .map(|a| {
-            if !a.is_empty()
-                && a.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%[]".contains(c))
-            {
-                a.clone()
-            } else {
-                format!("'{}'", a.replace('\'', "'\\''"))
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// `provenance.json`'s files: (path, sha256, instance).
@@ -423,18 +441,4 @@ fn audit(results_dir: &Path, notes: &mut Vec<String>) -> Option<AuditOutput> {
         passed: doc["passed"].as_bool(),
         ended: doc["ended"].as_str().unwrap_or_default().to_string(),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn command_lines_quote_what_a_shell_would_split() {
-        let argv = ["rst", "run", "p.yaml", "--set", "seeds=[1, 2]", "it's"].map(String::from);
-        assert_eq!(
-            shell_words(&argv),
-            "rst run p.yaml --set 'seeds=[1, 2]' 'it'\\''s'"
-        );
-    }
 }

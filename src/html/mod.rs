@@ -39,12 +39,18 @@ pub fn write(p: &Pipeline, store: &Store, run: &RunRecord, out: &Path) -> Result
     Ok(html.len() as u64)
 }
 
+/// Whether `r` is a run of `p`'s file: its `name:`, and the file stem its results go
+/// under (two copies of a file with one `name:` publish into two folders).
+pub fn is_run_of(r: &RunRecord, p: &Pipeline) -> bool {
+    r.pipeline == p.name && r.file.file_stem() == p.file.file_stem()
+}
+
 /// The run a report of `p` describes: the one whose id starts with `id`, else the newest
 /// successful run of `p`.
 pub fn choose_run(p: &Pipeline, store: &Store, id: Option<&str>) -> Result<RunRecord> {
     let runs: Vec<RunRecord> = runlog::all(store)
         .into_iter()
-        .filter(|r| r.pipeline == p.name)
+        .filter(|r| is_run_of(r, p))
         .collect();
     if let Some(id) = id {
         return runlog::find(&runs, id, store.root()).cloned();

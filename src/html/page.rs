@@ -86,7 +86,7 @@ fn header(r: &Report) -> Markup {
                 span { "pipeline " code { (r.file.display()) } }
                 span { "run " code { (run.id) } " " span class=(format!("badge {}", run.status)) { (run.status) } }
                 span { "started " (iso_time(run.started_unix)) }
-                span { "took " (timeline::seconds(run.ended_unix - run.started_unix)) }
+                span { "took " (crate::human::seconds(run.ended_unix - run.started_unix)) }
                 span { (c.ran) " ran, " (c.cached) " from the cache, " (c.failed) " failed, " (c.not_run) " not run" }
                 span { "host " (run.host) }
             }
@@ -333,12 +333,16 @@ fn audit(r: &Report) -> Markup {
     }
 }
 
-/// Markdown as HTML (tables on), raw HTML in it shown as text.
+/// Markdown as HTML (tables on). The labels in it are the user's, so nothing in it may
+/// act: raw HTML is shown as text, and links and images as their text (no `javascript:`
+/// link, no image fetched when the page opens).
 fn markdown(text: &str) -> Markup {
-    use pulldown_cmark::{Event, Options, Parser};
-    let events = Parser::new_ext(text, Options::ENABLE_TABLES).map(|e| match e {
-        Event::Html(h) | Event::InlineHtml(h) => Event::Text(h),
-        other => other,
+    use pulldown_cmark::{Event, Options, Parser, Tag, TagEnd};
+    let events = Parser::new_ext(text, Options::ENABLE_TABLES).filter_map(|e| match e {
+        Event::Html(h) | Event::InlineHtml(h) => Some(Event::Text(h)),
+        Event::Start(Tag::Link { .. } | Tag::Image { .. })
+        | Event::End(TagEnd::Link | TagEnd::Image) => None,
+        other => Some(other),
     });
     let mut out = String::new();
     pulldown_cmark::html::push_html(&mut out, events);
@@ -356,5 +360,12 @@ mod tests {
         assert!(html.contains("<table>"));
         assert!(html.contains("<td>1 &lt;b&gt;x&lt;/b&gt;</td>"));
         assert!(!html.contains("<script>"));
+        // Links and images (a row label can be anything) are their text only.
+        let html = markdown(
+            "| [Ours](javascript:alert(1)) | ![x](http://host/p.png) | <https://host/> |\n|---|---|---|\n",
+        )
+        .into_string();
+        assert!(!html.contains("<a") && !html.contains("<img"), "{html}");
+        assert!(html.contains("Ours") && html.contains(">x<"), "{html}");
     }
 }

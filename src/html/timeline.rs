@@ -36,7 +36,7 @@ pub fn svg(bars: &[Bar]) -> Markup {
             aria-label=(format!("timeline of {} stage instances", bars.len())) {
             @for t in &ticks {
                 line class="tick" x1=(f(x(*t))) x2=(f(x(*t))) y1=(f(TOP - 4.0)) y2=(f(height)) {}
-                text class="tick-label" x=(f(x(*t))) y="12" text-anchor="middle" { (seconds(*t)) }
+                text class="tick-label" x=(f(x(*t))) y="12" text-anchor="middle" { (crate::human::seconds(*t)) }
             }
             @for (i, b) in bars.iter().enumerate() {
                 @let y = TOP + row * i as f64;
@@ -85,29 +85,16 @@ fn tick_step(total: f64) -> f64 {
         .unwrap_or(10.0 * magnitude)
 }
 
-/// `0.25 s`, `12 s`, `3 min 5 s`.
-pub fn seconds(t: f64) -> String {
-    if t < 10.0 {
-        format!(
-            "{} s",
-            crate::report::format_number((t * 100.0).round() / 100.0)
-        )
-    } else if t < 120.0 {
-        format!("{:.0} s", t)
-    } else {
-        let s = t.round() as u64;
-        format!("{} min {} s", s / 60, s % 60)
-    }
-}
-
 /// The bar's tooltip: the instance, what happened, how long, where.
 fn describe(b: &Bar) -> String {
     let mut text = format!("{}: {}", b.instance, b.outcome);
     match (&*b.outcome, &b.computed) {
-        ("ran" | "failed", _) => text.push_str(&format!(" in {}", seconds(b.end - b.start))),
+        ("ran" | "failed", _) => {
+            text.push_str(&format!(" in {}", crate::human::seconds(b.end - b.start)))
+        }
         (_, Some((secs, host))) => text.push_str(&format!(
             " (computed earlier in {} on {host})",
-            seconds(*secs)
+            crate::human::seconds(*secs)
         )),
         _ => {}
     }
@@ -123,7 +110,7 @@ fn short_where(b: &Bar) -> String {
     match &*b.outcome {
         "ran" | "failed" => {
             let place = placement(b);
-            let took = seconds(b.end - b.start);
+            let took = crate::human::seconds(b.end - b.start);
             if place.is_empty() {
                 took
             } else {
@@ -190,9 +177,6 @@ mod tests {
         assert_eq!(tick_step(80.0), 10.0);
         assert_eq!(tick_step(0.9), 0.2);
         assert_eq!(tick_step(1000.0), 200.0);
-        assert_eq!(seconds(0.123), "0.12 s");
-        assert_eq!(seconds(42.4), "42 s");
-        assert_eq!(seconds(605.0), "10 min 5 s");
     }
 
     #[test]

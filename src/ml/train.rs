@@ -732,9 +732,9 @@ struct Ticker<'a> {
     epochs: usize,
     batches: usize,
     batch_size: usize,
-    /// Training images per epoch.
-    images: usize,
-    started: std::time::Instant,
+    /// When the epoch being reported on started (images/s is its training rate, not
+    /// counting the validation passes between epochs).
+    epoch_started: std::cell::Cell<(usize, std::time::Instant)>,
 }
 
 impl Ticker<'_> {
@@ -745,8 +745,16 @@ impl Ticker<'_> {
     /// After batch `bi` (0-based) of `epoch`: the epoch's mean loss so far, and the last
     /// epoch's validation accuracy (NaN before the first).
     fn batch(&self, epoch: usize, bi: usize, chunk: usize, loss_sum: f64, last_val: f64) {
-        let seen = (epoch - 1) * self.images + bi * self.batch_size + chunk;
-        let secs = self.started.elapsed().as_secs_f64();
+        let (current, t0) = self.epoch_started.get();
+        if current != epoch {
+            self.epoch_started.set((epoch, std::time::Instant::now()));
+        }
+        let seen = bi * self.batch_size + chunk;
+        let secs = if current == epoch {
+            t0.elapsed().as_secs_f64()
+        } else {
+            0.0
+        };
         (self.progress)(Progress {
             pos: ((epoch - 1) * self.batches + bi + 1) as u64,
             len: self.total(),
@@ -891,8 +899,7 @@ fn run_epochs(
         epochs: p.epochs,
         batches: n.div_ceil(p.batch_size),
         batch_size: p.batch_size,
-        images: n,
-        started: std::time::Instant::now(),
+        epoch_started: std::cell::Cell::new((0, std::time::Instant::now())),
     };
     let mut schedules = Schedules::start(p);
     let mut selection = Selection::default();

@@ -101,9 +101,40 @@ pub struct Exported {
     pub entities: usize,
 }
 
+/// Each file `p` includes and its path relative to `p`'s folder (where the crate puts it);
+/// one outside that folder is the user's to move (the copied pipeline could not find it).
+fn included_paths(p: &Pipeline) -> Result<Vec<(PathBuf, PathBuf)>> {
+    let dir = p.file.parent().unwrap_or(Path::new(""));
+    p.includes
+        .iter()
+        .map(|inc| {
+            let rel = inc
+                .strip_prefix(dir)
+                .ok()
+                .filter(|r| {
+                    r.components()
+                        .all(|c| matches!(c, std::path::Component::Normal(_)))
+                })
+                .ok_or_else(|| {
+                    Error::User(
+                        UserError::new(format!(
+                            "{} includes {}, which is outside its folder: the crate keeps the \
+                             pipeline's folder layout, so the copy could not find it",
+                            p.file.display(),
+                            inc.display()
+                        ))
+                        .help("move the included file into the pipeline's folder (or below it)"),
+                    )
+                })?;
+            Ok((inc.clone(), rel.to_path_buf()))
+        })
+        .collect()
+}
+
 /// `rst export-crate`: checks that `p` is fully computed and `dir` usable, then writes the
 /// crate there. `file` is the pipeline file as the user named it (for messages).
 pub fn export(p: &Pipeline, store: &Store, file: &Path, dir: &Path) -> Result<Exported> {
+    included_paths(p)?;
     let sources = gather(p, store, file)?;
     prepare_dir(dir)?;
     let doc = build(&sources, dir)?;
@@ -270,24 +301,14 @@ impl Builder<'_> {
     /// Copies the files the pipeline includes beside it, at the same relative paths (so
     /// the copied pipeline finds them); returns their ids.
     fn included_files(&mut self, p: &Pipeline) -> Result<Vec<String>> {
-        let dir = p.file.parent().unwrap_or(Path::new(""));
         let mut ids = Vec::new();
-        for inc in &p.includes {
-            let rel = inc
-                .strip_prefix(dir)
-                .ok()
-                .filter(|r| {
-                    r.components()
-                        .all(|c| matches!(c, std::path::Component::Normal(_)))
-                })
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|| PathBuf::from(inc.file_name().unwrap_or_default()));
+        for (inc, rel) in included_paths(p)? {
             let dest = self.dir.join(&rel);
             if let Some(parent) = dest.parent() {
                 std::fs::create_dir_all(parent)
                     .map_err(|e| Error::io_path("cannot create", parent, e))?;
             }
-            copy_file(inc, &dest)?;
+            copy_file(&inc, &dest)?;
             let id = rel.to_string_lossy().into_owned();
             self.graph.push(json!({
                 "@id": id, "@type": ["File", "SoftwareSourceCode"],

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{iso_time, EntryIndex, PUBLISHED_FILE};
+use super::{EntryIndex, PUBLISHED_FILE};
 use crate::cache::store::{Entry, RunFacts, Store};
 use crate::data::fetch::sha256_file;
 use crate::error::{Error, Result, UserError};
@@ -174,10 +174,6 @@ pub fn all_downloads(node: &Node, out: &mut Vec<(String, Downloaded)>) {
     }
 }
 
-fn human_kib(kib: u64) -> String {
-    crate::human::human_bytes(kib * 1024)
-}
-
 /// The tree as indented text.
 pub fn render(node: &Node, cwd: &Path) -> String {
     let mut out = String::new();
@@ -213,24 +209,8 @@ fn render_into(node: &Node, depth: usize, via: Option<&str>, cwd: &Path, out: &m
         let env: Vec<String> = node.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         out.push_str(&format!("{pad}key environment {}\n", env.join(", ")));
     }
-    let r = &node.run;
-    if r.started_unix > 0.0 {
-        out.push_str(&format!(
-            "{pad}ran {} on {} in {:.2}s, {} thread{}, peak {}, device {}, rst {}{}, libtorch {}\n",
-            iso_time(r.started_unix),
-            if r.host.is_empty() { "?" } else { &r.host },
-            r.duration_s,
-            r.threads,
-            if r.threads == 1 { "" } else { "s" },
-            human_kib(r.peak_rss_kib),
-            r.device.as_deref().unwrap_or("-"),
-            r.rst_version,
-            r.rst_git_commit
-                .as_deref()
-                .map(|c| format!(" ({})", short(c)))
-                .unwrap_or_default(),
-            r.libtorch
-        ));
+    if node.run.started_unix > 0.0 {
+        out.push_str(&format!("{pad}ran {}\n", super::describe_run(&node.run)));
     }
     if let Some(log) = &node.log {
         out.push_str(&format!(

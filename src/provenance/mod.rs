@@ -40,6 +40,31 @@ pub fn iso_time(unix: f64) -> String {
 
 pub use crate::time::unix_now;
 
+/// How an artifact was computed, for people: `2026-11-28T23:45:21Z on node1 in 12.30s, 2
+/// threads, peak 1.2 GiB, device cpu, rst 0.1.0 (89adb1f28268), libtorch 2.13.0`.
+pub fn describe_run(r: &crate::cache::store::RunFacts) -> String {
+    format!(
+        "{} on {} in {:.2}s, {} thread{}, peak {}, device {}, rst {}{}, libtorch {}",
+        iso_time(r.started_unix),
+        if r.host.is_empty() { "?" } else { &r.host },
+        r.duration_s,
+        r.threads,
+        if r.threads == 1 { "" } else { "s" },
+        crate::human::human_bytes(r.peak_rss_kib * 1024),
+        r.device.as_deref().unwrap_or("-"),
+        r.rst_version,
+        r.rst_git_commit
+            .as_deref()
+            .map(|c| format!(" ({})", crate::human::short(c)))
+            .unwrap_or_default(),
+        if r.libtorch.is_empty() {
+            "-"
+        } else {
+            &r.libtorch
+        }
+    )
+}
+
 /// Cache entries by artifact digest, to walk from an input record (instance + digest) to
 /// the entry that produced it.
 pub struct EntryIndex {

@@ -7,7 +7,6 @@ use serde_json::{json, Value};
 
 use super::stats::{self, Comparison};
 use super::table::{md_escape, tex_escape, Table};
-use super::value_text;
 
 /// One comparison, every column.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,12 +47,7 @@ pub fn compare(table: &Table, row: usize, baseline: usize, over: &[String]) -> C
         .filter(|axis| runs().all(|r| r.matrix.contains_key(*axis)))
         .cloned()
         .collect();
-    let pair_key = |run: &super::Run| -> String {
-        over.iter()
-            .map(|axis| run.matrix.get(axis).map(value_text).unwrap_or_default())
-            .collect::<Vec<_>>()
-            .join("\u{1f}")
-    };
+    let pair_key = |run: &super::Run| run.values_of(&over);
     let mut columns: Vec<ColumnCompared> = table
         .columns
         .iter()

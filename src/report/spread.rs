@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
+use super::mean_std;
 use super::table::{md_escape, tex_escape, Run, Table};
-use super::{mean_std, value_text};
 
 /// A cell's two spreads (points).
 #[derive(Debug, Clone, PartialEq)]
@@ -25,11 +25,7 @@ pub struct Spread {
 pub fn spread(runs: &[Run], axes: &[String]) -> Spread {
     let mut groups: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for r in runs {
-        let key: Vec<String> = axes
-            .iter()
-            .map(|a| r.matrix.get(a).map(value_text).unwrap_or_default())
-            .collect();
-        groups.entry(key.join("\u{1f}")).or_default().push(r.value);
+        groups.entry(r.values_of(axes)).or_default().push(r.value);
     }
     let stats: Vec<_> = groups.values().filter_map(|v| mean_std(v)).collect();
     let means: Vec<f64> = stats.iter().map(|s| s.mean).collect();

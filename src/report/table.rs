@@ -44,6 +44,22 @@ pub struct Run {
     pub matrix: BTreeMap<String, Value>,
 }
 
+impl Run {
+    /// Its values of `axes` as one text (missing ones empty): what runs are grouped or
+    /// paired by.
+    pub fn values_of(&self, axes: &[String]) -> String {
+        axes.iter()
+            .map(|axis| {
+                self.matrix
+                    .get(axis)
+                    .map(super::value_text)
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join("\u{1f}")
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Table {
     pub title: Option<String>,

@@ -119,6 +119,7 @@ pub(super) fn merge<'a>(
         ..Routes::default()
     };
     let mut param_from: HashMap<String, usize> = HashMap::new();
+    let mut included: indexmap::IndexMap<String, super::raw::RawStage> = indexmap::IndexMap::new();
     for (i, fragment) in files.into_iter().enumerate() {
         let src = routes.included[i];
         let site = &raw.include[i];
@@ -185,7 +186,7 @@ pub(super) fn merge<'a>(
         raw.params.extend(params);
         for (name, stage) in fragment.stages {
             let path = format!("stages.{name}");
-            if raw.stages.contains_key(&name) {
+            if raw.stages.contains_key(&name) || included.contains_key(&name) {
                 let defined = match routes.stages.get(&name) {
                     Some(&first) => at(routes.included[first], &path),
                     None => at(
@@ -205,8 +206,17 @@ pub(super) fn merge<'a>(
                 .help("a stage name may be defined once per pipeline; rename one of them"));
             }
             routes.stages.insert(name.clone(), i);
-            raw.stages.insert(name, stage);
+            included.insert(name, stage);
         }
+    }
+    // Where `include:` is written: above `stages:`, its stages come first.
+    let line = |key: &str| cx.map.key(key).map(|p| p.line);
+    if line("include") < line("stages") {
+        let own = std::mem::take(&mut raw.stages);
+        raw.stages = included;
+        raw.stages.extend(own);
+    } else {
+        raw.stages.extend(included);
     }
     Ok(routes)
 }
@@ -337,6 +347,17 @@ stages:
         let inc = load_in(d.path(), "p.yaml", &[]).unwrap();
         assert_eq!(keyed(&flat), keyed(&inc));
         assert_eq!(inc.includes, vec![d.path().join("inc/noise.yaml")]);
+        // Included stages sit where `include:` is written: above `stages:`, first.
+        let order = |p: &Pipeline| p.stages.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
+        assert_eq!(order(&inc), ["noisy", "data"]);
+        let below = WITH_INCLUDE.replace(
+            "include:\n  - file: inc/noise.yaml\n    params: {seed: 7}\n",
+            "",
+        ) + "include:\n  - file: inc/noise.yaml\n    params: {seed: 7}\n";
+        let d3 = project(&[("p.yaml", &below), ("inc/noise.yaml", INCLUDED)]);
+        let inc3 = load_in(d3.path(), "p.yaml", &[]).unwrap();
+        assert_eq!(order(&inc3), ["data", "noisy"]);
+        assert_eq!(keyed(&inc3), keyed(&flat));
         // One namespace: `--set` reaches the included parameter, the included stage sees
         // the pipeline's.
         let inc = load_in(
@@ -479,7 +500,16 @@ stages:
     #[test]
     fn the_bundled_pipelines_key_as_before_their_includes() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        for name in ["demo", "demo-tune", "cub_noise", "flowers_noise"] {
+        for name in [
+            "demo",
+            "demo-tune",
+            "aircraft_noise",
+            "caltech256_noise",
+            "cars_noise",
+            "cub_noise",
+            "dogs_noise",
+            "flowers_noise",
+        ] {
             let now = load(&root.join(format!("pipelines/{name}.yaml")), &[], root).unwrap();
             assert!(!now.includes.is_empty(), "{name} uses an include");
             let flat = load(
