@@ -175,7 +175,9 @@ pub fn write(store: &Store, rec: &RunRecord) -> Result<String> {
     std::fs::create_dir_all(&dir).map_err(|e| Error::io_path("cannot create", &dir, e))?;
     write_atomic(
         &dir.join(format!("{}.json", rec.id)),
-        (serde_json::to_string_pretty(rec).expect("serialises") + "\n").as_bytes(),
+        // Compact: a record has a line per instance's worth of fields, and a no-op run of a
+        // large sweep writes one too (`rst log ID --json` shows it pretty).
+        (serde_json::to_string(rec).expect("serialises") + "\n").as_bytes(),
     )?;
     Ok(rec.id.clone())
 }
