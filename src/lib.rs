@@ -32,6 +32,7 @@ pub mod html;
 pub mod human;
 #[cfg(test)]
 mod layering;
+pub mod machine;
 pub mod names;
 pub mod prng;
 pub mod project;

@@ -23,6 +23,10 @@ fn show_lists_key_record_and_files_of_each_instance() {
         .assert_stdout_contains("     200 B  sub/zeros.txt")
         .assert_stdout_contains("       2 B  n.txt");
     assert!(!out.stdout.contains("make[n=1]"), "{}", out.stdout);
+    if cfg!(target_arch = "x86_64") {
+        // The CPU it ran on and its x86-64 level (issue #15).
+        out.assert_stdout_contains(") in ").assert_stdout_contains("(x86-64-v");
+    }
     // A stage: every instance; JSON with the entry and each file's size.
     let j: serde_json::Value =
         serde_json::from_str(&t.ok(&["show", "p.yaml", "make", "--json"]).stdout).unwrap();

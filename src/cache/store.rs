@@ -127,6 +127,12 @@ pub struct RunFacts {
     /// The device a torch stage ran on (`cpu`, `cuda:0`); None for other stages.
     #[serde(default)]
     pub device: Option<String>,
+    /// The CPU it ran on (`model name` of /proc/cpuinfo) and its x86-64 level
+    /// (`x86-64-v4`); empty in entries older than these fields.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cpu: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub isa: String,
     /// The GPUs the stage was given (`CUDA_VISIBLE_DEVICES`: leased by rst, or bound by
     /// the cluster); empty when it had none or the variable was not set.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

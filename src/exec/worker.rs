@@ -246,6 +246,8 @@ pub(crate) fn compute(
                         rst_git_commit: option_env!("RST_GIT_COMMIT").map(str::to_string),
                         libtorch: super::plan::LIBTORCH_VERSION.unwrap_or("none").to_string(),
                         device: resolved_device(job, kind),
+                        cpu: crate::machine::cpu_model().to_string(),
+                        isa: crate::machine::isa_level().to_string(),
                         gpus: host.gpus(job),
                         log: format!("logs/{}.log", job.key),
                         reads: objects_read(&inputs, &resolved),

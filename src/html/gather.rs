@@ -371,6 +371,9 @@ fn environment(run: &RunRecord, entries: &[Option<Entry>]) -> Vec<(String, Strin
     for e in entries.iter().flatten() {
         let r = &e.run;
         add("host", r.host.clone());
+        if !r.cpu.is_empty() || !r.isa.is_empty() {
+            add("cpu", crate::machine::describe(&r.cpu, &r.isa));
+        }
         let commit = r.rst_git_commit.as_deref().map(crate::human::short);
         add(
             "rst",

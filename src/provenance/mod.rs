@@ -40,13 +40,19 @@ pub fn iso_time(unix: f64) -> String {
 
 pub use crate::time::unix_now;
 
-/// How an artifact was computed, for people: `2026-11-28T23:45:21Z on node1 in 12.30s, 2
+/// How an artifact was computed, for people: `2026-11-28T23:45:21Z on node1 (AMD EPYC
+/// (x86-64-v4)) in 12.30s, 2
 /// threads, peak 1.2 GiB, device cpu, rst 0.1.0 (89adb1f28268), libtorch 2.13.0`.
 pub fn describe_run(r: &crate::cache::store::RunFacts) -> String {
     format!(
-        "{} on {} in {:.2}s, {} thread{}, peak {}, device {}, rst {}{}, libtorch {}",
+        "{} on {}{} in {:.2}s, {} thread{}, peak {}, device {}, rst {}{}, libtorch {}",
         iso_time(r.started_unix),
         if r.host.is_empty() { "?" } else { &r.host },
+        if r.cpu.is_empty() && r.isa.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", crate::machine::describe(&r.cpu, &r.isa))
+        },
         r.duration_s,
         r.threads,
         if r.threads == 1 { "" } else { "s" },

@@ -143,11 +143,44 @@ pub fn recompute(w: &Planned, executor: &LocalExecutor, cancel: &Cancel) -> Reco
             w.scratch.store.log_path(&w.job.key).display()
         ));
     }
+    if fresh.as_ref().is_some_and(|f| *f != w.entry.artifact) {
+        if let Some(now) = w.scratch.store.entry(&w.job.key) {
+            notes.extend(other_machine(&w.entry.run, &now.run));
+        }
+    }
     Recomputed {
         fresh,
         secs: t0.elapsed().as_secs_f64(),
         notes,
     }
+}
+
+/// Why a recomputation can differ without anything being wrong: another device, or a CPU
+/// of another model or instruction-set level (libtorch chooses kernels by them).
+fn other_machine(
+    cached: &crate::cache::store::RunFacts,
+    now: &crate::cache::store::RunFacts,
+) -> Vec<String> {
+    let mut notes = Vec::new();
+    if cached.device != now.device {
+        notes.push(format!(
+            "computed on device {}, recomputed on {}: results on different devices are \
+             equal to a tolerance, not bit for bit",
+            cached.device.as_deref().unwrap_or("-"),
+            now.device.as_deref().unwrap_or("-")
+        ));
+    }
+    if now.device.as_deref().is_some_and(|d| d == "cpu")
+        && (&cached.cpu, &cached.isa) != (&now.cpu, &now.isa)
+    {
+        notes.push(format!(
+            "computed on {}, recomputed on {}: libtorch picks CPU kernels by instruction set, \
+             so a CPU training's bytes can differ between CPUs",
+            crate::machine::describe(&cached.cpu, &cached.isa),
+            crate::machine::describe(&now.cpu, &now.isa)
+        ));
+    }
+    notes
 }
 
 /// Writes the job file into the scratch cache; Err: why not, for the report.
@@ -265,5 +298,33 @@ impl Drop for Scratch {
             }
         }
         let _ = remove_tree(&self.dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::store::RunFacts;
+
+    #[test]
+    fn a_difference_names_the_other_device_or_cpu() {
+        let facts = |device: &str, cpu: &str, isa: &str| RunFacts {
+            device: Some(device.to_string()),
+            cpu: cpu.to_string(),
+            isa: isa.to_string(),
+            ..RunFacts::default()
+        };
+        let intel = facts("cpu", "Intel Xeon", "x86-64-v4");
+        let amd = facts("cpu", "AMD EPYC", "x86-64-v3");
+        let notes = other_machine(&intel, &amd);
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(notes[0]
+            .contains("computed on Intel Xeon (x86-64-v4), recomputed on AMD EPYC (x86-64-v3)"));
+        assert!(other_machine(&amd, &amd).is_empty());
+        let notes = other_machine(&facts("cuda:0", "AMD EPYC", "x86-64-v3"), &amd);
+        assert!(
+            notes[0].contains("computed on device cuda:0, recomputed on cpu"),
+            "{notes:?}"
+        );
     }
 }
