@@ -74,6 +74,19 @@ pub struct Span {
     pub job: Option<String>,
 }
 
+impl Span {
+    /// A bar of no length, now: answered from the cache, or failed before it started.
+    fn now() -> Span {
+        let now = crate::time::unix_now();
+        Span {
+            start_unix: now,
+            end_unix: now,
+            lane: None,
+            job: None,
+        }
+    }
+}
+
 pub struct RunResult {
     pub outcomes: Vec<Outcome>,
     /// Per instance, when it was answered from the cache or ran (None: it never did).
@@ -634,13 +647,7 @@ impl<'a> Run<'a> {
         };
         if let Some(artifact) = hit {
             reporter.report(Report::Cached(&inst.name));
-            let now = crate::time::unix_now();
-            self.spans[i] = Some(Span {
-                start_unix: now,
-                end_unix: now,
-                lane: None,
-                job: None,
-            });
+            self.spans[i] = Some(Span::now());
             s.outcomes[i] = Some(Outcome::Cached { artifact });
             s.keys[i] = Some(key);
             s.st[i] = St::Done;
@@ -667,13 +674,7 @@ impl<'a> Run<'a> {
                     message: &message,
                 });
                 // Failed before it started: a bar of no length at the time it failed.
-                let now = crate::time::unix_now();
-                self.spans[i] = Some(Span {
-                    start_unix: now,
-                    end_unix: now,
-                    lane: None,
-                    job: None,
-                });
+                self.spans[i] = Some(Span::now());
                 s.outcomes[i] = Some(Outcome::Failed {
                     error: StageError::internal(message),
                     log: None,
@@ -749,12 +750,9 @@ impl<'a> Run<'a> {
                 }
             };
             self.lanes[lane] = true;
-            let now = crate::time::unix_now();
             self.spans[i] = Some(Span {
-                start_unix: now,
-                end_unix: now,
                 lane: Some(lane),
-                job: None,
+                ..Span::now()
             });
             self.s.st[i] = St::Running;
             let tx = tx.clone();
