@@ -795,8 +795,8 @@ fn first_and_noop(
         setup(&last);
         firsts.push(timed(&format!("{what}, first run"), &mut make(&last)));
     }
-    // The first runs leave thousands of new files being written back: flushed first, so
-    // that no tool's no-op pays for the page-cache writeback of the runs before it.
+    // The first runs leave thousands of new files being written back: written back first
+    // (sync), so that no tool's no-op pays for the writeback of the runs before it.
     // SAFETY: sync(2) takes no arguments and cannot fail.
     unsafe { libc::sync() };
     let noops: Vec<Duration> = (0..PEER_NOOP_REPS)

@@ -22,25 +22,54 @@ pub fn cpu_model() -> &'static str {
     })
 }
 
-/// The x86-64 micro-architecture level (`x86-64-v4`: AVX-512; `v3`: AVX2, FMA, BMI2;
-/// `v2`: SSE4.2, POPCNT; else `v1`), the architecture's name elsewhere.
+/// The x86-64 micro-architecture level of the psABI (each level includes the ones
+/// below): `x86-64-v4` (AVX-512 F/BW/CD/DQ/VL), `v3` (AVX, AVX2, BMI1/2, F16C, FMA, LZCNT,
+/// MOVBE, XSAVE), `v2` (CMPXCHG16B, LAHF/SAHF, POPCNT, SSE3, SSE4.1, SSE4.2, SSSE3), else
+/// `v1`; the architecture's name elsewhere.
 pub fn isa_level() -> &'static str {
+    static LEVEL: OnceLock<&'static str> = OnceLock::new();
+    LEVEL.get_or_init(detect_level)
+}
+
+fn detect_level() -> &'static str {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::is_x86_feature_detected as has;
-        if has!("avx512f")
+        // std cannot detect LAHF/SAHF in 64-bit mode; the kernel lists it as `lahf_lm`.
+        let lahf = std::fs::read_to_string("/proc/cpuinfo")
+            .map(|t| {
+                t.lines()
+                    .any(|l| l.starts_with("flags") && l.split_whitespace().any(|f| f == "lahf_lm"))
+            })
+            .unwrap_or(true);
+        let v2 = has!("cmpxchg16b")
+            && lahf
+            && has!("popcnt")
+            && has!("sse3")
+            && has!("sse4.1")
+            && has!("sse4.2")
+            && has!("ssse3");
+        let v3 = v2
+            && has!("avx")
+            && has!("avx2")
+            && has!("bmi1")
+            && has!("bmi2")
+            && has!("f16c")
+            && has!("fma")
+            && has!("lzcnt")
+            && has!("movbe")
+            && has!("xsave");
+        let v4 = v3
+            && has!("avx512f")
             && has!("avx512bw")
             && has!("avx512cd")
             && has!("avx512dq")
-            && has!("avx512vl")
-        {
-            "x86-64-v4"
-        } else if has!("avx2") && has!("fma") && has!("bmi2") && has!("movbe") {
-            "x86-64-v3"
-        } else if has!("sse4.2") && has!("popcnt") && has!("ssse3") {
-            "x86-64-v2"
-        } else {
-            "x86-64-v1"
+            && has!("avx512vl");
+        match (v4, v3, v2) {
+            (true, _, _) => "x86-64-v4",
+            (_, true, _) => "x86-64-v3",
+            (_, _, true) => "x86-64-v2",
+            _ => "x86-64-v1",
         }
     }
     #[cfg(not(target_arch = "x86_64"))]

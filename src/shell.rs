@@ -12,7 +12,7 @@ pub fn words(argv: &[String]) -> String {
         .map(|a| {
             if !a.is_empty()
                 && a.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%[]".contains(c))
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
             {
                 a.clone()
             } else {

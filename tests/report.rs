@@ -172,6 +172,10 @@ fn rst_report_writes_any_run_with_the_latest_audit() {
     let new = t.ok(&["report", "p.yaml", "-o", "new.html"]);
     new.assert_stdout_contains("new.html: report of run ");
     assert!(dag_of(&t.read("new.html")).contains("command · 8 instances"));
+    t.rst(&["report", "p.yaml", "-o", "p.yaml/r.html"])
+        .assert_code(2)
+        .assert_stderr_contains("cannot write the report to p.yaml/r.html")
+        .assert_stderr_contains("help: give -o a path");
     t.rst(&["report", "p.yaml", "--run", "nosuchrun"])
         .assert_code(2)
         .assert_stderr_contains("no run `nosuchrun`");

@@ -25,7 +25,8 @@ fn show_lists_key_record_and_files_of_each_instance() {
     assert!(!out.stdout.contains("make[n=1]"), "{}", out.stdout);
     if cfg!(target_arch = "x86_64") {
         // The CPU it ran on and its x86-64 level (issue #15).
-        out.assert_stdout_contains(") in ").assert_stdout_contains("(x86-64-v");
+        out.assert_stdout_contains(") in ")
+            .assert_stdout_contains("(x86-64-v");
     }
     // A stage: every instance; JSON with the entry and each file's size.
     let j: serde_json::Value =

@@ -344,7 +344,7 @@ fn write_report(
         Published::Unchanged if !computed && path.is_file() => return,
         _ => {}
     }
-    match crate::html::write(p, store, rec, &path) {
+    match crate::html::write(p, store, rec, &path, &[]) {
         Ok(_) => println!(
             "report: {}",
             path.strip_prefix(&p.project_dir).unwrap_or(&path).display()

@@ -118,7 +118,6 @@ pub struct JobRecord {
     pub submitted_unix: f64,
 }
 
-/// Single-quotes `s` for sh.
 /// The batch script (given to `sbatch` on stdin): the worker for each stage of the job
 /// (one, or a bundle run one after another), its events and its log redirected into the
 /// cache.

@@ -34,12 +34,29 @@ pub fn svg(stages: &[StageNode], edges: &[(usize, usize)]) -> Option<String> {
     }
     // layout-rs asserts on what it cannot lay out; a report without its DAG is better than
     // a run that panics after its results were published. The panic is caught, and its
-    // message kept off the run's output (the hook is the process's, restored after).
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
+    // message kept off the run's output: a hook installed once stays quiet on the thread
+    // that is laying out, and passes every other panic to the hook before it.
+    quiet_hook();
+    LAYING_OUT.with(|l| l.set(true));
     let drawn = std::panic::catch_unwind(|| draw(stages, edges)).ok();
-    std::panic::set_hook(hook);
+    LAYING_OUT.with(|l| l.set(false));
     drawn
+}
+
+thread_local! {
+    static LAYING_OUT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn quiet_hook() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let before = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !LAYING_OUT.with(|l| l.get()) {
+                before(info);
+            }
+        }));
+    });
 }
 
 fn draw(stages: &[StageNode], edges: &[(usize, usize)]) -> String {

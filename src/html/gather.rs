@@ -108,9 +108,9 @@ pub struct AuditOutput {
 /// report in seconds, with the environment of the first ones and a note saying so.
 pub const MAX_ENTRIES: usize = 10_000;
 
-/// Reads what the report of `run` shows.
-pub fn gather(p: &Pipeline, store: &Store, run: &RunRecord) -> Report {
-    let mut notes = Vec::new();
+/// Reads what the report of `run` shows; `notes` go at the top of the page.
+pub fn gather(p: &Pipeline, store: &Store, run: &RunRecord, notes: &[String]) -> Report {
+    let mut notes = notes.to_vec();
     // Every download's (its files are the provenance), then the first MAX_ENTRIES others.
     let mut budget = MAX_ENTRIES;
     let entries: Vec<Option<Entry>> = run
@@ -127,21 +127,11 @@ pub fn gather(p: &Pipeline, store: &Store, run: &RunRecord) -> Report {
                 .and_then(|k| store.entry(k))
         })
         .collect();
-    if run.stages.len() > MAX_ENTRIES {
+    let others = run.stages.iter().filter(|s| s.kind != "download").count();
+    if others > MAX_ENTRIES {
         notes.push(format!(
-            "{} stage instances: the provenance's hosts, versions and devices are those of the              first {MAX_ENTRIES}",
-            run.stages.len()
-        ));
-    }
-    if let Some(newer) = crate::provenance::runlog::all(store)
-        .into_iter()
-        .find(|r| super::is_run_of(r, p) && r.status == "ok")
-        .filter(|r| r.id != run.id)
-    {
-        notes.push(format!(
-            "this is not the newest successful run ({} is): the published files and the audit              below are those in {} now",
-            newer.id,
-            p.results_dir().display()
+            "{others} stage instances: the provenance's hosts, versions and devices are those \
+             of the first {MAX_ENTRIES}"
         ));
     }
     let (tables, curves, studies) = outputs(store, run, &mut notes);

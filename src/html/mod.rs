@@ -28,9 +28,16 @@ use crate::spec::Pipeline;
 /// The report's file name in `results/<pipeline>/`.
 pub const REPORT_FILE: &str = "report.html";
 
-/// Renders the report of `run` (a run of `p`) into `out`, atomically; returns its size.
-pub fn write(p: &Pipeline, store: &Store, run: &RunRecord, out: &Path) -> Result<u64> {
-    let report = gather::gather(p, store, run);
+/// Renders the report of `run` (a run of `p`) into `out`, atomically, with `notes` at the
+/// top; returns its size.
+pub fn write(
+    p: &Pipeline,
+    store: &Store,
+    run: &RunRecord,
+    out: &Path,
+    notes: &[String],
+) -> Result<u64> {
+    let report = gather::gather(p, store, run, notes);
     let html = page::render(&report);
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| Error::io_path("cannot create", dir, e))?;
@@ -66,6 +73,23 @@ pub fn choose_run(p: &Pipeline, store: &Store, id: Option<&str>) -> Result<RunRe
                 "run `rst run {}` first (`rst log` lists the runs; `--run ID` picks a failed one)",
                 p.file.display()
             )),
+        )
+    })
+}
+
+/// A note for the report of `run` when a newer successful run of `p` exists: its tables
+/// and timeline are `run`'s, but results/ (the published files, the audit) is the newer
+/// one's.
+pub fn newer_run_note(p: &Pipeline, store: &Store, run: &RunRecord) -> Option<String> {
+    let newest = runlog::all(store)
+        .into_iter()
+        .find(|r| is_run_of(r, p) && r.status == "ok")?;
+    (newest.id != run.id && newest.started_unix > run.started_unix).then(|| {
+        format!(
+            "this is not the newest successful run ({} is): the published files and the audit \
+             below are those in {} now",
+            newest.id,
+            p.results_dir().display()
         )
     })
 }

@@ -732,9 +732,10 @@ struct Ticker<'a> {
     epochs: usize,
     batches: usize,
     batch_size: usize,
-    /// When the epoch being reported on started (images/s is its training rate, not
-    /// counting the validation passes between epochs).
-    epoch_started: std::cell::Cell<(usize, std::time::Instant)>,
+    /// The epoch being reported on, when its first report came and how many images it had
+    /// seen by then: images/s is its training rate since, not counting the validation
+    /// passes between epochs.
+    epoch_started: std::cell::Cell<(usize, std::time::Instant, usize)>,
 }
 
 impl Ticker<'_> {
@@ -745,15 +746,16 @@ impl Ticker<'_> {
     /// After batch `bi` (0-based) of `epoch`: the epoch's mean loss so far, and the last
     /// epoch's validation accuracy (NaN before the first).
     fn batch(&self, epoch: usize, bi: usize, chunk: usize, loss_sum: f64, last_val: f64) {
-        let (current, t0) = self.epoch_started.get();
-        if current != epoch {
-            self.epoch_started.set((epoch, std::time::Instant::now()));
-        }
         let seen = bi * self.batch_size + chunk;
-        let secs = if current == epoch {
-            t0.elapsed().as_secs_f64()
+        let (current, t0, seen0) = self.epoch_started.get();
+        if current != epoch {
+            self.epoch_started
+                .set((epoch, std::time::Instant::now(), seen));
+        }
+        let (secs, seen) = if current == epoch {
+            (t0.elapsed().as_secs_f64(), seen - seen0)
         } else {
-            0.0
+            (0.0, 0)
         };
         (self.progress)(Progress {
             pos: ((epoch - 1) * self.batches + bi + 1) as u64,
@@ -899,7 +901,7 @@ fn run_epochs(
         epochs: p.epochs,
         batches: n.div_ceil(p.batch_size),
         batch_size: p.batch_size,
-        epoch_started: std::cell::Cell::new((0, std::time::Instant::now())),
+        epoch_started: std::cell::Cell::new((0, std::time::Instant::now(), 0)),
     };
     let mut schedules = Schedules::start(p);
     let mut selection = Selection::default();

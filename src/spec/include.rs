@@ -106,8 +106,9 @@ pub(super) fn sources(files: &[Included]) -> Vec<Source<'_>> {
         .collect()
 }
 
-/// Puts the included parameters and stages into `raw` (after its own), checking that
-/// every name is defined once; returns where each came from.
+/// Puts the included parameters (after its own) and stages (before or after its own, as
+/// `include:` is written above or below `stages:`) into `raw`, checking that every name is
+/// defined once; returns where each came from.
 pub(super) fn merge<'a>(
     cx: &Ctx<'_>,
     raw: &mut RawPipeline,
@@ -151,6 +152,17 @@ pub(super) fn merge<'a>(
         }
         let mut params = Vec::new();
         for (k, default) in fragment.params {
+            if let Some(&first) = param_from.get(&k) {
+                return Err(in_file(
+                    src,
+                    &format!("params.{k}"),
+                    format!(
+                        "parameter `{k}` is also declared by {}",
+                        at(routes.included[first], &format!("params.{k}"))
+                    ),
+                )
+                .help("an included parameter may be declared by one file only; rename one"));
+            }
             if raw.params.contains_key(&k) {
                 return Err(cx
                     .at_key(
@@ -163,17 +175,6 @@ pub(super) fn merge<'a>(
                     .help(format!(
                         "declare it once: remove it here and set it with `include[{i}].params.{k}`"
                     )));
-            }
-            if let Some(&first) = param_from.get(&k) {
-                return Err(in_file(
-                    src,
-                    &format!("params.{k}"),
-                    format!(
-                        "parameter `{k}` is also declared by {}",
-                        at(routes.included[first], &format!("params.{k}"))
-                    ),
-                )
-                .help("an included parameter may be declared by one file only; rename one"));
             }
             let (value, where_) = match site.params.get(&k) {
                 Some(v) => (v.clone(), ParamSite::Set(i)),
@@ -469,6 +470,16 @@ stages:
             .as_deref()
             .unwrap()
             .contains("include[0].params.seed"));
+        // A parameter in two included files: at the second one's, naming the first.
+        let p = WITH_INCLUDE.replace("stages:\n", "  - file: inc/other.yaml\nstages:\n");
+        let other = "params:\n  seed: 2\nstages: {}\n";
+        let (e, d) = error(&[
+            ("p.yaml", &p),
+            ("inc/noise.yaml", INCLUDED),
+            ("inc/other.yaml", other),
+        ]);
+        assert_eq!(at(&e, d.path(), "inc/other.yaml"), 2, "{e}");
+        assert!(e.message.contains("inc/noise.yaml:3"), "{e}");
         // A value for a parameter the file does not have.
         let p = WITH_INCLUDE.replace("{seed: 7}", "{sed: 7}");
         let (e, d) = error(&[("p.yaml", &p), ("inc/noise.yaml", INCLUDED)]);

@@ -162,7 +162,12 @@ fn other_machine(
     now: &crate::cache::store::RunFacts,
 ) -> Vec<String> {
     let mut notes = Vec::new();
-    if cached.device != now.device {
+    // `cuda:0` and `cuda:1` are the same kind of device.
+    let kind = |d: &Option<String>| {
+        d.as_deref()
+            .map(|d| d.split(':').next().unwrap_or(d).to_string())
+    };
+    if kind(&cached.device) != kind(&now.device) {
         notes.push(format!(
             "computed on device {}, recomputed on {}: results on different devices are \
              equal to a tolerance, not bit for bit",
@@ -170,7 +175,11 @@ fn other_machine(
             now.device.as_deref().unwrap_or("-")
         ));
     }
-    if now.device.as_deref().is_some_and(|d| d == "cpu")
+    let on_cpu = |r: &crate::cache::store::RunFacts| r.device.as_deref() == Some("cpu");
+    let recorded = !cached.cpu.is_empty() || !cached.isa.is_empty();
+    if on_cpu(cached)
+        && on_cpu(now)
+        && recorded
         && (&cached.cpu, &cached.isa) != (&now.cpu, &now.isa)
     {
         notes.push(format!(
