@@ -240,3 +240,44 @@ fn the_demo_keeps_its_keys_after_its_stages_moved_into_an_include() {
     let pretrain = now.iter().find(|(n, _, _)| n == "pretrain").unwrap();
     assert!(pretrain.1.is_string(), "{pretrain:?}");
 }
+
+/// A `compare` row that is not a row of the table (rows by stage: known before running)
+/// is refused by `rst check`, at its key, with the rows it could be.
+#[test]
+fn an_unknown_compared_row_is_refused_before_running() {
+    let t = TestDir::new();
+    let pipeline = r#"name: cmp
+stages:
+  eval_a:
+    kind: command
+    matrix: {seed: [1, 2]}
+    params: {shell: 'echo "{\"top1\": 0.5}" > $RST_OUT/metrics.json'}
+  eval_b:
+    kind: command
+    matrix: {seed: [1, 2]}
+    params: {shell: 'echo "{\"top1\": 0.4}" > $RST_OUT/metrics.json'}
+  table:
+    kind: aggregate
+    inputs: {evals: [eval_a, eval_b]}
+    params:
+      columns: stage
+      rows: stage
+      over: [seed]
+      row_labels: {eval_a: Ours}
+      compare: {Ours: eval_c}
+"#;
+    // (columns: stage and rows: stage is itself refused; use a real columns axis.)
+    let pipeline = pipeline
+        .replace("columns: stage", "columns: seed")
+        .replace("over: [seed]", "over: []");
+    t.write("p.yaml", &pipeline);
+    t.rst(&["check", "p.yaml"])
+        .assert_code(2)
+        .assert_stderr_contains("p.yaml:19:23:")
+        .assert_stderr_contains(
+            "baseline `eval_c` is not a row of the table; its rows: `eval_a`, `Ours`, `eval_b`",
+        )
+        .assert_stderr_contains("did you mean");
+    t.write("p.yaml", &pipeline.replace("eval_c", "eval_b"));
+    t.ok(&["check", "p.yaml"]);
+}

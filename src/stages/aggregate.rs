@@ -556,6 +556,47 @@ fn check_axes(p: &AggregateParams, inputs: &Upstreams<'_>) -> Result<(), ParamEr
             )));
         }
     }
+    check_compared_rows(p, inputs)
+}
+
+/// With `rows: stage` the rows are known before anything runs (the evaluations' stages,
+/// shown by their labels): a `compare` row or baseline that is none of them is refused at
+/// `rst check`, not after the evaluations ran. (Rows by an axis are checked when the
+/// table is built.)
+fn check_compared_rows(p: &AggregateParams, inputs: &Upstreams<'_>) -> Result<(), ParamError> {
+    if p.rows != STAGE {
+        return Ok(());
+    }
+    let mut rows: Vec<String> = Vec::new();
+    for up in inputs.get("evals").into_iter().flatten() {
+        for name in [up.stage.to_string(), p.label(up.stage)] {
+            if !rows.contains(&name) {
+                rows.push(name);
+            }
+        }
+    }
+    if rows.is_empty() {
+        return Ok(());
+    }
+    for (row, baseline) in p.compare.iter().flatten() {
+        for (what, name) in [("row", row), ("baseline", baseline)] {
+            if rows.contains(name) {
+                continue;
+            }
+            let mut e = ParamError::new(
+                format!("compare.{row}"),
+                format!(
+                    "{what} `{name}` is not a row of the table; its rows: {}",
+                    rows.iter()
+                        .map(|r| format!("`{r}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
+            e.help = crate::hint::did_you_mean(name, rows.iter().map(String::as_str));
+            return Err(e);
+        }
+    }
     Ok(())
 }
 
