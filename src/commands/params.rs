@@ -3,12 +3,13 @@
 use std::process::ExitCode;
 
 use crate::error::{Result, UserError};
-use crate::stages::reference::{self, KINDS};
+use crate::stages::reference;
 
 pub fn run(kind: Option<&str>, all: bool, json: bool) -> Result<ExitCode> {
+    let kinds: Vec<&str> = reference::kinds().collect();
     if all {
         if json {
-            let every: serde_json::Map<String, serde_json::Value> = KINDS
+            let every: serde_json::Map<String, serde_json::Value> = kinds
                 .iter()
                 .map(|k| (k.to_string(), reference::schema(k).expect("listed kind")))
                 .collect();
@@ -22,14 +23,14 @@ pub fn run(kind: Option<&str>, all: bool, json: bool) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let Some(kind) = kind else {
-        println!("stage kinds: {}", KINDS.join(", "));
+        println!("stage kinds: {}", kinds.join(", "));
         println!("`rst params KIND` shows one kind's parameters; `rst params --all` every kind's");
         return Ok(ExitCode::SUCCESS);
     };
-    if !KINDS.contains(&kind) {
-        let hint = crate::hint::did_you_mean(kind, KINDS.iter().copied());
+    if !kinds.contains(&kind) {
+        let hint = crate::hint::did_you_mean(kind, kinds.iter().copied());
         return Err(UserError::new(format!("unknown stage kind `{kind}`"))
-            .help(hint.unwrap_or_else(|| format!("the kinds: {}", KINDS.join(", "))))
+            .help(hint.unwrap_or_else(|| format!("the kinds: {}", kinds.join(", "))))
             .into());
     }
     if json {

@@ -813,6 +813,9 @@ fn build_curves(
 }
 
 impl StageKind for Aggregate {
+    fn params_schema(&self) -> schemars::Schema {
+        params_schema()
+    }
     fn checks_upstream(&self) -> bool {
         true
     }

@@ -109,6 +109,9 @@ impl Params {
 }
 
 impl StageKind for Command {
+    fn params_schema(&self) -> schemars::Schema {
+        params_schema()
+    }
     fn name(&self) -> &'static str {
         "command"
     }

@@ -335,6 +335,8 @@ pub trait StageKind: Sync {
     fn version(&self) -> u32;
     /// Checks the parameters before anything runs.
     fn check(&self, params: &Value) -> Result<(), ParamError>;
+    /// The JSON schema of the struct `check` deserialises `params:` into (`rst params`).
+    fn params_schema(&self) -> schemars::Schema;
     /// The inputs this kind accepts; None: any names (the `command` kind).
     fn inputs(&self) -> Option<&'static [InputDecl]>;
     /// Local files (relative to the project dir) whose *content* goes into the cache key,

@@ -135,6 +135,9 @@ fn noisy_count(rate: f64, n: usize) -> usize {
 }
 
 impl StageKind for Noise {
+    fn params_schema(&self) -> schemars::Schema {
+        params_schema()
+    }
     fn checks_upstream(&self) -> bool {
         true
     }

@@ -5,32 +5,18 @@
 //! test checks the README's copy against this output.
 use serde_json::{Map, Value};
 
-/// Every stage kind, in the order of a pipeline.
-pub const KINDS: &[&str] = &[
-    "download",
-    "split",
-    "noise",
-    "command",
-    "train",
-    "evaluate",
-    "aggregate",
-    "search",
-];
-
-/// The JSON schema of `kind`'s params; None for an unknown kind.
+/// The JSON schema of `kind`'s params (from its declaration in [`super::registry`]);
+/// None for an unknown kind.
 pub fn schema(kind: &str) -> Option<Value> {
-    let s = match kind {
-        "download" => super::download::params_schema(),
-        "split" => super::split::params_schema(),
-        "noise" => super::noise::params_schema(),
-        "command" => super::command::params_schema(),
-        "train" => super::train::train_params_schema(),
-        "evaluate" => super::train::evaluate_params_schema(),
-        "aggregate" => super::aggregate::params_schema(),
-        "search" => super::search::params_schema(),
-        _ => return None,
-    };
-    Some(s.to_value())
+    super::registry()
+        .iter()
+        .find(|k| k.name() == kind)
+        .map(|k| k.params_schema().to_value())
+}
+
+/// Every stage kind's name, in the order of a pipeline (the registry's).
+pub fn kinds() -> impl Iterator<Item = &'static str> {
+    super::registry().iter().map(|k| k.name())
 }
 
 /// Text on one line (doc comments wrap), with `|` escaped for a Markdown cell.
@@ -203,9 +189,8 @@ pub fn markdown(kind: &str) -> Option<String> {
 
 /// Every kind's reference, one after the other (the README's section).
 pub fn all_markdown() -> String {
-    KINDS
-        .iter()
-        .map(|k| markdown(k).expect("every listed kind has a schema"))
+    kinds()
+        .map(|k| markdown(k).expect("every registered kind has a schema"))
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -216,7 +201,7 @@ mod tests {
 
     #[test]
     fn every_kind_has_a_reference_with_its_defaults() {
-        for kind in KINDS {
+        for kind in kinds() {
             let md = markdown(kind).unwrap();
             assert!(
                 md.contains("| parameter | type | default | description |"),

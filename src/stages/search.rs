@@ -403,6 +403,9 @@ pub fn read_objective(dir: &Path, obj: &Objective) -> Result<f64, String> {
 }
 
 impl StageKind for Search {
+    fn params_schema(&self) -> schemars::Schema {
+        params_schema()
+    }
     fn name(&self) -> &'static str {
         "search"
     }

@@ -340,6 +340,9 @@ fn describe_avail(avail: &[usize], classes: &[String]) -> String {
 }
 
 impl StageKind for Split {
+    fn params_schema(&self) -> schemars::Schema {
+        params_schema()
+    }
     fn checks_upstream(&self) -> bool {
         true
     }

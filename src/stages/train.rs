@@ -569,6 +569,12 @@ pub const EVALUATE: TorchKind = TorchKind {
 };
 
 impl StageKind for TorchKind {
+    fn params_schema(&self) -> schemars::Schema {
+        match self.name {
+            "train" => schemars::schema_for!(TrainParams),
+            _ => schemars::schema_for!(EvalParams),
+        }
+    }
     fn checks_upstream(&self) -> bool {
         true
     }
@@ -623,17 +629,6 @@ impl StageKind for TorchKind {
             }
         }
     }
-}
-
-/// The JSON schemas of `train`'s and `evaluate`'s `params:` (what the validator
-/// deserialises), for the parameter reference (`rst params`).
-pub fn train_params_schema() -> schemars::Schema {
-    schemars::schema_for!(TrainParams)
-}
-
-/// See [`train_params_schema`].
-pub fn evaluate_params_schema() -> schemars::Schema {
-    schemars::schema_for!(EvalParams)
 }
 
 #[cfg(test)]

@@ -69,6 +69,9 @@ pub struct Download;
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 
 impl StageKind for Download {
+    fn params_schema(&self) -> schemars::Schema {
+        params_schema()
+    }
     fn canonical_params(&self, params: &Value) -> Value {
         params::Params::canonical(params)
     }
