@@ -9,10 +9,8 @@ use crate::project::{cache_dir, open_existing_store};
 pub fn run(args: &PipelineArgs, output: Option<&Path>, run: Option<&str>) -> Result<ExitCode> {
     let store = open_existing_store(&cache_dir(&args.cache_dir))?;
     let p = super::load_replayed(args, &store)?;
-    let record = crate::html::choose_run(&p, &store, run)?;
-    let mut notes: Vec<String> = crate::html::newer_run_note(&p, &store, &record)
-        .into_iter()
-        .collect();
+    let (record, newer) = crate::html::choose_run(&p, &store, run)?;
+    let mut notes: Vec<String> = newer.into_iter().collect();
     // The pipeline as that run had it (its `--set` overrides), so that the DAG's instance
     // counts are the run's.
     let p = if record.set == args.set {

@@ -46,52 +46,47 @@ pub fn write(
     Ok(html.len() as u64)
 }
 
-/// Whether `r` is a run of `p`'s file: its `name:`, and the file stem its results go
-/// under (two copies of a file with one `name:` publish into two folders).
-pub fn is_run_of(r: &RunRecord, p: &Pipeline) -> bool {
-    r.pipeline == p.name && r.file.file_stem() == p.file.file_stem()
-}
-
-/// The run a report of `p` describes: the one whose id starts with `id`, else the newest
-/// successful run of `p`.
-pub fn choose_run(p: &Pipeline, store: &Store, id: Option<&str>) -> Result<RunRecord> {
+/// The run a report of `p` describes (the one whose id starts with `id`, else the newest
+/// successful run of `p`), and a note for its page when a newer successful run exists:
+/// its tables and timeline are its own, but results/ (the published files, the audit) is
+/// the newer one's.
+pub fn choose_run(
+    p: &Pipeline,
+    store: &Store,
+    id: Option<&str>,
+) -> Result<(RunRecord, Option<String>)> {
     let runs: Vec<RunRecord> = runlog::all(store)
         .into_iter()
-        .filter(|r| is_run_of(r, p))
+        .filter(|r| r.is_of(p))
         .collect();
-    if let Some(id) = id {
-        return runlog::find(&runs, id, store.root()).cloned();
-    }
-    runs.into_iter().find(|r| r.status == "ok").ok_or_else(|| {
-        Error::User(
-            UserError::new(format!(
-                "no successful run of `{}` is recorded in {}",
-                p.name,
-                store.root().display()
-            ))
-            .help(format!(
-                "run `rst run {}` first (`rst log` lists the runs; `--run ID` picks a failed one)",
-                p.file.display()
-            )),
-        )
-    })
-}
-
-/// A note for the report of `run` when a newer successful run of `p` exists: its tables
-/// and timeline are `run`'s, but results/ (the published files, the audit) is the newer
-/// one's.
-pub fn newer_run_note(p: &Pipeline, store: &Store, run: &RunRecord) -> Option<String> {
-    let newest = runlog::all(store)
-        .into_iter()
-        .find(|r| is_run_of(r, p) && r.status == "ok")?;
-    (newest.id != run.id && newest.started_unix > run.started_unix).then(|| {
-        format!(
-            "this is not the newest successful run ({} is): the published files and the audit \
-             below are those in {} now",
-            newest.id,
-            p.results_dir().display()
-        )
-    })
+    let newest = runs.iter().find(|r| r.status == "ok");
+    let chosen = match id {
+        Some(id) => runlog::find(&runs, id, store.root())?,
+        None => newest.ok_or_else(|| {
+            Error::User(
+                UserError::new(format!(
+                    "no successful run of `{}` is recorded in {}",
+                    p.name,
+                    store.root().display()
+                ))
+                .help(format!(
+                    "run `rst run {}` first (`rst log` lists the runs; `--run ID` picks a failed one)",
+                    p.file.display()
+                )),
+            )
+        })?,
+    };
+    let note = newest
+        .filter(|n| n.id != chosen.id && n.started_unix > chosen.started_unix)
+        .map(|n| {
+            format!(
+                "this is not the newest successful run ({} is): the published files and the \
+                 audit below are those in {} now",
+                n.id,
+                p.results_dir().display()
+            )
+        });
+    Ok((chosen.clone(), note))
 }
 
 /// Where `rst run` writes the report of `p`.

@@ -190,7 +190,7 @@ fn gather<'a>(p: &'a Pipeline, store: &'a Store, file: &Path) -> Result<Sources<
     // The newest successful run whose stages are the ones cached now.
     let keys: Vec<Option<String>> = lines.iter().map(|l| l.key.clone()).collect();
     let run = runlog::all(store).into_iter().find(|r| {
-        r.pipeline == p.name
+        r.is_of(p)
             && r.status == "ok"
             && r.stages.iter().map(|s| s.key.clone()).collect::<Vec<_>>() == keys
     });

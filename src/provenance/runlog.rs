@@ -68,6 +68,14 @@ pub struct RunRecord {
     pub params: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
+impl RunRecord {
+    /// Whether this is a run of `p`'s file: its `name:`, and the file stem its results go
+    /// under (two copies of a file with one `name:` publish into two folders).
+    pub fn is_of(&self, p: &Pipeline) -> bool {
+        self.pipeline == p.name && self.file.file_stem() == p.file.file_stem()
+    }
+}
+
 fn runs_dir(store: &Store) -> PathBuf {
     store.root().join("runs")
 }
