@@ -57,6 +57,8 @@ pub enum Cmd {
         #[arg(long)]
         replace_results: bool,
         #[command(flatten)]
+        remote: RemoteArgs,
+        #[command(flatten)]
         exec: ExecArgs,
     },
     /// Show every stage instance: cached, or stale and why.
@@ -68,6 +70,18 @@ pub enum Cmd {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Upload to the remote cache every cached stage the pipelines use now (entries and artifacts).
+    Push {
+        #[command(flatten)]
+        files: SyncArgs,
+    },
+    /// Download from the remote cache every stage of the pipelines it has and this cache lacks (verified; nothing is computed).
+    Pull {
+        #[command(flatten)]
+        files: SyncArgs,
     },
     /// Print the pipeline's DAG.
     Graph {
@@ -202,6 +216,35 @@ pub enum Cmd {
     /// Internal: compute one stage (what `run` starts per stage, and what a cluster job runs).
     #[command(hide = true)]
     Worker { job: PathBuf },
+}
+
+/// The remote cache shared with other machines (S3: AWS, MinIO, Ceph, Garage, moto).
+#[derive(Args, Debug, Clone, Default)]
+pub struct RemoteArgs {
+    /// Remote cache: s3://BUCKET[/PREFIX] [default: RST_REMOTE, else rst.toml's [remote] url]
+    #[arg(long, value_name = "URL")]
+    pub remote: Option<String>,
+    /// Read from the remote, never write to it (also RST_REMOTE_READ_ONLY=1, or read_only = true in rst.toml)
+    #[arg(long)]
+    pub remote_read_only: bool,
+    /// Use no remote, whatever RST_REMOTE or rst.toml say.
+    #[arg(long, conflicts_with_all = ["remote", "remote_read_only"])]
+    pub no_remote: bool,
+}
+
+/// `push` and `pull`: the pipelines, and the remote.
+#[derive(Args, Debug, Clone)]
+pub struct SyncArgs {
+    /// Pipeline files whose current stages are sent or fetched.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    #[arg(long, env = "RST_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Remote cache: s3://BUCKET[/PREFIX] [default: RST_REMOTE, else rst.toml's [remote] url]
+    #[arg(long, value_name = "URL")]
+    pub remote: Option<String>,
 }
 
 /// Where `run` computes stages.

@@ -38,6 +38,7 @@ pub mod prng;
 pub mod project;
 pub mod provenance;
 pub mod publish;
+pub mod remote;
 pub mod report;
 pub mod search;
 pub mod shell;

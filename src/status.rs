@@ -3,6 +3,7 @@
 use rayon::prelude::*;
 use serde::Serialize;
 
+use crate::cache::shared::{Fetch, SharedCache};
 use crate::cache::store::{Listing, Store};
 use crate::error::Result;
 use crate::exec::plan::Planner;
@@ -13,7 +14,8 @@ pub struct StatusLine {
     pub instance: String,
     pub stage: String,
     pub kind: &'static str,
-    /// cached | stale | blocked; queued | running while a Slurm job computes it
+    /// cached | stale | blocked; queued | running while a Slurm job computes it; remote
+    /// (stale here, the remote has it); fetched (by `rst pull`, now cached)
     pub state: &'static str,
     pub reasons: Vec<String>,
     pub key: Option<String>,
@@ -39,6 +41,26 @@ pub fn uncached<'a>(lines: impl IntoIterator<Item = &'a StatusLine>) -> Vec<&'a 
 /// level (a level: those whose inputs are all in earlier levels), each level in parallel:
 /// a sweep of a million instances is one level of a million independent lookups.
 pub fn status_lines(p: &Pipeline, store: &Store) -> Result<Vec<StatusLine>> {
+    status_lines_with(p, store, None)
+}
+
+/// What [`status_lines_with`] asks of a shared cache (the remote) for what is stale here.
+#[derive(Clone, Copy)]
+pub enum Tier<'a> {
+    /// Which stale instances it can serve: `remote` lines (its entries are read, for the
+    /// artifacts the keys of their consumers need; nothing is downloaded).
+    Peek(&'a dyn SharedCache),
+    /// Fetch them into the store (`rst pull`): `fetched` lines, or stale ones with the
+    /// reason it was not used.
+    Fetch(&'a dyn SharedCache),
+}
+
+/// [`status_lines`], asking `tier` about what the local store does not have.
+pub fn status_lines_with(
+    p: &Pipeline,
+    store: &Store,
+    tier: Option<Tier<'_>>,
+) -> Result<Vec<StatusLine>> {
     let planner = Planner::new(p);
     // Above this, listing the store once costs less than a failing lookup per miss.
     const LIST_FROM: usize = 10_000;
@@ -50,13 +72,16 @@ pub fn status_lines(p: &Pipeline, store: &Store) -> Result<Vec<StatusLine>> {
     for level in levels(p) {
         // In chunks, so that what is computed but not yet moved stays small.
         for chunk in level.chunks(1 << 16) {
-            let done: Vec<(StatusLine, Option<String>)> = chunk
+            let mut done: Vec<(StatusLine, Option<String>)> = chunk
                 .par_iter()
                 .map(|&i| {
                     let at = At { p, store, listing };
                     status_line(&at, &planner, &digests, &p.instances[i])
                 })
                 .collect::<Result<_>>()?;
+            if let Some(tier) = tier {
+                ask_tier(tier, store, &mut done);
+            }
             for (&i, (line, digest)) in chunk.iter().zip(done) {
                 digests[i] = digest;
                 lines[i] = Some(line);
@@ -66,6 +91,54 @@ pub fn status_lines(p: &Pipeline, store: &Store) -> Result<Vec<StatusLine>> {
     // `filter_map` (not `flatten`) collects in place, into the same allocation.
     #[allow(clippy::filter_map_identity)]
     Ok(lines.into_iter().filter_map(|l| l).collect())
+}
+
+/// The stale lines with a key, asked of the shared cache (one batch: its requests run
+/// in parallel).
+fn ask_tier(tier: Tier<'_>, store: &Store, done: &mut [(StatusLine, Option<String>)]) {
+    let asked: Vec<usize> = (0..done.len())
+        .filter(|&j| done[j].0.state == "stale" && done[j].0.key.is_some())
+        .collect();
+    if asked.is_empty() {
+        return;
+    }
+    let keys: Vec<&str> = asked
+        .iter()
+        .map(|&j| done[j].0.key.as_deref().unwrap_or_default())
+        .collect();
+    match tier {
+        Tier::Peek(shared) => {
+            let found = shared.peek(&keys);
+            for (&j, artifact) in asked.iter().zip(found) {
+                if let Some(artifact) = artifact {
+                    let (line, digest) = &mut done[j];
+                    line.state = "remote";
+                    line.reasons.insert(
+                        0,
+                        "the remote has it (rst pull, or rst run, fetches it)".to_string(),
+                    );
+                    line.artifact = Some(artifact.clone());
+                    *digest = Some(artifact);
+                }
+            }
+        }
+        Tier::Fetch(shared) => {
+            let fetched = shared.fetch(store, &keys);
+            for (&j, f) in asked.iter().zip(fetched) {
+                let (line, digest) = &mut done[j];
+                match f {
+                    Fetch::Hit(f) => {
+                        line.state = "fetched";
+                        line.reasons = vec![crate::human::human_bytes(f.bytes)];
+                        line.artifact = Some(f.artifact.clone());
+                        *digest = Some(f.artifact);
+                    }
+                    Fetch::Miss => {}
+                    Fetch::Rejected(why) => line.reasons.insert(0, format!("not fetched: {why}")),
+                }
+            }
+        }
+    }
 }
 
 /// Instance ids by depth (0: no inputs; else one more than the deepest input), each level

@@ -35,6 +35,7 @@ mod planner;
 #[cfg(feature = "torch")]
 mod prune;
 mod publish;
+mod remote;
 mod report;
 mod search;
 mod show;

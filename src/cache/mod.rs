@@ -4,5 +4,6 @@ pub mod durable;
 pub mod key;
 pub mod leftovers;
 pub mod recent;
+pub mod shared;
 pub mod space;
 pub mod store;

@@ -140,6 +140,10 @@ pub struct RunFacts {
     /// The stage's log, relative to the cache root (`logs/<key>.log`: kept while the
     /// entry exists; a later run of the same key only replaces it when it recomputes).
     pub log: String,
+    /// Set when this entry was not computed here but fetched from a shared cache (the
+    /// remote): from where, when, by which host. The other facts are the computing run's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetched: Option<Fetched>,
     /// Every object the stage read, verified before it read it: its inputs' artifacts and
     /// each artifact it resolved (a dataset view's base). `rst verify` invalidates the
     /// entry when one of them is corrupt. Empty in entries older than this field: then
@@ -151,6 +155,15 @@ pub struct RunFacts {
     /// one artifact). Empty in older entries and for jobs that did not pass them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub consumed: BTreeMap<String, Vec<String>>,
+}
+
+/// Where and when an entry was fetched from a shared cache ([`RunFacts::fetched`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Fetched {
+    /// The remote's URL (`s3://bucket/prefix`).
+    pub from: String,
+    pub unix: f64,
+    pub host: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -168,6 +181,13 @@ fn ref_id(pipeline: &str, instance: &str) -> String {
     h.update(instance.as_bytes());
     let hex = h.finalize().to_hex();
     hex[..32].to_string()
+}
+
+/// What sealing a staging tree gave.
+struct Sealed {
+    artifact: String,
+    size_bytes: u64,
+    files: usize,
 }
 
 /// The names a [`Store::listing`] found.
@@ -224,7 +244,7 @@ const KEPT_IN_WORK: &str = "rst-inputs.json";
 
 /// This machine's host name (read once), part of a work dir's name: the cache's `tmp/`
 /// may be shared by cluster nodes, whose pids this machine cannot judge.
-fn this_host() -> &'static str {
+pub(crate) fn this_host() -> &'static str {
     static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     HOST.get_or_init(|| {
         fs::read_to_string("/proc/sys/kernel/hostname")
@@ -594,6 +614,68 @@ impl Store {
         record: KeyRecord,
         run: RunFacts,
     ) -> Result<Entry, StoreError> {
+        let sealed = self.seal_object(&staging)?;
+        let entry = Entry {
+            key: key.to_string(),
+            artifact: sealed.artifact,
+            pipeline: pipeline.to_string(),
+            instance: instance.to_string(),
+            record,
+            created_unix: crate::time::unix_now(),
+            duration_s: run.duration_s,
+            size_bytes: sealed.size_bytes,
+            files: sealed.files,
+            rst_version: env!("CARGO_PKG_VERSION").to_string(),
+            run,
+        };
+        self.write_entry(&entry)?;
+        drop(staging);
+        Ok(entry)
+    }
+
+    /// Stores a staging area that holds an artifact fetched from a shared cache (the
+    /// remote): hashed and sealed exactly as a computed one, and moved into `objects/` only
+    /// if its digest is `expected`. A tree whose digest differs is removed and reported as
+    /// [`StoreError::Corrupt`]: nothing of it is used. The entry comes after
+    /// ([`Store::adopt_entry`]).
+    pub fn publish_fetched(&self, staging: Staging, expected: &str) -> Result<(), StoreError> {
+        let listed = digest::walk(&staging.out)?;
+        let hashed: Vec<(u64, blake3::Hash)> = listed
+            .par_iter()
+            .map(|f| seal_file(f, &staging.out))
+            .collect::<Result<_, _>>()?;
+        let artifact = digest::combine(
+            listed
+                .iter()
+                .zip(&hashed)
+                .map(|(f, (size, hash))| (f.rel.as_str(), *size, hash)),
+        );
+        if artifact != expected {
+            return Err(StoreError::Corrupt {
+                path: staging.out.clone(),
+                message: format!("it hashes to {artifact}, not to {expected} as its entry says"),
+            });
+        }
+        self.store_object(&staging, &listed, &artifact)?;
+        drop(staging);
+        Ok(())
+    }
+
+    /// Writes an entry fetched from a shared cache whose object is here already (the same
+    /// content, stored by another key).
+    pub fn adopt_entry(&self, entry: &Entry) -> Result<(), StoreError> {
+        if !self.object_path(&entry.artifact).is_dir() {
+            return Err(StoreError::Corrupt {
+                path: self.entry_path(&entry.key),
+                message: format!("its object {} is not in this cache", entry.artifact),
+            });
+        }
+        self.write_entry(entry)
+    }
+
+    /// Checks, hashes and seals every file of a staging area and moves the tree into
+    /// `objects/` (unless the same content is there already).
+    fn seal_object(&self, staging: &Staging) -> Result<Sealed, StoreError> {
         // Paths in errors about what the stage wrote are shown as `$RST_OUT/...`.
         let named = |e: DigestError| StoreError::Digest(as_output(e, &staging.out));
         let listed = digest::walk(&staging.out).map_err(named)?;
@@ -612,50 +694,54 @@ impl Store {
                 .zip(&hashed)
                 .map(|(f, (size, hash))| (f.rel.as_str(), *size, hash)),
         );
-        let size_bytes = hashed.iter().map(|(size, _)| size).sum();
-        let files = listed.len();
-        let object = self.object_path(&artifact);
+        self.store_object(staging, &listed, &artifact)?;
+        Ok(Sealed {
+            artifact,
+            size_bytes: hashed.iter().map(|(size, _)| size).sum(),
+            files: listed.len(),
+        })
+    }
+
+    /// Moves a sealed staging tree into `objects/<artifact>` (durable first, outside a
+    /// batch); a no-op when that object exists (the same content from elsewhere).
+    fn store_object(
+        &self,
+        staging: &Staging,
+        listed: &[digest::Listed],
+        artifact: &str,
+    ) -> Result<(), StoreError> {
+        let object = self.object_path(artifact);
         // In a batch, durability is the batch's one syncfs at its commit (module doc).
         let durable = !super::durable::deferred();
         if object.is_dir() {
             // Same content already stored (another stage or an earlier key).
-        } else {
-            // Durable before it becomes visible: one syncfs for the whole tree.
-            if durable {
-                sync_tree(&staging.out, &listed)?;
-            }
-            let parent = object.parent().unwrap_or(&self.root);
-            fs::create_dir_all(parent).map_err(io(parent))?;
-            match fs::rename(&staging.out, &object) {
-                Ok(()) if durable => fsync_dir(parent)?,
-                Ok(()) => {}
-                Err(_) if object.is_dir() => {} // a concurrent publisher of the same content won
-                Err(e) => return Err(io(&object)(e)),
-            }
+            return Ok(());
         }
-        let entry = Entry {
-            key: key.to_string(),
-            artifact,
-            pipeline: pipeline.to_string(),
-            instance: instance.to_string(),
-            record,
-            created_unix: crate::time::unix_now(),
-            duration_s: run.duration_s,
-            size_bytes,
-            files,
-            rst_version: env!("CARGO_PKG_VERSION").to_string(),
-            run,
-        };
-        let path = self.entry_path(key);
-        fs::create_dir_all(path.parent().unwrap()).map_err(io(&path))?;
-        let bytes = serde_json::to_vec_pretty(&entry).expect("entry serialises");
+        // Durable before it becomes visible: one syncfs for the whole tree.
         if durable {
-            write_atomic(&path, &bytes)?;
-        } else {
-            write_replace(&path, &bytes)?;
+            sync_tree(&staging.out, listed)?;
         }
-        drop(staging);
-        Ok(entry)
+        let parent = object.parent().unwrap_or(&self.root);
+        fs::create_dir_all(parent).map_err(io(parent))?;
+        match fs::rename(&staging.out, &object) {
+            Ok(()) if durable => fsync_dir(parent)?,
+            Ok(()) => {}
+            Err(_) if object.is_dir() => {} // a concurrent publisher of the same content won
+            Err(e) => return Err(io(&object)(e)),
+        }
+        Ok(())
+    }
+
+    /// Writes `entry` as the entry of its key (atomically; durably outside a batch).
+    fn write_entry(&self, entry: &Entry) -> Result<(), StoreError> {
+        let path = self.entry_path(&entry.key);
+        fs::create_dir_all(path.parent().unwrap()).map_err(io(&path))?;
+        let bytes = serde_json::to_vec_pretty(entry).expect("entry serialises");
+        if super::durable::deferred() {
+            write_replace(&path, &bytes)
+        } else {
+            write_atomic(&path, &bytes)
+        }
     }
 
     /// Discards a staging area (failed computation).

@@ -19,6 +19,7 @@ mod report;
 mod run;
 mod show;
 mod status;
+mod sync;
 mod verify;
 mod worker;
 
@@ -27,6 +28,14 @@ use std::process::ExitCode;
 use crate::cli::{Cmd, PipelineArgs};
 use crate::error::Result;
 use crate::spec::Pipeline;
+
+fn remote_flags(r: &crate::cli::RemoteArgs) -> crate::remote::Flags {
+    crate::remote::Flags {
+        remote: r.remote.clone(),
+        read_only: r.remote_read_only,
+        no_remote: r.no_remote,
+    }
+}
 
 /// Runs the subcommand `cmd`.
 pub fn dispatch(cmd: Cmd) -> Result<ExitCode> {
@@ -47,6 +56,7 @@ fn command(cmd: Cmd) -> Result<ExitCode> {
             keep_going,
             accept_new_checksums,
             replace_results,
+            remote,
             exec,
         } => run::run(
             &p,
@@ -57,10 +67,18 @@ fn command(cmd: Cmd) -> Result<ExitCode> {
                 keep_going,
                 accept_new_checksums,
                 replace_results,
+                remote: remote_flags(&remote),
             },
             &exec,
         ),
-        Cmd::Status { p, targets, json } => status::run(&p, &targets.targets, json),
+        Cmd::Status {
+            p,
+            targets,
+            json,
+            remote,
+        } => status::run(&p, &targets.targets, json, &remote_flags(&remote)),
+        Cmd::Push { files } => sync::push(&files.files, &files.set, &files.cache_dir, files.remote),
+        Cmd::Pull { files } => sync::pull(&files.files, &files.set, &files.cache_dir, files.remote),
         Cmd::Graph { p, targets, format } => graph::run(&p, &targets.targets, format),
         Cmd::Check { p } => check::run(&p),
         Cmd::Verify { cache_dir } => verify::run(&cache_dir),

@@ -30,6 +30,8 @@ pub struct RunFlags {
     pub accept_new_checksums: bool,
     /// Publish over results of a run with other `--set` overrides.
     pub replace_results: bool,
+    /// The remote cache (`--remote`, `--remote-read-only`, `--no-remote`).
+    pub remote: crate::remote::Flags,
 }
 
 pub fn run(args: &PipelineArgs, flags: &RunFlags, exec: &ExecArgs) -> Result<ExitCode> {
@@ -40,6 +42,8 @@ pub fn run(args: &PipelineArgs, flags: &RunFlags, exec: &ExecArgs) -> Result<Exi
         store,
     } = prepared;
     let Backend { executor, kill } = backend;
+    // Checked before anything runs: a bad URL, bucket or credentials is exit 2 now.
+    let remote = open_remote(&flags.remote)?;
     let cancel = on_interrupt(kill);
     // Local stages publish without fsync; one syncfs at the commit makes them durable
     // before the run record says they ran (the rule: `cache::store`'s module doc). The
@@ -63,6 +67,9 @@ pub fn run(args: &PipelineArgs, flags: &RunFlags, exec: &ExecArgs) -> Result<Exi
         exec,
         cancel: &cancel,
         gpus: gpus.as_ref(),
+        shared: remote
+            .clone()
+            .map(|r| r as std::sync::Arc<dyn crate::cache::shared::SharedCache>),
     };
     let result = if crate::study::has_studies(&pipeline) {
         drive_studies(args, &on, &mut pipeline)
@@ -71,6 +78,9 @@ pub fn run(args: &PipelineArgs, flags: &RunFlags, exec: &ExecArgs) -> Result<Exi
     };
     // The executor ends here (a Slurm monitor is joined) before anything is published.
     drop(executor);
+    if let Some(remote) = &remote {
+        finish_remote(remote, cancel.is_cancelled());
+    }
     if let Some(batch) = batch {
         batch.commit()?;
     }
@@ -95,6 +105,40 @@ struct On<'a> {
     cancel: &'a Cancel,
     /// The local executor's GPUs; None on Slurm.
     gpus: Option<&'a std::sync::Arc<GpuSource>>,
+    /// The remote cache, if one is set.
+    shared: Option<std::sync::Arc<dyn crate::cache::shared::SharedCache>>,
+}
+
+/// The remote the flags, `RST_REMOTE` or `rst.toml` name, connected and checked.
+fn open_remote(
+    flags: &crate::remote::Flags,
+) -> Result<Option<std::sync::Arc<crate::remote::Remote>>> {
+    let project = std::env::current_dir().map_err(|e| Error::io("current directory", e))?;
+    Ok(crate::remote::open(flags, &project)?.map(std::sync::Arc::new))
+}
+
+/// Waits for the run's uploads (abandons them after Ctrl-C: what was not complete is not
+/// visible on the remote) and says what moved; a failed upload is a warning, since the
+/// results are in the local cache (`rst push FILE` sends them later).
+fn finish_remote(remote: &crate::remote::Remote, cancelled: bool) {
+    let failures = remote.finish_uploads(cancelled);
+    if let Some(line) = remote.summary() {
+        eprintln!("{line}");
+    }
+    if !failures.is_empty() {
+        eprintln!(
+            "warning: {} upload{} to {} failed (the results are in the local cache; `rst push FILE` sends them later):",
+            failures.len(),
+            if failures.len() == 1 { "" } else { "s" },
+            remote.url()
+        );
+        for f in failures.iter().take(10) {
+            eprintln!("  {f}");
+        }
+        if failures.len() > 10 {
+            eprintln!("  … and {} more", failures.len() - 10);
+        }
+    }
 }
 
 /// Runs the studies round by round (`crate::study`), then the whole pipeline with every
@@ -145,7 +189,10 @@ fn drive_studies(args: &PipelineArgs, on: &On<'_>, pipeline: &mut Pipeline) -> R
 fn ended_well(o: &Outcome) -> bool {
     matches!(
         o,
-        Outcome::Cached { .. } | Outcome::Ran { .. } | Outcome::Reused { .. }
+        Outcome::Cached { .. }
+            | Outcome::Fetched { .. }
+            | Outcome::Ran { .. }
+            | Outcome::Reused { .. }
     )
 }
 
@@ -241,6 +288,7 @@ fn execute_on(p: &Pipeline, force: Vec<String>, on: &On<'_>) -> Result<RunResult
         force,
         keep_going: flags.keep_going,
         gpus: on.gpus.cloned(),
+        shared: on.shared.clone(),
     };
     // The ETA's durations: each instance's last entry of this pipeline, read when it starts.
     let store = on.store;
@@ -472,6 +520,7 @@ fn print_summary(p: &Pipeline, r: &RunResult) {
     let count = |f: fn(&Outcome) -> bool| r.outcomes.iter().filter(|o| f(o)).count();
     let ran = count(|o| matches!(o, Outcome::Ran { .. }));
     let cached = count(|o| matches!(o, Outcome::Cached { .. } | Outcome::Reused { .. }));
+    let fetched = count(|o| matches!(o, Outcome::Fetched { .. }));
     let failed = count(|o| matches!(o, Outcome::Failed { .. }));
     let skipped = count(|o| matches!(o, Outcome::Skipped { .. } | Outcome::NotRun));
     let mut ran_list: Vec<(f64, &str)> = r
@@ -498,8 +547,12 @@ fn print_summary(p: &Pipeline, r: &RunResult) {
             }
         }
     }
+    let fetched = match fetched {
+        0 => String::new(),
+        n => format!(", {n} fetched from the remote"),
+    };
     eprintln!(
-        "{}: {} stages: {ran} ran, {cached} cached, {failed} failed, {skipped} not run ({:.2}s)",
+        "{}: {} stages: {ran} ran, {cached} cached{fetched}, {failed} failed, {skipped} not run ({:.2}s)",
         p.name,
         p.instances.len(),
         r.wall_s

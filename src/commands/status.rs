@@ -7,12 +7,23 @@ use crate::cli::PipelineArgs;
 use crate::error::Result;
 use crate::exec::slurm;
 use crate::project::{cache_dir, open_store};
-use crate::status::{status_lines, StatusLine};
+use crate::status::{status_lines_with, StatusLine, Tier};
 
-pub fn run(args: &PipelineArgs, targets: &[String], json: bool) -> Result<ExitCode> {
+pub fn run(
+    args: &PipelineArgs,
+    targets: &[String],
+    json: bool,
+    remote: &crate::remote::Flags,
+) -> Result<ExitCode> {
     let store = open_store(&cache_dir(&args.cache_dir))?;
     let p = super::load_replayed(args, &store)?.select(targets)?;
-    let mut lines = status_lines(&p, &store)?;
+    let project =
+        std::env::current_dir().map_err(|e| crate::error::Error::io("current directory", e))?;
+    let remote = crate::remote::open(remote, &project)?;
+    let tier = remote
+        .as_ref()
+        .map(|r| Tier::Peek(r as &dyn crate::cache::shared::SharedCache));
+    let mut lines = status_lines_with(&p, &store, tier)?;
     mark_slurm_jobs(&mut lines, &store);
     mark_pruned_trials(&p, &mut lines, &store);
     if json {
@@ -92,9 +103,14 @@ fn render(lines: &[StatusLine], out: &mut impl std::io::Write) -> std::io::Resul
         }
     }
     let stale = lines.iter().filter(|l| l.state != "cached").count();
+    let remote = lines.iter().filter(|l| l.state == "remote").count();
+    let remote = match remote {
+        0 => String::new(),
+        n => format!(" ({n} of them on the remote: nothing to compute for those)"),
+    };
     writeln!(
         out,
-        "{} of {} stage instances cached, {stale} to run",
+        "{} of {} stage instances cached, {stale} to run{remote}",
         lines.len() - stale,
         lines.len()
     )

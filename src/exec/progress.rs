@@ -12,6 +12,11 @@ use crate::stages::Progress;
 
 pub enum Report<'a> {
     Cached(&'a str),
+    /// Fetched from the remote (bytes transferred; 0: only its entry).
+    Fetched {
+        name: &'a str,
+        bytes: u64,
+    },
     /// Submitted to a cluster: (instance, job label such as `slurm 123`).
     Queued(&'a str, &'a str),
     LockWait(&'a str),
@@ -81,6 +86,10 @@ impl Reporter for Plain {
         self.flush_cached();
         match r {
             Report::Cached(_) => {}
+            Report::Fetched { name, bytes } => crate::elog!(
+                "fetched  {name} (from the remote, {})",
+                crate::human::human_bytes(bytes)
+            ),
             Report::Queued(n, job) => crate::elog!("queued   {n} ({job})"),
             Report::LockWait(n) => {
                 crate::elog!("waiting  {n} (another rst process is computing it)")
@@ -179,6 +188,14 @@ impl Reporter for Live<'_> {
     fn report(&self, r: Report<'_>) {
         match r {
             Report::Cached(n) => self.close(n, None, format!("  cached   {n}")),
+            Report::Fetched { name, bytes } => self.close(
+                name,
+                None,
+                format!(
+                    "  fetched  {name} (from the remote, {})",
+                    crate::human::human_bytes(bytes)
+                ),
+            ),
             Report::Queued(n, job) => self.line(n, |b| {
                 b.set_prefix(format!("{n} ({job})"));
                 b.set_message("queued");

@@ -11,6 +11,7 @@ use super::progress::{Report, Reporter};
 use super::{Cancel, Executor, Job, JobError, JobFile, WorkerEvent};
 use crate::cache::key::KeyRecord;
 use crate::cache::recent::Recent;
+use crate::cache::shared::{Fetch, SharedCache};
 use crate::cache::store::Store;
 use crate::error::{Error, UserError};
 use crate::spec::Pipeline;
@@ -25,12 +26,20 @@ pub struct RunOptions {
     /// GPU leases ([`super::gpus`]) on the local executor (the devices are found when the
     /// first stage starts), None where the cluster binds GPUs.
     pub gpus: Option<std::sync::Arc<GpuSource>>,
+    /// A cache shared with other machines (the remote): asked on a local miss, offered
+    /// what this run computes.
+    pub shared: Option<std::sync::Arc<dyn SharedCache>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     Cached {
         artifact: String,
+    },
+    /// Fetched from the shared cache (the remote), verified, and stored here.
+    Fetched {
+        artifact: String,
+        bytes: u64,
     },
     Ran {
         artifact: String,
@@ -54,6 +63,7 @@ impl Outcome {
     pub fn artifact(&self) -> Option<&str> {
         match self {
             Outcome::Cached { artifact }
+            | Outcome::Fetched { artifact, .. }
             | Outcome::Ran { artifact, .. }
             | Outcome::Reused { artifact } => Some(artifact),
             _ => None,
@@ -435,6 +445,8 @@ struct Looked {
     key: String,
     /// The cached artifact.
     hit: Option<String>,
+    /// Bytes transferred when the hit was fetched from the shared cache in this run.
+    fetched: Option<u64>,
 }
 
 /// One run in progress: what it was given and where every instance stands.
@@ -572,7 +584,8 @@ impl<'a> Run<'a> {
             if wave.is_empty() {
                 return Ok(());
             }
-            let looked = self.look_up(&wave);
+            let mut looked = self.look_up(&wave);
+            self.fetch_misses(&wave, &mut looked);
             for ((i, visit), found) in wave.into_iter().zip(visits).zip(looked) {
                 // Sent back (an input is recomputed) since the lookup: it comes again.
                 if self.s.st[i] != St::Frontier || self.s.pushes[i] != visit {
@@ -615,7 +628,12 @@ impl<'a> Run<'a> {
                 }
                 hit
             };
-            Ok(Ok(Looked { record, key, hit }))
+            Ok(Ok(Looked {
+                record,
+                key,
+                hit,
+                fetched: None,
+            }))
         };
         // Below this a wave is looked up on this thread (rayon's hand-off costs more).
         const PARALLEL_FROM: usize = 32;
@@ -626,12 +644,58 @@ impl<'a> Run<'a> {
         }
     }
 
+    /// Phase 1b: the local misses of a wave (not forced) asked of the shared cache, all at
+    /// once (its transfers run in parallel); what it fetched becomes a hit.
+    fn fetch_misses(&self, wave: &[usize], looked: &mut [Result<Result<Looked, usize>, Error>]) {
+        let Some(shared) = self.opts.shared.as_deref() else {
+            return;
+        };
+        let misses: Vec<usize> = (0..wave.len())
+            .filter(|&w| {
+                !self.forced[wave[w]] && matches!(&looked[w], Ok(Ok(l)) if l.hit.is_none())
+            })
+            .collect();
+        if misses.is_empty() || self.cancel.is_cancelled() {
+            return;
+        }
+        let keys: Vec<&str> = misses
+            .iter()
+            .map(|&w| match &looked[w] {
+                Ok(Ok(l)) => l.key.as_str(),
+                _ => unreachable!("filtered above"),
+            })
+            .collect();
+        let fetched = shared.fetch(self.store, &keys);
+        for (&w, f) in misses.iter().zip(fetched) {
+            let Ok(Ok(l)) = &mut looked[w] else { continue };
+            match f {
+                Fetch::Hit(f) => {
+                    let _ =
+                        self.store
+                            .set_ref(&self.p.name, &self.p.instances[wave[w]].name, &l.key);
+                    l.hit = Some(f.artifact);
+                    l.fetched = Some(f.bytes);
+                }
+                Fetch::Miss => {}
+                Fetch::Rejected(why) => self.reporter.report(Report::Warning(&format!(
+                    "the remote's copy of {} was not used: {why}; computing it here",
+                    self.p.instances[wave[w]].name
+                ))),
+            }
+        }
+    }
+
     /// Phase 2, in frontier order: what one instance's lookup means.
     fn resolve(&mut self, i: usize, found: Result<Looked, usize>) -> Result<(), Error> {
         let (p, store, reporter) = (self.p, self.store, self.reporter);
         let s = &mut self.s;
         let inst = &p.instances[i];
-        let Looked { record, key, hit } = match found {
+        let Looked {
+            record,
+            key,
+            hit,
+            fetched,
+        } = match found {
             Ok(looked) => looked,
             Err(cause) => {
                 let cause_name = p.instances[cause].name.clone();
@@ -646,9 +710,20 @@ impl<'a> Run<'a> {
             }
         };
         if let Some(artifact) = hit {
-            reporter.report(Report::Cached(&inst.name));
             self.spans[i] = Some(Span::now());
-            s.outcomes[i] = Some(Outcome::Cached { artifact });
+            s.outcomes[i] = Some(match fetched {
+                Some(bytes) => {
+                    reporter.report(Report::Fetched {
+                        name: &inst.name,
+                        bytes,
+                    });
+                    Outcome::Fetched { artifact, bytes }
+                }
+                None => {
+                    reporter.report(Report::Cached(&inst.name));
+                    Outcome::Cached { artifact }
+                }
+            });
             s.keys[i] = Some(key);
             s.st[i] = St::Done;
             s.release(p, i);
@@ -852,6 +927,11 @@ impl<'a> Run<'a> {
             } => {
                 let secs = started[i].elapsed().as_secs_f64();
                 reporter.report(Report::Done { name, secs, reused });
+                if let (false, Some(shared), Some(key)) =
+                    (reused, self.opts.shared.as_deref(), s.keys[i].as_deref())
+                {
+                    shared.offer(store, key);
+                }
                 s.outcomes[i] = Some(if reused {
                     Outcome::Reused { artifact }
                 } else {

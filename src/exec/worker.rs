@@ -250,6 +250,7 @@ pub(crate) fn compute(
                         isa: crate::machine::isa_level().to_string(),
                         gpus: host.gpus(job),
                         log: format!("logs/{}.log", job.key),
+                        fetched: None,
                         reads: objects_read(&inputs, &resolved),
                         consumed: job.consumed.clone(),
                     },

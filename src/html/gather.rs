@@ -300,7 +300,7 @@ fn dag(p: &Pipeline, run: &RunRecord) -> (Vec<StageNode>, Vec<(usize, usize)>) {
         if let Some(node) = p.find_stage(&s.stage).map(|i| &mut stages[i]) {
             match s.outcome.as_str() {
                 "ran" => node.ran += 1,
-                "cached" | "reused" => node.cached += 1,
+                "cached" | "reused" | "fetched" => node.cached += 1,
                 "failed" => node.failed += 1,
                 _ => {}
             }

@@ -107,6 +107,7 @@ pub fn record(
             let (outcome, secs, error, log) = match o {
                 Outcome::Ran { secs, .. } => ("ran", Some(*secs), None, None),
                 Outcome::Cached { .. } => ("cached", None, None, None),
+                Outcome::Fetched { .. } => ("fetched", None, None, None),
                 Outcome::Reused { .. } => ("reused", None, None, None),
                 Outcome::Failed { error, log } => {
                     ("failed", None, Some(error.message.clone()), log.clone())
@@ -118,7 +119,7 @@ pub fn record(
             };
             match outcome {
                 "ran" => counts.ran += 1,
-                "cached" | "reused" => counts.cached += 1,
+                "cached" | "reused" | "fetched" => counts.cached += 1,
                 "failed" => counts.failed += 1,
                 _ => counts.not_run += 1,
             }

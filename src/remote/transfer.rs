@@ -1,0 +1,720 @@
+//! Fetching and uploading entries and their objects.
+//!
+//! ```text
+//! <prefix>/entries/ab/<key>.json     the entry (as the local cache has it)
+//! <prefix>/objects/cd/<digest>.tar   the artifact (remote::pack)
+//! <prefix>/logs/<key>.log            the stage's log
+//! ```
+//! Fetching (a local miss): the entry is read and checked (its key, and its key record
+//! hashes to that key), the object is downloaded into a staging directory of the local
+//! cache, unpacked, and stored only if its blake3 digest is the one the entry names
+//! (`Store::publish_fetched`); only then is the entry written locally, marked as fetched.
+//! Uploading (a computed stage, or `rst push`): the object first (content-addressed, so
+//! rewriting it is harmless), then the log, then the entry, create-if-absent: a reader
+//! never sees an entry whose object is missing, and of two writers of one key the second
+//! finds it there. An object is one PUT, or a multipart upload above
+//! [`SINGLE_PUT_MAX`]: S3 shows neither before it is complete, so a killed upload leaves
+//! nothing visible.
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use futures::StreamExt;
+use object_store::aws::AmazonS3;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+
+use super::client::{classify, key_path, Client, Failure};
+use crate::cache::shared::{Fetch, Fetched, SharedCache};
+use crate::cache::store::{self, Entry, Store};
+
+/// Objects up to this size are one PUT from memory; larger ones a multipart upload from
+/// a temporary file, in parts of [`PART_SIZE`].
+pub const SINGLE_PUT_MAX: u64 = 32 << 20;
+const PART_SIZE: usize = 16 << 20;
+/// Transfers at once.
+const PARALLEL: usize = 16;
+
+fn entry_rel(key: &str) -> String {
+    format!("entries/{}/{key}.json", &key[..2])
+}
+
+fn object_rel(digest: &str) -> String {
+    format!("objects/{}/{digest}.tar", &digest[..2])
+}
+
+fn log_rel(key: &str) -> String {
+    format!("logs/{key}.log")
+}
+
+fn is_hex64(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Counters of what moved, for the summary and the progress bar.
+#[derive(Default)]
+pub struct Stats {
+    pub fetched: AtomicU64,
+    pub fetched_objects: AtomicU64,
+    pub fetched_bytes: AtomicU64,
+    pub uploaded: AtomicU64,
+    pub uploaded_objects: AtomicU64,
+    pub uploaded_bytes: AtomicU64,
+    /// Entries an upload found on the remote already.
+    pub present: AtomicU64,
+    /// Seconds spent with a transfer in flight (wall time, not summed).
+    busy: Mutex<Busy>,
+}
+
+#[derive(Default)]
+struct Busy {
+    in_flight: usize,
+    since: Option<Instant>,
+    total_s: f64,
+}
+
+impl Stats {
+    fn begin(&self) {
+        let mut b = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        if b.in_flight == 0 {
+            b.since = Some(Instant::now());
+        }
+        b.in_flight += 1;
+    }
+    fn end(&self) {
+        let mut b = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        b.in_flight = b.in_flight.saturating_sub(1);
+        if b.in_flight == 0 {
+            if let Some(t) = b.since.take() {
+                b.total_s += t.elapsed().as_secs_f64();
+            }
+        }
+    }
+    /// Wall seconds during which at least one transfer was in flight.
+    pub fn busy_s(&self) -> f64 {
+        let b = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        b.total_s + b.since.map_or(0.0, |t| t.elapsed().as_secs_f64())
+    }
+}
+
+/// What one upload did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Uploaded {
+    /// Entry (and object when missing) written.
+    Written,
+    /// The remote had the entry already.
+    There,
+    /// No local entry for the key any more (nothing to send).
+    Gone,
+}
+
+/// An upload in flight: its key and what it gave.
+type UploadTask = tokio::task::JoinHandle<(String, Result<Uploaded, String>)>;
+
+/// What an async transfer needs, owned (it runs on the runtime's threads).
+#[derive(Clone)]
+struct Ctx {
+    s3: Arc<AmazonS3>,
+    prefix: String,
+    url: String,
+    stats: Arc<Stats>,
+    limit: Arc<tokio::sync::Semaphore>,
+    bar: indicatif::ProgressBar,
+}
+
+impl Ctx {
+    fn path(&self, rel: &str) -> object_store::path::Path {
+        key_path(&self.prefix, rel)
+    }
+}
+
+/// An open remote cache: the [`SharedCache`] the scheduler and `rst status` use, and
+/// what `rst push` / `rst pull` drive.
+pub struct Remote {
+    client: Client,
+    ctx: Ctx,
+    /// Keys whose remote copy was rejected in this process: their upload replaces it.
+    rejected: Mutex<HashSet<String>>,
+    uploads: Mutex<Vec<UploadTask>>,
+    /// Upload failures, for the end of the run.
+    failures: Mutex<Vec<String>>,
+}
+
+impl Remote {
+    pub fn new(client: Client) -> Remote {
+        let ctx = Ctx {
+            s3: client.s3.clone(),
+            prefix: client.settings.prefix.clone(),
+            url: client.settings.url.clone(),
+            stats: Arc::new(Stats::default()),
+            limit: Arc::new(tokio::sync::Semaphore::new(PARALLEL)),
+            bar: indicatif::ProgressBar::hidden(),
+        };
+        Remote {
+            client,
+            ctx,
+            rejected: Mutex::new(HashSet::new()),
+            uploads: Mutex::new(Vec::new()),
+            failures: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Shows a progress bar (bytes, speed, entries) on a terminal while transferring.
+    pub fn with_progress(mut self, what: &str, entries: u64) -> Remote {
+        let bar = indicatif::ProgressBar::with_draw_target(
+            Some(entries),
+            indicatif::ProgressDrawTarget::stderr_with_hz(10),
+        );
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{prefix} {pos}/{len} entries  {msg}  {elapsed_precise}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.set_prefix(what.to_string());
+        self.ctx.bar = bar;
+        self
+    }
+
+    pub fn url(&self) -> &str {
+        &self.client.settings.url
+    }
+
+    pub fn read_only(&self) -> bool {
+        self.client.settings.read_only
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.ctx.stats
+    }
+
+    fn tick(&self) {
+        tick(&self.ctx);
+    }
+
+    /// Uploads `keys` from `store` now (for `rst push`), in parallel; per key what it did.
+    pub fn upload_all(&self, store: &Store, keys: &[String]) -> Vec<Result<Uploaded, String>> {
+        let futs = keys.iter().map(|k| {
+            let replace = self.is_rejected(k);
+            upload_one(self.ctx.clone(), store.clone(), k.clone(), replace)
+        });
+        let ctx = self.ctx.clone();
+        let done = self.client.rt.block_on(async move {
+            futures::stream::iter(futs)
+                .buffered(PARALLEL)
+                .inspect(|_| ctx.bar.inc(1))
+                .collect::<Vec<_>>()
+                .await
+        });
+        self.tick();
+        done
+    }
+
+    fn is_rejected(&self, key: &str) -> bool {
+        self.rejected
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(key)
+    }
+
+    /// Waits for the uploads [`SharedCache::offer`] started (a run's end); returns the
+    /// failures (each a line: the key and why). `cancelled`: abandon them instead (what
+    /// was not complete is not visible on the remote).
+    pub fn finish_uploads(&self, cancelled: bool) -> Vec<String> {
+        let handles = std::mem::take(&mut *self.uploads.lock().unwrap_or_else(|e| e.into_inner()));
+        if cancelled {
+            for h in &handles {
+                h.abort();
+            }
+        }
+        let results = self
+            .client
+            .rt
+            .block_on(async move { futures::future::join_all(handles).await });
+        let mut failures =
+            std::mem::take(&mut *self.failures.lock().unwrap_or_else(|e| e.into_inner()));
+        for r in results {
+            match r {
+                Ok((_, Ok(_))) => {}
+                Ok((key, Err(why))) => {
+                    failures.push(format!("{}: {why}", crate::human::short(&key)))
+                }
+                Err(e) if e.is_cancelled() => {}
+                Err(e) => failures.push(format!("an upload task failed: {e}")),
+            }
+        }
+        failures
+    }
+
+    /// One line saying what moved, or None when nothing did.
+    pub fn summary(&self) -> Option<String> {
+        let s = &self.ctx.stats;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let secs = s.busy_s().max(1e-3);
+        let rate = |bytes: u64| {
+            format!(
+                "{}/s",
+                crate::human::human_bytes((bytes as f64 / secs) as u64)
+            )
+        };
+        let mut parts = Vec::new();
+        if get(&s.fetched) > 0 {
+            parts.push(format!(
+                "fetched {} entries ({} objects, {}, {})",
+                get(&s.fetched),
+                get(&s.fetched_objects),
+                crate::human::human_bytes(get(&s.fetched_bytes)),
+                rate(get(&s.fetched_bytes))
+            ));
+        }
+        if get(&s.uploaded) > 0 {
+            parts.push(format!(
+                "uploaded {} entries ({} objects, {}, {})",
+                get(&s.uploaded),
+                get(&s.uploaded_objects),
+                crate::human::human_bytes(get(&s.uploaded_bytes)),
+                rate(get(&s.uploaded_bytes))
+            ));
+        }
+        if get(&s.present) > 0 {
+            parts.push(format!("{} were there already", get(&s.present)));
+        }
+        (!parts.is_empty()).then(|| {
+            format!(
+                "remote {}: {} in {}",
+                self.url(),
+                parts.join("; "),
+                crate::human::seconds(s.busy_s())
+            )
+        })
+    }
+}
+
+fn tick(ctx: &Ctx) {
+    let s = &ctx.stats;
+    let bytes = s.fetched_bytes.load(Ordering::Relaxed) + s.uploaded_bytes.load(Ordering::Relaxed);
+    let secs = s.busy_s().max(1e-3);
+    ctx.bar.set_message(format!(
+        "{}  {}/s",
+        crate::human::human_bytes(bytes),
+        crate::human::human_bytes((bytes as f64 / secs) as u64)
+    ));
+}
+
+impl SharedCache for Remote {
+    fn peek(&self, keys: &[&str]) -> Vec<Option<String>> {
+        let futs = keys.iter().map(|k| {
+            let ctx = self.ctx.clone();
+            let key = k.to_string();
+            async move {
+                read_entry(&ctx, &key)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|e| e.artifact)
+            }
+        });
+        self.client.rt.block_on(async move {
+            futures::stream::iter(futs)
+                .buffered(PARALLEL)
+                .collect::<Vec<_>>()
+                .await
+        })
+    }
+
+    fn fetch(&self, store: &Store, keys: &[&str]) -> Vec<Fetch> {
+        let futs = keys
+            .iter()
+            .map(|k| fetch_one(self.ctx.clone(), store.clone(), k.to_string()));
+        let ctx = self.ctx.clone();
+        let done: Vec<Fetch> = self.client.rt.block_on(async move {
+            futures::stream::iter(futs)
+                .buffered(PARALLEL)
+                .inspect(|_| ctx.bar.inc(1))
+                .collect::<Vec<_>>()
+                .await
+        });
+        let mut rejected = self.rejected.lock().unwrap_or_else(|e| e.into_inner());
+        for (k, f) in keys.iter().zip(&done) {
+            if matches!(f, Fetch::Rejected(_)) {
+                rejected.insert(k.to_string());
+            }
+        }
+        drop(rejected);
+        self.tick();
+        done
+    }
+
+    fn offer(&self, store: &Store, key: &str) {
+        if self.read_only() {
+            return;
+        }
+        let replace = self.is_rejected(key);
+        let fut = upload_one(self.ctx.clone(), store.clone(), key.to_string(), replace);
+        let key = key.to_string();
+        let handle = self.client.rt.spawn(async move { (key, fut.await) });
+        self.uploads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(handle);
+    }
+}
+
+/// The remote's entry for `key`: Ok(None) when there is none; Err when it cannot be read
+/// or is not a valid entry of that key.
+async fn read_entry(ctx: &Ctx, key: &str) -> Result<Option<Entry>, String> {
+    let path = ctx.path(&entry_rel(key));
+    let got = match ctx.s3.get(&path).await {
+        Ok(got) => got.bytes().await,
+        Err(e) => Err(e),
+    };
+    let bytes = match got {
+        Ok(b) => b,
+        Err(e) => {
+            return match classify(&e) {
+                Failure::NotFound => Ok(None),
+                f => Err(format!("cannot read its remote entry: {f}")),
+            }
+        }
+    };
+    let entry: Entry = serde_json::from_slice(&bytes)
+        .map_err(|e| format!("its remote entry {path} is not an rst entry: {e}"))?;
+    if entry.key != key || entry.record.key() != key || !is_hex64(&entry.artifact) {
+        return Err(format!(
+            "its remote entry {path} is not the entry of this key (its key record hashes to another)"
+        ));
+    }
+    Ok(Some(entry))
+}
+
+async fn fetch_one(ctx: Ctx, store: Store, key: String) -> Fetch {
+    let _permit = ctx.limit.acquire().await;
+    ctx.stats.begin();
+    let r = fetch_inner(&ctx, &store, &key).await;
+    ctx.stats.end();
+    match r {
+        Ok(Some(f)) => {
+            ctx.stats.fetched.fetch_add(1, Ordering::Relaxed);
+            ctx.stats
+                .fetched_bytes
+                .fetch_add(f.bytes, Ordering::Relaxed);
+            if f.bytes > 0 {
+                ctx.stats.fetched_objects.fetch_add(1, Ordering::Relaxed);
+            }
+            tick(&ctx);
+            Fetch::Hit(f)
+        }
+        Ok(None) => Fetch::Miss,
+        Err(why) => Fetch::Rejected(why),
+    }
+}
+
+async fn fetch_inner(ctx: &Ctx, store: &Store, key: &str) -> Result<Option<Fetched>, String> {
+    let Some(mut entry) = read_entry(ctx, key).await? else {
+        return Ok(None);
+    };
+    entry.run.fetched = Some(store::Fetched {
+        from: ctx.url.clone(),
+        unix: crate::time::unix_now(),
+        host: store::this_host().to_string(),
+    });
+    let artifact = entry.artifact.clone();
+    // The key's lock, as a computation of it takes: one process at a time stages it.
+    let (lock, staging) = {
+        let (store, key) = (store.clone(), key.to_string());
+        tokio::task::spawn_blocking(move || {
+            let lock = store.lock(&key, || {})?;
+            let staging = store.staging(&key)?;
+            Ok::<_, store::StoreError>((lock, staging))
+        })
+        .await
+        .map_err(|e| format!("a fetch task failed: {e}"))?
+        .map_err(|e| format!("cannot stage it locally: {}", crate::error::chain(&e)))?
+    };
+    let log = fetch_log(ctx, store, key);
+    let rel = object_rel(&artifact);
+    let (got, ()) = futures::join!(
+        fetch_object(ctx, store, staging, &rel, &artifact, entry.size_bytes),
+        log
+    );
+    let bytes = got?;
+    // A dataset view names the artifact it reads its pixels from: that object too.
+    let base = crate::exec::integrity::view_base(&store.object_path(&artifact));
+    let mut base_bytes = 0;
+    if let Some(base) = base.filter(|b| is_hex64(b) && !store.object_path(b).is_dir()) {
+        let staging = {
+            let (store, key) = (store.clone(), key.to_string());
+            tokio::task::spawn_blocking(move || store.staging(&key))
+                .await
+                .map_err(|e| format!("a fetch task failed: {e}"))?
+                .map_err(|e| format!("cannot stage it locally: {}", crate::error::chain(&e)))?
+        };
+        // Its size is not in an entry: the digest check is what bounds it.
+        base_bytes = fetch_object(ctx, store, staging, &object_rel(&base), &base, u64::MAX)
+            .await
+            .map_err(|why| {
+                format!(
+                    "the base {} of its dataset view: {why}",
+                    crate::human::short(&base)
+                )
+            })?;
+    }
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || {
+        let r = store.adopt_entry(&entry);
+        drop(lock);
+        r
+    })
+    .await
+    .map_err(|e| format!("a fetch task failed: {e}"))?
+    .map_err(|e| format!("cannot store its entry: {}", crate::error::chain(&e)))?;
+    Ok(Some(Fetched {
+        artifact,
+        bytes: bytes + base_bytes,
+    }))
+}
+
+/// Downloads the object `rel` into `staging`, unpacks it and stores it if it hashes to
+/// `digest` (nothing to do when that object is here already: another key made the same
+/// content); returns the bytes transferred.
+async fn fetch_object(
+    ctx: &Ctx,
+    store: &Store,
+    staging: store::Staging,
+    rel: &str,
+    digest: &str,
+    max_bytes: u64,
+) -> Result<u64, String> {
+    if store.object_path(digest).is_dir() {
+        return Ok(0);
+    }
+    let tar_path = staging.work.join("object.tar");
+    let bytes = download(ctx, rel, &tar_path).await?;
+    let (store, digest) = (store.clone(), digest.to_string());
+    tokio::task::spawn_blocking(move || {
+        let file =
+            std::fs::File::open(&tar_path).map_err(|e| format!("{}: {e}", tar_path.display()))?;
+        super::pack::unpack(std::io::BufReader::new(file), &staging.out, max_bytes)
+            .map_err(|why| format!("its remote object is damaged ({why})"))?;
+        let _ = std::fs::remove_file(&tar_path);
+        store
+            .publish_fetched(staging, &digest)
+            .map_err(|e| match e {
+                store::StoreError::Corrupt { message, .. } => {
+                    format!("its remote object is corrupt: {message}")
+                }
+                e => format!("cannot store it locally: {}", crate::error::chain(&e)),
+            })
+    })
+    .await
+    .map_err(|e| format!("a fetch task failed: {e}"))??;
+    Ok(bytes)
+}
+
+/// Downloads `rel` into the file `to`, streaming; returns its length.
+async fn download(ctx: &Ctx, rel: &str, to: &std::path::Path) -> Result<u64, String> {
+    use std::io::Write;
+    let path = ctx.path(rel);
+    let got = ctx.s3.get(&path).await.map_err(|e| match classify(&e) {
+        Failure::NotFound => format!("its remote entry is there but not its object {path}"),
+        f => format!("cannot download {path}: {f}"),
+    })?;
+    let mut file = std::fs::File::create(to).map_err(|e| format!("{}: {e}", to.display()))?;
+    let mut stream = got.into_stream();
+    let mut n = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| format!("cannot download {path}: {}", classify(&e)))?;
+        file.write_all(&chunk)
+            .map_err(|e| format!("{}: {e}", to.display()))?;
+        n += chunk.len() as u64;
+    }
+    Ok(n)
+}
+
+/// The stage's log, when the remote has it and the local cache does not (best effort:
+/// the log is provenance, not part of the artifact).
+async fn fetch_log(ctx: &Ctx, store: &Store, key: &str) {
+    let to = store.log_path(key);
+    if to.exists() {
+        return;
+    }
+    if let Ok(got) = ctx.s3.get(&ctx.path(&log_rel(key))).await {
+        if let Ok(bytes) = got.bytes().await {
+            let _ = store::write_replace(&to, &bytes);
+        }
+    }
+}
+
+async fn upload_one(
+    ctx: Ctx,
+    store: Store,
+    key: String,
+    replace: bool,
+) -> Result<Uploaded, String> {
+    let _permit = ctx.limit.acquire().await;
+    ctx.stats.begin();
+    let r = upload_inner(&ctx, &store, &key, replace).await;
+    ctx.stats.end();
+    tick(&ctx);
+    r
+}
+
+async fn upload_inner(
+    ctx: &Ctx,
+    store: &Store,
+    key: &str,
+    replace: bool,
+) -> Result<Uploaded, String> {
+    let Some(mut entry) = store.entry(key) else {
+        return Ok(Uploaded::Gone);
+    };
+    // The remote's entry says how it was computed, not how it reached this cache.
+    entry.run.fetched = None;
+    let entry_path = ctx.path(&entry_rel(key));
+    let fail =
+        |what: &str, e: object_store::Error| format!("cannot upload its {what}: {}", classify(&e));
+    if !replace {
+        match ctx.s3.head(&entry_path).await {
+            Ok(_) => {
+                ctx.stats.present.fetch_add(1, Ordering::Relaxed);
+                return Ok(Uploaded::There);
+            }
+            Err(e) if matches!(classify(&e), Failure::NotFound) => {}
+            Err(e) => return Err(fail("entry", e)),
+        }
+    }
+    let object_path = ctx.path(&object_rel(&entry.artifact));
+    let object_there = !replace && ctx.s3.head(&object_path).await.is_ok();
+    if !object_there {
+        let sent =
+            upload_object(ctx, store, &entry.artifact, entry.size_bytes, &object_path).await?;
+        ctx.stats.uploaded_objects.fetch_add(1, Ordering::Relaxed);
+        ctx.stats.uploaded_bytes.fetch_add(sent, Ordering::Relaxed);
+    }
+    // A dataset view reads its pixels from a base artifact it names: that object too,
+    // before the entry (a reader must find everything the entry needs).
+    if let Some(base) = crate::exec::integrity::view_base(&store.object_path(&entry.artifact)) {
+        let base_path = ctx.path(&object_rel(&base));
+        if is_hex64(&base) && ctx.s3.head(&base_path).await.is_err() {
+            let size = store::dir_size(&store.object_path(&base)).0;
+            let sent = upload_object(ctx, store, &base, size, &base_path).await?;
+            ctx.stats.uploaded_objects.fetch_add(1, Ordering::Relaxed);
+            ctx.stats.uploaded_bytes.fetch_add(sent, Ordering::Relaxed);
+        }
+    }
+    if let Ok(log) = std::fs::read(store.log_path(key)) {
+        ctx.s3
+            .put(&ctx.path(&log_rel(key)), PutPayload::from(log))
+            .await
+            .map_err(|e| fail("log", e))?;
+    }
+    let bytes =
+        serde_json::to_vec_pretty(&entry).map_err(|e| format!("cannot encode its entry: {e}"))?;
+    let mode = if replace {
+        PutMode::Overwrite
+    } else {
+        PutMode::Create
+    };
+    let opts = PutOptions {
+        mode,
+        ..PutOptions::default()
+    };
+    match ctx
+        .s3
+        .put_opts(&entry_path, PutPayload::from(bytes), opts)
+        .await
+    {
+        Ok(_) => {
+            ctx.stats.uploaded.fetch_add(1, Ordering::Relaxed);
+            Ok(Uploaded::Written)
+        }
+        // Another writer of the same key was first: its entry stands (same inputs).
+        Err(e) if matches!(classify(&e), Failure::Exists) => {
+            ctx.stats.present.fetch_add(1, Ordering::Relaxed);
+            Ok(Uploaded::There)
+        }
+        Err(e) => Err(fail("entry", e)),
+    }
+}
+
+/// Packs the object `digest` (of `size` bytes) and uploads it; returns the bytes sent.
+async fn upload_object(
+    ctx: &Ctx,
+    store: &Store,
+    digest: &str,
+    size: u64,
+    path: &object_store::path::Path,
+) -> Result<u64, String> {
+    let dir = store.object_path(digest);
+    if !dir.is_dir() {
+        return Err(format!(
+            "its object {} is not in the local cache",
+            crate::human::short(digest)
+        ));
+    }
+    let fail = |e: object_store::Error| format!("cannot upload its object: {}", classify(&e));
+    if size <= SINGLE_PUT_MAX {
+        let packed = tokio::task::spawn_blocking(move || {
+            let mut buf = Vec::new();
+            super::pack::pack(&dir, &mut buf).map(|_| buf)
+        })
+        .await
+        .map_err(|e| format!("a packing task failed: {e}"))?
+        .map_err(|e| format!("cannot pack its object: {e}"))?;
+        let n = packed.len() as u64;
+        ctx.s3
+            .put(path, PutPayload::from(packed))
+            .await
+            .map_err(fail)?;
+        return Ok(n);
+    }
+    // Large: packed into a temporary file, sent in parts; S3 shows it only once complete.
+    // Named as `write_atomic`'s temp files are, so a killed upload's is swept
+    // (`cache::leftovers`).
+    let tmp = store
+        .root()
+        .join("tmp")
+        .join(format!(".upload-{digest}.{}.0.tmp", std::process::id()));
+    let tmp2 = tmp.clone();
+    let n = tokio::task::spawn_blocking(move || {
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&tmp2)?);
+        let n = super::pack::pack(&dir, &mut file)?;
+        std::io::Write::flush(&mut file)?;
+        Ok::<u64, std::io::Error>(n)
+    })
+    .await
+    .map_err(|e| format!("a packing task failed: {e}"))?
+    .map_err(|e| format!("cannot pack its object: {e}"))?;
+    let sent = send_parts(ctx, &tmp, path).await;
+    let _ = std::fs::remove_file(&tmp);
+    sent.map(|()| n)
+}
+
+async fn send_parts(
+    ctx: &Ctx,
+    file: &std::path::Path,
+    path: &object_store::path::Path,
+) -> Result<(), String> {
+    use std::io::Read;
+    let fail = |e: object_store::Error| format!("cannot upload its object: {}", classify(&e));
+    let upload = ctx.s3.put_multipart(path).await.map_err(fail)?;
+    let mut w = object_store::WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+    let mut f = std::fs::File::open(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let mut buf = vec![0u8; PART_SIZE];
+    loop {
+        let n = match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) => {
+                let _ = w.abort().await;
+                return Err(format!("{}: {e}", file.display()));
+            }
+        };
+        if let Err(e) = w.wait_for_capacity(4).await {
+            return Err(fail(e));
+        }
+        w.write(&buf[..n]);
+    }
+    w.finish().await.map_err(fail)?;
+    Ok(())
+}

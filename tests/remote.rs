@@ -1,0 +1,623 @@
+//! The remote cache against a real S3 server: moto (PyPI `moto[server]`, installed into
+//! the project venv by `./scripts/setup`), started by each test on a free port of
+//! 127.0.0.1. A fault-injecting TCP proxy in front of it stands for a server that dies
+//! in the middle of an upload.
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::common::{Output, TestDir};
+
+/// A moto server, killed on drop.
+struct Moto {
+    child: Child,
+    port: u16,
+}
+
+fn moto_server() -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/moto_server");
+    assert!(
+        path.exists(),
+        "{} is missing: ./scripts/setup installs moto[server] into the project venv",
+        path.display()
+    );
+    path
+}
+
+impl Moto {
+    fn start() -> Moto {
+        Moto::start_with(&[])
+    }
+
+    /// Started with `env` (moto's own settings, e.g. authentication).
+    fn start_with(env: &[(&str, &str)]) -> Moto {
+        let mut cmd = Command::new(moto_server());
+        cmd.args(["-H", "127.0.0.1", "-p", "0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start moto_server");
+        // It prints `Running on http://127.0.0.1:PORT` on stderr, then a line per request:
+        // read until the port, then keep draining in a thread.
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut port = None;
+        for line in lines.by_ref() {
+            let line = line.unwrap_or_default();
+            if let Some(at) = line.find("Running on http://127.0.0.1:") {
+                let rest = &line[at + "Running on http://127.0.0.1:".len()..];
+                let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+                port = digits.parse().ok();
+                break;
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        let port = port.expect("moto_server printed its port");
+        Moto { child, port }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn url(&self, rel: &str) -> String {
+        format!("{}/{rel}", self.endpoint())
+    }
+
+    /// Creates a bucket (moto accepts unsigned requests unless started with auth).
+    fn bucket(&self, name: &str) -> &Self {
+        ureq::put(&self.url(name))
+            .send_empty()
+            .expect("create bucket");
+        self
+    }
+
+    /// The keys under `prefix` in `bucket` (ListObjectsV2).
+    fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let body = ureq::get(&format!(
+            "{}?list-type=2&prefix={prefix}&max-keys=1000",
+            self.url(bucket)
+        ))
+        .call()
+        .expect("list")
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+        let mut keys: Vec<String> = body
+            .split("<Key>")
+            .skip(1)
+            .filter_map(|s| s.split("</Key>").next())
+            .map(str::to_string)
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    /// Runs a Python snippet with `s3`, a boto3 client of this server (boto3 comes with
+    /// moto; object reads need signed requests).
+    fn boto(&self, code: &str) -> String {
+        let python = moto_server().with_file_name("python");
+        let script = format!(
+            "import boto3\ns3 = boto3.client('s3', endpoint_url='{}', aws_access_key_id='test', aws_secret_access_key='test', region_name='us-east-1')\n{code}",
+            self.endpoint()
+        );
+        let out = Command::new(python).arg("-c").arg(script).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The environment of an `rst` that talks to `endpoint` (moto takes any key), isolated
+/// from the machine's own AWS settings.
+fn s3_env(endpoint: &str) -> Vec<(&'static str, Option<String>)> {
+    vec![
+        ("AWS_ACCESS_KEY_ID", Some("test".into())),
+        ("AWS_SECRET_ACCESS_KEY", Some("test".into())),
+        (
+            "AWS_SHARED_CREDENTIALS_FILE",
+            Some("/nonexistent/credentials".into()),
+        ),
+        ("AWS_CONFIG_FILE", Some("/nonexistent/config".into())),
+        ("AWS_PROFILE", None),
+        ("AWS_ENDPOINT_URL", None),
+        ("AWS_SESSION_TOKEN", None),
+        ("RST_REMOTE", None),
+        ("RST_REMOTE_READ_ONLY", None),
+        ("RST_REMOTE_ENDPOINT", Some(endpoint.to_string())),
+    ]
+}
+
+fn rst_s3(t: &TestDir, endpoint: &str, args: &[&str]) -> Output {
+    rst_s3_with(t, endpoint, args, &[])
+}
+
+fn rst_s3_with(
+    t: &TestDir,
+    endpoint: &str,
+    args: &[&str],
+    extra: &[(&str, Option<&str>)],
+) -> Output {
+    let mut env = s3_env(endpoint);
+    for (k, v) in extra {
+        env.retain(|(n, _)| n != k);
+        env.push((
+            // Leaked: a handful of short names per test.
+            Box::leak(k.to_string().into_boxed_str()),
+            v.map(str::to_string),
+        ));
+    }
+    let env: Vec<(&str, Option<&str>)> = env.iter().map(|(k, v)| (*k, v.as_deref())).collect();
+    t.rst_env(args, &env)
+}
+
+/// An idx dataset file: magic, dims, bytes.
+fn idx(magic: u32, dims: &[u32], data: &[u8]) -> Vec<u8> {
+    let mut v = magic.to_be_bytes().to_vec();
+    for d in dims {
+        v.extend(d.to_be_bytes());
+    }
+    v.extend(data);
+    v
+}
+
+/// Data (an idx download, a split view of it, label noise), commands reading them, and
+/// a published table; every stage appends its name to ran.log when it runs.
+const PIPELINE: &str = r#"name: shared
+params: {rates: [0.2, 0.4]}
+stages:
+  data:
+    kind: download
+    params:
+      format: idx
+      files:
+        - {name: tr-img, mirrors: [tr-img]}
+        - {name: tr-lab, mirrors: [tr-lab]}
+        - {name: te-img, mirrors: [te-img]}
+        - {name: te-lab, mirrors: [te-lab]}
+      idx: {train_images: tr-img, train_labels: tr-lab, test_images: te-img, test_labels: te-lab}
+  target:
+    kind: split
+    inputs: {data: data}
+    params:
+      classes: [1, 2]
+      splits:
+        - {name: train, from: train, per_class: 15}
+        - {name: val, from: train, per_class: 5}
+        - {name: test, from: test}
+  noisy:
+    kind: noise
+    matrix: {rate: "${rates}"}
+    inputs: {data: target}
+    params: {rate: "${rate}", mode: exclude-true}
+  count:
+    kind: command
+    matrix: {rate: "${rates}"}
+    inputs: {d: "noisy[rate=${rate}]"}
+    params: {shell: 'echo count >> $RST_PROJECT/ran.log; ls $RST_IN_D/ > $RST_OUT/n; echo ${rate} >> $RST_OUT/n'}
+  table:
+    kind: command
+    inputs: {c: count}
+    publish: "."
+    params: {shell: 'echo table >> $RST_PROJECT/ran.log; cat $RST_IN_C_0/n $RST_IN_C_1/n > $RST_OUT/table.md'}
+"#;
+
+fn project() -> TestDir {
+    let t = TestDir::new();
+    let train_labels: Vec<u8> = (0..60).map(|i| (i % 3) as u8).collect();
+    let test_labels: Vec<u8> = (0..20).map(|i| (i % 3) as u8).collect();
+    let pixels: Vec<u8> = (0..240).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(t.join("tr-img"), idx(0x803, &[60, 2, 2], &pixels)).unwrap();
+    std::fs::write(t.join("tr-lab"), idx(0x801, &[60], &train_labels)).unwrap();
+    std::fs::write(t.join("te-img"), idx(0x803, &[20, 2, 2], &pixels[..80])).unwrap();
+    std::fs::write(t.join("te-lab"), idx(0x801, &[20], &test_labels)).unwrap();
+    t.write("p.yaml", PIPELINE);
+    t
+}
+
+fn entry_keys(keys: &[String]) -> Vec<&String> {
+    keys.iter()
+        .filter(|k| k.starts_with("entries/") || k.contains("/entries/"))
+        .collect()
+}
+
+#[test]
+fn a_fresh_cache_gets_every_stage_from_the_remote_and_the_same_results() {
+    let moto = Moto::start();
+    moto.bucket("lab");
+    let ep = moto.endpoint();
+    let a = project();
+    let out = rst_s3(&a, &ep, &["run", "p.yaml", "--remote", "s3://lab/regsl"]);
+    out.assert_code(0)
+        .assert_stderr_contains("remote s3://lab/regsl: uploaded 7 entries");
+    let keys = moto.keys("lab", "regsl/");
+    assert_eq!(entry_keys(&keys).len(), 7, "{keys:#?}");
+    assert!(keys.iter().all(|k| k.starts_with("regsl/")), "{keys:#?}");
+    assert!(
+        keys.iter().any(|k| k.ends_with(".log")),
+        "logs go along: {keys:#?}"
+    );
+
+    // Another machine: a fresh project with the same pipeline, no cache.
+    let b = project();
+    let status = rst_s3(&b, &ep, &["status", "p.yaml", "--remote", "s3://lab/regsl"]);
+    status
+        .assert_code(0)
+        .assert_stdout_contains("remote  table")
+        .assert_stdout_contains("(7 of them on the remote: nothing to compute for those)");
+    let out = rst_s3(&b, &ep, &["run", "p.yaml", "--remote", "s3://lab/regsl"]);
+    out.assert_code(0)
+        .assert_stderr_contains("fetched  table (from the remote")
+        .assert_stderr_contains("0 ran, 0 cached, 7 fetched from the remote");
+    assert!(
+        !b.exists("ran.log"),
+        "nothing is computed: {}",
+        b.read("ran.log")
+    );
+    assert_eq!(b.read("results/p/table.md"), a.read("results/p/table.md"));
+    // The same artifacts, and entries that say where they came from.
+    let entry = b.entry_of("table").expect("an entry for table");
+    assert_eq!(entry["run"]["fetched"]["from"], "s3://lab/regsl");
+    assert_eq!(
+        entry["artifact"],
+        a.entry_of("table").unwrap()["artifact"],
+        "the same artifact digest"
+    );
+    assert!(entry["run"]["host"].is_string());
+    // Lineage and audit work on the fetched entries.
+    b.ok(&["lineage", "p.yaml", "table"])
+        .assert_stdout_contains("data");
+    let audit = b.rst(&["audit", "p.yaml", "--stage", "count"]);
+    audit.assert_code(0).assert_no_panic();
+    // And a second run is local: cached, with no remote at all.
+    b.ok(&["run", "p.yaml"])
+        .assert_stderr_contains("0 ran, 7 cached");
+}
+
+#[test]
+fn push_and_pull_sync_what_pipelines_use() {
+    let moto = Moto::start();
+    moto.bucket("lab");
+    let ep = moto.endpoint();
+    let a = project();
+    a.ok(&["run", "p.yaml"]);
+    let out = rst_s3(&a, &ep, &["push", "p.yaml", "--remote", "s3://lab"]);
+    out.assert_code(0)
+        .assert_stdout_contains("remote s3://lab: uploaded 7 entries");
+    // Pushing again sends nothing.
+    rst_s3(&a, &ep, &["push", "p.yaml", "--remote", "s3://lab"])
+        .assert_code(0)
+        .assert_stdout_contains("7 were there already");
+    // The project's setting: rst.toml names the remote once for everyone.
+    let b = project();
+    b.write(
+        "rst.toml",
+        &format!("[remote]\nurl = \"s3://lab\"\nendpoint = \"{ep}\"\n"),
+    );
+    let out = rst_s3_with(
+        &b,
+        &ep,
+        &["pull", "p.yaml"],
+        &[("RST_REMOTE_ENDPOINT", None)],
+    );
+    out.assert_code(0)
+        .assert_stdout_contains("remote s3://lab: fetched 7 entries");
+    b.ok(&["run", "p.yaml", "--no-remote"])
+        .assert_stderr_contains("0 ran, 7 cached");
+    assert!(!b.exists("ran.log"));
+    assert_eq!(b.read("results/p/table.md"), a.read("results/p/table.md"));
+}
+
+#[test]
+fn a_corrupt_remote_object_is_rejected_recomputed_and_replaced() {
+    let moto = Moto::start();
+    moto.bucket("lab");
+    let ep = moto.endpoint();
+    let a = project();
+    rst_s3(&a, &ep, &["run", "p.yaml", "--remote", "s3://lab"]).assert_code(0);
+    // Flip bytes in the object of `table`: its tar, same length, other content.
+    let artifact = a.entry_of("table").unwrap()["artifact"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let key = format!("objects/{}/{artifact}.tar", &artifact[..2]);
+    // The tar's content (table.md: counts and rates) starts after its 512-byte header.
+    let before = moto.boto(&format!(
+        "b = bytearray(s3.get_object(Bucket='lab', Key='{key}')['Body'].read())\n\
+         i = b.index(b'.2', 512)\nb[i + 1] = ord('9')\n\
+         s3.put_object(Bucket='lab', Key='{key}', Body=bytes(b))\nprint(len(b))"
+    ));
+    assert!(before.trim().parse::<usize>().unwrap() > 1024);
+    let damaged = moto.boto(&format!(
+        "import hashlib\nprint(hashlib.md5(s3.get_object(Bucket='lab', Key='{key}')['Body'].read()).hexdigest())"
+    ));
+
+    let b = project();
+    let out = rst_s3(&b, &ep, &["run", "p.yaml", "--remote", "s3://lab"]);
+    out.assert_code(0)
+        .assert_stderr_contains(
+            "the remote's copy of table was not used: its remote object is corrupt",
+        )
+        .assert_stderr_contains("computing it here")
+        .assert_stderr_contains("1 ran, 0 cached, 6 fetched from the remote");
+    assert_eq!(
+        b.take_log(),
+        vec!["table"],
+        "only the corrupt one is computed"
+    );
+    assert_eq!(b.read("results/p/table.md"), a.read("results/p/table.md"));
+    // Its upload replaced the damaged object: the next machine gets all seven, intact.
+    let now = moto.boto(&format!(
+        "import hashlib\nprint(hashlib.md5(s3.get_object(Bucket='lab', Key='{key}')['Body'].read()).hexdigest())"
+    ));
+    assert_ne!(now, damaged, "the object was re-uploaded");
+    let c = project();
+    let out = rst_s3(&c, &ep, &["run", "p.yaml", "--remote", "s3://lab"]);
+    out.assert_code(0)
+        .assert_stderr_contains("7 fetched from the remote");
+    assert!(!out.stderr.contains("not used"), "{}", out.stderr);
+}
+
+#[test]
+fn read_only_mode_never_writes() {
+    let moto = Moto::start();
+    moto.bucket("lab");
+    let ep = moto.endpoint();
+    let a = project();
+    let out = rst_s3(
+        &a,
+        &ep,
+        &[
+            "run",
+            "p.yaml",
+            "--remote",
+            "s3://lab/ro",
+            "--remote-read-only",
+        ],
+    );
+    out.assert_code(0).assert_stderr_contains("7 ran");
+    assert_eq!(moto.keys("lab", ""), Vec::<String>::new());
+    // The same through the environment, and `rst push` refuses.
+    let out = rst_s3_with(
+        &a,
+        &ep,
+        &["push", "p.yaml", "--remote", "s3://lab/ro"],
+        &[("RST_REMOTE_READ_ONLY", Some("1"))],
+    );
+    out.assert_code(2).assert_stderr_contains("is read-only");
+    assert_eq!(moto.keys("lab", ""), Vec::<String>::new());
+}
+
+#[test]
+fn two_runs_pushing_the_same_keys_at_once_are_harmless() {
+    let moto = Moto::start();
+    moto.bucket("lab");
+    let ep = moto.endpoint();
+    let (a, b) = (project(), project());
+    let spawn = |t: &TestDir| {
+        let mut c = t.command(&["run", "p.yaml", "--remote", "s3://lab"]);
+        for (k, v) in s3_env(&ep) {
+            match v {
+                Some(v) => c.env(k, v),
+                None => c.env_remove(k),
+            };
+        }
+        c.stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (ca, cb) = (spawn(&a), spawn(&b));
+    for child in [ca, cb] {
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{err}");
+        assert!(!err.contains("warning"), "{err}");
+    }
+    assert_eq!(entry_keys(&moto.keys("lab", "")).len(), 7);
+    let c = project();
+    rst_s3(&c, &ep, &["run", "p.yaml", "--remote", "s3://lab"])
+        .assert_code(0)
+        .assert_stderr_contains("7 fetched from the remote");
+    assert_eq!(c.read("results/p/table.md"), a.read("results/p/table.md"));
+}
+
+/// A TCP proxy that forwards to `to` and dies (closes every connection and stops
+/// listening) once `limit` bytes have gone towards the server: a server killed in the
+/// middle of an upload.
+struct DyingProxy {
+    port: u16,
+    dead: Arc<AtomicBool>,
+}
+
+impl DyingProxy {
+    fn start(to: u16, limit: u64) -> DyingProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let dead = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicU64::new(0));
+        let d = dead.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if d.load(Ordering::SeqCst) {
+                    break; // the listener is dropped: connections are refused
+                }
+                let Ok(client) = client else { continue };
+                let Ok(server) = TcpStream::connect(("127.0.0.1", to)) else {
+                    continue;
+                };
+                let (d1, s1) = (d.clone(), sent.clone());
+                let (mut c_read, mut s_write) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16 << 10];
+                    loop {
+                        let n = match c_read.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        if s1.fetch_add(n as u64, Ordering::SeqCst) + n as u64 > limit {
+                            d1.store(true, Ordering::SeqCst);
+                            break;
+                        }
+                        if s_write.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = c_read.shutdown(std::net::Shutdown::Both);
+                    let _ = s_write.shutdown(std::net::Shutdown::Both);
+                });
+                let (mut s_read, mut c_write) = (server, client);
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut s_read, &mut c_write);
+                    let _ = c_write.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        DyingProxy { port, dead }
+    }
+}
+
+#[test]
+fn a_server_killed_mid_upload_leaves_no_entry() {
+    let moto = Moto::start();
+    moto.bucket("lab");
+    let t = TestDir::new();
+    // One stage whose artifact is 3 MB (one PUT, cut after 1 MB).
+    t.write(
+        "p.yaml",
+        "name: big\nstages:\n  blob:\n    kind: command\n    params: {shell: 'head -c 3000000 /dev/urandom > $RST_OUT/blob'}\n",
+    );
+    let proxy = DyingProxy::start(moto.port, 1 << 20);
+    let via = format!("http://127.0.0.1:{}", proxy.port);
+    let out = rst_s3(&t, &via, &["run", "p.yaml", "--remote", "s3://lab"]);
+    // The results are here; the upload failed, said so, and left nothing half-made.
+    out.assert_code(0)
+        .assert_no_panic()
+        .assert_stderr_contains("1 upload to s3://lab failed")
+        .assert_stderr_contains("rst push FILE");
+    assert!(proxy.dead.load(Ordering::SeqCst), "the proxy was cut");
+    assert_eq!(
+        moto.keys("lab", ""),
+        Vec::<String>::new(),
+        "no entry, no object, no part visible"
+    );
+    // Once the server is back, a push sends it.
+    rst_s3(
+        &t,
+        &moto.endpoint(),
+        &["push", "p.yaml", "--remote", "s3://lab"],
+    )
+    .assert_code(0)
+    .assert_stdout_contains("uploaded 1 entries");
+    assert_eq!(entry_keys(&moto.keys("lab", "")).len(), 1);
+}
+
+#[test]
+fn bad_urls_buckets_credentials_and_servers_are_exit_2_with_the_fix() {
+    let moto = Moto::start();
+    moto.bucket("lab");
+    let ep = moto.endpoint();
+    let t = project();
+    // (flags, environment changes, the message, its help)
+    type Case<'a> = (
+        Vec<&'a str>,
+        Vec<(&'a str, Option<&'a str>)>,
+        &'a str,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            vec!["--remote", "gs://lab"],
+            vec![],
+            "is not an S3 URL: it does not start with s3://",
+            "write it as s3://BUCKET",
+        ),
+        (
+            vec!["--remote", "s3://Lab_Cache"],
+            vec![],
+            "is not a bucket name",
+            "s3://BUCKET/PREFIX",
+        ),
+        (
+            vec!["--remote", "s3://no-such-bucket"],
+            vec![],
+            "there is no bucket \"no-such-bucket\" at http://127.0.0.1:",
+            "create the bucket",
+        ),
+        (
+            vec!["--remote", "s3://lab"],
+            vec![("RST_REMOTE_ENDPOINT", Some("http://127.0.0.1:9"))],
+            "cannot reach the remote s3://lab (from --remote) at http://127.0.0.1:9",
+            "--no-remote runs without it",
+        ),
+        (
+            vec![],
+            vec![
+                ("RST_REMOTE", Some("s3://lab")),
+                ("AWS_ACCESS_KEY_ID", None),
+                ("AWS_SECRET_ACCESS_KEY", None),
+            ],
+            "no credentials for the remote s3://lab (from RST_REMOTE)",
+            "AWS_ACCESS_KEY_ID",
+        ),
+        (
+            vec!["--remote", "s3://lab"],
+            vec![("AWS_PROFILE", Some("lab"))],
+            "the AWS profile \"lab\" is in none of",
+            "aws configure --profile",
+        ),
+    ];
+    for (flags, env, message, help) in cases {
+        let mut args = vec!["run", "p.yaml"];
+        args.extend(flags);
+        let out = rst_s3_with(&t, &ep, &args, &env);
+        out.assert_code(2)
+            .assert_no_panic()
+            .assert_stderr_contains(message)
+            .assert_stderr_contains(help);
+    }
+    t.write(
+        "rst.toml",
+        "[remote]\nurl = \"s3://lab\"\nendpont = \"x\"\n",
+    );
+    rst_s3(&t, &ep, &["status", "p.yaml"])
+        .assert_code(2)
+        .assert_stderr_contains("rst.toml:3:1: unknown field `endpont`");
+    assert!(!t.exists("ran.log"), "nothing ran");
+
+    // Credentials the server refuses: a moto that checks signatures (no user exists).
+    let strict = Moto::start_with(&[("INITIAL_NO_AUTH_ACTION_COUNT", "0")]);
+    let out = rst_s3(
+        &t,
+        &strict.endpoint(),
+        &["run", "p.yaml", "--remote", "s3://lab", "--no-remote"],
+    );
+    out.assert_code(2); // clap: --no-remote conflicts with --remote
+    let t2 = project();
+    let out = rst_s3(
+        &t2,
+        &strict.endpoint(),
+        &["run", "p.yaml", "--remote", "s3://lab"],
+    );
+    out.assert_code(2)
+        .assert_no_panic()
+        .assert_stderr_contains("refused the credentials")
+        .assert_stderr_contains("AWS_SECRET_ACCESS_KEY");
+    assert!(!t2.exists("ran.log"));
+}
