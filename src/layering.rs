@@ -3,7 +3,9 @@
 //! - only `commands/` and `main.rs` know the command line (`cli`) and the subcommands
 //!   (`commands`): the library takes plain values;
 //! - `data/` (formats, datasets) knows nothing of `stages/` (which runs them);
-//! - `search/` (the samplers) is pure: it knows nothing of stages, specs, the cache or files.
+//! - `search/` (the samplers) is pure: it knows nothing of stages, specs, the cache or files;
+//! - the engine (cache, exec, spec, stages, data, ml, status) knows the remote only as
+//!   `cache::shared::SharedCache`: S3 and its async runtime stay in `remote/`.
 use std::path::{Path, PathBuf};
 
 /// Every `.rs` file under `dir`, relative to `src/`, with its text.
@@ -102,6 +104,24 @@ fn samplers_are_pure() {
     assert!(
         found.is_empty(),
         "src/search/ (the samplers) is pure: no stages, spec, exec, cache or files (the driver, src/study.rs, uses it):\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn the_engine_does_not_know_the_remote() {
+    let found = offenders(
+        |p| {
+            ["cache", "exec", "spec", "stages", "data", "ml"]
+                .iter()
+                .any(|d| p.starts_with(d))
+                || p == Path::new("status.rs")
+        },
+        &["crate::remote", "rst::remote", "object_store", "tokio"],
+    );
+    assert!(
+        found.is_empty(),
+        "the engine sees the remote as a cache::shared::SharedCache; only src/remote/ speaks S3 (and commands/ opens it):\n{}",
         found.join("\n")
     );
 }

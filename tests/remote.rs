@@ -621,3 +621,76 @@ fn bad_urls_buckets_credentials_and_servers_are_exit_2_with_the_fix() {
         .assert_stderr_contains("AWS_SECRET_ACCESS_KEY");
     assert!(!t2.exists("ran.log"));
 }
+
+/// Data, a tiny training and its evaluation: what a GPU node computes and a colleague
+/// pulls (trained weights travel as any artifact; the table is published from them).
+#[cfg(feature = "torch")]
+const TRAINING: &str = r#"
+name: tiny
+stages:
+  # BAND DATA STAGES (tests/common: `data` and `target`)
+  train:
+    kind: train
+    inputs: {data: target}
+    params: {model: resnet-mini, epochs: 1, batch_size: 16, lr: 0.01, device: cpu}
+  evaluate:
+    kind: evaluate
+    inputs: {model: train, data: target}
+    publish: true
+    params: {split: test, device: cpu}
+"#;
+
+#[cfg(feature = "torch")]
+#[test]
+fn a_training_pushed_from_one_cache_is_pulled_into_another_without_training() {
+    use crate::common::{with_band_stages, write_band_idx};
+    let moto = Moto::start();
+    moto.bucket("lab");
+    let ep = moto.endpoint();
+    let make = || {
+        let t = TestDir::new();
+        write_band_idx(&t);
+        t.write("p.yaml", &with_band_stages(TRAINING));
+        t
+    };
+    let a = make();
+    rst_s3(&a, &ep, &["run", "p.yaml", "--remote", "s3://lab/gpu-node"])
+        .assert_code(0)
+        .assert_stderr_contains("uploaded 4 entries");
+    let b = make();
+    rst_s3(
+        &b,
+        &ep,
+        &["pull", "p.yaml", "--remote", "s3://lab/gpu-node"],
+    )
+    .assert_code(0)
+    .assert_stdout_contains("fetched 4 entries");
+    let out = b.ok(&["run", "p.yaml"]);
+    out.assert_stderr_contains("0 ran, 4 cached");
+    fn files(dir: &std::path::Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
+        for f in crate::common::read_dir_sorted(dir) {
+            if f.is_dir() {
+                files(&f, out);
+            } else {
+                out.push((f.clone(), std::fs::read(&f).unwrap()));
+            }
+        }
+    }
+    let published = |t: &TestDir| {
+        let mut v = Vec::new();
+        // What the stage published (beside it: manifests naming this project's paths).
+        files(&t.join("results/p/evaluate"), &mut v);
+        assert!(!v.is_empty());
+        v.into_iter()
+            .map(|(p, b)| (p.strip_prefix(t.path()).unwrap().to_path_buf(), b))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(published(&b), published(&a), "the same published bytes");
+    let train = b.entry_of("train").unwrap();
+    assert_eq!(train["artifact"], a.entry_of("train").unwrap()["artifact"]);
+    assert_eq!(train["run"]["fetched"]["from"], "s3://lab/gpu-node");
+    assert_eq!(
+        train["run"]["device"], "cpu",
+        "the computing run's facts are kept"
+    );
+}

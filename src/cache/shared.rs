@@ -1,4 +1,4 @@
-//! A cache shared between machines (the remote: `crate::remote`), as the scheduler and
+//! A cache shared between machines (the remote, in `src/remote/`), as the scheduler and
 //! `rst status` see it: a second tier behind the local store. The engine only knows this
 //! trait, so `exec` and `status` do not depend on S3 (the arrows point from `remote` to
 //! `cache`, never back).
