@@ -34,6 +34,7 @@ pub mod human;
 mod layering;
 pub mod machine;
 pub mod names;
+pub mod numerics;
 pub mod prng;
 pub mod project;
 pub mod provenance;

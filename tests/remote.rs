@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::common::{Output, TestDir};
 
@@ -491,6 +492,127 @@ impl DyingProxy {
         });
         DyingProxy { port, dead }
     }
+}
+
+/// A TCP proxy that forwards to `to`, `bytes_per_s` at most in each direction: a slow
+/// link, for interrupting a transfer in its middle.
+fn slow_proxy(to: u16, bytes_per_s: u64) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let pipe = move |mut from: TcpStream, mut into: TcpStream| {
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8 << 10];
+            while let Ok(n) = from.read(&mut buf) {
+                if n == 0 || into.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_secs_f64(n as f64 / bytes_per_s as f64));
+            }
+            let _ = into.shutdown(std::net::Shutdown::Both);
+        });
+    };
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(server) = TcpStream::connect(("127.0.0.1", to)) else {
+                continue;
+            };
+            pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
+            pipe(server, client);
+        }
+    });
+    port
+}
+
+/// `rst ARGS` through `endpoint`, sent SIGINT (Ctrl-C) after `after`; its output.
+fn interrupted(
+    t: &TestDir,
+    endpoint: &str,
+    args: &[&str],
+    after: Duration,
+) -> (Option<i32>, String) {
+    let mut c = t.command(args);
+    for (k, v) in s3_env(endpoint) {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    let child = c
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(after);
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+const BLOB: &str = "name: big\nstages:\n  blob:\n    kind: command\n    params: {shell: 'head -c 3000000 /dev/urandom > $RST_OUT/blob'}\n";
+
+#[test]
+fn ctrl_c_in_the_middle_of_a_transfer_leaves_both_caches_consistent() {
+    let moto = Moto::start();
+    moto.bucket("lab");
+    // 3 MB at 1 MB/s: interrupted after one second, in the middle.
+    let slow = format!("http://127.0.0.1:{}", slow_proxy(moto.port, 1 << 20));
+    // An upload at the end of a run: abandoned, nothing visible on the remote.
+    let a = TestDir::new();
+    a.write("p.yaml", BLOB);
+    let (code, text) = interrupted(
+        &a,
+        &slow,
+        &["run", "p.yaml", "--remote", "s3://lab"],
+        Duration::from_millis(1500),
+    );
+    assert_eq!(code, Some(130), "{text}");
+    assert!(text.contains("abandoned"), "{text}");
+    assert_eq!(moto.keys("lab", ""), Vec::<String>::new(), "{text}");
+    // The local cache has the result, intact.
+    a.ok(&["verify"]);
+    a.ok(&["run", "p.yaml"])
+        .assert_stderr_contains("0 ran, 1 cached");
+    rst_s3(
+        &a,
+        &moto.endpoint(),
+        &["push", "p.yaml", "--remote", "s3://lab"],
+    )
+    .assert_code(0);
+    // A download: no entry without its object, nothing half-stored.
+    let b = TestDir::new();
+    b.write("p.yaml", BLOB);
+    let (code, text) = interrupted(
+        &b,
+        &slow,
+        &["pull", "p.yaml", "--remote", "s3://lab"],
+        Duration::from_millis(1500),
+    );
+    assert_ne!(code, Some(0), "{text}");
+    assert!(
+        b.entries().is_empty(),
+        "no entry: {:?}\n{text}",
+        b.entries()
+    );
+    b.ok(&["verify"]);
+    rst_s3(
+        &b,
+        &moto.endpoint(),
+        &["pull", "p.yaml", "--remote", "s3://lab"],
+    )
+    .assert_code(0)
+    .assert_stdout_contains("fetched 1 entries");
+    b.ok(&["run", "p.yaml"])
+        .assert_stderr_contains("0 ran, 1 cached");
+    assert_eq!(
+        b.entry_of("blob").unwrap()["artifact"],
+        a.entry_of("blob").unwrap()["artifact"],
+        "the same bytes"
+    );
 }
 
 #[test]

@@ -29,6 +29,8 @@ mod integrity;
 mod keys;
 mod layer;
 mod libtorch;
+#[cfg(feature = "torch")]
+mod numerics;
 mod params;
 mod perf_exec;
 mod planner;

@@ -78,9 +78,9 @@ pub fn run(args: &PipelineArgs, flags: &RunFlags, exec: &ExecArgs) -> Result<Exi
     };
     // The executor ends here (a Slurm monitor is joined) before anything is published.
     drop(executor);
-    if let Some(remote) = &remote {
-        finish_remote(remote, cancel.is_cancelled());
-    }
+    let abandoned = remote
+        .as_ref()
+        .is_some_and(|remote| finish_remote(remote, &|| cancel.is_cancelled()));
     if let Some(batch) = batch {
         batch.commit()?;
     }
@@ -93,6 +93,10 @@ pub fn run(args: &PipelineArgs, flags: &RunFlags, exec: &ExecArgs) -> Result<Exi
     }
     let result = result?;
     let rec = record(&prepared, &args.set, started_unix, &result);
+    if abandoned {
+        // Ctrl-C while uploading: the stages are done and recorded, the run is not.
+        return Err(Error::Interrupted);
+    }
     finish(&prepared, &result, &rec)
 }
 
@@ -117,13 +121,27 @@ fn open_remote(
     Ok(crate::remote::open(flags, &project)?.map(std::sync::Arc::new))
 }
 
-/// Waits for the run's uploads (abandons them after Ctrl-C: what was not complete is not
+/// Waits for the run's uploads (abandons them on Ctrl-C: what was not complete is not
 /// visible on the remote) and says what moved; a failed upload is a warning, since the
-/// results are in the local cache (`rst push FILE` sends them later).
-fn finish_remote(remote: &crate::remote::Remote, cancelled: bool) {
-    let failures = remote.finish_uploads(cancelled);
+/// results are in the local cache (`rst push FILE` sends them later). True when uploads
+/// were abandoned.
+fn finish_remote(remote: &crate::remote::Remote, cancelled: &dyn Fn() -> bool) -> bool {
+    if !cancelled() && remote.uploads_in_flight() > 0 {
+        eprintln!(
+            "remote {}: finishing {} upload(s)…",
+            remote.url(),
+            remote.uploads_in_flight()
+        );
+    }
+    let (failures, abandoned) = remote.finish_uploads(cancelled);
     if let Some(line) = remote.summary() {
         eprintln!("{line}");
+    }
+    if abandoned > 0 {
+        eprintln!(
+            "interrupted: {abandoned} upload(s) to {} abandoned (nothing partial is visible there; `rst push FILE` sends them)",
+            remote.url()
+        );
     }
     if !failures.is_empty() {
         eprintln!(
@@ -139,6 +157,7 @@ fn finish_remote(remote: &crate::remote::Remote, cancelled: bool) {
             eprintln!("  … and {} more", failures.len() - 10);
         }
     }
+    abandoned > 0
 }
 
 /// Runs the studies round by round (`crate::study`), then the whole pipeline with every

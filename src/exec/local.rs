@@ -319,6 +319,7 @@ impl LocalExecutor {
             .env("OMP_NUM_THREADS", job.threads.to_string())
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .envs(job.visible_devices().map(|d| ("CUDA_VISIBLE_DEVICES", d)))
+            .envs(crate::numerics::worker_env(&job.record.env).iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))

@@ -26,6 +26,9 @@ pub fn torch_env(inst: &Instance, params: &serde_json::Value) -> BTreeMap<String
         .to_string();
     env.insert("device".to_string(), device);
     env.insert("threads".to_string(), inst.threads.to_string());
+    if let Some(mode) = inst.numerics.key_value() {
+        env.insert(crate::numerics::KEY.to_string(), mode.to_string());
+    }
     env
 }
 

@@ -134,8 +134,12 @@ pub fn batch_script(exe: &Path, stages: &[(&Path, &Job)]) -> String {
         let s = job.cache_dir.join("slurm");
         script += &format!(
             "# rst stage {inst} (key {key})\n\
-             {exe} worker {jf} >{ev}/{key}.\"$SLURM_JOB_ID\".{n}.jsonl 2>{logs}/{key}.\"$SLURM_JOB_ID\".{n}.log\n",
+             {env}{exe} worker {jf} >{ev}/{key}.\"$SLURM_JOB_ID\".{n}.jsonl 2>{logs}/{key}.\"$SLURM_JOB_ID\".{n}.log\n",
             inst = job.instance.replace('\n', " "),
+            env = crate::numerics::worker_env(&job.record.env)
+                .iter()
+                .map(|(k, v)| format!("{k}={} ", crate::shell::quote(v)))
+                .collect::<String>(),
             key = job.key,
             exe = crate::shell::quote(&exe.display().to_string()),
             jf = crate::shell::quote(&job_file.display().to_string()),

@@ -151,6 +151,34 @@ pub fn run(job_file: &Path, kinds: &[&dyn StageRunner]) -> i32 {
     finish(&host, result)
 }
 
+/// A job keyed as portable numerics runs only with the variables that pin its kernels
+/// (the executor sets them on this process: libtorch reads them when it starts), so the
+/// mode its key records is the mode it ran in. Logged, for the stage's log.
+fn check_numerics(job: &Job, host: &dyn Host) -> Result<(), StageError> {
+    let wanted = crate::numerics::worker_env(&job.record.env);
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let missing: Vec<String> = wanted
+        .iter()
+        .filter(|(k, v)| std::env::var(k).ok().as_deref() != Some(*v))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    if !missing.is_empty() {
+        return Err(StageError::internal(format!(
+            "portable numerics: this worker was started without {}",
+            missing.join(" ")
+        )));
+    }
+    let set: Vec<String> = wanted.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    host.log(&format!(
+        "numerics: {} ({})",
+        crate::numerics::describe(&job.record.env),
+        set.join(" ")
+    ));
+    Ok(())
+}
+
 /// Reports the result of [`compute`] as the job's last event; the exit code of a worker.
 pub(crate) fn finish(host: &dyn Host, result: Result<WorkerEvent, StageError>) -> i32 {
     match result {
@@ -187,6 +215,7 @@ pub(crate) fn compute(
             duration_s: 0.0,
         });
     }
+    check_numerics(job, host)?;
     let inputs = verified_inputs(&store, job, host)?;
     let staging = store
         .staging(&job.key)

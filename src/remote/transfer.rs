@@ -210,6 +210,16 @@ impl Remote {
         done
     }
 
+    /// Uploads started and not finished.
+    pub fn uploads_in_flight(&self) -> usize {
+        self.uploads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|h| !h.is_finished())
+            .count()
+    }
+
     fn is_rejected(&self, key: &str) -> bool {
         self.rejected
             .lock()
@@ -217,20 +227,26 @@ impl Remote {
             .contains(key)
     }
 
-    /// Waits for the uploads [`SharedCache::offer`] started (a run's end); returns the
-    /// failures (each a line: the key and why). `cancelled`: abandon them instead (what
-    /// was not complete is not visible on the remote).
-    pub fn finish_uploads(&self, cancelled: bool) -> Vec<String> {
+    /// Waits for the uploads [`SharedCache::offer`] started (a run's end), or abandons
+    /// those still in flight once `cancelled()` (Ctrl-C: what was not complete is not
+    /// visible on the remote). Returns the failures (each a line: the key and why) and how
+    /// many were abandoned.
+    pub fn finish_uploads(&self, cancelled: &dyn Fn() -> bool) -> (Vec<String>, usize) {
         let handles = std::mem::take(&mut *self.uploads.lock().unwrap_or_else(|e| e.into_inner()));
-        if cancelled {
-            for h in &handles {
-                h.abort();
+        let mut abandoned = 0;
+        let results = self.client.rt.block_on(async {
+            while !handles.iter().all(|h| h.is_finished()) {
+                if cancelled() {
+                    for h in handles.iter().filter(|h| !h.is_finished()) {
+                        h.abort();
+                        abandoned += 1;
+                    }
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
-        }
-        let results = self
-            .client
-            .rt
-            .block_on(async move { futures::future::join_all(handles).await });
+            futures::future::join_all(handles).await
+        });
         let mut failures =
             std::mem::take(&mut *self.failures.lock().unwrap_or_else(|e| e.into_inner()));
         for r in results {
@@ -243,7 +259,7 @@ impl Remote {
                 Err(e) => failures.push(format!("an upload task failed: {e}")),
             }
         }
-        failures
+        (failures, abandoned)
     }
 
     /// One line saying what moved, or None when nothing did.

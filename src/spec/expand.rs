@@ -160,6 +160,7 @@ fn expand_stage(
             local_deps: d.kind.local_deps(&iparams),
             inputs: BTreeMap::new(),
             threads,
+            numerics: d.raw.numerics.or(raw.numerics).unwrap_or_default(),
             resources,
             best: best_values,
             best_pending,

@@ -49,6 +49,8 @@ pub struct Instance {
     /// Input name → upstream instance ids (in their stage's expansion order).
     pub inputs: BTreeMap<String, Vec<usize>>,
     pub threads: usize,
+    /// How a torch stage chooses its CPU kernels (part of its key; `crate::numerics`).
+    pub numerics: crate::numerics::Numerics,
     /// What a cluster job for this instance asks for (not part of the cache key).
     pub resources: resources::Resources,
     pub local_deps: Vec<String>,

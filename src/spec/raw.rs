@@ -18,6 +18,9 @@ pub(super) struct RawPipeline {
     /// Stage files whose parameters and stages join this pipeline's (`spec::include`).
     #[serde(default)]
     pub include: Vec<RawInclude>,
+    /// How torch stages choose CPU kernels, unless a stage says otherwise (`crate::numerics`).
+    #[serde(default)]
+    pub numerics: Option<crate::numerics::Numerics>,
     pub stages: IndexMap<String, RawStage>,
 }
 
@@ -60,6 +63,9 @@ pub(super) struct RawStage {
     pub threads: Option<serde_yaml::Value>,
     #[serde(default)]
     pub resources: super::resources::RawResources,
+    /// This stage's numerics mode (torch stages; default: the pipeline's, else native).
+    #[serde(default)]
+    pub numerics: Option<crate::numerics::Numerics>,
     #[serde(default)]
     pub publish: Option<Publish>,
     /// The `search` stage this stage is one trial of: it is expanded once per proposed

@@ -143,9 +143,24 @@ pub fn recompute(w: &Planned, executor: &LocalExecutor, cancel: &Cancel) -> Reco
             w.scratch.store.log_path(&w.job.key).display()
         ));
     }
+    if fresh.as_ref() == Some(&w.entry.artifact) {
+        // The standard met: bit for bit, and on which machines.
+        if let Some(now) = w.scratch.store.entry(&w.job.key) {
+            let (a, b) = (&w.entry.run, &now.run);
+            if a.device.as_deref() == Some("cpu") && (&a.cpu, &a.isa) != (&b.cpu, &b.isa) {
+                notes.push(format!(
+                    "bit-identical on another CPU: computed on {}, recomputed on {}, with {}",
+                    crate::machine::describe(&a.cpu, &a.isa),
+                    crate::machine::describe(&b.cpu, &b.isa),
+                    crate::numerics::describe(&w.entry.record.env)
+                ));
+            }
+        }
+    }
     if fresh.as_ref().is_some_and(|f| *f != w.entry.artifact) {
         if let Some(now) = w.scratch.store.entry(&w.job.key) {
             notes.extend(other_machine(&w.entry.run, &now.run));
+            notes.extend(numerics_note(&w.entry, &now));
         }
     }
     Recomputed {
@@ -190,6 +205,38 @@ fn other_machine(
         ));
     }
     notes
+}
+
+/// Which standard the stage was computed to, when its bytes differ on another CPU: native
+/// numerics (kernels by instruction set: the fix is `numerics: portable`) or portable
+/// (then what AVX2 pinning cannot cover caused it).
+fn numerics_note(
+    cached: &crate::cache::store::Entry,
+    now: &crate::cache::store::Entry,
+) -> Option<String> {
+    let on_cpu = |e: &crate::cache::store::Entry| e.run.device.as_deref() == Some("cpu");
+    let other_cpu = (&cached.run.cpu, &cached.run.isa) != (&now.run.cpu, &now.run.isa);
+    if !(on_cpu(cached) && on_cpu(now) && other_cpu) {
+        return None;
+    }
+    let mode = |e: &crate::cache::store::Entry| {
+        e.record
+            .env
+            .get(crate::numerics::KEY)
+            .cloned()
+            .unwrap_or_default()
+    };
+    Some(if mode(cached) == crate::numerics::PORTABLE {
+        format!(
+            "both computed with {}, yet the bytes differ: a kernel AVX2 pinning does not cover              (a CPU without AVX2, or one tuned by cache size)",
+            crate::numerics::describe(&cached.record.env)
+        )
+    } else {
+        format!(
+            "computed with {}: `numerics: portable` (pipeline or stage) pins them to AVX2 so              that x86-64 CPUs give the same bytes",
+            crate::numerics::describe(&cached.record.env)
+        )
+    })
 }
 
 /// Writes the job file into the scratch cache; Err: why not, for the report.
