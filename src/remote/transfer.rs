@@ -15,7 +15,7 @@
 //! finds it there. An object is one PUT, or a multipart upload above
 //! [`SINGLE_PUT_MAX`]: S3 shows neither before it is complete, so a killed upload leaves
 //! nothing visible.
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -120,7 +120,12 @@ struct Ctx {
     stats: Arc<Stats>,
     limit: Arc<tokio::sync::Semaphore>,
     bar: indicatif::ProgressBar,
+    /// Objects this process made sure the remote has (or is uploading), by digest.
+    objects: Arc<Mutex<HashMap<String, ObjectCell>>>,
 }
+
+/// One object's upload, shared by every entry that needs it.
+type ObjectCell = Arc<tokio::sync::OnceCell<Result<(), String>>>;
 
 impl Ctx {
     fn path(&self, rel: &str) -> object_store::path::Path {
@@ -149,6 +154,7 @@ impl Remote {
             stats: Arc::new(Stats::default()),
             limit: Arc::new(tokio::sync::Semaphore::new(PARALLEL)),
             bar: indicatif::ProgressBar::hidden(),
+            objects: Arc::default(),
         };
         Remote {
             client,
@@ -599,24 +605,14 @@ async fn upload_inner(
             Err(e) => return Err(fail("entry", e)),
         }
     }
-    let object_path = ctx.path(&object_rel(&entry.artifact));
-    let object_there = !replace && ctx.s3.head(&object_path).await.is_ok();
-    if !object_there {
-        let sent =
-            upload_object(ctx, store, &entry.artifact, entry.size_bytes, &object_path).await?;
-        ctx.stats.uploaded_objects.fetch_add(1, Ordering::Relaxed);
-        ctx.stats.uploaded_bytes.fetch_add(sent, Ordering::Relaxed);
-    }
+    ensure_object(ctx, store, &entry.artifact, entry.size_bytes, replace).await?;
     // A dataset view reads its pixels from a base artifact it names: that object too,
     // before the entry (a reader must find everything the entry needs).
-    if let Some(base) = crate::exec::integrity::view_base(&store.object_path(&entry.artifact)) {
-        let base_path = ctx.path(&object_rel(&base));
-        if is_hex64(&base) && ctx.s3.head(&base_path).await.is_err() {
-            let size = store::dir_size(&store.object_path(&base)).0;
-            let sent = upload_object(ctx, store, &base, size, &base_path).await?;
-            ctx.stats.uploaded_objects.fetch_add(1, Ordering::Relaxed);
-            ctx.stats.uploaded_bytes.fetch_add(sent, Ordering::Relaxed);
-        }
+    if let Some(base) = crate::exec::integrity::view_base(&store.object_path(&entry.artifact))
+        .filter(|b| is_hex64(b))
+    {
+        let size = store::dir_size(&store.object_path(&base)).0;
+        ensure_object(ctx, store, &base, size, false).await?;
     }
     if let Ok(log) = std::fs::read(store.log_path(key)) {
         ctx.s3
@@ -651,6 +647,46 @@ async fn upload_inner(
         }
         Err(e) => Err(fail("entry", e)),
     }
+}
+
+/// Makes sure the remote has the object `digest`: uploaded once per process however many
+/// entries (or views) share it, the others waiting for that one upload; `replace`
+/// uploads it even if the remote has it (a copy found corrupt).
+async fn ensure_object(
+    ctx: &Ctx,
+    store: &Store,
+    digest: &str,
+    size: u64,
+    replace: bool,
+) -> Result<(), String> {
+    let cell = ctx
+        .objects
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(digest.to_string())
+        .or_default()
+        .clone();
+    let done = cell
+        .get_or_init(|| async {
+            let path = ctx.path(&object_rel(digest));
+            if !replace && ctx.s3.head(&path).await.is_ok() {
+                return Ok(());
+            }
+            let sent = upload_object(ctx, store, digest, size, &path).await?;
+            ctx.stats.uploaded_objects.fetch_add(1, Ordering::Relaxed);
+            ctx.stats.uploaded_bytes.fetch_add(sent, Ordering::Relaxed);
+            Ok(())
+        })
+        .await
+        .clone();
+    if done.is_err() {
+        // A later attempt (another entry, `rst push` again) tries afresh.
+        ctx.objects
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(digest);
+    }
+    done
 }
 
 /// Packs the object `digest` (of `size` bytes) and uploads it; returns the bytes sent.
