@@ -196,6 +196,7 @@ impl Client {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(4)
             .thread_name("rst-remote")
+            .on_thread_start(block_sigpipe)
             .enable_all()
             .build()
             .map_err(|e| UserError::new(format!("cannot start the remote's I/O threads: {e}")))?;
@@ -208,6 +209,21 @@ impl Client {
         })
     }
 
+    /// Runs `f` as a task on the runtime's threads, where SIGPIPE is blocked
+    /// ([`block_sigpipe`]), and waits for it: requests are never made on the caller's
+    /// thread.
+    pub fn run<F>(&self, f: F) -> F::Output
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match self.rt.block_on(self.rt.spawn(f)) {
+            Ok(v) => v,
+            // A panic in a transfer is a bug: it goes on as the panic it was.
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+
     /// The key of `rel` under the remote's prefix.
     pub fn path(&self, rel: &str) -> object_store::path::Path {
         key_path(&self.settings.prefix, rel)
@@ -216,7 +232,7 @@ impl Client {
     fn probe(&self) -> Result<(), UserError> {
         let s3 = self.s3.clone();
         let at = self.path("entries");
-        let listed = self.rt.block_on(async move {
+        let listed = self.run(async move {
             tokio::time::timeout(Duration::from_secs(30), s3.list_with_delimiter(Some(&at))).await
         });
         let failure = match listed {
@@ -248,6 +264,23 @@ impl Client {
             ))
             .help("check the endpoint and the URL; --no-remote runs without it"),
         })
+    }
+}
+
+/// Blocks SIGPIPE in the calling thread (each of the runtime's). `rst` restores SIGPIPE's
+/// default action at start (so that `rst status | head` ends quietly), and a write to a
+/// connection the server has closed raises SIGPIPE in the writing thread: unblocked, it
+/// would kill rst in the middle of an upload instead of failing that request (seen when
+/// a server died mid-upload). Blocked here, the write returns EPIPE, which object_store
+/// retries or reports; the main thread keeps the default.
+fn block_sigpipe() {
+    // SAFETY: sigemptyset/sigaddset fill a local set; pthread_sigmask changes only this
+    // thread's mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGPIPE);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
 }
 

@@ -200,12 +200,15 @@ impl Remote {
 
     /// Uploads `keys` from `store` now (for `rst push`), in parallel; per key what it did.
     pub fn upload_all(&self, store: &Store, keys: &[String]) -> Vec<Result<Uploaded, String>> {
-        let futs = keys.iter().map(|k| {
-            let replace = self.is_rejected(k);
-            upload_one(self.ctx.clone(), store.clone(), k.clone(), replace)
-        });
+        let futs: Vec<_> = keys
+            .iter()
+            .map(|k| {
+                let replace = self.is_rejected(k);
+                upload_one(self.ctx.clone(), store.clone(), k.clone(), replace)
+            })
+            .collect();
         let ctx = self.ctx.clone();
-        let done = self.client.rt.block_on(async move {
+        let done = self.client.run(async move {
             futures::stream::iter(futs)
                 .buffered(PARALLEL)
                 .inspect(|_| ctx.bar.inc(1))
@@ -325,18 +328,21 @@ fn tick(ctx: &Ctx) {
 
 impl SharedCache for Remote {
     fn peek(&self, keys: &[&str]) -> Vec<Option<String>> {
-        let futs = keys.iter().map(|k| {
-            let ctx = self.ctx.clone();
-            let key = k.to_string();
-            async move {
-                read_entry(&ctx, &key)
-                    .await
-                    .ok()
-                    .flatten()
-                    .map(|e| e.artifact)
-            }
-        });
-        self.client.rt.block_on(async move {
+        let futs: Vec<_> = keys
+            .iter()
+            .map(|k| {
+                let ctx = self.ctx.clone();
+                let key = k.to_string();
+                async move {
+                    read_entry(&ctx, &key)
+                        .await
+                        .ok()
+                        .flatten()
+                        .map(|e| e.artifact)
+                }
+            })
+            .collect();
+        self.client.run(async move {
             futures::stream::iter(futs)
                 .buffered(PARALLEL)
                 .collect::<Vec<_>>()
@@ -345,11 +351,12 @@ impl SharedCache for Remote {
     }
 
     fn fetch(&self, store: &Store, keys: &[&str]) -> Vec<Fetch> {
-        let futs = keys
+        let futs: Vec<_> = keys
             .iter()
-            .map(|k| fetch_one(self.ctx.clone(), store.clone(), k.to_string()));
+            .map(|k| fetch_one(self.ctx.clone(), store.clone(), k.to_string()))
+            .collect();
         let ctx = self.ctx.clone();
-        let done: Vec<Fetch> = self.client.rt.block_on(async move {
+        let done: Vec<Fetch> = self.client.run(async move {
             futures::stream::iter(futs)
                 .buffered(PARALLEL)
                 .inspect(|_| ctx.bar.inc(1))
