@@ -375,6 +375,73 @@ fn a_corrupt_remote_object_is_rejected_recomputed_and_replaced() {
 }
 
 #[test]
+fn an_entry_that_is_not_its_keys_is_rejected_and_replaced() {
+    let moto = Moto::start();
+    moto.bucket("lab");
+    let ep = moto.endpoint();
+    let a = project();
+    rst_s3(&a, &ep, &["run", "p.yaml", "--remote", "s3://lab"]).assert_code(0);
+    // The remote entry of `table` now claims other params: its record no longer hashes
+    // to its key (a tampered or mixed-up entry).
+    let key = a.entry_of("table").unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let rel = format!("entries/{}/{key}.json", &key[..2]);
+    moto.boto(&format!(
+        "import json\ne = json.loads(s3.get_object(Bucket='lab', Key='{rel}')['Body'].read())\n\
+         e['record']['params']['shell'] = 'echo forged > $RST_OUT/table.md'\n\
+         s3.put_object(Bucket='lab', Key='{rel}', Body=json.dumps(e).encode())"
+    ));
+    let b = project();
+    rst_s3(&b, &ep, &["run", "p.yaml", "--remote", "s3://lab"])
+        .assert_code(0)
+        .assert_stderr_contains("is not the entry of this key")
+        .assert_stderr_contains("1 ran, 0 cached, 6 fetched from the remote");
+    assert_eq!(b.read("results/p/table.md"), a.read("results/p/table.md"));
+    // Replaced by the upload of the recomputed stage.
+    let c = project();
+    let out = rst_s3(&c, &ep, &["run", "p.yaml", "--remote", "s3://lab"]);
+    out.assert_code(0)
+        .assert_stderr_contains("7 fetched from the remote");
+    assert!(!out.stderr.contains("not used"), "{}", out.stderr);
+}
+
+#[test]
+fn a_large_artifact_goes_up_in_parts_and_comes_back_whole() {
+    let moto = Moto::start();
+    moto.bucket("lab");
+    let ep = moto.endpoint();
+    // 40 MB: above the 32 MiB of one PUT, so a multipart upload of three parts.
+    let big = "name: big\nstages:\n  blob:\n    kind: command\n    params: {shell: 'head -c 40000000 /dev/urandom > $RST_OUT/blob'}\n";
+    let a = TestDir::new();
+    a.write("p.yaml", big);
+    rst_s3(&a, &ep, &["run", "p.yaml", "--remote", "s3://lab"])
+        .assert_code(0)
+        .assert_stderr_contains("uploaded 1 entries (1 objects, 38.");
+    let tmp: Vec<_> = crate::common::read_dir_sorted(&a.join("cache/tmp"))
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("upload.")
+        })
+        .collect();
+    assert!(tmp.is_empty(), "the packed upload is removed: {tmp:?}");
+    let b = TestDir::new();
+    b.write("p.yaml", big);
+    rst_s3(&b, &ep, &["pull", "p.yaml", "--remote", "s3://lab"])
+        .assert_code(0)
+        .assert_stdout_contains("fetched 1 entries");
+    assert_eq!(
+        b.entry_of("blob").unwrap()["artifact"],
+        a.entry_of("blob").unwrap()["artifact"]
+    );
+    b.ok(&["verify"]);
+}
+
+#[test]
 fn read_only_mode_never_writes() {
     let moto = Moto::start();
     moto.bucket("lab");

@@ -7,6 +7,7 @@
 //! |---|---|---|
 //! | `tmp/<key>.<pid>.<n>/` (staging; and `….link-copy.<m>` files beside it) | the worker computing `key` (it holds the key's lock) | the key's lock is free |
 //! | `tmp/work.<pid>.<n>.<host>/` (a stage's scratch, reused by that process) | the process with that pid on that host | it is this host and that pid is not running |
+//! | `tmp/upload.<pid>.<n>.<host>` (an artifact packed for a multipart upload) | the process with that pid on that host | it is this host and that pid is not running |
 //! | `tmp/jobs/<key>.<pid>.<i>.json` | the `rst run` with that pid | that pid is not running |
 //! | `logs/<key>.<pid>.log` | the `rst run` with that pid (renamed to `<key>.log` at the end) | that pid is not running and the key's lock is free |
 //! | `.<name>.<pid>.<n>.tmp` (entries, refs, runs) | `write_atomic` in that pid | that pid is not running, the key in the name (if any) is unlocked, and it is over a minute old |
@@ -18,7 +19,9 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use super::store::{dir_size, is_dead_work_dir, pid_alive, remove_tree, temp_file_owner};
+use super::store::{
+    dir_size, is_dead_process_file, is_dead_work_dir, pid_alive, remove_tree, temp_file_owner,
+};
 
 /// What a sweep removed (or would remove, when dry).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -124,6 +127,10 @@ pub fn sweep(root: &Path, dry_run: bool) -> Swept {
             // The work dirs of processes that are gone.
             Some("work") if path.is_dir() && is_dead_work_dir(&name) => {
                 remove_dir(&path, &mut swept);
+            }
+            // A remote upload's packed object, of a process that is gone.
+            Some("upload") if is_dead_process_file(&name, "upload") => {
+                remove_file(&path, &mut swept);
             }
             // Staging dirs (and their link copies) of computations that are not running
             // (their key is unlocked).

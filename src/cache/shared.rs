@@ -32,7 +32,8 @@ pub trait SharedCache: Send + Sync {
 
     /// Fetches the entries of `keys` and their objects into `store`, in parallel, each
     /// object verified against its digest before it is stored; per key what it gave.
-    fn fetch(&self, store: &Store, keys: &[&str]) -> Vec<Fetch>;
+    /// Once `cancelled()` (Ctrl-C), what is in flight is abandoned and counts as a miss.
+    fn fetch(&self, store: &Store, keys: &[&str], cancelled: &dyn Fn() -> bool) -> Vec<Fetch>;
 
     /// `key` was computed here and its entry is in `store`: upload it (in the background;
     /// a read-only remote ignores it).

@@ -256,13 +256,30 @@ pub(crate) fn this_host() -> &'static str {
 /// Whether `name` is a work dir (`work.<pid>.<n>.<host>`) of a process of this host that is
 /// gone; a work dir of another host is never judged here.
 pub(crate) fn is_dead_work_dir(name: &str) -> bool {
+    is_dead_process_file(name, "work")
+}
+
+/// Whether `name` is `<prefix>.<pid>.<n>.<host>…` of a process of this host that is gone
+/// (work dirs, a remote upload's packed temp file).
+pub(crate) fn is_dead_process_file(name: &str, prefix: &str) -> bool {
     let mut parts = name.splitn(4, '.');
-    if parts.next() != Some("work") {
+    if parts.next() != Some(prefix) {
         return false;
     }
     let pid = parts.next().and_then(|p| p.parse::<u32>().ok());
     let host = parts.nth(1);
     matches!((pid, host), (Some(pid), Some(host)) if host == this_host() && !pid_alive(pid))
+}
+
+/// A unique temp file name in `tmp/` for this process (`<prefix>.<pid>.<n>.<host>`),
+/// removed by `cache::leftovers` once this process is gone.
+pub fn process_temp_path(root: &Path, prefix: &str) -> PathBuf {
+    root.join("tmp").join(format!(
+        "{prefix}.{}.{}.{}",
+        std::process::id(),
+        STAGING_SEQ.fetch_add(1, Ordering::Relaxed),
+        this_host()
+    ))
 }
 
 /// An empty work dir in `tmp`: one this process used before, else a new one.
@@ -551,6 +568,23 @@ impl Store {
         let _ = fs::remove_file(self.entry_path(key));
     }
 
+    /// Takes the lock for `key` if nobody holds it (Ok(None): another process is
+    /// computing or fetching it).
+    pub fn try_lock(&self, key: &str) -> Result<Option<KeyLock>, StoreError> {
+        let path = self.root.join("locks").join(format!("{key}.lock"));
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(KeyLock { _file: file })),
+            Err(fs::TryLockError::WouldBlock) => Ok(None),
+            Err(fs::TryLockError::Error(e)) => Err(io(&path)(e)),
+        }
+    }
+
     /// Takes the exclusive lock for `key`, blocking. `on_wait` is called once if another
     /// process holds it.
     pub fn lock(&self, key: &str, on_wait: impl FnOnce()) -> Result<KeyLock, StoreError> {
@@ -638,7 +672,11 @@ impl Store {
     /// if its digest is `expected`. A tree whose digest differs is removed and reported as
     /// [`StoreError::Corrupt`]: nothing of it is used. The entry comes after
     /// ([`Store::adopt_entry`]).
-    pub fn publish_fetched(&self, staging: Staging, expected: &str) -> Result<(), StoreError> {
+    pub fn publish_fetched(
+        &self,
+        staging: Staging,
+        expected: &str,
+    ) -> Result<(u64, usize), StoreError> {
         let listed = digest::walk(&staging.out)?;
         let hashed: Vec<(u64, blake3::Hash)> = listed
             .par_iter()
@@ -658,7 +696,7 @@ impl Store {
         }
         self.store_object(&staging, &listed, &artifact)?;
         drop(staging);
-        Ok(())
+        Ok((hashed.iter().map(|(size, _)| size).sum(), listed.len()))
     }
 
     /// Writes an entry fetched from a shared cache whose object is here already (the same

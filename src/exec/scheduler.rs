@@ -665,7 +665,8 @@ impl<'a> Run<'a> {
                 _ => unreachable!("filtered above"),
             })
             .collect();
-        let fetched = shared.fetch(self.store, &keys);
+        let cancel = self.cancel;
+        let fetched = shared.fetch(self.store, &keys, &|| cancel.is_cancelled());
         for (&w, f) in misses.iter().zip(fetched) {
             let Ok(Ok(l)) = &mut looked[w] else { continue };
             match f {

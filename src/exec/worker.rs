@@ -154,7 +154,7 @@ pub fn run(job_file: &Path, kinds: &[&dyn StageRunner]) -> i32 {
 /// A job keyed as portable numerics runs only with the variables that pin its kernels
 /// (the executor sets them on this process: libtorch reads them when it starts), so the
 /// mode its key records is the mode it ran in. Logged, for the stage's log.
-fn check_numerics(job: &Job, host: &dyn Host) -> Result<(), StageError> {
+fn check_numerics(job: &Job, kind: &dyn StageKind, host: &dyn Host) -> Result<(), StageError> {
     let wanted = crate::numerics::worker_env(&job.record.env);
     if wanted.is_empty() {
         return Ok(());
@@ -168,6 +168,27 @@ fn check_numerics(job: &Job, host: &dyn Host) -> Result<(), StageError> {
         return Err(StageError::internal(format!(
             "portable numerics: this worker was started without {}",
             missing.join(" ")
+        )));
+    }
+    // What the variables pin exists only on x86-64 CPUs with AVX2 (ATen takes `avx2`
+    // without asking the CPU: elsewhere it would crash), and only CPU kernels are pinned:
+    // a GPU or another CPU would make bytes under a key that promises portable ones.
+    let isa = crate::machine::isa_level();
+    if !cfg!(target_arch = "x86_64") || !matches!(isa, "x86-64-v3" | "x86-64-v4") {
+        return Err(StageError::user(format!(
+            "numerics: portable pins CPU kernels to AVX2, which this machine does not have \
+             ({}): run it on an x86-64 CPU with AVX2 (x86-64-v3), or set numerics: native",
+            if isa.is_empty() {
+                std::env::consts::ARCH
+            } else {
+                isa
+            }
+        )));
+    }
+    if let Some(device) = resolved_device(job, kind).filter(|d| d != "cpu") {
+        return Err(StageError::user(format!(
+            "numerics: portable pins CPU kernels, and this stage would run on {device}: set \
+             device: cpu for a portable training, or numerics: native"
         )));
     }
     let set: Vec<String> = wanted.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -215,7 +236,7 @@ pub(crate) fn compute(
             duration_s: 0.0,
         });
     }
-    check_numerics(job, host)?;
+    check_numerics(job, kind, host)?;
     let inputs = verified_inputs(&store, job, host)?;
     let staging = store
         .staging(&job.key)

@@ -15,7 +15,8 @@ use crate::error::UserError;
 pub struct Client {
     pub settings: Settings,
     pub s3: Arc<AmazonS3>,
-    pub rt: tokio::runtime::Runtime,
+    /// Always Some but in `drop` (which shuts it down without waiting for ever).
+    rt_slot: Option<tokio::runtime::Runtime>,
     /// The endpoint as shown in messages (`AWS S3` when none is set).
     pub shown_endpoint: String,
 }
@@ -109,7 +110,24 @@ pub fn classify(e: &object_store::Error) -> Failure {
     }
 }
 
+impl Drop for Client {
+    /// Abandoned transfers may leave a packing or unpacking thread busy: a second at most
+    /// is given to them (what they write is staged, never half-visible).
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt_slot.take() {
+            rt.shutdown_timeout(Duration::from_secs(1));
+        }
+    }
+}
+
 impl Client {
+    /// The runtime that drives the client.
+    pub fn rt(&self) -> &tokio::runtime::Runtime {
+        self.rt_slot
+            .as_ref()
+            .expect("the runtime lives as long as the client")
+    }
+
     /// Builds the client and checks, with one listing, that the bucket exists, the
     /// credentials are accepted and the server answers: each is exit 2 with the fix.
     pub fn connect(settings: Settings) -> Result<Client, UserError> {
@@ -204,7 +222,7 @@ impl Client {
         Ok(Client {
             settings,
             s3: Arc::new(s3),
-            rt,
+            rt_slot: Some(rt),
             shown_endpoint,
         })
     }
@@ -217,9 +235,37 @@ impl Client {
         F: std::future::Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        match self.rt.block_on(self.rt.spawn(f)) {
+        match self.rt().block_on(self.rt().spawn(f)) {
             Ok(v) => v,
             // A panic in a transfer is a bug: it goes on as the panic it was.
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+
+    /// [`Client::run`], giving up (None) once `cancelled()`: the task is aborted, which
+    /// drops its requests (a partial upload is never visible) and its staging dirs.
+    pub fn run_unless<F>(&self, f: F, cancelled: &dyn Fn() -> bool) -> Option<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let task = self.rt().spawn(f);
+        let done = self.rt().block_on(async {
+            while !task.is_finished() {
+                if cancelled() {
+                    task.abort();
+                    return false;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            true
+        });
+        if !done {
+            return None;
+        }
+        match self.rt().block_on(task) {
+            Ok(v) => Some(v),
+            Err(e) if e.is_cancelled() => None,
             Err(e) => std::panic::resume_unwind(e.into_panic()),
         }
     }

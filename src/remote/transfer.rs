@@ -122,6 +122,9 @@ struct Ctx {
     bar: indicatif::ProgressBar,
     /// Objects this process made sure the remote has (or is uploading), by digest.
     objects: Arc<Mutex<HashMap<String, ObjectCell>>>,
+    /// Digests whose remote copy a fetch found damaged: uploaded even though the remote
+    /// has an object of that name.
+    corrupt: Arc<Mutex<HashSet<String>>>,
 }
 
 /// One object's upload, shared by every entry that needs it.
@@ -155,6 +158,7 @@ impl Remote {
             limit: Arc::new(tokio::sync::Semaphore::new(PARALLEL)),
             bar: indicatif::ProgressBar::hidden(),
             objects: Arc::default(),
+            corrupt: Arc::default(),
         };
         Remote {
             client,
@@ -243,7 +247,7 @@ impl Remote {
     pub fn finish_uploads(&self, cancelled: &dyn Fn() -> bool) -> (Vec<String>, usize) {
         let handles = std::mem::take(&mut *self.uploads.lock().unwrap_or_else(|e| e.into_inner()));
         let mut abandoned = 0;
-        let results = self.client.rt.block_on(async {
+        let results = self.client.rt().block_on(async {
             while !handles.iter().all(|h| h.is_finished()) {
                 if cancelled() {
                     for h in handles.iter().filter(|h| !h.is_finished()) {
@@ -350,28 +354,37 @@ impl SharedCache for Remote {
         })
     }
 
-    fn fetch(&self, store: &Store, keys: &[&str]) -> Vec<Fetch> {
+    fn fetch(&self, store: &Store, keys: &[&str], cancelled: &dyn Fn() -> bool) -> Vec<Fetch> {
         let futs: Vec<_> = keys
             .iter()
             .map(|k| fetch_one(self.ctx.clone(), store.clone(), k.to_string()))
             .collect();
         let ctx = self.ctx.clone();
-        let done: Vec<Fetch> = self.client.run(async move {
+        let batch = async move {
             futures::stream::iter(futs)
                 .buffered(PARALLEL)
                 .inspect(|_| ctx.bar.inc(1))
                 .collect::<Vec<_>>()
                 .await
-        });
+        };
+        // Ctrl-C abandons the batch: what was not stored is not (a staging dir is
+        // removed when its fetch is dropped), and the rest count as misses.
+        let Some(done) = self.client.run_unless(batch, cancelled) else {
+            return keys.iter().map(|_| Fetch::Miss).collect();
+        };
         let mut rejected = self.rejected.lock().unwrap_or_else(|e| e.into_inner());
-        for (k, f) in keys.iter().zip(&done) {
-            if matches!(f, Fetch::Rejected(_)) {
+        let mut corrupt = self.ctx.corrupt.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = Vec::with_capacity(done.len());
+        for (k, (f, bad)) in keys.iter().zip(done) {
+            if let Some(Bad::Damaged { object, .. }) = bad {
                 rejected.insert(k.to_string());
+                corrupt.extend(object);
             }
+            out.push(f);
         }
-        drop(rejected);
+        drop((rejected, corrupt));
         self.tick();
-        done
+        out
     }
 
     fn offer(&self, store: &Store, key: &str) {
@@ -381,7 +394,7 @@ impl SharedCache for Remote {
         let replace = self.is_rejected(key);
         let fut = upload_one(self.ctx.clone(), store.clone(), key.to_string(), replace);
         let key = key.to_string();
-        let handle = self.client.rt.spawn(async move { (key, fut.await) });
+        let handle = self.client.rt().spawn(async move { (key, fut.await) });
         self.uploads
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -389,34 +402,81 @@ impl SharedCache for Remote {
     }
 }
 
-/// The remote's entry for `key`: Ok(None) when there is none; Err when it cannot be read
-/// or is not a valid entry of that key.
-async fn read_entry(ctx: &Ctx, key: &str) -> Result<Option<Entry>, String> {
-    let path = ctx.path(&entry_rel(key));
-    let got = match ctx.s3.get(&path).await {
-        Ok(got) => got.bytes().await,
-        Err(e) => Err(e),
-    };
-    let bytes = match got {
-        Ok(b) => b,
+/// Why a remote copy was not used.
+enum Bad {
+    /// It is damaged (an entry that is not this key's, an object that is missing, cut
+    /// short or hashes to another digest): the upload of the recomputed stage replaces
+    /// it, and `object` (a digest) is re-uploaded even though the remote has one.
+    Damaged { why: String, object: Option<String> },
+    /// It could not be read now (the server, the local disk): nothing to repair.
+    Failed(String),
+}
+
+impl Bad {
+    fn why(&self) -> &str {
+        match self {
+            Bad::Damaged { why, .. } | Bad::Failed(why) => why,
+        }
+    }
+}
+
+fn failed(why: impl Into<String>) -> Bad {
+    Bad::Failed(why.into())
+}
+
+/// The most an entry or a log may be (a server sending more is refused).
+const ENTRY_MAX: u64 = 16 << 20;
+const LOG_MAX: u64 = 64 << 20;
+
+/// The body of `path`, at most `max` bytes; Ok(None) when there is no such key.
+async fn get_small(
+    ctx: &Ctx,
+    path: &object_store::path::Path,
+    max: u64,
+) -> Result<Option<Vec<u8>>, String> {
+    let got = match ctx.s3.get(path).await {
+        Ok(got) => got,
         Err(e) => {
             return match classify(&e) {
                 Failure::NotFound => Ok(None),
-                f => Err(format!("cannot read its remote entry: {f}")),
+                f => Err(format!("cannot read {path}: {f}")),
             }
         }
     };
+    let mut stream = got.into_stream();
+    let mut body = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| format!("cannot read {path}: {}", classify(&e)))?;
+        if (body.len() + chunk.len()) as u64 > max {
+            return Err(format!("{path} is larger than {max} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body))
+}
+
+/// The remote's entry for `key`: Ok(None) when there is none; Err when it cannot be read
+/// or is not a valid entry of that key.
+async fn read_entry(ctx: &Ctx, key: &str) -> Result<Option<Entry>, Bad> {
+    let path = ctx.path(&entry_rel(key));
+    let Some(bytes) = get_small(ctx, &path, ENTRY_MAX)
+        .await
+        .map_err(|why| failed(format!("its remote entry: {why}")))?
+    else {
+        return Ok(None);
+    };
+    let damaged = |why: String| Bad::Damaged { why, object: None };
     let entry: Entry = serde_json::from_slice(&bytes)
-        .map_err(|e| format!("its remote entry {path} is not an rst entry: {e}"))?;
+        .map_err(|e| damaged(format!("its remote entry {path} is not an rst entry: {e}")))?;
     if entry.key != key || entry.record.key() != key || !is_hex64(&entry.artifact) {
-        return Err(format!(
+        return Err(damaged(format!(
             "its remote entry {path} is not the entry of this key (its key record hashes to another)"
-        ));
+        )));
     }
     Ok(Some(entry))
 }
 
-async fn fetch_one(ctx: Ctx, store: Store, key: String) -> Fetch {
+async fn fetch_one(ctx: Ctx, store: Store, key: String) -> (Fetch, Option<Bad>) {
     let _permit = ctx.limit.acquire().await;
     ctx.stats.begin();
     let r = fetch_inner(&ctx, &store, &key).await;
@@ -431,14 +491,14 @@ async fn fetch_one(ctx: Ctx, store: Store, key: String) -> Fetch {
                 ctx.stats.fetched_objects.fetch_add(1, Ordering::Relaxed);
             }
             tick(&ctx);
-            Fetch::Hit(f)
+            (Fetch::Hit(f), None)
         }
-        Ok(None) => Fetch::Miss,
-        Err(why) => Fetch::Rejected(why),
+        Ok(None) => (Fetch::Miss, None),
+        Err(bad) => (Fetch::Rejected(bad.why().to_string()), Some(bad)),
     }
 }
 
-async fn fetch_inner(ctx: &Ctx, store: &Store, key: &str) -> Result<Option<Fetched>, String> {
+async fn fetch_inner(ctx: &Ctx, store: &Store, key: &str) -> Result<Option<Fetched>, Bad> {
     let Some(mut entry) = read_entry(ctx, key).await? else {
         return Ok(None);
     };
@@ -448,25 +508,50 @@ async fn fetch_inner(ctx: &Ctx, store: &Store, key: &str) -> Result<Option<Fetch
         host: store::this_host().to_string(),
     });
     let artifact = entry.artifact.clone();
-    // The key's lock, as a computation of it takes: one process at a time stages it.
-    let (lock, staging) = {
+    // The key's lock, as a computation of it takes it. Held by another process (it is
+    // computing or fetching the key): a miss here, so that the scheduler runs the stage,
+    // whose worker waits for that process and reuses what it stored.
+    let locked = {
         let (store, key) = (store.clone(), key.to_string());
         tokio::task::spawn_blocking(move || {
-            let lock = store.lock(&key, || {})?;
+            let Some(lock) = store.try_lock(&key)? else {
+                return Ok(None);
+            };
+            // Stored meanwhile (by the process that held the lock): nothing to fetch.
+            if let Some(here) = store.entry(&key) {
+                return Ok(Some(Err(here.artifact)));
+            }
             let staging = store.staging(&key)?;
-            Ok::<_, store::StoreError>((lock, staging))
+            Ok::<_, store::StoreError>(Some(Ok((lock, staging))))
         })
         .await
-        .map_err(|e| format!("a fetch task failed: {e}"))?
-        .map_err(|e| format!("cannot stage it locally: {}", crate::error::chain(&e)))?
+        .map_err(|e| failed(format!("a fetch task failed: {e}")))?
+        .map_err(|e| {
+            failed(format!(
+                "cannot stage it locally: {}",
+                crate::error::chain(&e)
+            ))
+        })?
     };
-    let log = fetch_log(ctx, store, key);
+    let (lock, staging) = match locked {
+        None => return Ok(None),
+        Some(Err(artifact)) => return Ok(Some(Fetched { artifact, bytes: 0 })),
+        Some(Ok(held)) => held,
+    };
     let rel = object_rel(&artifact);
-    let (got, ()) = futures::join!(
-        fetch_object(ctx, store, staging, &rel, &artifact, entry.size_bytes),
-        log
+    // Tar headers and padding: at most 1 KiB per file and 10 KiB at the end.
+    let max = entry
+        .size_bytes
+        .saturating_add((entry.files as u64 + 10).saturating_mul(1024));
+    let log_path = ctx.path(&log_rel(key));
+    let (got, log) = futures::join!(
+        fetch_object(ctx, store, staging, &rel, &artifact, entry.size_bytes, max),
+        get_small(ctx, &log_path, LOG_MAX)
     );
-    let bytes = got?;
+    let (bytes, (size_bytes, files)) = got?;
+    // What this cache measured, not what the remote's entry said.
+    entry.size_bytes = size_bytes;
+    entry.files = files;
     // A dataset view names the artifact it reads its pixels from: that object too.
     let base = crate::exec::integrity::view_base(&store.object_path(&artifact));
     let mut base_bytes = 0;
@@ -475,103 +560,156 @@ async fn fetch_inner(ctx: &Ctx, store: &Store, key: &str) -> Result<Option<Fetch
             let (store, key) = (store.clone(), key.to_string());
             tokio::task::spawn_blocking(move || store.staging(&key))
                 .await
-                .map_err(|e| format!("a fetch task failed: {e}"))?
-                .map_err(|e| format!("cannot stage it locally: {}", crate::error::chain(&e)))?
+                .map_err(|e| failed(format!("a fetch task failed: {e}")))?
+                .map_err(|e| {
+                    failed(format!(
+                        "cannot stage it locally: {}",
+                        crate::error::chain(&e)
+                    ))
+                })?
         };
-        // Its size is not in an entry: the digest check is what bounds it.
-        base_bytes = fetch_object(ctx, store, staging, &object_rel(&base), &base, u64::MAX)
-            .await
-            .map_err(|why| {
-                format!(
+        // Its size is in no entry: the digest check is what bounds what is used.
+        base_bytes = fetch_object(
+            ctx,
+            store,
+            staging,
+            &object_rel(&base),
+            &base,
+            u64::MAX,
+            u64::MAX,
+        )
+        .await
+        .map_err(|bad| match bad {
+            Bad::Damaged { why, object } => Bad::Damaged {
+                why: format!(
                     "the base {} of its dataset view: {why}",
                     crate::human::short(&base)
-                )
-            })?;
+                ),
+                object,
+            },
+            Bad::Failed(why) => failed(format!(
+                "the base {} of its dataset view: {why}",
+                crate::human::short(&base)
+            )),
+        })?
+        .0;
     }
     let store = store.clone();
+    let log_to = store.log_path(key);
     tokio::task::spawn_blocking(move || {
         let r = store.adopt_entry(&entry);
+        // The log is provenance, not part of the artifact: best effort, once the entry is in.
+        if let (Ok(()), Ok(Some(log))) = (&r, log) {
+            if !log_to.exists() {
+                let _ = store::write_replace(&log_to, &log);
+            }
+        }
         drop(lock);
         r
     })
     .await
-    .map_err(|e| format!("a fetch task failed: {e}"))?
-    .map_err(|e| format!("cannot store its entry: {}", crate::error::chain(&e)))?;
+    .map_err(|e| failed(format!("a fetch task failed: {e}")))?
+    .map_err(|e| {
+        failed(format!(
+            "cannot store its entry: {}",
+            crate::error::chain(&e)
+        ))
+    })?;
     Ok(Some(Fetched {
         artifact,
         bytes: bytes + base_bytes,
     }))
 }
 
-/// Downloads the object `rel` into `staging`, unpacks it and stores it if it hashes to
-/// `digest` (nothing to do when that object is here already: another key made the same
-/// content); returns the bytes transferred.
+/// Downloads the object `rel` (at most `max` bytes) into `staging`, unpacks it (at most
+/// `max_content` bytes of files) and stores it if it hashes to `digest` (nothing to do
+/// when that object is here already: another key made the same content); returns the
+/// bytes transferred and the stored size and file count.
 async fn fetch_object(
     ctx: &Ctx,
     store: &Store,
     staging: store::Staging,
     rel: &str,
     digest: &str,
-    max_bytes: u64,
-) -> Result<u64, String> {
+    max_content: u64,
+    max: u64,
+) -> Result<(u64, (u64, usize)), Bad> {
     if store.object_path(digest).is_dir() {
-        return Ok(0);
+        return Ok((0, store::dir_size(&store.object_path(digest))));
     }
+    let damaged = |why: String| Bad::Damaged {
+        why,
+        object: Some(digest.to_string()),
+    };
     let tar_path = staging.work.join("object.tar");
-    let bytes = download(ctx, rel, &tar_path).await?;
-    let (store, digest) = (store.clone(), digest.to_string());
-    tokio::task::spawn_blocking(move || {
-        let file =
-            std::fs::File::open(&tar_path).map_err(|e| format!("{}: {e}", tar_path.display()))?;
-        super::pack::unpack(std::io::BufReader::new(file), &staging.out, max_bytes)
-            .map_err(|why| format!("its remote object is damaged ({why})"))?;
+    let bytes = download(ctx, rel, &tar_path, max)
+        .await
+        .map_err(|e| match e {
+            Download::Missing(why) | Download::TooLarge(why) => damaged(why),
+            Download::Failed(why) => failed(why),
+        })?;
+    let (store, digest_owned) = (store.clone(), digest.to_string());
+    let stored = tokio::task::spawn_blocking(move || {
+        let file = std::fs::File::open(&tar_path)
+            .map_err(|e| Err(format!("{}: {e}", tar_path.display())))?;
+        super::pack::unpack(std::io::BufReader::new(file), &staging.out, max_content)
+            .map_err(|why| Ok(format!("its remote object is damaged ({why})")))?;
         let _ = std::fs::remove_file(&tar_path);
         store
-            .publish_fetched(staging, &digest)
+            .publish_fetched(staging, &digest_owned)
             .map_err(|e| match e {
                 store::StoreError::Corrupt { message, .. } => {
-                    format!("its remote object is corrupt: {message}")
+                    Ok(format!("its remote object is corrupt: {message}"))
                 }
-                e => format!("cannot store it locally: {}", crate::error::chain(&e)),
+                e => Err(format!(
+                    "cannot store it locally: {}",
+                    crate::error::chain(&e)
+                )),
             })
     })
     .await
-    .map_err(|e| format!("a fetch task failed: {e}"))??;
-    Ok(bytes)
+    .map_err(|e| failed(format!("a fetch task failed: {e}")))?;
+    match stored {
+        Ok(sealed) => Ok((bytes, sealed)),
+        // Ok(why): the copy is bad; Err(why): this machine could not store it.
+        Err(Ok(why)) => Err(damaged(why)),
+        Err(Err(why)) => Err(failed(why)),
+    }
 }
 
-/// Downloads `rel` into the file `to`, streaming; returns its length.
-async fn download(ctx: &Ctx, rel: &str, to: &std::path::Path) -> Result<u64, String> {
+enum Download {
+    Missing(String),
+    TooLarge(String),
+    Failed(String),
+}
+
+/// Downloads `rel` into the file `to`, streaming, at most `max` bytes; returns its length.
+async fn download(ctx: &Ctx, rel: &str, to: &std::path::Path, max: u64) -> Result<u64, Download> {
     use std::io::Write;
     let path = ctx.path(rel);
     let got = ctx.s3.get(&path).await.map_err(|e| match classify(&e) {
-        Failure::NotFound => format!("its remote entry is there but not its object {path}"),
-        f => format!("cannot download {path}: {f}"),
+        Failure::NotFound => Download::Missing(format!(
+            "its remote entry is there but not its object {path}"
+        )),
+        f => Download::Failed(format!("cannot download {path}: {f}")),
     })?;
-    let mut file = std::fs::File::create(to).map_err(|e| format!("{}: {e}", to.display()))?;
+    let mut file = std::fs::File::create(to)
+        .map_err(|e| Download::Failed(format!("{}: {e}", to.display())))?;
     let mut stream = got.into_stream();
     let mut n = 0u64;
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| format!("cannot download {path}: {}", classify(&e)))?;
-        file.write_all(&chunk)
-            .map_err(|e| format!("{}: {e}", to.display()))?;
+        let chunk = chunk
+            .map_err(|e| Download::Failed(format!("cannot download {path}: {}", classify(&e))))?;
         n += chunk.len() as u64;
+        if n > max {
+            return Err(Download::TooLarge(format!(
+                "its remote object {path} is larger than its entry allows ({max} bytes)"
+            )));
+        }
+        file.write_all(&chunk)
+            .map_err(|e| Download::Failed(format!("{}: {e}", to.display())))?;
     }
     Ok(n)
-}
-
-/// The stage's log, when the remote has it and the local cache does not (best effort:
-/// the log is provenance, not part of the artifact).
-async fn fetch_log(ctx: &Ctx, store: &Store, key: &str) {
-    let to = store.log_path(key);
-    if to.exists() {
-        return;
-    }
-    if let Ok(got) = ctx.s3.get(&ctx.path(&log_rel(key))).await {
-        if let Ok(bytes) = got.bytes().await {
-            let _ = store::write_replace(&to, &bytes);
-        }
-    }
 }
 
 async fn upload_one(
@@ -666,13 +804,20 @@ async fn ensure_object(
     size: u64,
     replace: bool,
 ) -> Result<(), String> {
-    let cell = ctx
-        .objects
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .entry(digest.to_string())
-        .or_default()
-        .clone();
+    let replace = replace
+        || ctx
+            .corrupt
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(digest);
+    let cell = {
+        let mut objects = ctx.objects.lock().unwrap_or_else(|e| e.into_inner());
+        if replace {
+            // Whatever an earlier check found, this copy is to be replaced.
+            objects.remove(digest);
+        }
+        objects.entry(digest.to_string()).or_default().clone()
+    };
     let done = cell
         .get_or_init(|| async {
             let path = ctx.path(&object_rel(digest));
@@ -687,11 +832,12 @@ async fn ensure_object(
         .await
         .clone();
     if done.is_err() {
-        // A later attempt (another entry, `rst push` again) tries afresh.
-        ctx.objects
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(digest);
+        // A later attempt (another entry, `rst push` again) tries afresh: this cell is
+        // forgotten, unless another attempt has replaced it meanwhile.
+        let mut objects = ctx.objects.lock().unwrap_or_else(|e| e.into_inner());
+        if objects.get(digest).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+            objects.remove(digest);
+        }
     }
     done
 }
@@ -770,10 +916,13 @@ async fn send_parts(
             }
         };
         if let Err(e) = w.wait_for_capacity(4).await {
+            let _ = w.abort().await;
             return Err(fail(e));
         }
         w.write(&buf[..n]);
     }
+    // `finish` aborts the upload itself when a part fails: nothing is left on the server
+    // but what a lifecycle rule for incomplete multipart uploads removes after a kill.
     w.finish().await.map_err(fail)?;
     Ok(())
 }

@@ -228,12 +228,14 @@ fn numerics_note(
     };
     Some(if mode(cached) == crate::numerics::PORTABLE {
         format!(
-            "both computed with {}, yet the bytes differ: a kernel AVX2 pinning does not cover              (a CPU without AVX2, or one tuned by cache size)",
+            "both computed with {}, yet the bytes differ: a kernel AVX2 pinning does not \
+             cover (one tuned by the CPU's cache sizes)",
             crate::numerics::describe(&cached.record.env)
         )
     } else {
         format!(
-            "computed with {}: `numerics: portable` (pipeline or stage) pins them to AVX2 so              that x86-64 CPUs give the same bytes",
+            "computed with {}: `numerics: portable` (pipeline or stage) pins them to AVX2 \
+             so that x86-64 CPUs give the same bytes",
             crate::numerics::describe(&cached.record.env)
         )
     })
