@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::common::{Output, TestDir};
+use crate::common::{with_band_stages, write_band_idx, Output, TestDir};
 
 /// A moto server, killed on drop.
 struct Moto {
@@ -167,40 +167,12 @@ fn rst_s3_with(
     t.rst_env(args, &env)
 }
 
-/// An idx dataset file: magic, dims, bytes.
-fn idx(magic: u32, dims: &[u32], data: &[u8]) -> Vec<u8> {
-    let mut v = magic.to_be_bytes().to_vec();
-    for d in dims {
-        v.extend(d.to_be_bytes());
-    }
-    v.extend(data);
-    v
-}
-
 /// Data (an idx download, a split view of it, label noise), commands reading them, and
 /// a published table; every stage appends its name to ran.log when it runs.
 const PIPELINE: &str = r#"name: shared
 params: {rates: [0.2, 0.4]}
 stages:
-  data:
-    kind: download
-    params:
-      format: idx
-      files:
-        - {name: tr-img, mirrors: [tr-img]}
-        - {name: tr-lab, mirrors: [tr-lab]}
-        - {name: te-img, mirrors: [te-img]}
-        - {name: te-lab, mirrors: [te-lab]}
-      idx: {train_images: tr-img, train_labels: tr-lab, test_images: te-img, test_labels: te-lab}
-  target:
-    kind: split
-    inputs: {data: data}
-    params:
-      classes: [1, 2]
-      splits:
-        - {name: train, from: train, per_class: 15}
-        - {name: val, from: train, per_class: 5}
-        - {name: test, from: test}
+  # BAND DATA STAGES (tests/common: `data` and `target`)
   noisy:
     kind: noise
     matrix: {rate: "${rates}"}
@@ -220,14 +192,8 @@ stages:
 
 fn project() -> TestDir {
     let t = TestDir::new();
-    let train_labels: Vec<u8> = (0..60).map(|i| (i % 3) as u8).collect();
-    let test_labels: Vec<u8> = (0..20).map(|i| (i % 3) as u8).collect();
-    let pixels: Vec<u8> = (0..240).map(|i| (i * 7 % 251) as u8).collect();
-    std::fs::write(t.join("tr-img"), idx(0x803, &[60, 2, 2], &pixels)).unwrap();
-    std::fs::write(t.join("tr-lab"), idx(0x801, &[60], &train_labels)).unwrap();
-    std::fs::write(t.join("te-img"), idx(0x803, &[20, 2, 2], &pixels[..80])).unwrap();
-    std::fs::write(t.join("te-lab"), idx(0x801, &[20], &test_labels)).unwrap();
-    t.write("p.yaml", PIPELINE);
+    write_band_idx(&t);
+    t.write("p.yaml", &with_band_stages(PIPELINE));
     t
 }
 
@@ -324,49 +290,36 @@ fn push_and_pull_sync_what_pipelines_use() {
     assert_eq!(b.read("results/p/table.md"), a.read("results/p/table.md"));
 }
 
-#[test]
-fn a_corrupt_remote_object_is_rejected_recomputed_and_replaced() {
-    let moto = Moto::start();
+/// A project run with the remote s3://lab of `moto`, which then holds its 7 entries.
+fn pushed(moto: &Moto) -> TestDir {
     moto.bucket("lab");
-    let ep = moto.endpoint();
     let a = project();
-    rst_s3(&a, &ep, &["run", "p.yaml", "--remote", "s3://lab"]).assert_code(0);
-    // Flip bytes in the object of `table`: its tar, same length, other content.
-    let artifact = a.entry_of("table").unwrap()["artifact"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let key = format!("objects/{}/{artifact}.tar", &artifact[..2]);
-    // The tar's content (table.md: counts and rates) starts after its 512-byte header.
-    let before = moto.boto(&format!(
-        "b = bytearray(s3.get_object(Bucket='lab', Key='{key}')['Body'].read())\n\
-         i = b.index(b'.2', 512)\nb[i + 1] = ord('9')\n\
-         s3.put_object(Bucket='lab', Key='{key}', Body=bytes(b))\nprint(len(b))"
-    ));
-    assert!(before.trim().parse::<usize>().unwrap() > 1024);
-    let damaged = moto.boto(&format!(
-        "import hashlib\nprint(hashlib.md5(s3.get_object(Bucket='lab', Key='{key}')['Body'].read()).hexdigest())"
-    ));
+    rst_s3(
+        &a,
+        &moto.endpoint(),
+        &["run", "p.yaml", "--remote", "s3://lab"],
+    )
+    .assert_code(0);
+    a
+}
 
+/// After the remote copy of `table` was damaged: a fresh project computes `table` alone,
+/// saying `why` its copy was not used, publishes what `a` did, and replaces the copy, so
+/// a third project gets all seven from the remote.
+fn table_is_recomputed_and_replaced(moto: &Moto, a: &TestDir, why: &str) {
+    let ep = moto.endpoint();
     let b = project();
-    let out = rst_s3(&b, &ep, &["run", "p.yaml", "--remote", "s3://lab"]);
-    out.assert_code(0)
-        .assert_stderr_contains(
-            "the remote's copy of table was not used: its remote object is corrupt",
-        )
+    rst_s3(&b, &ep, &["run", "p.yaml", "--remote", "s3://lab"])
+        .assert_code(0)
+        .assert_stderr_contains(&format!("the remote's copy of table was not used: {why}"))
         .assert_stderr_contains("computing it here")
         .assert_stderr_contains("1 ran, 0 cached, 6 fetched from the remote");
     assert_eq!(
         b.take_log(),
         vec!["table"],
-        "only the corrupt one is computed"
+        "only the damaged one is computed"
     );
     assert_eq!(b.read("results/p/table.md"), a.read("results/p/table.md"));
-    // Its upload replaced the damaged object: the next machine gets all seven, intact.
-    let now = moto.boto(&format!(
-        "import hashlib\nprint(hashlib.md5(s3.get_object(Bucket='lab', Key='{key}')['Body'].read()).hexdigest())"
-    ));
-    assert_ne!(now, damaged, "the object was re-uploaded");
     let c = project();
     let out = rst_s3(&c, &ep, &["run", "p.yaml", "--remote", "s3://lab"]);
     out.assert_code(0)
@@ -375,12 +328,34 @@ fn a_corrupt_remote_object_is_rejected_recomputed_and_replaced() {
 }
 
 #[test]
+fn a_corrupt_remote_object_is_rejected_recomputed_and_replaced() {
+    let moto = Moto::start();
+    let a = pushed(&moto);
+    // Flip a byte in the object of `table`: its tar, same length, other content (table.md:
+    // counts and rates, after the tar's 512-byte header).
+    let artifact = a.entry_of("table").unwrap()["artifact"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let key = format!("objects/{}/{artifact}.tar", &artifact[..2]);
+    let md5 = format!(
+        "import hashlib\nprint(hashlib.md5(s3.get_object(Bucket='lab', Key='{key}')['Body'].read()).hexdigest())"
+    );
+    let size = moto.boto(&format!(
+        "b = bytearray(s3.get_object(Bucket='lab', Key='{key}')['Body'].read())\n\
+         i = b.index(b'.2', 512)\nb[i + 1] = ord('9')\n\
+         s3.put_object(Bucket='lab', Key='{key}', Body=bytes(b))\nprint(len(b))"
+    ));
+    assert!(size.trim().parse::<usize>().unwrap() > 1024);
+    let damaged = moto.boto(&md5);
+    table_is_recomputed_and_replaced(&moto, &a, "its remote object is corrupt");
+    assert_ne!(moto.boto(&md5), damaged, "the object was re-uploaded");
+}
+
+#[test]
 fn an_entry_that_is_not_its_keys_is_rejected_and_replaced() {
     let moto = Moto::start();
-    moto.bucket("lab");
-    let ep = moto.endpoint();
-    let a = project();
-    rst_s3(&a, &ep, &["run", "p.yaml", "--remote", "s3://lab"]).assert_code(0);
+    let a = pushed(&moto);
     // The remote entry of `table` now claims other params: its record no longer hashes
     // to its key (a tampered or mixed-up entry).
     let key = a.entry_of("table").unwrap()["key"]
@@ -393,18 +368,7 @@ fn an_entry_that_is_not_its_keys_is_rejected_and_replaced() {
          e['record']['params']['shell'] = 'echo forged > $RST_OUT/table.md'\n\
          s3.put_object(Bucket='lab', Key='{rel}', Body=json.dumps(e).encode())"
     ));
-    let b = project();
-    rst_s3(&b, &ep, &["run", "p.yaml", "--remote", "s3://lab"])
-        .assert_code(0)
-        .assert_stderr_contains("is not the entry of this key")
-        .assert_stderr_contains("1 ran, 0 cached, 6 fetched from the remote");
-    assert_eq!(b.read("results/p/table.md"), a.read("results/p/table.md"));
-    // Replaced by the upload of the recomputed stage.
-    let c = project();
-    let out = rst_s3(&c, &ep, &["run", "p.yaml", "--remote", "s3://lab"]);
-    out.assert_code(0)
-        .assert_stderr_contains("7 fetched from the remote");
-    assert!(!out.stderr.contains("not used"), "{}", out.stderr);
+    table_is_recomputed_and_replaced(&moto, &a, "its remote entry");
 }
 
 #[test]
@@ -832,7 +796,6 @@ stages:
 #[cfg(feature = "torch")]
 #[test]
 fn a_training_pushed_from_one_cache_is_pulled_into_another_without_training() {
-    use crate::common::{with_band_stages, write_band_idx};
     let moto = Moto::start();
     moto.bucket("lab");
     let ep = moto.endpoint();

@@ -578,9 +578,8 @@ impl Store {
         let _ = fs::remove_file(self.entry_path(key));
     }
 
-    /// Takes the lock for `key` if nobody holds it (Ok(None): another process is
-    /// computing or fetching it).
-    pub fn try_lock(&self, key: &str) -> Result<Option<KeyLock>, StoreError> {
+    /// The lock file of `key`, open (created if needed).
+    fn lock_file(&self, key: &str) -> Result<(File, PathBuf), StoreError> {
         let path = self.root.join("locks").join(format!("{key}.lock"));
         let file = fs::OpenOptions::new()
             .create(true)
@@ -588,6 +587,13 @@ impl Store {
             .write(true)
             .open(&path)
             .map_err(io(&path))?;
+        Ok((file, path))
+    }
+
+    /// Takes the lock for `key` if nobody holds it (Ok(None): another process is
+    /// computing or fetching it).
+    pub fn try_lock(&self, key: &str) -> Result<Option<KeyLock>, StoreError> {
+        let (file, path) = self.lock_file(key)?;
         match file.try_lock() {
             Ok(()) => Ok(Some(KeyLock { _file: file })),
             Err(fs::TryLockError::WouldBlock) => Ok(None),
@@ -598,13 +604,7 @@ impl Store {
     /// Takes the exclusive lock for `key`, blocking. `on_wait` is called once if another
     /// process holds it.
     pub fn lock(&self, key: &str, on_wait: impl FnOnce()) -> Result<KeyLock, StoreError> {
-        let path = self.root.join("locks").join(format!("{key}.lock"));
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io(&path))?;
+        let (file, path) = self.lock_file(key)?;
         match file.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {

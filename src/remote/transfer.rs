@@ -287,23 +287,24 @@ impl Remote {
             )
         };
         let mut parts = Vec::new();
-        if get(&s.fetched) > 0 {
-            parts.push(format!(
-                "fetched {} entries ({} objects, {}, {})",
-                get(&s.fetched),
-                get(&s.fetched_objects),
-                crate::human::human_bytes(get(&s.fetched_bytes)),
-                rate(get(&s.fetched_bytes))
-            ));
-        }
-        if get(&s.uploaded) > 0 {
-            parts.push(format!(
-                "uploaded {} entries ({} objects, {}, {})",
-                get(&s.uploaded),
-                get(&s.uploaded_objects),
-                crate::human::human_bytes(get(&s.uploaded_bytes)),
-                rate(get(&s.uploaded_bytes))
-            ));
+        for (verb, entries, objects, bytes) in [
+            ("fetched", &s.fetched, &s.fetched_objects, &s.fetched_bytes),
+            (
+                "uploaded",
+                &s.uploaded,
+                &s.uploaded_objects,
+                &s.uploaded_bytes,
+            ),
+        ] {
+            if get(entries) > 0 {
+                parts.push(format!(
+                    "{verb} {} entries ({} objects, {}, {})",
+                    get(entries),
+                    get(objects),
+                    crate::human::human_bytes(get(bytes)),
+                    rate(get(bytes))
+                ));
+            }
         }
         if get(&s.present) > 0 {
             parts.push(format!("{} were there already", get(&s.present)));
@@ -511,28 +512,18 @@ async fn fetch_inner(ctx: &Ctx, store: &Store, key: &str) -> Result<Option<Fetch
     // The key's lock, as a computation of it takes it. Held by another process (it is
     // computing or fetching the key): a miss here, so that the scheduler runs the stage,
     // whose worker waits for that process and reuses what it stored.
-    let locked = {
-        let (store, key) = (store.clone(), key.to_string());
-        tokio::task::spawn_blocking(move || {
-            let Some(lock) = store.try_lock(&key)? else {
-                return Ok(None);
-            };
-            // Stored meanwhile (by the process that held the lock): nothing to fetch.
-            if let Some(here) = store.entry(&key) {
-                return Ok(Some(Err(here.artifact)));
-            }
-            let staging = store.staging(&key)?;
-            Ok::<_, store::StoreError>(Some(Ok((lock, staging))))
-        })
-        .await
-        .map_err(|e| failed(format!("a fetch task failed: {e}")))?
-        .map_err(|e| {
-            failed(format!(
-                "cannot stage it locally: {}",
-                crate::error::chain(&e)
-            ))
-        })?
-    };
+    let locked = blocking(store, key, |store, key| {
+        let Some(lock) = store.try_lock(key)? else {
+            return Ok(None);
+        };
+        // Stored meanwhile (by the process that held the lock): nothing to fetch.
+        if let Some(here) = store.entry(key) {
+            return Ok(Some(Err(here.artifact)));
+        }
+        let staging = store.staging(key)?;
+        Ok(Some(Ok((lock, staging))))
+    })
+    .await?;
     let (lock, staging) = match locked {
         None => return Ok(None),
         Some(Err(artifact)) => return Ok(Some(Fetched { artifact, bytes: 0 })),
@@ -556,18 +547,7 @@ async fn fetch_inner(ctx: &Ctx, store: &Store, key: &str) -> Result<Option<Fetch
     let base = crate::exec::integrity::view_base(&store.object_path(&artifact));
     let mut base_bytes = 0;
     if let Some(base) = base.filter(|b| is_hex64(b) && !store.object_path(b).is_dir()) {
-        let staging = {
-            let (store, key) = (store.clone(), key.to_string());
-            tokio::task::spawn_blocking(move || store.staging(&key))
-                .await
-                .map_err(|e| failed(format!("a fetch task failed: {e}")))?
-                .map_err(|e| {
-                    failed(format!(
-                        "cannot stage it locally: {}",
-                        crate::error::chain(&e)
-                    ))
-                })?
-        };
+        let staging = blocking(store, key, |store, key| store.staging(key)).await?;
         // Its size is in no entry: the digest check is what bounds what is used.
         base_bytes = fetch_object(
             ctx,
@@ -619,6 +599,25 @@ async fn fetch_inner(ctx: &Ctx, store: &Store, key: &str) -> Result<Option<Fetch
         artifact,
         bytes: bytes + base_bytes,
     }))
+}
+
+/// `f(store, key)` on a blocking thread (locks and staging dirs are file system work);
+/// its error is a local failure to stage the fetch.
+async fn blocking<T: Send + 'static>(
+    store: &Store,
+    key: &str,
+    f: impl FnOnce(&Store, &str) -> Result<T, store::StoreError> + Send + 'static,
+) -> Result<T, Bad> {
+    let (store, key) = (store.clone(), key.to_string());
+    tokio::task::spawn_blocking(move || f(&store, &key))
+        .await
+        .map_err(|e| failed(format!("a fetch task failed: {e}")))?
+        .map_err(|e| {
+            failed(format!(
+                "cannot stage it locally: {}",
+                crate::error::chain(&e)
+            ))
+        })
 }
 
 /// Downloads the object `rel` (at most `max` bytes) into `staging`, unpacks it (at most
