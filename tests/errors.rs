@@ -238,3 +238,15 @@ fn error_message_is_printed_once() {
         out.stderr
     );
 }
+
+#[test]
+fn an_unknown_numerics_mode_names_the_two() {
+    let yaml = format!("name: t\nnumerics: portabel\nstages:{OK_STAGE}");
+    let (_, out) = run_bad(&yaml, &[]);
+    out.assert_stderr_contains("p.yaml:2:11: ");
+    out.assert_stderr_contains("unknown variant `portabel`, expected `native` or `portable`");
+    let yaml = format!("name: t\nstages:{OK_STAGE}    numerics: fast\n");
+    let (_, out) = run_bad(&yaml, &[]);
+    out.assert_stderr_contains("p.yaml:6:15: stages.ok.numerics");
+    out.assert_stderr_contains("unknown variant `fast`");
+}
