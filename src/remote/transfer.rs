@@ -73,7 +73,22 @@ struct Busy {
     total_s: f64,
 }
 
+/// A transfer in flight, for [`Stats::busy_s`]; ended when dropped (also when its task is
+/// aborted).
+struct InFlight<'a>(&'a Stats);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.end();
+    }
+}
+
 impl Stats {
+    fn busy(&self) -> InFlight<'_> {
+        self.begin();
+        InFlight(self)
+    }
+
     fn begin(&self) {
         let mut b = self.busy.lock().unwrap_or_else(|e| e.into_inner());
         if b.in_flight == 0 {
@@ -479,9 +494,9 @@ async fn read_entry(ctx: &Ctx, key: &str) -> Result<Option<Entry>, Bad> {
 
 async fn fetch_one(ctx: Ctx, store: Store, key: String) -> (Fetch, Option<Bad>) {
     let _permit = ctx.limit.acquire().await;
-    ctx.stats.begin();
+    let busy = ctx.stats.busy();
     let r = fetch_inner(&ctx, &store, &key).await;
-    ctx.stats.end();
+    drop(busy);
     match r {
         Ok(Some(f)) => {
             ctx.stats.fetched.fetch_add(1, Ordering::Relaxed);
@@ -718,9 +733,9 @@ async fn upload_one(
     replace: bool,
 ) -> Result<Uploaded, String> {
     let _permit = ctx.limit.acquire().await;
-    ctx.stats.begin();
+    let busy = ctx.stats.busy();
     let r = upload_inner(&ctx, &store, &key, replace).await;
-    ctx.stats.end();
+    drop(busy);
     tick(&ctx);
     r
 }
