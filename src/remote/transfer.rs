@@ -262,8 +262,28 @@ impl Remote {
     pub fn finish_uploads(&self, cancelled: &dyn Fn() -> bool) -> (Vec<String>, usize) {
         let handles = std::mem::take(&mut *self.uploads.lock().unwrap_or_else(|e| e.into_inner()));
         let mut abandoned = 0;
+        // On a terminal: what is left and how fast it goes (a large model can take minutes).
+        let bar = indicatif::ProgressBar::with_draw_target(
+            None,
+            indicatif::ProgressDrawTarget::stderr_with_hz(4),
+        )
+        .with_style(
+            indicatif::ProgressStyle::with_template("{spinner} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
         let results = self.client.rt().block_on(async {
             while !handles.iter().all(|h| h.is_finished()) {
+                let left = handles.iter().filter(|h| !h.is_finished()).count();
+                let sent = self.ctx.stats.uploaded_bytes.load(Ordering::Relaxed);
+                bar.set_message(format!(
+                    "uploading to {}: {left} left, {} sent, {}/s",
+                    self.url(),
+                    crate::human::human_bytes(sent),
+                    crate::human::human_bytes(
+                        (sent as f64 / self.ctx.stats.busy_s().max(1e-3)) as u64
+                    )
+                ));
+                bar.tick();
                 if cancelled() {
                     for h in handles.iter().filter(|h| !h.is_finished()) {
                         h.abort();
@@ -275,6 +295,7 @@ impl Remote {
             }
             futures::future::join_all(handles).await
         });
+        bar.finish_and_clear();
         let mut failures =
             std::mem::take(&mut *self.failures.lock().unwrap_or_else(|e| e.into_inner()));
         for r in results {
@@ -838,9 +859,9 @@ async fn ensure_object(
             if !replace && ctx.s3.head(&path).await.is_ok() {
                 return Ok(());
             }
-            let sent = upload_object(ctx, store, digest, size, &path).await?;
+            // (its bytes are counted as they go, for the progress line)
+            upload_object(ctx, store, digest, size, &path).await?;
             ctx.stats.uploaded_objects.fetch_add(1, Ordering::Relaxed);
-            ctx.stats.uploaded_bytes.fetch_add(sent, Ordering::Relaxed);
             Ok(())
         })
         .await
@@ -885,6 +906,7 @@ async fn upload_object(
             .put(path, PutPayload::from(packed))
             .await
             .map_err(fail)?;
+        ctx.stats.uploaded_bytes.fetch_add(n, Ordering::Relaxed);
         return Ok(n);
     }
     // Large: packed into a temporary file, sent in parts; S3 shows it only once complete.
@@ -934,6 +956,9 @@ async fn send_parts(
             return Err(fail(e));
         }
         w.write(&buf[..n]);
+        ctx.stats
+            .uploaded_bytes
+            .fetch_add(n as u64, Ordering::Relaxed);
     }
     // `finish` aborts the upload itself when a part fails: nothing is left on the server
     // but what a lifecycle rule for incomplete multipart uploads removes after a kill.
