@@ -338,7 +338,7 @@ impl Executor for Batched<'_> {
         job_file: &JobFile<'_>,
         job: &Job,
         cancel: &Cancel,
-        on_event: &mut dyn FnMut(WorkerEvent),
+        on_event: &mut (dyn FnMut(WorkerEvent) + Send),
     ) -> std::result::Result<(), JobError> {
         self.batch.ensure().map_err(JobError::Journal)?;
         self.inner.run_job(job_file, job, cancel, on_event)

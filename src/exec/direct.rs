@@ -21,7 +21,7 @@ use std::io::Write;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Mutex};
+use std::sync::Mutex;
 
 use super::guard::Guard;
 use super::local::{end_group, signal_group, Groups};
@@ -37,11 +37,21 @@ pub(super) fn run(
     groups: &Groups,
     guard: &Guard,
     cancel: &Cancel,
-    on_event: &mut dyn FnMut(WorkerEvent),
+    on_event: &mut (dyn FnMut(WorkerEvent) + Send),
 ) -> (bool, bool) {
-    let (tx, rx) = mpsc::channel();
+    let ended = Mutex::new(Ended::default());
+    let forward = |ev: WorkerEvent| {
+        let mut e = ended.lock().unwrap_or_else(|p| p.into_inner());
+        e.finished |= matches!(ev, WorkerEvent::Done { .. } | WorkerEvent::Failed(_));
+        e.reused |= matches!(ev, WorkerEvent::Done { reused: true, .. });
+        drop(e);
+        on_event(ev);
+    };
     let host = Direct {
-        events: Mutex::new(tx),
+        // Events go to the scheduler as they happen (a lock wait while the stage waits):
+        // `on_event` sends them on its channel, so the stage is computed on this thread,
+        // with no second one per stage.
+        events: Mutex::new(Box::new(forward)),
         log,
         groups,
         guard,
@@ -49,35 +59,30 @@ pub(super) fn run(
         rss: AtomicU64::new(0),
         visible_devices: job.visible_devices(),
     };
-    std::thread::scope(|scope| {
-        // Computed on a thread of its own so that its events (a lock wait) reach the
-        // scheduler while it runs.
-        scope.spawn(move || {
-            let host = host;
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                worker::compute(job, &command::Command, &host)
-            }))
-            .unwrap_or_else(|panic| {
-                Err(worker::crashed(
-                    "storing the stage's artifact",
-                    panic.as_ref(),
-                ))
-            });
-            worker::finish(&host, result);
-        });
-        let mut finished = false;
-        let mut reused = false;
-        for ev in rx {
-            finished |= matches!(ev, WorkerEvent::Done { .. } | WorkerEvent::Failed(_));
-            reused |= matches!(ev, WorkerEvent::Done { reused: true, .. });
-            on_event(ev);
-        }
-        (finished, reused)
-    })
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        worker::compute(job, &command::Command, &host)
+    }))
+    .unwrap_or_else(|panic| {
+        Err(worker::crashed(
+            "storing the stage's artifact",
+            panic.as_ref(),
+        ))
+    });
+    worker::finish(&host, result);
+    drop(host);
+    let e = ended.into_inner().unwrap_or_else(|p| p.into_inner());
+    (e.finished, e.reused)
+}
+
+/// What the events of a direct run said: a result was reported, and it was reused.
+#[derive(Default)]
+struct Ended {
+    finished: bool,
+    reused: bool,
 }
 
 struct Direct<'a> {
-    events: Mutex<mpsc::Sender<WorkerEvent>>,
+    events: Mutex<Box<dyn FnMut(WorkerEvent) + Send + 'a>>,
     log: &'a File,
     groups: &'a Groups,
     guard: &'a Guard,
@@ -90,9 +95,8 @@ struct Direct<'a> {
 
 impl Host for Direct<'_> {
     fn emit(&self, ev: WorkerEvent) {
-        if let Ok(tx) = self.events.lock() {
-            let _ = tx.send(ev);
-        }
+        let mut forward = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        forward(ev);
     }
 
     /// The lease, set on the program's command; without one the program inherits rst's

@@ -236,7 +236,7 @@ impl Executor for LocalExecutor {
         job_file: &JobFile<'_>,
         job: &Job,
         cancel: &Cancel,
-        on_event: &mut dyn FnMut(WorkerEvent),
+        on_event: &mut (dyn FnMut(WorkerEvent) + Send),
     ) -> Result<(), JobError> {
         if cancel.is_cancelled() {
             return Err(JobError::Interrupted { detail: None });
@@ -308,7 +308,7 @@ impl LocalExecutor {
         job: &Job,
         log: std::fs::File,
         cancel: &Cancel,
-        on_event: &mut dyn FnMut(WorkerEvent),
+        on_event: &mut (dyn FnMut(WorkerEvent) + Send),
     ) -> Result<WorkerEnd, JobError> {
         let exe = super::worker_exe(&self.exe, job)?;
         let job_file = job_file.path()?;

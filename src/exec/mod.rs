@@ -226,7 +226,7 @@ pub trait Executor: Sync {
         job_file: &JobFile<'_>,
         job: &Job,
         cancel: &Cancel,
-        on_event: &mut dyn FnMut(WorkerEvent),
+        on_event: &mut (dyn FnMut(WorkerEvent) + Send),
     ) -> Result<(), JobError>;
 }
 

@@ -401,7 +401,7 @@ impl Executor for SlurmExecutor {
         job_file: &JobFile<'_>,
         job: &Job,
         cancel: &Cancel,
-        on_event: &mut dyn FnMut(WorkerEvent),
+        on_event: &mut (dyn FnMut(WorkerEvent) + Send),
     ) -> Result<(), JobError> {
         if cancel.is_cancelled() {
             return Err(JobError::Interrupted { detail: None });
