@@ -143,7 +143,7 @@ pub struct RunFacts {
     /// Set when this entry was not computed here but fetched from a shared cache (the
     /// remote): from where, when, by which host. The other facts are the computing run's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fetched: Option<Fetched>,
+    pub fetched: Option<FetchedFrom>,
     /// Every object the stage read, verified before it read it: its inputs' artifacts and
     /// each artifact it resolved (a dataset view's base). `rst verify` invalidates the
     /// entry when one of them is corrupt. Empty in entries older than this field: then
@@ -159,7 +159,7 @@ pub struct RunFacts {
 
 /// Where and when an entry was fetched from a shared cache ([`RunFacts::fetched`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Fetched {
+pub struct FetchedFrom {
     /// The remote's URL (`s3://bucket/prefix`).
     pub from: String,
     pub unix: f64,
@@ -658,7 +658,7 @@ impl Store {
         record: KeyRecord,
         run: RunFacts,
     ) -> Result<Entry, StoreError> {
-        let sealed = self.seal_object(&staging)?;
+        let sealed = self.seal_object(&staging, None)?;
         let entry = Entry {
             key: key.to_string(),
             artifact: sealed.artifact,
@@ -687,26 +687,9 @@ impl Store {
         staging: Staging,
         expected: &str,
     ) -> Result<(u64, usize), StoreError> {
-        let listed = digest::walk(&staging.out)?;
-        let hashed: Vec<(u64, blake3::Hash)> = listed
-            .par_iter()
-            .map(|f| seal_file(f, &staging.out))
-            .collect::<Result<_, _>>()?;
-        let artifact = digest::combine(
-            listed
-                .iter()
-                .zip(&hashed)
-                .map(|(f, (size, hash))| (f.rel.as_str(), *size, hash)),
-        );
-        if artifact != expected {
-            return Err(StoreError::Corrupt {
-                path: staging.out.clone(),
-                message: format!("it hashes to {artifact}, not to {expected} as its entry says"),
-            });
-        }
-        self.store_object(&staging, &listed, &artifact)?;
+        let sealed = self.seal_object(&staging, Some(expected))?;
         drop(staging);
-        Ok((hashed.iter().map(|(size, _)| size).sum(), listed.len()))
+        Ok((sealed.size_bytes, sealed.files))
     }
 
     /// Writes an entry fetched from a shared cache whose object is here already (the same
@@ -723,9 +706,14 @@ impl Store {
 
     /// Checks, hashes and seals every file of a staging area and moves the tree into
     /// `objects/` (unless the same content is there already).
-    fn seal_object(&self, staging: &Staging) -> Result<Sealed, StoreError> {
-        // Paths in errors about what the stage wrote are shown as `$RST_OUT/...`.
-        let named = |e: DigestError| StoreError::Digest(as_output(e, &staging.out));
+    /// `expected`: the digest a fetched tree must hash to (else [`StoreError::Corrupt`],
+    /// and nothing is stored).
+    fn seal_object(&self, staging: &Staging, expected: Option<&str>) -> Result<Sealed, StoreError> {
+        // Paths in errors about what a stage wrote are shown as `$RST_OUT/...`.
+        let named = |e: DigestError| match expected {
+            None => StoreError::Digest(as_output(e, &staging.out)),
+            Some(_) => StoreError::Digest(e),
+        };
         let listed = digest::walk(&staging.out).map_err(named)?;
         // One pass over the files, in parallel: check, copy if hard-linked, hash, seal.
         let hashed: Vec<(u64, blake3::Hash)> = listed
@@ -742,6 +730,12 @@ impl Store {
                 .zip(&hashed)
                 .map(|(f, (size, hash))| (f.rel.as_str(), *size, hash)),
         );
+        if let Some(expected) = expected.filter(|e| *e != artifact) {
+            return Err(StoreError::Corrupt {
+                path: staging.out.clone(),
+                message: format!("it hashes to {artifact}, not to {expected} as its entry says"),
+            });
+        }
         self.store_object(staging, &listed, &artifact)?;
         Ok(Sealed {
             artifact,

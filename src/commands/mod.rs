@@ -37,6 +37,14 @@ fn remote_flags(r: &crate::cli::RemoteArgs) -> crate::remote::Flags {
     }
 }
 
+/// The remote that `flags`, `RST_REMOTE` or the project's `rst.toml` (the project is the
+/// current directory) name, connected and checked; None when none is set.
+fn open_remote(flags: &crate::remote::Flags) -> Result<Option<crate::remote::Remote>> {
+    let project =
+        std::env::current_dir().map_err(|e| crate::error::Error::io("current directory", e))?;
+    Ok(crate::remote::open(flags, &project)?)
+}
+
 /// Runs the subcommand `cmd`.
 pub fn dispatch(cmd: Cmd) -> Result<ExitCode> {
     let result = command(cmd);

@@ -43,7 +43,7 @@ pub fn run(args: &PipelineArgs, flags: &RunFlags, exec: &ExecArgs) -> Result<Exi
     } = prepared;
     let Backend { executor, kill } = backend;
     // Checked before anything runs: a bad URL, bucket or credentials is exit 2 now.
-    let remote = open_remote(&flags.remote)?;
+    let remote = super::open_remote(&flags.remote)?.map(std::sync::Arc::new);
     let cancel = on_interrupt(kill);
     // Local stages publish without fsync; one syncfs at the commit makes them durable
     // before the run record says they ran (the rule: `cache::store`'s module doc). The
@@ -111,14 +111,6 @@ struct On<'a> {
     gpus: Option<&'a std::sync::Arc<GpuSource>>,
     /// The remote cache, if one is set.
     shared: Option<std::sync::Arc<dyn crate::cache::shared::SharedCache>>,
-}
-
-/// The remote the flags, `RST_REMOTE` or `rst.toml` name, connected and checked.
-fn open_remote(
-    flags: &crate::remote::Flags,
-) -> Result<Option<std::sync::Arc<crate::remote::Remote>>> {
-    let project = std::env::current_dir().map_err(|e| Error::io("current directory", e))?;
-    Ok(crate::remote::open(flags, &project)?.map(std::sync::Arc::new))
 }
 
 /// Waits for the run's uploads (abandons them on Ctrl-C: what was not complete is not

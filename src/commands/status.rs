@@ -17,9 +17,7 @@ pub fn run(
 ) -> Result<ExitCode> {
     let store = open_store(&cache_dir(&args.cache_dir))?;
     let p = super::load_replayed(args, &store)?.select(targets)?;
-    let project =
-        std::env::current_dir().map_err(|e| crate::error::Error::io("current directory", e))?;
-    let remote = crate::remote::open(remote, &project)?;
+    let remote = super::open_remote(remote)?;
     let tier = remote
         .as_ref()
         .map(|r| Tier::Peek(r as &dyn crate::cache::shared::SharedCache));

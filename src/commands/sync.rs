@@ -8,18 +8,17 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::cache::shared::SharedCache;
-use crate::error::{Error, Result, UserError};
+use crate::error::{Result, UserError};
 use crate::project::{cache_dir, open_store};
 use crate::remote::transfer::Uploaded;
 use crate::status::{status_lines, status_lines_with, Tier};
 
 fn open(remote: Option<String>, what: &str, entries: u64) -> Result<crate::remote::Remote> {
-    let project = std::env::current_dir().map_err(|e| Error::io("current directory", e))?;
     let flags = crate::remote::Flags {
         remote,
         ..Default::default()
     };
-    match crate::remote::open(&flags, &project)? {
+    match super::open_remote(&flags)? {
         Some(r) => Ok(r.with_progress(what, entries)),
         None => Err(UserError::new(format!("rst {what}: no remote cache is set"))
             .help("pass --remote s3://BUCKET/PREFIX, set RST_REMOTE, or add [remote] url = \"s3://...\" to rst.toml")

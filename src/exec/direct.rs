@@ -20,7 +20,7 @@ use std::fs::File;
 use std::io::Write;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use super::guard::Guard;
@@ -39,12 +39,15 @@ pub(super) fn run(
     cancel: &Cancel,
     on_event: &mut (dyn FnMut(WorkerEvent) + Send),
 ) -> (bool, bool) {
-    let ended = Mutex::new(Ended::default());
+    // What the events said: a result was reported, and it was another run's.
+    let (finished, reused) = (AtomicBool::new(false), AtomicBool::new(false));
     let forward = |ev: WorkerEvent| {
-        let mut e = ended.lock().unwrap_or_else(|p| p.into_inner());
-        e.finished |= matches!(ev, WorkerEvent::Done { .. } | WorkerEvent::Failed(_));
-        e.reused |= matches!(ev, WorkerEvent::Done { reused: true, .. });
-        drop(e);
+        if matches!(ev, WorkerEvent::Done { .. } | WorkerEvent::Failed(_)) {
+            finished.store(true, Ordering::Relaxed);
+        }
+        if matches!(ev, WorkerEvent::Done { reused: true, .. }) {
+            reused.store(true, Ordering::Relaxed);
+        }
         on_event(ev);
     };
     let host = Direct {
@@ -70,15 +73,7 @@ pub(super) fn run(
     });
     worker::finish(&host, result);
     drop(host);
-    let e = ended.into_inner().unwrap_or_else(|p| p.into_inner());
-    (e.finished, e.reused)
-}
-
-/// What the events of a direct run said: a result was reported, and it was reused.
-#[derive(Default)]
-struct Ended {
-    finished: bool,
-    reused: bool,
+    (finished.into_inner(), reused.into_inner())
 }
 
 struct Direct<'a> {

@@ -209,10 +209,6 @@ impl Remote {
         self.client.settings.read_only
     }
 
-    pub fn stats(&self) -> &Stats {
-        &self.ctx.stats
-    }
-
     fn tick(&self) {
         tick(&self.ctx);
     }
@@ -539,7 +535,7 @@ async fn fetch_inner(ctx: &Ctx, store: &Store, key: &str) -> Result<Option<Fetch
     let Some(mut entry) = read_entry(ctx, key).await? else {
         return Ok(None);
     };
-    entry.run.fetched = Some(store::Fetched {
+    entry.run.fetched = Some(store::FetchedFrom {
         from: ctx.url.clone(),
         unix: crate::time::unix_now(),
         host: store::this_host().to_string(),
